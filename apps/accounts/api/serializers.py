@@ -1,0 +1,97 @@
+from rest_framework import serializers
+
+from apps.accounts.models import Membership, Project, User
+from apps.core.api.serializers import StrictModelSerializer, StrictSerializer
+from apps.core.tenancy import Role
+
+
+class ProjectSerializer(StrictModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "task", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        extra_kwargs = {"name": {"max_length": 200}}
+
+
+class ProjectUpdateSerializer(StrictModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["name", "task"]
+        extra_kwargs = {"name": {"required": False}, "task": {"required": False}}
+
+
+class UserSerializer(StrictModelSerializer):
+    is_admin = serializers.BooleanField(source="is_superuser", read_only=True)
+
+    class Meta:
+        model = User
+        fields = [
+            "username",
+            "name",
+            "email",
+            "is_admin",
+            "is_service_account",
+            "is_active",
+            "date_joined",
+            "last_login",
+        ]
+        read_only_fields = fields
+
+
+class UserCreateSerializer(StrictSerializer):
+    username = serializers.RegexField(r"^[a-zA-Z][a-zA-Z0-9_.@+-]{0,149}$")
+    password = serializers.CharField(write_only=True, max_length=128)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=150, default="")
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    is_admin = serializers.BooleanField(required=False, default=False)
+    is_service_account = serializers.BooleanField(required=False, default=False)
+
+
+class UserUpdateSerializer(StrictSerializer):
+    password = serializers.CharField(write_only=True, required=False, max_length=128)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=150)
+    email = serializers.EmailField(required=False, allow_blank=True)
+    is_admin = serializers.BooleanField(required=False)
+    is_active = serializers.BooleanField(required=False)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    name = serializers.CharField(source="user.name", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["username", "name", "role", "is_project_admin", "created_at"]
+        read_only_fields = fields
+
+
+class MembershipWriteSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+    is_project_admin = serializers.BooleanField(default=False)
+
+
+class MembershipUpdateSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=Role.choices, required=False)
+    is_project_admin = serializers.BooleanField(required=False)
+
+
+class TokenObtainSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, write_only=True)
+    project_id = serializers.CharField(max_length=64, required=False)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+    project_id = serializers.CharField(allow_null=True)
+    user = UserSerializer(required=False)
+
+
+class RefreshSerializer(StrictSerializer):
+    refresh = serializers.CharField()
+
+
+class ProjectSwitchSerializer(StrictSerializer):
+    project_id = serializers.CharField(max_length=64)

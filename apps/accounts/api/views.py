@@ -1,0 +1,255 @@
+"""Auth, projects, users and memberships of the main API."""
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status
+from rest_framework.exceptions import NotFound as DRFNotFound
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from apps.accounts import selectors, services
+from apps.accounts.api import serializers as s
+from apps.accounts.models import Membership, Project, User
+from apps.core.api.views import GlobalAPIView, GlobalViewSet, ProjectScopedViewSet
+from apps.core.exceptions import Forbidden, Unauthorized
+from apps.core.tenancy import project_access
+
+
+class IsGlobalAdmin(IsAuthenticated):
+    def has_permission(self, request, view):
+        return super().has_permission(request, view) and request.user.is_superuser
+
+
+class TokenObtainView(GlobalAPIView):
+    """Log in with username and password; returns a JWT pair scoped to a project."""
+
+    tenancy_exempt_reason = "login happens before any project is known"
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+    @extend_schema(request=s.TokenObtainSerializer, responses=s.TokenPairSerializer, auth=[])
+    def post(self, request):
+        data = s.TokenObtainSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(
+            request,
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
+        )
+        if user is None:
+            raise Unauthorized("Invalid username or password.")
+        project = None
+        if data.validated_data.get("project_id"):
+            project = project_access(
+                user=user, project_id=data.validated_data["project_id"]
+            ).project
+        pair = services.token_pair_for(user=user, project=project)
+        return Response({**pair, "user": s.UserSerializer(user).data})
+
+
+class TokenRefreshView(GlobalAPIView):
+    """Exchange a refresh token for a new pair; the old refresh token is blacklisted."""
+
+    tenancy_exempt_reason = "the refresh token carries its own scope"
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(request=s.RefreshSerializer, responses=s.TokenPairSerializer, auth=[])
+    def post(self, request):
+        s.RefreshSerializer(data=request.data).is_valid(raise_exception=True)
+        serializer = TokenRefreshSerializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError as exc:
+            raise InvalidToken(str(exc)) from exc
+        data = serializer.validated_data
+        project_id = RefreshToken(data["refresh"]).get("project_id")
+        return Response(
+            {"access": data["access"], "refresh": data["refresh"], "project_id": project_id}
+        )
+
+
+class LogoutView(GlobalAPIView):
+    """Blacklist a refresh token so it can no longer be used."""
+
+    tenancy_exempt_reason = "acts on the caller's own token"
+
+    @extend_schema(request=s.RefreshSerializer, responses={204: None})
+    def post(self, request):
+        data = s.RefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            token = RefreshToken(data.validated_data["refresh"])
+            if token.get("user_id") != request.user.pk:
+                raise InvalidToken("Not your token.")
+            token.blacklist()
+        except TokenError as exc:
+            raise InvalidToken(str(exc)) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProjectSwitchView(GlobalAPIView):
+    """Issue a token pair scoped to another of the caller's projects."""
+
+    tenancy_exempt_reason = "checks membership of the target project itself"
+
+    @extend_schema(request=s.ProjectSwitchSerializer, responses=s.TokenPairSerializer)
+    def post(self, request):
+        data = s.ProjectSwitchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        access = project_access(user=request.user, project_id=data.validated_data["project_id"])
+        return Response(services.token_pair_for(user=request.user, project=access.project))
+
+
+class MeView(GlobalAPIView):
+    """The caller's account and projects."""
+
+    tenancy_exempt_reason = "the caller's own account"
+
+    @extend_schema(responses=s.UserSerializer)
+    def get(self, request):
+        return Response(s.UserSerializer(request.user).data)
+
+
+class ProjectViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    GlobalViewSet,
+):
+    """Projects (the tenants): listed by membership; changed by project or global admins."""
+
+    tenancy_exempt_reason = "the project list itself; every lookup is limited by membership"
+    serializer_class = s.ProjectSerializer
+    lookup_url_kwarg = "project_id"
+    http_method_names = ["get", "post", "patch", "delete"]
+
+    queryset = Project.objects.none()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Project.objects.none()
+        return selectors.project_list_for(user=self.request.user).order_by("-created_at")
+
+    def get_object(self):
+        return project_access(user=self.request.user, project_id=self.kwargs["project_id"]).project
+
+    def perform_create(self, serializer):
+        if self.request.user.is_service_account:
+            raise Forbidden("Service accounts cannot create projects.")
+        serializer.instance = services.project_create(
+            actor=self.request.user, **serializer.validated_data
+        )
+
+    @extend_schema(request=s.ProjectUpdateSerializer, responses=s.ProjectSerializer)
+    def partial_update(self, request, project_id=None):
+        access = project_access(user=request.user, project_id=project_id)
+        access.require_admin()
+        data = s.ProjectUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_update(project=access.project, **data.validated_data)
+        return Response(s.ProjectSerializer(project).data)
+
+    def destroy(self, request, project_id=None):
+        access = project_access(user=request.user, project_id=project_id)
+        access.require_admin()
+        services.project_delete(project=access.project)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserViewSet(GlobalViewSet):
+    """User administration, for global admins."""
+
+    tenancy_exempt_reason = "users are global; only global admins reach these routes"
+    permission_classes = [IsGlobalAdmin]
+    serializer_class = s.UserSerializer
+    queryset = User.objects.all()
+    lookup_field = "username"
+    lookup_value_regex = r"[^/]+"
+
+    def list(self, request):
+        page = self.paginate_queryset(User.objects.order_by("username"))
+        return self.get_paginated_response(s.UserSerializer(page, many=True).data)
+
+    @extend_schema(request=s.UserCreateSerializer, responses={201: s.UserSerializer})
+    def create(self, request):
+        data = s.UserCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_create(**data.validated_data)
+        return Response(s.UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, username=None):
+        return Response(s.UserSerializer(selectors.user_get(username=username)).data)
+
+    @extend_schema(request=s.UserUpdateSerializer, responses=s.UserSerializer)
+    def partial_update(self, request, username=None):
+        user = selectors.user_get(username=username)
+        data = s.UserUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_update(user=user, **data.validated_data)
+        return Response(s.UserSerializer(user).data)
+
+    def destroy(self, request, username=None):
+        services.user_delete(user=selectors.user_get(username=username), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MembershipViewSet(ProjectScopedViewSet):
+    """Members of a project; project admins add, change and remove them."""
+
+    queryset = Membership.objects.all()
+    serializer_class = s.MembershipSerializer
+    lookup_field = "user__username"
+    lookup_url_kwarg = "username"
+    lookup_value_regex = r"[^/]+"
+    admin_actions = frozenset({"create", "partial_update", "destroy"})
+
+    def safely_filter_queryset(self, queryset):
+        return queryset.select_related("user").order_by("user__username")
+
+    def list(self, request, project_id=None):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=s.MembershipWriteSerializer, responses={201: s.MembershipSerializer})
+    def create(self, request, project_id=None):
+        data = s.MembershipWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            user = selectors.user_get(username=data.validated_data.pop("username"))
+        except Exception:
+            raise DRFNotFound("User not found.") from None
+        membership = services.membership_set(
+            project=self.access.project, user=user, **data.validated_data
+        )
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, project_id=None, username=None):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(request=s.MembershipUpdateSerializer, responses=s.MembershipSerializer)
+    def partial_update(self, request, project_id=None, username=None):
+        membership = self.get_object()
+        data = s.MembershipUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.membership_set(
+            project=self.access.project,
+            user=membership.user,
+            role=data.validated_data.get("role", membership.role),
+            is_project_admin=data.validated_data.get(
+                "is_project_admin", membership.is_project_admin
+            ),
+        )
+        return Response(self.get_serializer(membership).data)
+
+    def destroy(self, request, project_id=None, username=None):
+        membership = self.get_object()
+        services.membership_remove(project=self.access.project, user=membership.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,8 @@
+"""OpenAPI description of Orchard's JWT authentication (Bearer or raw X-Auth-Token)."""
+
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+
+
+class OrchardJWTScheme(SimpleJWTScheme):
+    target_class = "apps.accounts.authentication.JWTAuthentication"
+    name = "jwtAuth"

@@ -1,0 +1,55 @@
+"""OpenAPI: document the envelope around every /api/ answer and the shared error shape."""
+
+_ERROR = {
+    "type": "object",
+    "required": ["status", "error"],
+    "properties": {
+        "status": {"type": "string", "enum": ["error"]},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "example": "NOT_FOUND",
+                    "description": "NOT_FOUND, CONFLICT, TRAINING_IN_PROGRESS, VALIDATION_ERROR, "
+                    "UNAUTHORIZED, FORBIDDEN, PAYLOAD_TOO_LARGE, RATE_LIMITED, INTERNAL_ERROR",
+                },
+                "message": {"type": "string"},
+                "details": {"type": "object", "additionalProperties": True},
+            },
+        },
+    },
+}
+
+
+def envelope_postprocessing_hook(result, generator, request, public):
+    """Wrap 2xx JSON schemas of /api/ paths in `{status: ok, data}` and add the error shape."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorEnvelope"] = _ERROR
+    error_ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/"):
+            continue
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json")
+                if status.startswith("2") and content and "schema" in content:
+                    content["schema"] = {
+                        "type": "object",
+                        "required": ["status", "data"],
+                        "properties": {
+                            "status": {"type": "string", "enum": ["ok"]},
+                            "data": content["schema"],
+                        },
+                    }
+            operation["responses"].setdefault(
+                "default",
+                {
+                    "description": "Error envelope",
+                    "content": {"application/json": {"schema": error_ref}},
+                },
+            )
+    return result

@@ -1,0 +1,124 @@
+"""Base views of every surface of the main API. Tenancy is enforced here and only here.
+
+`ProjectScopedViewSet` / `ProjectScopedAPIView`: the project comes from the URL (`project_id`),
+the caller's membership and role are checked per action in `initial()`, and every queryset is
+finished with `visible_to(access)`. Subclasses cannot override the scoping methods (checked in
+`__init_subclass__`); they narrow querysets through `safely_filter_queryset`.
+
+`GlobalAPIView` / `GlobalViewSet`: the few routes that are not inside one project (auth, the
+project list itself, user administration, system). Each declares why in `tenancy_exempt_reason`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rest_framework import generics, viewsets
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.views import APIView
+
+from apps.core.exceptions import Forbidden, NotFound
+from apps.core.tenancy import ProjectAccess, project_access
+
+_GUARDED = ("get_queryset", "get_object", "initial", "get_serializer_context", "check_permissions")
+
+
+class ProjectScopedMixin:
+    """Resolves `self.access` (a ProjectAccess) and scopes every queryset to it."""
+
+    project_url_kwarg: ClassVar[str] = "project_id"
+    # Actions (viewset action names or HTTP methods) that need a project admin.
+    admin_actions: ClassVar[frozenset[str]] = frozenset()
+    # Actions that only read, even if sent with POST (e.g. a "preview").
+    read_actions: ClassVar[frozenset[str]] = frozenset()
+    access: ProjectAccess
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("apps.core."):
+            return
+        for name in _GUARDED:
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__} overrides {name}(), which enforces tenancy; "
+                    "use safely_filter_queryset() instead."
+                )
+
+    # -- the hooks subclasses may use --------------------------------------------------------
+    def safely_filter_queryset(self, queryset):
+        """Narrow the already-scoped queryset (filters, select_related, ordering)."""
+        return queryset
+
+    # -- enforcement --------------------------------------------------------------------------
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.access = self.resolve_access(request, kwargs)
+        action = getattr(self, "action", None) or request.method.lower()
+        if action in self.admin_actions or request.method.lower() in self.admin_actions:
+            self.access.require_admin()
+        elif request.method not in SAFE_METHODS and action not in self.read_actions:
+            self.access.require_write()
+
+    def resolve_access(self, request, kwargs) -> ProjectAccess:
+        return project_access(user=request.user, project_id=kwargs.get(self.project_url_kwarg))
+
+    def get_queryset(self):
+        base = self.queryset
+        if base is None:
+            raise RuntimeError(f"{type(self).__name__} needs a `queryset`.")
+        return self.safely_filter_queryset(base.model.objects.visible_to(self.access))
+
+    def get_object(self):
+        queryset = self.filter_queryset(self.get_queryset())
+        lookup_url_kwarg = self.lookup_url_kwarg or self.lookup_field
+        try:
+            obj = queryset.get(**{self.lookup_field: self.kwargs[lookup_url_kwarg]})
+        except (queryset.model.DoesNotExist, ValueError, TypeError):
+            raise NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found.") from None
+        except Exception as exc:
+            from django.core.exceptions import ValidationError
+
+            if isinstance(exc, ValidationError):
+                raise NotFound(
+                    f"{queryset.model._meta.verbose_name.capitalize()} not found."
+                ) from None
+            raise
+        if self.request.method not in SAFE_METHODS and not self.access.can_edit(obj):
+            raise Forbidden("Only the owner or a project admin may change this.")
+        return obj
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        access = getattr(self, "access", None)
+        context["access"] = access
+        context["project"] = access.project if access else None
+        return context
+
+
+class ProjectScopedViewSet(ProjectScopedMixin, viewsets.GenericViewSet):
+    """Base of every viewset over tenant-owned rows."""
+
+
+class ProjectScopedAPIView(ProjectScopedMixin, generics.GenericAPIView):
+    """Base of every non-viewset route inside a project (studio paths like /api/datasets/{id})."""
+
+
+class GlobalMixin:
+    """Marks a route that is not inside one project; the reason is required and reviewed."""
+
+    tenancy_exempt_reason: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__module__.startswith("apps.core.") and not cls.tenancy_exempt_reason:
+            raise TypeError(
+                f"{cls.__qualname__} must say why it is global (tenancy_exempt_reason)."
+            )
+
+
+class GlobalAPIView(GlobalMixin, APIView):
+    pass
+
+
+class GlobalViewSet(GlobalMixin, viewsets.GenericViewSet):
+    pass

@@ -1,0 +1,55 @@
+"""Domain errors raised by services and selectors.
+
+Every surface maps them to its own wire format: the main API to the studio error envelope, the
+Hanami gateway to its status codes, consumers to close codes. Missing and "not yours" raise the same
+NotFound so that nothing leaks whether another project's object exists.
+"""
+
+from typing import Any
+
+
+class OrchardError(Exception):
+    """Base of all domain errors; `code` and `status` follow the studio API's error table."""
+
+    code = "INTERNAL_ERROR"
+    status = 500
+    default_message = "Internal error."
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+
+class NotFound(OrchardError):
+    code, status, default_message = "NOT_FOUND", 404, "Not found."
+
+
+class Conflict(OrchardError):
+    code, status, default_message = "CONFLICT", 409, "Conflict with the current state."
+
+
+class TrainingInProgress(Conflict):
+    code, default_message = "TRAINING_IN_PROGRESS", "A training run is already in progress."
+
+
+class ValidationFailed(OrchardError):
+    """Input that cannot work; `details` maps field names to lists of messages."""
+
+    code, status, default_message = "VALIDATION_ERROR", 422, "Invalid input."
+
+    @classmethod
+    def for_field(cls, field: str, message: str) -> "ValidationFailed":
+        return cls(f"{field}: {message}", details={field: [message]})
+
+
+class Forbidden(OrchardError):
+    code, status, default_message = "FORBIDDEN", 403, "You do not have permission to do this."
+
+
+class Unauthorized(OrchardError):
+    code, status, default_message = "UNAUTHORIZED", 401, "Authentication required."
+
+
+class PayloadTooLarge(OrchardError):
+    code, status, default_message = "PAYLOAD_TOO_LARGE", 413, "Request body too large."

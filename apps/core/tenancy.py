@@ -1,0 +1,129 @@
+"""Tenancy in one place: who may see and change what inside a project.
+
+A Project is a tenant. `project_access` resolves the caller's rights in one project (a missing
+project and one the caller is not a member of both raise NotFound); `TenantQuerySet.visible_to`
+and `editable_by` are the only way tenant-owned rows are read or written by surfaces. Views,
+consumers, gateways and actors all go through these helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.db.models import Q
+
+from apps.core.exceptions import Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from apps.accounts.models import Project, User
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Visibility(models.TextChoices):
+    PRIVATE = "private", "Private (owner and project admins)"
+    SHARED = "shared", "Shared (every member)"
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    """The caller's rights in one project, resolved once per request, socket or job."""
+
+    project: Project
+    user: User
+    role: str | None
+    is_project_admin: bool
+    is_global_admin: bool
+
+    @property
+    def is_admin(self) -> bool:
+        """Global admins and project admins see and change everything in the project."""
+        return self.is_global_admin or self.is_project_admin or self.role == Role.ADMIN
+
+    @property
+    def can_write(self) -> bool:
+        return self.is_admin or self.role == Role.MEMBER
+
+    def can_edit(self, obj: Any) -> bool:
+        """Writers change their own resources; admins change every resource of the project."""
+        if self.is_admin:
+            return True
+        return self.can_write and getattr(obj, "owner_id", None) == self.user.pk
+
+    def require_write(self) -> None:
+        if not self.can_write:
+            raise Forbidden("Your role in this project is read-only.")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("Only project admins may do this.")
+
+
+def project_access(*, user: User, project_id: str) -> ProjectAccess:
+    """Resolve `user`'s rights in `project_id`; NotFound for a missing or foreign project."""
+    from apps.accounts.models import Membership, Project
+
+    if user is None or not user.is_authenticated or not isinstance(project_id, str):
+        raise NotFound("Project not found.")
+    try:
+        project = Project.objects.get(pk=project_id)
+    except Project.DoesNotExist:
+        raise NotFound("Project not found.") from None
+    membership = Membership.objects.filter(project=project, user=user).first()
+    if membership is None and not user.is_superuser:
+        raise NotFound("Project not found.")
+    return ProjectAccess(
+        project=project,
+        user=user,
+        role=membership.role if membership else None,
+        is_project_admin=bool(membership and membership.is_project_admin),
+        is_global_admin=bool(user.is_superuser),
+    )
+
+
+class TenantQuerySet(models.QuerySet):
+    """The one queryset of every tenant-owned model."""
+
+    def visible_to(self, access: ProjectAccess) -> TenantQuerySet:
+        qs = self.filter(project_id=access.project.pk)
+        if access.is_admin:
+            return qs
+        return qs.filter(Q(owner_id=access.user.pk) | Q(visibility=Visibility.SHARED))
+
+    def editable_by(self, access: ProjectAccess) -> TenantQuerySet:
+        qs = self.filter(project_id=access.project.pk)
+        if access.is_admin:
+            return qs
+        if not access.can_write:
+            return qs.none()
+        return qs.filter(owner_id=access.user.pk)
+
+    def get_visible(self, access: ProjectAccess, **lookup: Any) -> models.Model:
+        """One visible row or NotFound (the same answer for missing and foreign)."""
+        try:
+            return self.visible_to(access).get(**lookup)
+        except (self.model.DoesNotExist, ValueError, TypeError):
+            raise NotFound(f"{self.model._meta.verbose_name.capitalize()} not found.") from None
+        except Exception as exc:  # invalid lookups such as a malformed UUID
+            from django.core.exceptions import ValidationError
+
+            if isinstance(exc, ValidationError):
+                raise NotFound(f"{self.model._meta.verbose_name.capitalize()} not found.") from None
+            raise
+
+
+class ProjectScopedQuerySet(models.QuerySet):
+    """For project-owned rows without an owner (memberships, splits): the project is the scope."""
+
+    def visible_to(self, access: ProjectAccess) -> ProjectScopedQuerySet:
+        return self.filter(project_id=access.project.pk)
+
+    def editable_by(self, access: ProjectAccess) -> ProjectScopedQuerySet:
+        qs = self.filter(project_id=access.project.pk)
+        return qs if access.can_write else qs.none()

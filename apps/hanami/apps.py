@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HanamiConfig(AppConfig):
+    name = "apps.hanami"
+    label = "hanami"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MlbackendConfig(AppConfig):
+    name = "apps.mlbackend"
+    label = "mlbackend"

@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels (JWT + origin checks)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from apps.accounts.ws import JWTAuthMiddleware, OriginCheckMiddleware  # noqa: E402
+from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
+from config.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": BodySizeLimitASGIMiddleware(django_asgi_app),
+        "websocket": OriginCheckMiddleware(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)
+
+if settings.INPROCESS_WORKER:
+    from apps.core.worker import start_inprocess_worker
+
+    start_inprocess_worker()

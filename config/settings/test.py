@@ -1,0 +1,15 @@
+"""Test settings: the same environment-driven configuration, with fast hashing and no
+in-process worker (tests start workers themselves)."""
+
+from pathlib import Path
+
+from .base import *  # noqa: F403
+from .base import DATA_DIR, env
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+INPROCESS_WORKER = False
+DATA_DIR = Path(env("ORCHARD_DATA_DIR", default=str(DATA_DIR.parent / "var" / "test")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+MEDIA_ROOT = DATA_DIR / "media"
+REST_FRAMEWORK = {**REST_FRAMEWORK}  # noqa: F405
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"login": "5/min"}

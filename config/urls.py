@@ -1,0 +1,47 @@
+"""Every HTTP surface of Orchard. Each app owns its routes in `apps/<app>/api/urls.py` (main API,
+under /api/) and, for protocol gateways, `apps/<app>/urls.py` mounted at the protocol's prefix."""
+
+from importlib import import_module
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+API_APPS = [
+    "accounts",
+    "system",
+    "datasets",
+    "clusters",
+    "tasks",
+    "training",
+    "exports",
+    "marketplace",
+    "mlbackend",
+    "hanami",
+]
+
+api_patterns = [path("", include(f"apps.{app}.api.urls")) for app in API_APPS]
+
+
+def _gateway_patterns() -> list:
+    """Protocol surfaces outside /api/ (Hanami, Label Studio, labelprop, orchestrator)."""
+    patterns = []
+    for app in API_APPS:
+        try:
+            module = import_module(f"apps.{app}.urls")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"apps.{app}.urls":
+                raise
+            continue
+        patterns += module.urlpatterns
+    return patterns
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/", include(api_patterns)),
+    *_gateway_patterns(),
+]

@@ -1,0 +1,141 @@
+"""Tenancy, for every route of every surface.
+
+1. Every DRF view is built on the scoped base (or declares why it is global), and every websocket
+   consumer on the scoped consumer base.
+2. A member of another project can neither read, list, change nor delete anything through any
+   route: each route is called with every method, filled with another project's objects, and
+   must answer 404 (403 for global-admin-only routes) while the database stays unchanged.
+"""
+
+import pytest
+from django.apps import apps
+from django.db.models import Max
+
+from apps.core.api.views import GlobalMixin, ProjectScopedMixin
+from apps.core.consumers import ProjectScopedConsumer
+from config.routing import websocket_urlpatterns
+from tests.conftest import client_for
+from tests.tenancy import iter_routes, url_kwarg_factories
+
+NON_API_PREFIXES = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "static/", "media/")
+# Routes that are public by design and hold no tenant data.
+PUBLIC_ROUTES = {"system-health", "token-obtain", "token-refresh"}
+
+
+def _drf_routes():
+    return [
+        r
+        for r in iter_routes()
+        if r.view_class is not None and not r.pattern.startswith(NON_API_PREFIXES)
+    ]
+
+
+def test_every_api_view_uses_the_scoped_base_or_says_why_not():
+    offenders = []
+    for route in _drf_routes():
+        cls = route.view_class
+        if not issubclass(cls, ProjectScopedMixin | GlobalMixin):
+            offenders.append(f"{route.pattern}: {cls.__module__}.{cls.__qualname__}")
+        elif issubclass(cls, GlobalMixin) and not cls.tenancy_exempt_reason:
+            offenders.append(f"{route.pattern}: {cls.__qualname__} has no exempt reason")
+    assert not offenders, "views outside the tenancy base:\n" + "\n".join(offenders)
+
+
+def test_every_route_outside_api_is_a_known_surface():
+    unknown = [
+        r.pattern
+        for r in iter_routes()
+        if r.view_class is None and not r.pattern.startswith(NON_API_PREFIXES)
+    ]
+    assert not unknown, f"plain Django views outside the tenancy bases: {unknown}"
+
+
+def test_the_scoped_base_cannot_be_bypassed():
+    from apps.core.api.views import ProjectScopedViewSet
+
+    with pytest.raises(TypeError, match="tenancy"):
+        type(
+            "Sneaky",
+            (ProjectScopedViewSet,),
+            {"get_queryset": lambda self: None, "__module__": "apps.x.api.views"},
+        )
+    with pytest.raises(TypeError, match="tenancy"):
+        type(
+            "Sneaky2",
+            (ProjectScopedViewSet,),
+            {"get_object": lambda self: None, "__module__": "apps.x.api.views"},
+        )
+    with pytest.raises(TypeError, match="authorize"):
+        type(
+            "SneakySocket",
+            (ProjectScopedConsumer,),
+            {"connect": lambda self: None, "__module__": "apps.x.consumers"},
+        )
+
+
+def test_every_websocket_consumer_uses_the_scoped_base():
+    offenders = []
+    for pattern in websocket_urlpatterns:
+        consumer = getattr(pattern.callback, "consumer_class", None)
+        if consumer is None or not (
+            issubclass(consumer, ProjectScopedConsumer)
+            or getattr(consumer, "tenancy_exempt_reason", "")
+        ):
+            offenders.append(str(pattern.pattern))
+    assert not offenders, offenders
+
+
+def _snapshot():
+    state = {}
+    for model in apps.get_models():
+        if model._meta.app_label in {"token_blacklist", "sessions", "admin", "contenttypes"}:
+            continue
+        qs = model._default_manager.all()
+        fields = {f.name for f in model._meta.get_fields()}
+        stamp = qs.aggregate(m=Max("updated_at"))["m"] if "updated_at" in fields else None
+        state[model._meta.label] = (qs.count(), stamp)
+    return state
+
+
+def _expected(route, status):
+    cls = route.view_class
+    if issubclass(cls, GlobalMixin):
+        return status in (403, 404)
+    return status == 404
+
+
+@pytest.mark.django_db
+def test_a_member_of_another_project_reaches_nothing(world):
+    factories = url_kwarg_factories()
+    routes = [r for r in _drf_routes() if r.kwargs]
+    assert routes, "no parametrised routes found"
+    missing = sorted(
+        {k for r in routes for k in r.kwargs if k != "project_id" and k not in factories}
+    )
+    assert not missing, f"register these URL kwargs in tests/<app>/tenancy.py: {missing}"
+
+    # Objects of project B (the victim); the attacker is alice, admin of project A only.
+    foreign = {k: f(world.other_project, world.outsider) for k, f in factories.items()}
+    foreign["project_id"] = world.other_project.pk
+    attacker = client_for(world.owner)
+    before = _snapshot()
+    failures = []
+    for route in routes:
+        variants = [foreign]
+        if "project_id" in route.kwargs and len(route.kwargs) > 1:
+            # Own project in the URL, foreign objects after it.
+            variants.append({**foreign, "project_id": world.project.pk})
+        for values in variants:
+            url = route.url(**values)
+            for method in route.methods:
+                response = getattr(attacker, method.lower())(
+                    url, {"name": "pwned", "project_id": world.project.pk}, format="json"
+                )
+                if response.status_code == 405:
+                    continue
+                if not _expected(route, response.status_code):
+                    failures.append(f"{method} {url} -> {response.status_code}")
+                elif route.pattern.startswith("api/"):
+                    assert response.json()["status"] == "error", (method, url, response.content)
+    assert not failures, "cross-tenant access:\n" + "\n".join(failures)
+    assert _snapshot() == before, "a cross-tenant request changed the database"
