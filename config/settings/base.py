@@ -241,6 +241,11 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Demo content created by `manage.py bootstrap`: callables (project, actor, stdout) -> None.
+ORCHARD_DEMO_HOOKS = env.list(
+    "ORCHARD_DEMO_HOOKS", default=["apps.datasets.demo.create_demo_datasets"]
+)
+
 # Bootstrap admin for `manage.py bootstrap` (printed once when the password is generated).
 ADMIN_USERNAME = env("ORCHARD_ADMIN_USERNAME", default="admin")
 ADMIN_PASSWORD = env("ORCHARD_ADMIN_PASSWORD", default="")

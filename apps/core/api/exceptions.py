@@ -74,11 +74,10 @@ def envelope_exception_handler(exc, context):
         )
 
     if isinstance(exc, drf.APIException):
-        for cls, code, status in _DRF_CODES:
-            if isinstance(exc, cls):
-                break
-        else:
-            code, status = "ERROR", exc.status_code
+        code, status = next(
+            ((code, status) for cls, code, status in _DRF_CODES if isinstance(exc, cls)),
+            ("ERROR", exc.status_code),
+        )
         if isinstance(exc, drf.ValidationError):
             details = exc.detail
             message = _message_of(exc.detail)
