@@ -86,7 +86,7 @@ class LogoutView(GlobalAPIView):
         data.is_valid(raise_exception=True)
         try:
             token = RefreshToken(data.validated_data["refresh"])
-            if token.get("user_id") != request.user.pk:
+            if str(token.get("user_id")) != str(request.user.pk):
                 raise InvalidToken("Not your token.")
             token.blacklist()
         except TokenError as exc:
