@@ -135,6 +135,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
 
+# Datasets: ZIP limits (zip bombs) and the server folders an admin allows imports from (off when
+# empty; the resolved real path must stay inside one of them).
+DATASET_ZIP_MAX_MEMBERS = env.int("DATASET_ZIP_MAX_MEMBERS", default=100_000)
+DATASET_ZIP_MAX_BYTES = env.int("DATASET_ZIP_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
+DATASET_IMPORT_ROOTS = env.list("DATASET_IMPORT_ROOTS", default=[])
+
 REDIS_URL = env("REDIS_URL", default="")
 
 CACHES = {
