@@ -10,9 +10,15 @@ import os
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["DEVICE_MEMORY_FRACTION", "as_tensors", "fits_on_device", "labels_to_indices"]
+__all__ = [
+    "DEVICE_MEMORY_FRACTION",
+    "as_tensors",
+    "fits_on_device",
+    "labels_to_indices",
+    "model_device",
+]
 
 # Share of free device memory a dataset may take; the rest is for weights, activations, optimizer.
 DEVICE_MEMORY_FRACTION = 0.5
@@ -39,9 +45,7 @@ def as_tensors(
         return x_tensor, None
     y_tensor = _to_tensor(y)
     if y_tensor.shape[0] != x_tensor.shape[0]:
-        raise ValueError(
-            f"x has {x_tensor.shape[0]} samples but y has {y_tensor.shape[0]} labels"
-        )
+        raise ValueError(f"x has {x_tensor.shape[0]} samples but y has {y_tensor.shape[0]} labels")
     if task == "regression":
         return x_tensor, y_tensor.to(device=device, dtype=torch.float32)
     return x_tensor, labels_to_indices(y_tensor).to(device)
@@ -55,7 +59,9 @@ def labels_to_indices(y: np.ndarray | Tensor) -> Tensor:
     if labels.dim() == 2:
         labels = labels[:, 0]
     if labels.dim() != 1:
-        raise ValueError(f"labels must be 1-D indices or 2-D one-hot rows, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be 1-D indices or 2-D one-hot rows, got {tuple(labels.shape)}"
+        )
     if labels.is_floating_point():
         if labels.numel() and not bool(torch.all(labels == labels.round())):
             raise ValueError("class labels must be whole numbers")
@@ -81,6 +87,15 @@ def fits_on_device(nbytes: int, device: torch.device | str) -> bool:
         return nbytes <= free * DEVICE_MEMORY_FRACTION
     available = _available_host_memory()
     return available is None or nbytes <= available * DEVICE_MEMORY_FRACTION
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a model without any."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _available_host_memory() -> int | None:

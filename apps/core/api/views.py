@@ -20,13 +20,24 @@ from rest_framework.views import APIView
 from apps.core.exceptions import Forbidden, NotFound
 from apps.core.tenancy import ProjectAccess, project_access
 
-_GUARDED = ("get_queryset", "get_object", "initial", "get_serializer_context", "check_permissions")
+_GUARDED = (
+    "get_queryset",
+    "get_object",
+    "initial",
+    "get_serializer_context",
+    "check_permissions",
+    "resolve_access",
+)
 
 
 class ProjectScopedMixin:
     """Resolves `self.access` (a ProjectAccess) and scopes every queryset to it."""
 
     project_url_kwarg: ClassVar[str] = "project_id"
+    # "url": the project is the `project_url_kwarg` of the route (the main API).
+    # "token": the project is the JWT's `project_id` claim (the Hanami gateway, whose routes name
+    # no project; the SDK switches projects by renewing its token).
+    project_source: ClassVar[str] = "url"
     # Actions (viewset action names or HTTP methods) that need a project admin.
     admin_actions: ClassVar[frozenset[str]] = frozenset()
     # Actions that only read, even if sent with POST (e.g. a "preview").
@@ -60,7 +71,12 @@ class ProjectScopedMixin:
             self.access.require_write()
 
     def resolve_access(self, request, kwargs) -> ProjectAccess:
-        return project_access(user=request.user, project_id=kwargs.get(self.project_url_kwarg))
+        if self.project_source == "token":
+            token = request.auth
+            project_id = token.get("project_id") if token is not None else None
+        else:
+            project_id = kwargs.get(self.project_url_kwarg)
+        return project_access(user=request.user, project_id=project_id)
 
     def get_queryset(self):
         base = self.queryset
