@@ -71,12 +71,19 @@ def project_access(*, user: User, project_id: str) -> ProjectAccess:
 
     if user is None or not user.is_authenticated or not isinstance(project_id, str):
         raise NotFound("Project not found.")
-    try:
-        project = Project.objects.get(pk=project_id)
-    except Project.DoesNotExist:
-        raise NotFound("Project not found.") from None
-    membership = Membership.objects.filter(project=project, user=user).first()
-    if membership is None and not user.is_superuser:
+    # One query for the common case: the membership with its project.
+    membership = (
+        Membership.objects.select_related("project")
+        .filter(project_id=project_id, user=user)
+        .first()
+    )
+    if membership is not None:
+        project = membership.project
+    elif user.is_superuser:
+        project = Project.objects.filter(pk=project_id).first()
+    else:
+        project = None
+    if project is None:
         raise NotFound("Project not found.")
     return ProjectAccess(
         project=project,

@@ -1,0 +1,1 @@
+"""Orchard's benchmarks: each capability measured against a plain baseline in the same run."""

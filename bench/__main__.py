@@ -1,0 +1,57 @@
+"""`python -m bench [--quick] [--only NAME] [--json PATH]`: run every row, print the table of
+ratios, write the JSON results (default bench/results/latest.json)."""
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from bench.harness import ROWS, Context, format_table, machine, write_json
+
+MODULES = ["bench.training", "bench.rest"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="each row once, small sizes (CI)")
+    parser.add_argument("--only", action="append", help="run only these rows")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", default="bench/results/latest.json")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ctx = Context(quick=args.quick, repeats=args.repeats or (1 if args.quick else 5), device=device)
+    for module in MODULES:
+        importlib.import_module(module)
+
+    print(f"machine: {machine()}")
+    rows, failed = [], []
+    for name, fn in ROWS:
+        if args.only and name not in args.only:
+            continue
+        print(f"... {name}", flush=True)
+        try:
+            rows.extend(fn(ctx))
+        except Exception:  # noqa: BLE001 - report the row, keep measuring the others
+            traceback.print_exc()
+            failed.append(name)
+    print()
+    print(format_table(rows))
+    write_json(rows, Path(args.json), ctx)
+    print(f"\nresults: {args.json}")
+    if failed:
+        print(f"rows that failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The bench harness: rows, repeats with medians, the table and the JSON file.
+
+A row measures Orchard and a plain baseline in the same process on the same machine and reports
+their ratio (Orchard / baseline, lower is better) beside the absolute figures. Figures are never
+asserted; `--quick` runs every row once on small sizes so the harness itself cannot rot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Row:
+    name: str
+    metric: str
+    orchard: float
+    baseline: float | None
+    unit: str
+    goal: str = ""
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.orchard / self.baseline
+
+
+@dataclass
+class Context:
+    quick: bool
+    repeats: int
+    device: str
+
+
+ROWS: list[tuple[str, Callable[[Context], list[Row]]]] = []
+
+
+def row(name: str):
+    """Register a benchmark function producing one or more rows."""
+
+    def register(fn):
+        ROWS.append((name, fn))
+        return fn
+
+    return register
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall-clock seconds of `fn` over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(rows: list[Row]) -> str:
+    header = f"{'row':<28} {'metric':<34} {'orchard':>12} {'baseline':>12} {'ratio':>7}  goal"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        base = f"{r.baseline:.4g}" if r.baseline is not None else "-"
+        ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
+        lines.append(
+            f"{r.name:<28} {r.metric:<34} {r.orchard:>10.4g}{r.unit:>2} {base:>12} {ratio:>7}  {r.goal}"
+        )
+        if r.notes:
+            lines.append(f"{'':<28}   {r.notes}")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[Row], path: Path, ctx: Context) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": machine(),
+        "quick": ctx.quick,
+        "device": ctx.device,
+        "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+    }
+    path.write_text(json.dumps(payload, indent=2))
