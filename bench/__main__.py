@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         print(f"... {name}", flush=True)
         try:
             rows.extend(fn(ctx))
-        except Exception:  # noqa: BLE001 - report the row, keep measuring the others
+        except Exception:
             traceback.print_exc()
             failed.append(name)
     print()

@@ -23,7 +23,7 @@ def setup() -> str:
                 conn.execute("DROP DATABASE IF EXISTS orchard_bench")
                 conn.execute("CREATE DATABASE orchard_bench")
             url = "postgres://postgres@127.0.0.1:5432/orchard_bench"
-        except Exception:  # noqa: BLE001 - no PostgreSQL here: SQLite it is
+        except Exception:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='orchard-bench-')}/bench.sqlite3"
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")

@@ -36,7 +36,7 @@ def _plain_loop(model, x, y, *, epochs, batch_size, lr, device):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for epoch in range(epochs):
+    for _ in range(epochs):
         perm = torch.randperm(x.shape[0], device=device, generator=None)
         for i in range(0, x.shape[0], batch_size):
             idx = perm[i : i + batch_size]
