@@ -1,0 +1,159 @@
+"""The Hanami websocket on path `/`.
+
+The SDK sends its token in the FIRST frame (text JSON `{"token", "target", "uuid"}`), so this
+consumer cannot be a ProjectScopedConsumer (which authorizes before accept()). It accepts the
+socket, then authenticates that first frame itself through `user_for_token` and `project_access`
+and fetches its object through the scoped querysets; the answer is one binary frame with JSON
+`{"success": true, "uuid": <connection id>}` or `{"success": false, "error": ...}` (then close).
+
+Targets:
+- `file_upload`: `uuid` is an upload session of the token's project that the caller may edit.
+  Every binary frame is a FileUpload_Message written at its position and answered with a
+  FileUploadResponse_Message. Rights are re-checked per chunk (token expiry, membership, session).
+- `cluster`: direct io, not available yet (answered with success false).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import ClassVar
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from google.protobuf.message import DecodeError
+
+from apps.accounts.authentication import user_for_token
+from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
+from apps.core.tenancy import ProjectAccess, project_access
+from apps.datasets import services as datasets
+from apps.datasets.models import Dataset, UploadSession
+from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
+
+CLOSE_REFUSED = 4401
+TARGETS = ("cluster", "file_upload")
+
+
+def _authenticate(raw_token) -> tuple[ProjectAccess, dict]:
+    if not isinstance(raw_token, str) or not raw_token:
+        raise Unauthorized("Missing token.")
+    user, token = user_for_token(raw_token)
+    access = project_access(user=user, project_id=token.get("project_id"))
+    return access, dict(token.payload)
+
+
+def _upload_session(access: ProjectAccess, session_id) -> UploadSession:
+    """The upload session if the caller may write it and its dataset still takes uploads."""
+    try:
+        uuid.UUID(str(session_id))
+    except ValueError:
+        raise NotFound("Upload not found.") from None
+    access.require_write()
+    session = UploadSession.objects.editable_by(access).filter(pk=session_id).first()
+    if session is None:
+        raise NotFound("Upload not found.")
+    if session.dataset_id is not None:
+        status = Dataset.objects.filter(pk=session.dataset_id).values_list("status", flat=True)
+        if status.first() != Dataset.Status.UPLOADING:
+            raise ValidationFailed("The dataset of this upload is no longer uploading.")
+    return session
+
+
+def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) -> None:
+    access, _ = _authenticate(raw_token)
+    session = _upload_session(access, session_id)
+    try:
+        datasets.upload_session_write(session=session, position=position, data=data)
+    except OSError:
+        raise NotFound("Upload file not found.") from None
+
+
+class HanamiSocketConsumer(AsyncWebsocketConsumer):
+    tenancy_exempt_reason: ClassVar[str] = (
+        "authenticates from its first frame through user_for_token and project_access"
+    )
+
+    async def connect(self):
+        self.connection_id = str(uuid.uuid4())
+        self.target = None
+        self.raw_token = None
+        self.token_exp = None
+        self.object_id = None
+        await self.accept()
+
+    async def _refuse(self, message: str) -> None:
+        await self.send(bytes_data=json.dumps({"success": False, "error": message}).encode())
+        await self.close(code=CLOSE_REFUSED)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.target is None:
+            await self._handshake(text_data if text_data is not None else bytes_data)
+        elif self.target == "file_upload":
+            await self._upload(bytes_data)
+        else:
+            await self._refuse("Unexpected message.")
+
+    # -- handshake --------------------------------------------------------------------------
+    async def _handshake(self, raw) -> None:
+        try:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8")
+            first = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, TypeError):
+            await self._refuse("The first message must be JSON {token, target, uuid}.")
+            return
+        if not isinstance(first, dict):
+            await self._refuse("The first message must be JSON {token, target, uuid}.")
+            return
+        target = first.get("target")
+        if target not in TARGETS:
+            await self._refuse(f"target must be one of {', '.join(TARGETS)}.")
+            return
+        try:
+            access, payload = await database_sync_to_async(_authenticate)(first.get("token"))
+            if target == "file_upload":
+                session = await database_sync_to_async(_upload_session)(access, first.get("uuid"))
+                self.object_id = str(session.pk)
+            else:
+                raise NotFound("direct io not available yet")
+        except OrchardError as exc:
+            await self._refuse(exc.message)
+            return
+        self.target = target
+        self.raw_token = first["token"]
+        self.token_exp = payload.get("exp")
+        await self.send(
+            bytes_data=json.dumps({"success": True, "uuid": self.connection_id}).encode()
+        )
+
+    # -- file upload ------------------------------------------------------------------------
+    async def _upload_answer(self, error: str = "") -> None:
+        answer = FileUploadResponse_Message(success=not error, errorMessage=error)
+        await self.send(bytes_data=answer.SerializeToString())
+
+    async def _upload(self, raw: bytes | None) -> None:
+        if self.token_exp is not None and time.time() >= self.token_exp:
+            await self._upload_answer("Token is invalid or expired.")
+            await self.close(code=CLOSE_REFUSED)
+            return
+        if raw is None:
+            await self._upload_answer("Expected a binary FileUpload_Message.")
+            return
+        try:
+            message = FileUpload_Message.FromString(raw)
+        except DecodeError:
+            await self._upload_answer("Malformed FileUpload_Message.")
+            return
+        try:
+            await database_sync_to_async(_write_chunk)(
+                self.raw_token, self.object_id, int(message.position), bytes(message.data)
+            )
+        except (Unauthorized, NotFound) as exc:
+            await self._upload_answer(exc.message)
+            await self.close(code=CLOSE_REFUSED)
+            return
+        except OrchardError as exc:
+            await self._upload_answer(exc.message)
+            return
+        await self._upload_answer()

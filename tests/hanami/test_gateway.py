@@ -1,0 +1,330 @@
+"""Conformance of the REST gateway with the requests and answers of the Hanami SDK."""
+
+import io
+import json
+import uuid
+
+import pytest
+
+from apps.accounts.models import Membership, Project, User
+from apps.datasets import services as dataset_services
+from apps.datasets.models import Dataset, UploadSession
+from tests.datasets.conftest import idx_bytes, mnist_arrays
+from tests.factories import PASSWORD
+from tests.hanami.conftest import SDK, token_for
+
+pytestmark = pytest.mark.django_db
+
+
+# -- transport ----------------------------------------------------------------------------------
+
+
+def test_token_request_and_answer_shape(world):
+    response = SDK().post("token", {"id": "alice", "password": PASSWORD})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"id", "name", "is_admin", "token"}
+    assert body["id"] == "alice" and body["is_admin"] is False
+    # The raw token (no "Bearer") works on the other routes.
+    assert SDK(body["token"]).get("dataset/all").status_code == 200
+
+
+def test_bad_login_malformed_body_and_missing_token(world):
+    assert SDK().post("token", {"id": "alice", "password": "nope"}).status_code == 401
+    response = SDK().client.generic("POST", "/control/v1/token", "{not json", content_type="")
+    assert response.status_code == 400 and "error" in response.json()
+    assert SDK().post("token", {"id": "alice"}).status_code == 400
+    assert SDK().post("token", ["alice"]).status_code == 400
+    for path in ("dataset/all", "user/all", "project/all", "user/project"):
+        response = SDK().get(path)
+        assert response.status_code == 401, path
+        assert set(response.json()) == {"error"}
+    assert SDK("garbage").get("dataset/all").status_code == 401
+
+
+def test_only_sdk_status_codes(world):
+    token = token_for("alice", PASSWORD)
+    # An unknown method on a known endpoint: 404 (like upstream), never 405.
+    assert SDK(token).put("dataset/all", {}).status_code == 404
+    # A JSON body with an explicit Content-Type works too.
+    response = SDK(token).client.post(
+        "/control/v1/csv/dataset",
+        json.dumps({"name": "x", "input_data_size": 3}),
+        content_type="text/plain",
+        HTTP_X_AUTH_TOKEN=token,
+    )
+    assert response.status_code == 200
+
+
+def test_token_renewal_for_another_project(world):
+    other = Project.objects.create(id="second", name="Second")
+    Membership.objects.create(user=world.member, project=other, role="member")
+    sdk = SDK(token_for("bob", PASSWORD))
+    response = sdk.put("token", {"project_id": "second"})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"id", "name", "is_admin", "token"}
+    # The new token is scoped to "second": a dataset created with it lands there.
+    created = SDK(body["token"]).post("csv/dataset", {"name": "in-second", "input_data_size": 4})
+    assert Dataset.objects.get(pk=created.json()["uuid"]).project_id == "second"
+    # The SDK's switch_project posts user/project {project_id}: same answer.
+    switched = sdk.post("user/project", {"project_id": "second"})
+    assert switched.status_code == 200 and set(switched.json()) == {
+        "id",
+        "name",
+        "is_admin",
+        "token",
+    }
+    # A project the user is not in: 404, also when posted to user/project.
+    assert sdk.put("token", {"project_id": world.other_project.pk}).status_code == 404
+    assert sdk.post("user/project", {"project_id": world.other_project.pk}).status_code == 404
+    assert SDK().put("token", {"project_id": "second"}).status_code == 401
+
+
+# -- users and projects -------------------------------------------------------------------------
+
+
+def test_user_routes(world):
+    admin = SDK(token_for("root", PASSWORD))
+    response = admin.post(
+        "user", {"id": "new_user", "name": "New User", "password": PASSWORD, "is_admin": True}
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": "new_user",
+        "name": "New User",
+        "creator_id": "",
+        "is_admin": True,
+        "projects": [],
+    }
+    assert User.objects.get(username="new_user").is_superuser
+    assert (
+        admin.post("user", {"id": "new_user", "name": "x", "password": PASSWORD}).status_code == 409
+    )
+    for bad in ("1abc", "a-b", "a b", "", "ä"):
+        assert (
+            admin.post("user", {"id": bad, "name": "x", "password": PASSWORD}).status_code == 400
+        ), bad
+    assert admin.post("user", {"id": "weak", "name": "x", "password": "1"}).status_code == 400
+
+    got = admin.get("user", id="new_user")
+    assert got.status_code == 200 and got.json()["id"] == "new_user"
+    assert admin.get("user", id="ghost").status_code == 404
+    assert admin.get("user", id="bad-id").status_code == 400
+    assert admin.get("user").status_code == 400
+
+    listing = admin.get("user/all").json()
+    assert listing["header"] == ["id", "name", "creator_id", "projects", "is_admin"]
+    ids = [row[0] for row in listing["body"]]
+    assert "new_user" in ids and "alice" in ids
+    alice = next(row for row in listing["body"] if row[0] == "alice")
+    assert alice[3] == [{"project_id": world.project.pk, "role": "admin", "is_project_admin": True}]
+
+    assert admin.delete("user", id="root").status_code == 409  # not yourself
+    assert admin.delete("user", id="new_user").status_code == 200
+    assert not User.objects.filter(username="new_user").exists()
+    assert admin.delete("user", id="new_user").status_code == 404
+
+    # Non-admins: 401 on every user route, nothing changes.
+    member = SDK(token_for("bob", PASSWORD))
+    assert member.post("user", {"id": "x", "name": "x", "password": PASSWORD}).status_code == 401
+    assert member.get("user", id="alice").status_code == 401
+    assert member.get("user/all").status_code == 401
+    assert member.delete("user", id="alice").status_code == 401
+    assert User.objects.filter(username="alice").exists()
+
+
+def test_project_routes(world):
+    admin = SDK(token_for("root", PASSWORD))
+    response = admin.post("project", {"id": "test_project", "name": "Test Project"})
+    assert response.status_code == 200
+    assert response.json() == {"id": "test_project", "name": "Test Project", "creator_id": "root"}
+    assert admin.post("project", {"id": "test_project", "name": "again"}).status_code == 409
+    assert admin.post("project", {"id": "9lives", "name": "x"}).status_code == 400
+    assert admin.post("project", {"id": "ok"}).status_code == 400
+    assert admin.get("project", id="test_project").json() == response.json()
+    assert admin.get("project", id="nothere").status_code == 404
+    listing = admin.get("project/all").json()
+    assert listing["header"] == ["id", "name", "creator_id"]
+    assert ["test_project", "Test Project", "root"] in listing["body"]
+    assert admin.delete("project", id="test_project").status_code == 200
+    assert not Project.objects.filter(pk="test_project").exists()
+
+    owner = SDK(token_for("alice", PASSWORD))  # project admin, not global admin
+    assert owner.post("project", {"id": "mine", "name": "x"}).status_code == 401
+    assert owner.get("project/all").status_code == 401
+    assert owner.delete("project", id=world.project.pk).status_code == 401
+    assert Project.objects.filter(pk=world.project.pk).exists()
+
+
+def test_user_project_routes(world):
+    admin = SDK(token_for("root", PASSWORD))
+    admin.post("project", {"id": "test_project", "name": "Test Project"})
+    body = {"id": "carol", "project_id": "test_project", "role": "member", "is_project_admin": True}
+    response = admin.post("user/project", body)
+    assert response.status_code == 200
+    assert {
+        "project_id": "test_project",
+        "role": "member",
+        "is_project_admin": True,
+    } in response.json()["projects"]
+    assert admin.post("user/project", {**body, "role": "boss"}).status_code == 400
+    assert admin.post("user/project", {**body, "id": "ghost"}).status_code == 404
+    assert admin.post("user/project", {**body, "project_id": "ghost"}).status_code == 404
+
+    carol = SDK(token_for("carol", PASSWORD))
+    listing = carol.get("user/project").json()
+    assert listing["header"] == ["project_id", "role", "is_project_admin"]
+    assert sorted(row[0] for row in listing["body"]) == sorted([world.project.pk, "test_project"])
+    # Only admins add or remove memberships.
+    assert carol.post("user/project", {**body, "id": "bob"}).status_code == 401
+    assert carol.delete("user/project", project_id="test_project", id="carol").status_code == 401
+
+    assert admin.delete("user/project", project_id="test_project", id="carol").status_code == 200
+    assert not Membership.objects.filter(user__username="carol", project_id="test_project").exists()
+    assert admin.delete("user/project", project_id="test_project", id="carol").status_code == 404
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+def _upload_all(session_id: str, payload: bytes):
+    session = UploadSession.objects.get(pk=session_id)
+    dataset_services.upload_session_write(session=session, position=0, data=payload)
+
+
+def test_mnist_dataset_lifecycle_over_rest(world):
+    sdk = SDK(token_for("bob", PASSWORD))
+    images, labels = mnist_arrays(n=6)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
+    response = sdk.post(
+        "mnist/dataset",
+        {
+            "name": "train",
+            "input_data_size": len(images_raw),
+            "label_data_size": len(labels_raw),
+        },
+    )
+    assert response.status_code == 200, response.content
+    created = response.json()
+    assert set(created) == {"uuid", "name", "uuid_input_file", "uuid_label_file"}
+    assert created["name"] == "train"
+
+    progress = sdk.get("dataset/progress", uuid=created["uuid"]).json()
+    assert progress["uuid"] == created["uuid"] and progress["complete"] is False
+    _upload_all(created["uuid_input_file"], images_raw)
+    _upload_all(created["uuid_label_file"], labels_raw)
+    assert sdk.get("dataset/progress", uuid=created["uuid"]).json()["complete"] is True
+
+    # Wrong file uuids for this dataset: 404; missing: 400.
+    swapped = {
+        "uuid": created["uuid"],
+        "uuid_input_file": created["uuid_label_file"],
+        "uuid_label_file": created["uuid_input_file"],
+    }
+    assert sdk.put("mnist/dataset", swapped).status_code == 404
+    assert sdk.put("mnist/dataset", {"uuid": created["uuid"]}).status_code == 400
+    finalized = sdk.put("mnist/dataset", {k: created[k] for k in swapped})
+    assert finalized.status_code == 200, finalized.content
+    assert finalized.json()["lines"] == 6
+    # Finalizing twice: 409.
+    assert sdk.put("mnist/dataset", {k: created[k] for k in swapped}).status_code == 409
+
+    got = sdk.get("dataset", uuid=created["uuid"]).json()
+    assert {
+        "inputs",
+        "lines",
+        "location",
+        "name",
+        "outputs",
+        "owner_id",
+        "project_id",
+        "type",
+        "uuid",
+        "visibility",
+    } <= set(got)
+    assert (got["inputs"], got["outputs"], got["lines"], got["type"]) == (12, 10, 6, "mnist")
+    assert (got["owner_id"], got["project_id"]) == ("bob", world.project.pk)
+    assert not got["location"].startswith("/")
+
+    listing = sdk.get("dataset/all").json()
+    assert listing["header"] == ["uuid", "project_id", "owner_id", "visibility", "name", "type"]
+    assert [
+        created["uuid"],
+        world.project.pk,
+        "bob",
+        "shared",
+        "train",
+        "mnist",
+    ] in listing["body"]
+
+    # A duplicate name: 409, and no upload session is left behind.
+    sessions = UploadSession.objects.count()
+    dup = sdk.post("mnist/dataset", {"name": "train", "input_data_size": 5, "label_data_size": 5})
+    assert dup.status_code == 409
+    assert UploadSession.objects.count() == sessions
+
+    assert sdk.delete("dataset", uuid=created["uuid"]).status_code == 200
+    assert not Dataset.objects.filter(pk=created["uuid"]).exists()
+    assert sdk.get("dataset", uuid=created["uuid"]).status_code == 404
+
+
+def test_dataset_input_errors(world):
+    sdk = SDK(token_for("bob", PASSWORD))
+    assert sdk.get("dataset", uuid="not-a-uuid").status_code == 400
+    assert sdk.get("dataset").status_code == 400
+    assert sdk.get("dataset", uuid=str(uuid.uuid4())).status_code == 404
+    assert sdk.delete("dataset", uuid="nope").status_code == 400
+    assert sdk.get("dataset/progress", uuid="nope").status_code == 400
+    assert sdk.post("mnist/dataset", {"name": "x", "input_data_size": 5}).status_code == 400
+    bad_size = {"name": "x", "input_data_size": "5", "label_data_size": 5}
+    assert sdk.post("mnist/dataset", bad_size).status_code == 400
+    assert sdk.post("csv/dataset", {"name": "x", "input_data_size": 0}).status_code == 400
+    assert sdk.put("mnist/dataset", {"uuid": "nope"}).status_code == 400
+
+
+def test_csv_dataset_and_bad_content(world):
+    sdk = SDK(token_for("bob", PASSWORD))
+    content = b"a,b,c\n1,2,3\n4,5,6\n"
+    created = sdk.post("csv/dataset", {"name": "table", "input_data_size": len(content)}).json()
+    assert set(created) == {"uuid", "name", "uuid_input_file"}
+    # Finalizing before the upload completed: 400.
+    body = {"uuid": created["uuid"], "uuid_input_file": created["uuid_input_file"]}
+    incomplete = sdk.put("csv/dataset", body)
+    assert incomplete.status_code == 400 and "incomplete" in incomplete.json()["error"]
+    # The failed finalize marked the dataset failed; a fresh one with good content works.
+    created = sdk.post("csv/dataset", {"name": "table2", "input_data_size": len(content)}).json()
+    _upload_all(created["uuid_input_file"], content)
+    body = {"uuid": created["uuid"], "uuid_input_file": created["uuid_input_file"]}
+    # The CSV route does not finalize MNIST datasets and vice versa.
+    assert (
+        sdk.put("mnist/dataset", {**body, "uuid_label_file": str(uuid.uuid4())}).status_code == 400
+    )
+    done = sdk.put("csv/dataset", body)
+    assert done.status_code == 200, done.content
+    assert (done.json()["lines"], done.json()["inputs"], done.json()["type"]) == (2, 3, "csv")
+
+
+def test_viewer_cannot_write_and_member_cannot_delete_others(world):
+    images, labels = mnist_arrays(n=3)
+    dataset = dataset_services.dataset_import_mnist(
+        project=world.project,
+        actor=world.owner,
+        name="owned",
+        images=io.BytesIO(idx_bytes(images)),
+        labels=io.BytesIO(idx_bytes(labels)),
+    )
+    viewer = SDK(token_for("carol", PASSWORD))
+    assert viewer.get("dataset", uuid=str(dataset.pk)).status_code == 200
+    assert viewer.post("csv/dataset", {"name": "v", "input_data_size": 3}).status_code == 401
+    assert viewer.delete("dataset", uuid=str(dataset.pk)).status_code == 401
+    member = SDK(token_for("bob", PASSWORD))
+    assert member.delete("dataset", uuid=str(dataset.pk)).status_code == 401
+    assert Dataset.objects.filter(pk=dataset.pk).exists()
+
+
+def test_admin_without_project_gets_404_on_project_routes(world):
+    admin = SDK(token_for("root", PASSWORD))
+    response = admin.get("dataset/all")
+    assert response.status_code == 404 and set(response.json()) == {"error"}
