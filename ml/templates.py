@@ -31,9 +31,10 @@ Format rules (what :func:`parse_template` accepts):
 - Settings: ``neuron_cooldown`` (float), ``refractory_time`` (int >= 0),
   ``max_connection_distance`` (int >= 0, default 1) and ``enable_reduction`` (true/false). They
   are kept (and printed back) but only ``max_connection_distance`` shapes the torch network.
-- A brick is a position line ``x,y,z`` (integers) followed by deeper-indented properties:
-  ``number_of_neurons: N`` (required, 1..MAX_NEURONS_PER_BRICK) and at most one of
-  ``input: NAME`` / ``output: NAME``. Names are unique across all bricks.
+- A brick is a position line ``x,y,z`` (integers of at most 9 digits) followed by
+  deeper-indented properties: ``number_of_neurons: N`` (required, 1..MAX_NEURONS_PER_BRICK)
+  and at most one of ``input: NAME`` / ``output: NAME`` (1-255 of ``A-Za-z0-9_.-``). Names are
+  unique across all bricks.
 
 Connectivity rule (what the network is built from):
 
@@ -87,8 +88,10 @@ DEFAULT_MAX_CONNECTION_DISTANCE = 1
 TAB_WIDTH = 4
 INDENT = "    "
 
-_INT_RE = re.compile(r"[+-]?\d+")
-_POSITION_RE = re.compile(r"([+-]?\d+)\s*,\s*([+-]?\d+)\s*,\s*([+-]?\d+)")
+# Digit counts are bounded so that int() never sees a huge literal (and never raises).
+_INT_RE = re.compile(r"[+-]?\d{1,18}")
+_COORD = r"([+-]?\d{1,9})"
+_POSITION_RE = re.compile(rf"{_COORD}\s*,\s*{_COORD}\s*,\s*{_COORD}")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 _BRICK_KEYS = ("input", "output", "number_of_neurons")
 
@@ -279,10 +282,15 @@ def _tokenize(text: str) -> list[_Line]:
     return result
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """Quote user text for an error message, shortened so that messages stay readable."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def _split_key_value(line: _Line) -> tuple[str, str]:
     key, sep, value = line.content.partition(":")
     if not sep or not key.strip():
-        raise TemplateError(line.number, f"expected 'key: value', got '{line.content}'")
+        raise TemplateError(line.number, f"expected 'key: value', got {_shown(line.content)}")
     return key.strip(), value.strip()
 
 
@@ -305,7 +313,7 @@ def _parse_version(line: _Line) -> int:
             line.number, "missing version: the template must start with 'version: 1'"
         )
     if not _INT_RE.fullmatch(value):
-        raise TemplateError(line.number, f"version must be an integer, got '{value}'")
+        raise TemplateError(line.number, f"version must be an integer, got {_shown(value)}")
     version = int(value)
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
@@ -340,7 +348,7 @@ def _parse_bricks(children: list[_Line]) -> tuple[Brick, ...]:
         if line.indent == position_indent:
             if _POSITION_RE.fullmatch(line.content) is None:
                 raise TemplateError(
-                    line.number, f"expected a brick position 'x,y,z', got '{line.content}'"
+                    line.number, f"expected a brick position 'x,y,z', got {_shown(line.content)}"
                 )
             groups.append((line, []))
         elif line.indent > position_indent:
@@ -409,7 +417,8 @@ def _parse_brick(header: _Line, props: list[_Line]) -> tuple[Brick, int]:
                 if not _NAME_RE.fullmatch(value):
                     raise TemplateError(
                         line.number,
-                        f"{key} name must be 1-255 letters, digits, '_', '-' or '.', got '{value}'",
+                        f"{key} name must be 1-255 letters, digits, '_', '-' or '.', "
+                        f"got {_shown(value)}",
                     )
                 values[key] = value
                 name_line = line.number
@@ -450,7 +459,7 @@ def _setting_float(number: int, key: str, value: str) -> float:
     except ValueError:
         result = math.nan
     if not math.isfinite(result) or "_" in value:
-        raise TemplateError(number, f"{key} must be a finite number, got '{value}'")
+        raise TemplateError(number, f"{key} must be a finite number, got {_shown(value)}")
     return result
 
 
@@ -466,7 +475,7 @@ def _setting_int_in(low: int, high: int) -> Callable[[int, str, str], int]:
 def _setting_bool(number: int, key: str, value: str) -> bool:
     lowered = value.lower()
     if lowered not in ("true", "false"):
-        raise TemplateError(number, f"{key} must be true or false, got '{value}'")
+        raise TemplateError(number, f"{key} must be true or false, got {_shown(value)}")
     return lowered == "true"
 
 

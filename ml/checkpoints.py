@@ -1,0 +1,175 @@
+"""Weights and optimizer state as safetensors bytes (never pickle), and checked loading.
+
+- :func:`state_to_bytes` / :func:`state_from_bytes`: a flat ``name -> tensor`` state dict plus
+  ``str -> str`` metadata.
+- :func:`optimizer_state_to_bytes` / :func:`optimizer_state_from_bytes`: a torch optimizer
+  ``state_dict()`` (nested), stored as tensors plus its non-tensor parts as JSON metadata.
+- :func:`load_compatible`: load weights into a model, or raise :class:`CheckpointMismatch`
+  naming the first key that is missing, unexpected, or of another shape.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+from torch import Tensor, nn
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatch",
+    "load_compatible",
+    "optimizer_state_from_bytes",
+    "optimizer_state_to_bytes",
+    "read_metadata",
+    "state_from_bytes",
+    "state_to_bytes",
+]
+
+_OPTIMIZER_KEY = "orchard.optimizer"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+class CheckpointError(ValueError):
+    """Bytes that are not a readable safetensors checkpoint."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint whose keys or shapes do not fit the model; ``key`` names the first problem."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def state_to_bytes(
+    state_dict: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise a flat ``name -> tensor`` state dict (any device) and metadata to safetensors."""
+    meta = dict(metadata or {})
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("checkpoint metadata must map str to str")
+    tensors: dict[str, Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"state dict entry '{name}' is not a tensor")
+        tensor = value.detach().to("cpu")
+        # safetensors refuses views and shared storage (tied weights): give those their own copy.
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if (
+            not tensor.is_contiguous()
+            or ident in seen
+            or tensor.untyped_storage().nbytes() != (tensor.numel() * tensor.element_size())
+        ):
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        seen.add((tensor.untyped_storage().data_ptr(), tensor.storage_offset()))
+        tensors[name] = tensor
+    return safetensors_save(tensors, metadata=meta)
+
+
+def state_from_bytes(data: bytes) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read tensors (on the CPU) and metadata written by :func:`state_to_bytes`."""
+    metadata = read_metadata(data)
+    try:
+        tensors = safetensors_load(bytes(data))
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"not a safetensors checkpoint: {exc}") from exc
+    return tensors, metadata
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """Only the metadata of safetensors bytes (parses the JSON header, reads no tensor)."""
+    if len(data) < 8:
+        raise CheckpointError("not a safetensors checkpoint: too short")
+    (size,) = struct.unpack("<Q", bytes(data[:8]))
+    if size > min(_MAX_HEADER, len(data) - 8):
+        raise CheckpointError("not a safetensors checkpoint: bad header length")
+    try:
+        header = json.loads(bytes(data[8 : 8 + size]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError("not a safetensors checkpoint: unreadable header") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError("not a safetensors checkpoint: unreadable header")
+    metadata = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in metadata.items()}
+
+
+def load_compatible(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load ``state_dict`` into ``model`` (strict), or raise :class:`CheckpointMismatch`.
+
+    Checks every key first so that nothing is loaded when anything is wrong.
+    """
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            missing = [k for k in expected if k not in state_dict]
+            raise CheckpointMismatch(
+                f"checkpoint is missing '{key}'" + _more(len(missing) - 1, "missing key"), key
+            )
+        got = tuple(state_dict[key].shape)
+        if got != tuple(tensor.shape):
+            raise CheckpointMismatch(
+                f"parameter '{key}' has shape {got} in the checkpoint but "
+                f"{tuple(tensor.shape)} in the model",
+                key,
+            )
+    unexpected = [k for k in state_dict if k not in expected]
+    if unexpected:
+        raise CheckpointMismatch(
+            f"checkpoint has unexpected key '{unexpected[0]}'"
+            + _more(len(unexpected) - 1, "unexpected key"),
+            unexpected[0],
+        )
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def optimizer_state_to_bytes(
+    state: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise an optimizer ``state_dict()`` to safetensors (tensors + JSON for the rest)."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, entries in state.get("state", {}).items():
+        for name, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"state.{param_id}.{name}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    extra = {"param_groups": state.get("param_groups", []), "scalars": scalars}
+    try:
+        encoded = json.dumps(extra)
+    except TypeError as exc:
+        raise TypeError(
+            f"optimizer state has values that are not JSON-serialisable: {exc}"
+        ) from exc
+    meta = dict(metadata or {})
+    meta[_OPTIMIZER_KEY] = encoded
+    return state_to_bytes(tensors, meta)
+
+
+def optimizer_state_from_bytes(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """Rebuild an optimizer ``state_dict()`` (for ``load_state_dict``) and the other metadata."""
+    tensors, metadata = state_from_bytes(data)
+    encoded = metadata.pop(_OPTIMIZER_KEY, None)
+    if encoded is None:
+        raise CheckpointError("these bytes hold no optimizer state")
+    extra = json.loads(encoded)
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = tensor
+    for param_id, values in extra["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    return {"state": state, "param_groups": extra["param_groups"]}, metadata
+
+
+def _more(count: int, what: str) -> str:
+    return f" (and {count} more {what}{'s' if count != 1 else ''})" if count > 0 else ""
