@@ -33,9 +33,7 @@ class Host(TimeStampedModel):
     kind = models.CharField(max_length=8, choices=HostKind.choices)
     name = models.CharField(max_length=200, blank=True)
     memory_bytes = models.BigIntegerField(null=True, blank=True)
-    state = models.CharField(
-        max_length=16, choices=HostState.choices, default=HostState.AVAILABLE
-    )
+    state = models.CharField(max_length=16, choices=HostState.choices, default=HostState.AVAILABLE)
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:

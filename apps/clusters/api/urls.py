@@ -4,7 +4,9 @@ from rest_framework.routers import SimpleRouter
 from apps.clusters.api import views
 
 router = SimpleRouter(trailing_slash=False)
-router.register(r"projects/(?P<project_id>[^/]+)/clusters", views.ClusterViewSet, basename="cluster")
+router.register(
+    r"projects/(?P<project_id>[^/]+)/clusters", views.ClusterViewSet, basename="cluster"
+)
 router.register(
     r"projects/(?P<project_id>[^/]+)/checkpoints", views.CheckpointViewSet, basename="checkpoint"
 )
