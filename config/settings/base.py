@@ -194,6 +194,13 @@ else:
 # Start a Dramatiq worker thread inside the ASGI process (the embedded mode's worker).
 INPROCESS_WORKER = env.bool("INPROCESS_WORKER", default=BROKER_URL == "memory")
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+# The job engine: a task whose heartbeat is older than TASK_HEARTBEAT_STALE_S is re-queued (its
+# worker died) and resumes from its last checkpoint; events are throttled to one per interval.
+TASK_HEARTBEAT_STALE_S = env.float("TASK_HEARTBEAT_STALE_S", default=60)
+TASK_HEARTBEAT_INTERVAL_S = env.float("TASK_HEARTBEAT_INTERVAL_S", default=1.0)
+TASK_EVENT_INTERVAL_S = env.float("TASK_EVENT_INTERVAL_S", default=0.25)
+TASK_ORDER_RETRY_MS = env.int("TASK_ORDER_RETRY_MS", default=500)
+TASK_TIME_LIMIT_GRACE_S = env.float("TASK_TIME_LIMIT_GRACE_S", default=30)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.accounts.authentication.JWTAuthentication"],

@@ -1,0 +1,27 @@
+"""Reads of clusters, checkpoints and hosts."""
+
+from django.db.models import QuerySet
+
+from apps.clusters.models import Checkpoint, Cluster, Host
+from apps.core.tenancy import ProjectAccess
+
+
+def cluster_get(*, access: ProjectAccess, cluster_id) -> Cluster:
+    """A cluster the caller sees, or NotFound."""
+    return Cluster.objects.get_visible(access, pk=cluster_id)
+
+
+def cluster_list(*, access: ProjectAccess) -> QuerySet[Cluster]:
+    return Cluster.objects.visible_to(access).select_related("host")
+
+
+def checkpoint_get(*, access: ProjectAccess, checkpoint_id) -> Checkpoint:
+    return Checkpoint.objects.get_visible(access, pk=checkpoint_id)
+
+
+def checkpoint_list(*, access: ProjectAccess) -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.visible_to(access)
+
+
+def host_list() -> QuerySet[Host]:
+    return Host.objects.order_by("id")

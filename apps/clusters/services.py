@@ -1,0 +1,321 @@
+"""Writes of clusters, checkpoints and hosts."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+
+from apps.clusters import runtime
+from apps.clusters.models import (
+    Checkpoint,
+    Cluster,
+    ClusterMode,
+    Host,
+    HostKind,
+    HostState,
+)
+from apps.core.exceptions import Conflict, NotFound, ValidationFailed
+from apps.core.storage import project_local_dir
+
+if TYPE_CHECKING:
+    from apps.accounts.models import Project, User
+
+logger = logging.getLogger(__name__)
+
+CPU_HOST_ID = "cpu"
+
+
+# --- hosts ---------------------------------------------------------------------------------------
+
+
+def host_id_for_device(device_id: str) -> str:
+    """`ml.devices` ids ("cpu", "gpu:0") -> host and queue ids ("cpu", "gpu-0")."""
+    return device_id.replace(":", "-")
+
+
+def host_ensure_cpu() -> Host:
+    """The CPU host always exists (every cluster starts on it)."""
+    host, _ = Host.objects.get_or_create(
+        pk=CPU_HOST_ID, defaults={"kind": HostKind.CPU, "name": "CPU"}
+    )
+    return host
+
+
+@transaction.atomic
+def host_refresh() -> list[Host]:
+    """Synchronise the Host rows with the devices of this machine (`ml.devices`, torch).
+
+    Devices that disappeared are kept but marked unavailable (clusters may still point at them).
+    """
+    devices: list[dict[str, Any]]
+    try:
+        from ml.devices import list_devices
+
+        devices = list(list_devices().get("devices", []))
+    except Exception:  # no inventory module or NVML: fall back to torch
+        logger.warning("device inventory failed; falling back to torch", exc_info=True)
+        devices = [{"id": "cpu", "kind": "cpu", "name": "CPU"}]
+        try:
+            import torch
+
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                devices.append(
+                    {"id": f"gpu:{i}", "name": props.name, "memory_total": props.total_memory}
+                )
+        except Exception:
+            logger.debug("torch.cuda unavailable", exc_info=True)
+    seen = set()
+    for device in devices:
+        host_id = host_id_for_device(str(device.get("id", "")))
+        if not host_id:
+            continue
+        kind = HostKind.CPU if host_id == CPU_HOST_ID else HostKind.GPU
+        memory = device.get("memory_total", device.get("memory_bytes"))
+        if memory is None and isinstance(device.get("memory_total_mb"), int | float):
+            memory = int(device["memory_total_mb"]) * 1024 * 1024
+        Host.objects.update_or_create(
+            pk=host_id,
+            defaults={
+                "kind": kind,
+                "name": str(device.get("name") or host_id)[:200],
+                "memory_bytes": int(memory) if isinstance(memory, int | float) else None,
+                "state": HostState.AVAILABLE,
+                "details": {k: v for k, v in device.items() if _jsonable(v)},
+            },
+        )
+        seen.add(host_id)
+    Host.objects.exclude(pk__in=seen | {CPU_HOST_ID}).update(state=HostState.UNAVAILABLE)
+    host_ensure_cpu()
+    return list(Host.objects.all())
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None))
+
+
+# --- clusters ------------------------------------------------------------------------------------
+
+
+def template_shape(template) -> dict[str, Any]:
+    """The shape summary stored on a cluster (and in its checkpoints)."""
+    return {
+        "inputs": dict(template.inputs),
+        "outputs": dict(template.outputs),
+        "bricks": [
+            {
+                "position": b.position_text,
+                "kind": b.kind,
+                "name": b.name,
+                "number_of_neurons": b.number_of_neurons,
+            }
+            for b in template.bricks
+        ],
+        "parameters": template.parameter_count(),
+    }
+
+
+def parse_template_or_fail(template_text: str):
+    """Parse a template; a TemplateError becomes ValidationFailed naming the line."""
+    from ml.templates import TemplateError, parse_template
+
+    if not isinstance(template_text, str) or not template_text.strip():
+        raise ValidationFailed.for_field("template", "The template is empty.")
+    try:
+        return parse_template(template_text)
+    except TemplateError as exc:
+        where = f"line {exc.line}: " if exc.line is not None else ""
+        raise ValidationFailed(
+            f"template: {where}{exc.message}",
+            details={"template": [f"{where}{exc.message}"], "line": exc.line},
+        ) from None
+
+
+@transaction.atomic
+def cluster_create(
+    *,
+    project: Project,
+    actor: User | None,
+    name: str,
+    template_text: str,
+    seed: int | None = None,
+    visibility: str | None = None,
+) -> Cluster:
+    """Create a cluster from Hanami template text (weights are initialised lazily from `seed`)."""
+    template = parse_template_or_fail(template_text)
+    fields: dict[str, Any] = {}
+    if visibility:
+        fields["visibility"] = visibility
+    return Cluster.objects.create(
+        project=project,
+        owner=actor,
+        name=name,
+        template=template_text,
+        shape=template_shape(template),
+        source=Cluster.SOURCE_TEMPLATE,
+        config={"seed": seed if seed is not None else uuid.uuid4().int % (2**31)},
+        host=host_ensure_cpu(),
+        **fields,
+    )
+
+
+@transaction.atomic
+def cluster_create_from_architecture(
+    *,
+    project: Project,
+    actor: User | None,
+    name: str,
+    architecture: str,
+    input_shape: list[int],
+    num_classes: int,
+    seed: int | None = None,
+) -> Cluster:
+    """Create a cluster from a named architecture of `ml.networks` (the studio's models)."""
+    config = {
+        "seed": seed if seed is not None else uuid.uuid4().int % (2**31),
+        "input_shape": [int(v) for v in input_shape],
+        "num_classes": int(num_classes),
+    }
+    try:
+        model = runtime.build_module(source=architecture, template="", config=config)
+    except (ValueError, KeyError) as exc:
+        raise ValidationFailed.for_field("architecture", str(exc)) from None
+    size = 1
+    for v in input_shape:
+        size *= int(v)
+    return Cluster.objects.create(
+        project=project,
+        owner=actor,
+        name=name,
+        source=architecture,
+        shape={
+            "inputs": {"input": size},
+            "outputs": {"output": int(num_classes)},
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        config=config,
+        host=host_ensure_cpu(),
+    )
+
+
+def _active_tasks(cluster: Cluster):
+    from apps.tasks.models import Task, TaskState
+
+    return Task.objects.filter(cluster=cluster, state__in=[TaskState.QUEUED, TaskState.ACTIVE])
+
+
+def cluster_delete(*, cluster: Cluster) -> None:
+    """Delete a cluster and its weights; its queued/active tasks are aborted first."""
+    from apps.tasks.services import task_abort
+
+    for task in _active_tasks(cluster):
+        task_abort(task=task)
+    directory = runtime.cluster_dir(cluster)
+    cluster.delete()
+    transaction.on_commit(lambda: _remove_tree(directory))
+
+
+@transaction.atomic
+def cluster_set_mode(*, cluster: Cluster, mode: str) -> Cluster:
+    """Switch between TASK and DIRECT mode; DIRECT needs a cluster with no queued/active task."""
+    if mode not in ClusterMode.values:
+        raise ValidationFailed.for_field("mode", f"Must be one of {', '.join(ClusterMode.values)}.")
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    if mode == ClusterMode.DIRECT and _active_tasks(cluster).exists():
+        raise Conflict("The cluster has queued or active tasks; wait or abort them first.")
+    if cluster.mode != mode:
+        cluster.mode = mode
+        cluster.save(update_fields=["mode", "updated_at"])
+    return cluster
+
+
+@transaction.atomic
+def cluster_switch_host(*, cluster: Cluster, host_id: str) -> Cluster:
+    """Move a cluster to another host; its next tasks go to that host's queue."""
+    host = Host.objects.filter(pk=host_id).first()
+    if host is None and host_id == CPU_HOST_ID:
+        host = host_ensure_cpu()
+    if host is None:
+        raise NotFound("Host not found.")
+    if host.state != HostState.AVAILABLE:
+        raise Conflict(f"Host {host.pk} is not available.")
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    if _active_tasks(cluster).filter(state="active").exists():
+        raise Conflict("A task of this cluster is running; switch hosts when it has finished.")
+    cluster.host = host
+    cluster.save(update_fields=["host", "updated_at"])
+    return cluster
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def checkpoint_path(project_id: str, checkpoint_id: str) -> Path:
+    return project_local_dir(str(project_id), "checkpoints") / f"{checkpoint_id}.safetensors"
+
+
+def checkpoint_save(*, cluster: Cluster, actor: User | None, name: str) -> Checkpoint:
+    """Save the cluster's current weights as a named checkpoint of its project."""
+    model = runtime.cluster_load_model(cluster)
+    checkpoint_id = uuid.uuid4()
+    path = checkpoint_path(str(cluster.project_id), str(checkpoint_id))
+    meta = runtime.cluster_metadata(cluster)
+    size = runtime.write_state(path, model.state_dict(), meta)
+    try:
+        return Checkpoint.objects.create(
+            id=checkpoint_id,
+            project_id=cluster.project_id,
+            owner=actor,
+            name=name,
+            cluster=cluster,
+            file=path.name,
+            size_bytes=size,
+            metadata=meta,
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_restore(*, checkpoint: Checkpoint, cluster: Cluster) -> Cluster:
+    """Load a checkpoint's weights into `cluster` (same project, compatible shape).
+
+    A parameter whose name or shape does not match answers ValidationFailed naming it.
+    """
+    from ml.checkpoints import CheckpointMismatch, load_compatible
+
+    if checkpoint.project_id != cluster.project_id:
+        raise NotFound("Checkpoint not found.")
+    if _active_tasks(cluster).filter(state="active").exists():
+        raise Conflict("A task of this cluster is running; restore when it has finished.")
+    path = checkpoint_path(str(checkpoint.project_id), str(checkpoint.pk))
+    if not path.exists():
+        raise Conflict("The checkpoint's file is missing.")
+    state, _meta = runtime.read_state(path)
+    model = runtime.cluster_build_model(cluster)
+    try:
+        load_compatible(model, state)
+    except CheckpointMismatch as exc:
+        raise ValidationFailed(
+            f"checkpoint_id: does not fit this cluster: {exc}",
+            details={"checkpoint_id": [f"Does not fit this cluster: {exc}"]},
+        ) from None
+    runtime.cluster_store_weights(cluster, model)
+    return cluster
+
+
+def checkpoint_delete(*, checkpoint: Checkpoint) -> None:
+    """Delete a checkpoint and its file."""
+    path = checkpoint_path(str(checkpoint.project_id), str(checkpoint.pk))
+    checkpoint.delete()
+    transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""Tasks and request results of the main API."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.core.api.views import ProjectScopedViewSet
+from apps.core.exceptions import ValidationFailed
+from apps.tasks import services
+from apps.tasks.api import serializers as s
+from apps.tasks.models import RequestResult, Task
+
+
+class TaskViewSet(ProjectScopedViewSet):
+    """Jobs of a project (train, request, ...): create, follow, abort (DELETE)."""
+
+    queryset = Task.objects.all()
+    serializer_class = s.TaskSerializer
+    lookup_url_kwarg = "task_id"
+
+    def safely_filter_queryset(self, queryset):
+        queryset = queryset.select_related("owner").order_by("-created_at")
+        if getattr(self, "action", None) != "list":
+            return queryset
+        filters = s.TaskFilterSerializer(data=self.request.query_params)
+        if not filters.is_valid():
+            raise ValidationFailed("Invalid filter.", details=filters.errors)
+        data = filters.validated_data
+        if "cluster" in data:
+            queryset = queryset.filter(cluster_id=data["cluster"])
+        if "state" in data:
+            queryset = queryset.filter(state=data["state"])
+        if "kind" in data:
+            queryset = queryset.filter(kind=data["kind"])
+        return queryset
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("cluster", str, description="Only tasks of this cluster."),
+            OpenApiParameter("state", str, description="queued, active, finished, ..."),
+            OpenApiParameter("kind", str, description="train, request, ..."),
+        ]
+    )
+    def list(self, request, project_id=None):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=s.TaskCreateSerializer, responses={201: s.TaskSerializer})
+    def create(self, request, project_id=None):
+        data = s.TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        task = services.task_create(
+            project=self.access.project,
+            actor=request.user,
+            kind=data.validated_data["kind"],
+            name=data.validated_data["name"],
+            cluster=data.validated_data["cluster_id"],
+            dataset=data.validated_data["dataset_id"],
+            params=data.validated_data.get("params") or {},
+        )
+        return Response(self.get_serializer(task).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, project_id=None, task_id=None):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(
+        responses=s.TaskSerializer,
+        description="Abort the task: a queued one at once, a running one between two steps.",
+    )
+    def destroy(self, request, project_id=None, task_id=None):
+        task = services.task_abort(task=self.get_object())
+        return Response(self.get_serializer(task).data)
+
+
+class RequestResultViewSet(ProjectScopedViewSet):
+    """Outputs of request tasks (same id and name as their task)."""
+
+    queryset = RequestResult.objects.all()
+    serializer_class = s.RequestResultSerializer
+    lookup_url_kwarg = "result_id"
+
+    def safely_filter_queryset(self, queryset):
+        return queryset.order_by("-created_at")
+
+    def list(self, request, project_id=None):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        responses=s.RequestResultDetailSerializer,
+        parameters=[OpenApiParameter("limit", int, description="Outputs shown (default 100).")],
+    )
+    def retrieve(self, request, project_id=None, result_id=None):
+        result = self.get_object()
+        try:
+            limit = max(0, min(int(request.query_params.get("limit", 100)), 100_000))
+        except ValueError:
+            raise ValidationFailed.for_field("limit", "must be an integer.") from None
+        context = {**self.get_serializer_context(), "outputs_limit": limit}
+        return Response(s.RequestResultDetailSerializer(result, context=context).data)
+
+    def destroy(self, request, project_id=None, result_id=None):
+        services.request_result_delete(result=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=s.ResultCheckSerializer, responses=s.AccuracySerializer)
+    @action(detail=True, methods=["post"], url_path="check")
+    def check(self, request, project_id=None, result_id=None):
+        result = self.get_object()
+        data = s.ResultCheckSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        accuracy = services.request_result_check(
+            result=result, dataset=data.validated_data["dataset_id"]
+        )
+        return Response({"accuracy": accuracy})

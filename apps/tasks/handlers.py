@@ -1,0 +1,255 @@
+"""The built-in task kinds: `train` (fit a cluster on a dataset) and `request` (batch inference).
+
+Both use `ml/` for the numerics; this module only moves data between storage, the cluster and the
+task context. Registered in `TasksConfig.ready()`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from apps.core.exceptions import ValidationFailed
+from apps.tasks import registry
+
+# Defaults reach >= 97 % on the 8x8 digits with a 64 -> 128 -> 10 template in a few seconds.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "optimizer": "adam",
+    "seed": 0,
+}
+# Training options that are not `ml.training.TrainConfig` fields.
+TRAIN_EXTRA = ("input_scale",)
+REQUEST_CHUNK = 8192
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+
+def _sample_size(shape) -> int:
+    return int(math.prod(int(v) for v in shape)) if shape else 1
+
+
+def _check_fit(cluster, dataset) -> None:
+    inputs = (cluster.shape or {}).get("inputs") or {}
+    if len(inputs) != 1:
+        raise ValidationFailed.for_field(
+            "cluster_id", "Tasks need a cluster with exactly one input brick."
+        )
+    expected = next(iter(inputs.values()))
+    got = _sample_size(dataset.input_shape)
+    if int(expected) != got:
+        raise ValidationFailed.for_field(
+            "dataset_id",
+            f"The dataset has {got} input values per sample, the cluster's input takes {expected}.",
+        )
+
+
+def _input_scale(cluster, x: np.ndarray) -> float:
+    """Inputs are scaled into [-1, 1] once, with the factor found at the first training."""
+    scale = (cluster.config or {}).get("input_scale")
+    if scale:
+        return float(scale)
+    peak = float(np.abs(x).max()) if x.size else 1.0
+    return 1.0 / peak if peak > 1.0 else 1.0
+
+
+def _scaled(x, scale: float) -> np.ndarray:
+    # A private, writable copy: datasets are memory-mapped read-only.
+    x = np.array(x, dtype=np.float32).reshape(len(x), -1)
+    if scale != 1.0:
+        x *= np.float32(scale)
+    return x
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def _train_config(params: dict[str, Any], device: str):
+    from ml.training import TrainConfig
+
+    options = {**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k not in TRAIN_EXTRA}}
+    options["device"] = device
+    try:
+        return TrainConfig.from_dict(options)
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailed.for_field("params", str(exc)) from None
+
+
+def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
+    _train_config(params, "cpu")
+    if cluster is not None and dataset is not None:
+        _check_fit(cluster, dataset)
+        if dataset.num_classes is None:
+            raise ValidationFailed.for_field("dataset_id", "The dataset has no class labels.")
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
+    tensors: dict = {}
+    scalars: dict = {}
+    for pid, values in state.get("state", {}).items():
+        for key, value in values.items():
+            if hasattr(value, "detach"):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state.get("param_groups", []), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in (meta.get("scalars") or {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta.get("param_groups", [])}
+
+
+def train(ctx) -> dict[str, Any]:
+    """Fit the cluster on the dataset; checkpoint every epoch; store the weights at the end."""
+    from apps.clusters.runtime import cluster_load_model, cluster_store_weights
+    from apps.datasets.selectors import dataset_arrays
+    from ml.training import fit
+
+    cluster, dataset = ctx.cluster, ctx.dataset
+    _check_fit(cluster, dataset)
+    config = _train_config(ctx.params, ctx.device)
+    x_raw, y = dataset_arrays(dataset)
+    if y is None:
+        raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
+    scale = float(ctx.params.get("input_scale") or _input_scale(cluster, x_raw))
+    x = _scaled(x_raw, scale)
+    y = np.array(y)
+
+    model = cluster_load_model(cluster)
+    start_epoch, optimizer_state = 0, None
+    resume = ctx.load_resume()
+    if resume is not None:
+        state, meta = resume
+        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        optimizer_state = _unflatten_optimizer(
+            {k: v for k, v in state.items() if k.startswith("optim.")}, meta.get("optimizer", {})
+        )
+        start_epoch = int(meta.get("epoch", 0))
+        ctx.record("resumed", {"epoch": start_epoch, "attempt": ctx.attempt})
+
+    epochs = config.epochs
+    batches = max(1, math.ceil(len(x) / config.batch_size))
+    polls_per_epoch = max(1, batches // max(1, config.stop_check_every))
+    state = {"epoch": start_epoch, "polls": 0}
+    history: list[dict[str, Any]] = []
+
+    def should_stop() -> bool:
+        state["polls"] += 1
+        within = min(0.99, state["polls"] / polls_per_epoch)
+        ctx.progress((state["epoch"] + within) / epochs, epoch=state["epoch"] + 1)
+        return ctx.should_stop()
+
+    def on_epoch_end(result) -> None:
+        state["epoch"], state["polls"] = result.epoch, 0
+        metrics = result.as_dict()
+        history.append(metrics)
+        ctx.progress(result.epoch / epochs, epoch=result.epoch, loss=result.loss)
+        ctx.record("epoch", metrics)
+
+    def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
+        tensors, optim_meta = _flatten_optimizer(optim_state)
+        payload = {f"model.{k}": v for k, v in model_state.items()}
+        payload.update(tensors)
+        ctx.save_resume(payload, {"epoch": epoch, "optimizer": optim_meta, "scale": scale})
+
+    fit_result = fit(
+        model,
+        x,
+        y,
+        config,
+        start_epoch=start_epoch,
+        optimizer_state=optimizer_state,
+        on_epoch_end=on_epoch_end,
+        should_stop=should_stop,
+        on_checkpoint=on_checkpoint,
+    )
+    summary: dict[str, Any] = {
+        "epochs_completed": fit_result.epochs_completed,
+        "resumed_from_epoch": start_epoch,
+        "stopped": fit_result.stopped,
+        "history": history,
+        "config": config.to_dict(),
+        "input_scale": scale,
+    }
+    if fit_result.stopped:
+        return summary
+    cluster.config = {**(cluster.config or {}), "input_scale": scale}
+    cluster.save(update_fields=["config", "updated_at"])
+    summary["cluster_version"] = cluster_store_weights(cluster, model)
+    last = fit_result.last
+    if last is not None:
+        summary["final_loss"], summary["final_accuracy"] = last.loss, last.accuracy
+    return summary
+
+
+# --- request -------------------------------------------------------------------------------------
+
+
+def validate_request(*, params: dict[str, Any], cluster, dataset) -> None:
+    unknown = sorted(set(params) - {"keep_logits", "batch_size"})
+    if unknown:
+        raise ValidationFailed.for_field("params", f"Unknown option(s): {', '.join(unknown)}.")
+    if cluster is not None and dataset is not None:
+        _check_fit(cluster, dataset)
+
+
+def request(ctx) -> dict[str, Any]:
+    """Run the cluster over the dataset's inputs; store the predicted classes as a RequestResult."""
+    from apps.clusters.runtime import cluster_load_model
+    from apps.datasets.selectors import dataset_arrays
+    from apps.tasks.services import request_result_store
+    from ml.inference import predict_logits
+    from ml.training import resolve_device
+
+    cluster, dataset = ctx.cluster, ctx.dataset
+    _check_fit(cluster, dataset)
+    params = ctx.params
+    x_raw, _labels = dataset_arrays(dataset)
+    scale = _input_scale(cluster, x_raw) if (cluster.config or {}).get("input_scale") else 1.0
+    model = cluster_load_model(cluster)
+    device = resolve_device(ctx.device)
+    model.to(device)
+    batch_size = int(params.get("batch_size", 1024))
+    n = len(x_raw)
+    chunks = []
+    for start in range(0, n, REQUEST_CHUNK):
+        ctx.check()
+        logits = predict_logits(
+            model,
+            _scaled(x_raw[start : start + REQUEST_CHUNK], scale),
+            batch_size=batch_size,
+            device=device,
+        )
+        chunks.append(np.asarray(logits, dtype=np.float32))
+        ctx.progress(min(1.0, (start + REQUEST_CHUNK) / max(1, n)))
+    out = next(iter((cluster.shape or {}).get("outputs", {}).values()), 0)
+    logits = np.concatenate(chunks) if chunks else np.zeros((0, int(out)), np.float32)
+    classes = logits.argmax(axis=1).astype(np.int64) if len(logits) else np.zeros(0, np.int64)
+    keep = bool(params.get("keep_logits", True))
+    counts = np.bincount(classes, minlength=logits.shape[1] if logits.ndim == 2 else 0)
+    summary = {"class_counts": counts.tolist()}
+    result = request_result_store(
+        task=ctx.task, classes=classes, logits=logits if keep else None, summary=summary
+    )
+    return {"result_id": str(result.pk), "num_samples": int(n), **summary}
+
+
+def register_builtin_kinds() -> None:
+    registry.register(
+        "train", train, time_limit_s=6 * 3600, max_attempts=3, validate=validate_train
+    )
+    registry.register(
+        "request", request, time_limit_s=3600, max_attempts=3, validate=validate_request
+    )

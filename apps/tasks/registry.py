@@ -1,0 +1,61 @@
+"""Kinds of task and their handlers. Apps register theirs in `AppConfig.ready()`:
+
+    from apps.tasks.registry import register
+    register("evaluate", evaluate_handler, time_limit_s=3600, max_attempts=2)
+
+A handler is `handler(ctx: TaskContext) -> dict | None`; the dict becomes `Task.result`. It must
+call `ctx.should_stop()` (or `ctx.check()`) between steps, and report with `ctx.progress()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_TIME_LIMIT_S = 6 * 3600
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    handler: Callable[[Any], dict | None]
+    time_limit_s: int = DEFAULT_TIME_LIMIT_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    needs_cluster: bool = True
+    needs_dataset: bool = True
+    # validate(params=..., cluster=..., dataset=...) raises ValidationFailed before the row exists.
+    validate: Callable[..., None] | None = None
+
+
+_kinds: dict[str, TaskKind] = {}
+
+
+def register(
+    kind: str,
+    handler: Callable[[Any], dict | None],
+    *,
+    time_limit_s: int = DEFAULT_TIME_LIMIT_S,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    needs_cluster: bool = True,
+    needs_dataset: bool = True,
+    validate: Callable[..., None] | None = None,
+) -> TaskKind:
+    """Register (or replace) the handler of a task kind."""
+    if time_limit_s <= 0 or max_attempts <= 0:
+        raise ValueError("time_limit_s and max_attempts must be positive")
+    entry = TaskKind(
+        kind, handler, time_limit_s, max_attempts, needs_cluster, needs_dataset, validate
+    )
+    _kinds[kind] = entry
+    return entry
+
+
+def get(kind: str) -> TaskKind:
+    """The registered kind, or KeyError."""
+    return _kinds[kind]
+
+
+def kinds() -> list[str]:
+    return sorted(_kinds)

@@ -1,0 +1,655 @@
+"""The job engine: create, enqueue, run (claim -> handler -> terminal state), abort and reap tasks.
+
+`task_run` plays NetBox's JobRunner role for every Task: it claims the row atomically
+(queued -> active, attempts + 1, heartbeat), runs the kind's handler with a `TaskContext`, and sets
+the terminal state (finished / aborted / failed with the error and traceback). A message for a
+task that is not queued any more (finished, aborted, failed, or claimed by another worker) does
+nothing, so redelivery is harmless. Dramatiq retries nothing: a worker that died is found by
+`task_requeue_stale` (stale heartbeat), which re-queues the task to resume from its checkpoint.
+
+Settings (read with `setting()`: Django setting, else environment variable, else default):
+`TASK_HEARTBEAT_STALE_S` (60), `TASK_HEARTBEAT_INTERVAL_S` (1.0: the minimum time between
+progress/heartbeat writes), `TASK_EVENT_INTERVAL_S` (0.25: between published progress events),
+`TASK_ORDER_RETRY_MS` (500: delay before a task waiting for an earlier task of its cluster is
+looked at again), `TASK_TIME_LIMIT_GRACE_S` (30: the Dramatiq time limit is the kind's limit plus
+this grace, so the handler's own limit normally fires first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback as tb
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.core.events import group_name, publish
+from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
+from apps.core.storage import project_local_dir
+from apps.tasks import registry
+from apps.tasks.models import (
+    PENDING_STATES,
+    TERMINAL_STATES,
+    RequestResult,
+    Task,
+    TaskEvent,
+    TaskState,
+)
+
+if TYPE_CHECKING:
+    from apps.accounts.models import Project, User
+    from apps.clusters.models import Cluster
+    from apps.datasets.models import Dataset
+
+logger = logging.getLogger(__name__)
+
+_DEFAULTS: dict[str, float] = {
+    "TASK_HEARTBEAT_STALE_S": 60,
+    "TASK_HEARTBEAT_INTERVAL_S": 1.0,
+    "TASK_EVENT_INTERVAL_S": 0.25,
+    "TASK_ORDER_RETRY_MS": 500,
+    "TASK_TIME_LIMIT_GRACE_S": 30,
+}
+
+
+def setting(name: str) -> float:
+    """A numeric engine setting: Django settings, else the environment, else the default."""
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name)
+    return float(value) if value not in (None, "") else float(_DEFAULTS[name])
+
+
+def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
+    """Run a short DB operation, retrying transient lock errors (SQLite under concurrency)."""
+    from django.db import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay_s * (attempt + 1))
+    return None
+
+
+# --- creating and enqueueing ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def task_create(
+    *,
+    project: Project,
+    actor: User | None,
+    kind: str,
+    name: str,
+    cluster: Cluster | None = None,
+    dataset: Dataset | None = None,
+    params: dict[str, Any] | None = None,
+    visibility: str | None = None,
+) -> Task:
+    """Create a queued task and send it to its host's queue once the transaction commits."""
+    from apps.clusters.models import Cluster, ClusterMode
+
+    try:
+        entry = registry.get(kind)
+    except KeyError:
+        raise ValidationFailed.for_field(
+            "kind", f"Unknown task kind {kind!r} (known: {', '.join(registry.kinds())})."
+        ) from None
+    params = dict(params or {})
+    if entry.needs_cluster and cluster is None:
+        raise ValidationFailed.for_field("cluster_id", "This kind of task needs a cluster.")
+    if entry.needs_dataset and dataset is None:
+        raise ValidationFailed.for_field("dataset_id", "This kind of task needs a dataset.")
+    for obj, field in ((cluster, "cluster_id"), (dataset, "dataset_id")):
+        if obj is not None and obj.project_id != project.pk:
+            raise ValidationFailed.for_field(field, "Not found in this project.")
+    if dataset is not None and getattr(dataset, "status", "ready") != "ready":
+        raise Conflict(f"Dataset {dataset.name!r} is not ready ({dataset.status}).")
+    if entry.validate is not None:
+        entry.validate(params=params, cluster=cluster, dataset=dataset)
+
+    sequence = 0
+    queue = "cpu"
+    if cluster is not None:
+        # Lock the cluster row: sequence numbers of one cluster are handed out one at a time.
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        if cluster.mode == ClusterMode.DIRECT:
+            raise Conflict("The cluster is in DIRECT mode; switch it to TASK mode first.")
+        last = Task.objects.filter(cluster=cluster).aggregate(m=Max("sequence"))["m"] or 0
+        sequence = last + 1
+        queue = cluster.host_id or "cpu"
+    fields: dict[str, Any] = {"visibility": visibility} if visibility else {}
+    task = Task.objects.create(
+        project=project,
+        owner=actor,
+        name=name,
+        kind=kind,
+        cluster=cluster,
+        dataset=dataset,
+        queue=queue,
+        params=params,
+        max_attempts=entry.max_attempts,
+        sequence=sequence,
+        queued_at=timezone.now(),
+        **fields,
+    )
+    task_id, task_queue = str(task.pk), task.queue
+    transaction.on_commit(lambda: task_enqueue(task_id=task_id, queue=task_queue, kind=kind))
+    return task
+
+
+def task_enqueue(*, task_id: str, queue: str, kind: str, delay_ms: int | None = None) -> None:
+    """Send the runner actor for `task_id` to `queue` (one queue per host)."""
+    from apps.tasks.actors import run_task
+
+    broker = run_task.broker
+    broker.declare_queue(queue)
+    try:
+        limit_s = registry.get(kind).time_limit_s
+    except KeyError:
+        limit_s = registry.DEFAULT_TIME_LIMIT_S
+    time_limit_ms = int((limit_s + setting("TASK_TIME_LIMIT_GRACE_S")) * 1000)
+    message = run_task.message_with_options(args=(task_id,), time_limit=time_limit_ms)
+    broker.enqueue(message.copy(queue_name=queue), delay=delay_ms)
+
+
+# --- aborting ------------------------------------------------------------------------------------
+
+
+def task_abort(*, task: Task) -> Task:
+    """Abort a task: a queued one at once; an active one stops between steps (stop_requested).
+
+    Aborting a task that already ended changes nothing.
+    """
+    now = timezone.now()
+    if Task.objects.filter(pk=task.pk, state=TaskState.QUEUED).update(
+        state=TaskState.ABORTED, finished_at=now, stop_requested=True, updated_at=now
+    ):
+        task.refresh_from_db()
+        _publish_state(task)
+        _remove_resume_dir(task)
+        return task
+    Task.objects.filter(pk=task.pk, state=TaskState.ACTIVE).update(
+        stop_requested=True, updated_at=now
+    )
+    task.refresh_from_db()
+    return task
+
+
+# --- the runner ----------------------------------------------------------------------------------
+
+
+class TaskStopped(Exception):
+    """Raised by `TaskContext.check()` inside a handler when the task must stop."""
+
+
+class TaskContext:
+    """What a handler gets: its task, progress/heartbeat reporting, stop checks, resume files.
+
+    A heartbeat thread (`start_heartbeat`) writes heartbeat and progress every
+    `TASK_HEARTBEAT_INTERVAL_S` and picks up stop requests, so the handler's hot loop never
+    touches the database: `progress()` and `should_stop()` read and write memory only, and
+    progress events are published at most every `TASK_EVENT_INTERVAL_S`.
+    """
+
+    def __init__(self, task: Task, kind: registry.TaskKind) -> None:
+        self.task = task
+        self.kind = kind
+        self.attempt = task.attempts
+        self.deadline = time.monotonic() + kind.time_limit_s
+        self.stop_requested = bool(task.stop_requested)
+        self.time_limit_exceeded = False
+        self.lost = False
+        self.progress_value = float(task.progress)
+        self.info: dict[str, Any] = {}
+        self._write_interval = setting("TASK_HEARTBEAT_INTERVAL_S")
+        self._event_interval = setting("TASK_EVENT_INTERVAL_S")
+        self._last_event = 0.0
+        self._dirty = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._event_seq = TaskEvent.objects.filter(task=task).aggregate(m=Max("seq"))["m"] or 0
+
+    # -- objects --------------------------------------------------------------------------
+    @property
+    def cluster(self):
+        return self.task.cluster
+
+    @property
+    def dataset(self):
+        if self.task.dataset_id is None and self.kind.needs_dataset:
+            raise ValidationFailed.for_field("dataset_id", "The task's dataset was deleted.")
+        return self.task.dataset
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.task.params or {})
+
+    @property
+    def device(self) -> str:
+        """The torch device of the task's host queue ("cpu", "gpu-0" -> "gpu:0")."""
+        queue = self.task.queue or "cpu"
+        return "cpu" if queue == "cpu" else queue.replace("-", ":", 1)
+
+    # -- progress, heartbeat, stop ----------------------------------------------------------
+    def progress(self, fraction: float, **info: Any) -> None:
+        """Report progress in 0..1 (and display info such as epoch/loss); cheap to call often."""
+        self.progress_value = min(1.0, max(0.0, float(fraction)))
+        self.info.update(info)
+        self._dirty = True
+        self._maybe_publish()
+
+    def should_stop(self) -> bool:
+        """True when an abort was requested, the time limit passed, or the task was lost."""
+        if time.monotonic() > self.deadline:
+            self.time_limit_exceeded = True
+        return self.stop_requested or self.time_limit_exceeded or self.lost
+
+    def check(self) -> None:
+        """Raise TaskStopped when the handler should stop (for handlers without a loop hook)."""
+        if self.should_stop():
+            raise TaskStopped()
+
+    def start_heartbeat(self) -> None:
+        self._thread = threading.Thread(
+            target=self._heartbeat_loop, name=f"heartbeat-{self.task.pk}", daemon=True
+        )
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _heartbeat_loop(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._done.wait(self._write_interval):
+                self.heartbeat()
+                if self.lost:
+                    return
+        finally:
+            connection.close()
+
+    def heartbeat(self) -> None:
+        """Write heartbeat and progress now, and pick up a stop request.
+
+        A transient database error skips this beat (the next one tries again) rather than
+        failing a long training run.
+        """
+        from django.db import OperationalError
+
+        try:
+            self._beat()
+        except OperationalError:
+            logger.warning("task %s: heartbeat failed; will retry", self.task.pk, exc_info=True)
+
+    def _beat(self) -> None:
+        now = timezone.now()
+        updated = Task.objects.filter(
+            pk=self.task.pk, state=TaskState.ACTIVE, attempts=self.attempt
+        ).update(heartbeat_at=now, progress=self.progress_value, updated_at=now)
+        if not updated:
+            # Reaped and re-queued (or deleted): another attempt owns the row now.
+            self.lost = True
+            return
+        self.stop_requested = bool(
+            Task.objects.filter(pk=self.task.pk).values_list("stop_requested", flat=True).first()
+        )
+
+    def _maybe_publish(self) -> None:
+        now = time.monotonic()
+        if self._dirty and now - self._last_event >= self._event_interval:
+            self._last_event = now
+            self._dirty = False
+            self.publish({"type": "progress", "progress": self.progress_value, **self.info})
+
+    # -- events -----------------------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> None:
+        publish(group_name("task", self.task.pk), {"task_id": str(self.task.pk), **event})
+
+    def record(self, kind: str, data: dict[str, Any]) -> None:
+        """Store an event (epoch metrics, a stage) for replay and publish it."""
+        self._event_seq += 1
+        seq = self._event_seq
+        _retrying(
+            lambda: TaskEvent.objects.create(task_id=self.task.pk, seq=seq, kind=kind, data=data)
+        )
+        self.publish({"type": kind, "seq": self._event_seq, **data})
+
+    # -- resume files ---------------------------------------------------------------------------
+    @property
+    def resume_path(self) -> Path:
+        return resume_dir(self.task) / "resume.safetensors"
+
+    def save_resume(self, state: dict, metadata: dict[str, Any]) -> None:
+        """Save tensors + JSON metadata to resume from after a lost worker (atomic replace)."""
+        from apps.clusters.runtime import write_state
+
+        write_state(self.resume_path, state, metadata)
+
+    def load_resume(self) -> tuple[dict, dict[str, Any]] | None:
+        from apps.clusters.runtime import read_state
+
+        if not self.resume_path.exists():
+            return None
+        return read_state(self.resume_path)
+
+
+def resume_dir(task: Task) -> Path:
+    return project_local_dir(str(task.project_id), "tasks", str(task.pk))
+
+
+def _remove_resume_dir(task: Task) -> None:
+    import shutil
+
+    directory = Path(settings.MEDIA_ROOT) / "projects" / str(task.project_id) / "tasks"
+    shutil.rmtree(directory / str(task.pk), ignore_errors=True)
+
+
+def _claim(task_id: str) -> Task | None:
+    """queued -> active for this worker, or None (not queued, or must wait for its turn)."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        logger.warning("task %s does not exist (deleted?); message dropped", task_id)
+        return None
+    if task.state != TaskState.QUEUED:
+        logger.info("task %s is %s; message ignored", task_id, task.state)
+        return None
+    if task.cluster_id is not None:
+        earlier = Task.objects.filter(
+            cluster_id=task.cluster_id, sequence__lt=task.sequence, state__in=PENDING_STATES
+        ).exists()
+        if earlier:
+            delay = int(setting("TASK_ORDER_RETRY_MS"))
+            task_enqueue(task_id=task_id, queue=task.queue, kind=task.kind, delay_ms=delay)
+            return None
+    now = timezone.now()
+    claimed = Task.objects.filter(pk=task_id, state=TaskState.QUEUED).update(
+        state=TaskState.ACTIVE,
+        attempts=F("attempts") + 1,
+        heartbeat_at=now,
+        started_at=Coalesce("started_at", now),
+        updated_at=now,
+    )
+    if not claimed:
+        return None
+    return Task.objects.select_related("cluster", "dataset").get(pk=task_id)
+
+
+def task_run(task_id: str) -> None:
+    """Run one task to a terminal state (the body of the `run_task` actor)."""
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    _maybe_reap()
+    task = _retrying(lambda: _claim(task_id))
+    if task is None:
+        return
+    _publish_state(task)
+    try:
+        kind = registry.get(task.kind)
+    except KeyError:
+        _finish(task, task.attempts, TaskState.FAILED, error=f"Unknown task kind {task.kind!r}.")
+        return
+    ctx = TaskContext(task, kind)
+    state, result, error, trace = TaskState.FINISHED, None, "", ""
+    ctx.start_heartbeat()
+    try:
+        result = kind.handler(ctx)
+    except TaskStopped:
+        pass
+    except TimeLimitExceeded:
+        ctx.time_limit_exceeded = True
+    except OrchardError as exc:
+        state, error = TaskState.FAILED, exc.message
+        trace = tb.format_exc()
+    except Exception as exc:
+        state, error, trace = TaskState.FAILED, f"{type(exc).__name__}: {exc}", tb.format_exc()
+        logger.exception("task %s failed", task_id)
+    finally:
+        ctx.stop_heartbeat()
+    if ctx.lost:
+        logger.warning("task %s was taken over by another attempt; result dropped", task_id)
+        return
+    if state == TaskState.FINISHED:
+        if ctx.time_limit_exceeded:
+            state = TaskState.FAILED
+            error = f"Time limit of {kind.time_limit_s} s exceeded."
+        elif ctx.stop_requested:
+            state = TaskState.ABORTED
+    _finish(task, ctx.attempt, state, result=result, error=error, traceback=trace)
+
+
+_last_reap = 0.0
+
+
+def _maybe_reap() -> None:
+    """Run the stale-task reaper from the runner too, at most every half stale period per
+    process, so that the embedded mode (no `orchard_worker` loop) also recovers lost tasks."""
+    global _last_reap
+    now = time.monotonic()
+    stale = setting("TASK_HEARTBEAT_STALE_S")
+    if now - _last_reap < stale / 2:
+        return
+    _last_reap = now
+    try:
+        task_requeue_stale(older_than_s=stale)
+    except Exception:
+        logger.warning("stale-task reaper failed", exc_info=True)
+
+
+def _finish(
+    task: Task,
+    attempt: int,
+    state: str,
+    *,
+    result: dict | None = None,
+    error: str = "",
+    traceback: str = "",
+) -> None:
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "state": state,
+        "finished_at": now,
+        "heartbeat_at": now,
+        "error": error[:10000],
+        "traceback": traceback[-20000:],
+        "updated_at": now,
+    }
+    if result is not None:
+        fields["result"] = result
+    if state == TaskState.FINISHED:
+        fields["progress"] = 1.0
+    updated = _retrying(
+        lambda: Task.objects.filter(pk=task.pk, state=TaskState.ACTIVE, attempts=attempt).update(
+            **fields
+        )
+    )
+    if updated:
+        task.refresh_from_db()
+        _remove_resume_dir(task)
+        _publish_state(task)
+
+
+def _publish_state(task: Task) -> None:
+    publish(group_name("task", task.pk), task_state_event(task))
+
+
+def task_state_event(task: Task) -> dict[str, Any]:
+    """The state of a task as an event (the first message of the events socket)."""
+
+    def ts(value):
+        return value.isoformat() if value else None
+
+    return {
+        "type": "state",
+        "task_id": str(task.pk),
+        "state": task.state,
+        "progress": task.progress,
+        "attempts": task.attempts,
+        "error": task.error,
+        "queued_at": ts(task.queued_at),
+        "started_at": ts(task.started_at),
+        "finished_at": ts(task.finished_at),
+    }
+
+
+# --- the stale-heartbeat reaper ------------------------------------------------------------------
+
+
+def task_requeue_stale(*, older_than_s: float | None = None) -> list[str]:
+    """Re-queue active tasks whose heartbeat is older than `older_than_s` (their worker died).
+
+    A task with attempts left goes back to queued and is re-sent (it resumes from its last
+    checkpoint); one without fails with "worker lost N times". Returns the ids re-queued.
+    """
+    if older_than_s is None:
+        older_than_s = setting("TASK_HEARTBEAT_STALE_S")
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    stale = Task.objects.filter(state=TaskState.ACTIVE).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    )
+    requeued = []
+    for task in stale:
+        guard = Task.objects.filter(pk=task.pk, state=TaskState.ACTIVE, attempts=task.attempts)
+        guard = guard.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+        if task.attempts < task.max_attempts:
+            if guard.update(
+                state=TaskState.QUEUED,
+                heartbeat_at=None,
+                error=f"Worker lost during attempt {task.attempts}; re-queued.",
+                updated_at=now,
+            ):
+                requeued.append(str(task.pk))
+                task_id, queue, kind = str(task.pk), task.queue, task.kind
+                transaction.on_commit(
+                    lambda t=task_id, q=queue, k=kind: task_enqueue(task_id=t, queue=q, kind=k)
+                )
+                logger.warning("task %s: worker lost, re-queued", task.pk)
+        elif guard.update(
+            state=TaskState.FAILED,
+            finished_at=now,
+            error=f"Worker lost {task.attempts} times.",
+            updated_at=now,
+        ):
+            logger.error("task %s: worker lost %s times, failed", task.pk, task.attempts)
+            task.refresh_from_db()
+            _publish_state(task)
+    return requeued
+
+
+# --- request results -----------------------------------------------------------------------------
+
+
+def result_dir(*, project_id: str, result_id: str) -> Path:
+    return project_local_dir(str(project_id), "results", str(result_id))
+
+
+def request_result_store(
+    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None
+) -> RequestResult:
+    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name."""
+    import numpy as np
+
+    directory = result_dir(project_id=str(task.project_id), result_id=str(task.pk))
+    classes = np.asarray(classes, dtype=np.int64)
+    _save_npy(directory / "classes.npy", classes)
+    if logits is not None:
+        _save_npy(directory / "logits.npy", np.asarray(logits, dtype=np.float32))
+    result, _ = RequestResult.objects.update_or_create(
+        pk=task.pk,
+        defaults={
+            "project_id": task.project_id,
+            "owner_id": task.owner_id,
+            "visibility": task.visibility,
+            "name": task.name,
+            "task": task,
+            "cluster_id": task.cluster_id,
+            "dataset_id": task.dataset_id,
+            "num_samples": int(classes.shape[0]),
+            "shape": list(classes.shape),
+            "has_logits": logits is not None,
+            "summary": summary or {},
+        },
+    )
+    return result
+
+
+def _save_npy(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    from apps.clusters.runtime import atomic_write
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
+
+
+def request_result_classes(result: RequestResult):
+    """The predicted class per sample (memory-mapped)."""
+    import numpy as np
+
+    path = result_dir(project_id=str(result.project_id), result_id=str(result.pk)) / "classes.npy"
+    if not path.exists():
+        raise Conflict("The result's outputs are missing.")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def request_result_check(*, result: RequestResult, dataset: Dataset) -> float:
+    """Accuracy in percent of the result's predicted classes against the dataset's labels."""
+    import numpy as np
+
+    from apps.datasets.selectors import dataset_arrays
+
+    if result.project_id != dataset.project_id:
+        raise ValidationFailed.for_field("dataset_id", "Not found in this project.")
+    predicted = np.asarray(request_result_classes(result))
+    _inputs, labels = dataset_arrays(dataset)
+    if labels is None:
+        raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot
+        labels = labels.argmax(axis=1)
+    if labels.shape[0] != predicted.shape[0]:
+        raise ValidationFailed.for_field(
+            "dataset_id",
+            f"The dataset has {labels.shape[0]} samples, the result {predicted.shape[0]}.",
+        )
+    if predicted.shape[0] == 0:
+        return 0.0
+    try:
+        from ml.metrics import accuracy
+
+        fraction = float(accuracy(predicted, labels))
+    except ImportError:
+        fraction = float((predicted == labels.astype(np.int64)).mean())
+    return round(100.0 * fraction, 4)
+
+
+def request_result_delete(*, result: RequestResult) -> None:
+    """Delete a result and its files."""
+    import shutil
+
+    directory = result_dir(project_id=str(result.project_id), result_id=str(result.pk))
+    result.delete()
+    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+
+def task_is_terminal(state: str) -> bool:
+    return state in TERMINAL_STATES

@@ -1,0 +1,3 @@
+from tests.clusters import standins
+
+standins.install()

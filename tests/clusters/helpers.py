@@ -1,0 +1,33 @@
+"""Test helpers of clusters (used by the tasks tests and the tenancy registry too)."""
+
+from tests.clusters import standins
+
+standins.install()
+
+DIGITS_TEMPLATE = """version: 1
+settings:
+    max_connection_distance: 1
+bricks:
+    1,1,1
+        input: pixels
+        number_of_neurons: 64
+    2,1,1
+        number_of_neurons: 128
+    3,1,1
+        output: digit
+        number_of_neurons: 10
+"""
+
+
+def template(inputs: int = 64, hidden: int = 128, outputs: int = 10) -> str:
+    return (
+        DIGITS_TEMPLATE.replace("64", str(inputs))
+        .replace("128", str(hidden))
+        .replace("number_of_neurons: 10\n", f"number_of_neurons: {outputs}\n")
+    )
+
+
+def make_cluster(project, user, name: str = "net", text: str = DIGITS_TEMPLATE, seed: int = 1):
+    from apps.clusters.services import cluster_create
+
+    return cluster_create(project=project, actor=user, name=name, template_text=text, seed=seed)

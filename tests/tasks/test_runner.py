@@ -1,0 +1,127 @@
+"""The task runner service without a broker: resume after a lost worker, the reaper, limits."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.tasks import registry, services
+from apps.tasks.models import Task, TaskEvent
+from tests.clusters.helpers import make_cluster
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_heartbeat_thread(settings):
+    # These tests run the runner inside the test's transaction, which a heartbeat thread (its own
+    # connection) cannot see; heartbeats are covered by the worker tests.
+    settings.TASK_HEARTBEAT_INTERVAL_S = 3600
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the runner catches it."""
+
+
+def _train_task(world, dataset, **params):
+    cluster = make_cluster(world.project, world.owner)
+    return services.task_create(
+        project=world.project,
+        actor=world.owner,
+        kind="train",
+        name="fit",
+        cluster=cluster,
+        dataset=dataset,
+        params=params,
+    )
+
+
+def test_lost_worker_resumes_from_last_checkpoint(world, digits, monkeypatch):
+    train_set, _ = digits
+    task = _train_task(world, train_set, epochs=5)
+    original = services.TaskContext.save_resume
+    crashed = []
+
+    def save_then_die(self, state, metadata):
+        original(self, state, metadata)
+        if metadata["epoch"] == 2 and not crashed:
+            crashed.append(True)
+            raise WorkerKilled()
+
+    monkeypatch.setattr(services.TaskContext, "save_resume", save_then_die)
+    with pytest.raises(WorkerKilled):
+        services.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "active" and task.attempts == 1
+
+    # Fresh heartbeat: not stale yet.
+    assert services.task_requeue_stale(older_than_s=60) == []
+    Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert services.task_requeue_stale(older_than_s=60) == [str(task.pk)]
+    task.refresh_from_db()
+    assert task.state == "queued" and "lost" in task.error
+
+    services.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "finished", (task.error, task.traceback)
+    assert task.attempts == 2 and task.error == ""
+    assert task.result["resumed_from_epoch"] == 2
+    assert task.result["epochs_completed"] == 5
+    epochs = list(
+        TaskEvent.objects.filter(task=task, kind="epoch").values_list("data__epoch", flat=True)
+    )
+    assert epochs == [1, 2, 3, 4, 5]  # each epoch ran exactly once
+    assert TaskEvent.objects.filter(task=task, kind="resumed").count() == 1
+    assert not services.resume_dir(task).joinpath("resume.safetensors").exists()
+
+
+def test_reaper_fails_a_task_out_of_attempts(world):
+    cluster = make_cluster(world.project, world.owner)
+    old = timezone.now() - timedelta(hours=1)
+    task = Task.objects.create(
+        project=world.project,
+        kind="train",
+        name="t",
+        cluster=cluster,
+        state="active",
+        attempts=3,
+        max_attempts=3,
+        heartbeat_at=old,
+    )
+    assert services.task_requeue_stale(older_than_s=10) == []
+    task.refresh_from_db()
+    assert task.state == "failed" and task.error == "Worker lost 3 times."
+    assert task.finished_at is not None
+
+
+def test_handler_error_fails_with_traceback(world):
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    registry.register("broken", broken, needs_cluster=False, needs_dataset=False)
+    task = services.task_create(project=world.project, actor=world.owner, kind="broken", name="b")
+    services.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "failed" and task.error == "RuntimeError: boom"
+    assert "RuntimeError" in task.traceback
+
+
+def test_handler_time_limit(world, monkeypatch):
+    import time
+
+    def slow(ctx):
+        while not ctx.should_stop():
+            time.sleep(0.01)
+
+    registry.register("slow", slow, time_limit_s=1, needs_cluster=False, needs_dataset=False)
+    task = services.task_create(project=world.project, actor=world.owner, kind="slow", name="s")
+    services.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "failed" and "Time limit of 1 s" in task.error
+
+
+def test_unknown_kind_in_row_fails(world):
+    task = Task.objects.create(project=world.project, kind="vanished", name="v")
+    services.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "failed" and "Unknown task kind" in task.error
