@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -94,6 +95,14 @@ def project_access(*, user: User, project_id: str) -> ProjectAccess:
     )
 
 
+def get_or_not_found(queryset: models.QuerySet, **lookup: Any) -> models.Model:
+    """One row of `queryset` or NotFound, also for malformed lookups (a bad UUID is "not found")."""
+    try:
+        return queryset.get(**lookup)
+    except (queryset.model.DoesNotExist, ValueError, TypeError, DjangoValidationError):
+        raise NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found.") from None
+
+
 class TenantQuerySet(models.QuerySet):
     """The one queryset of every tenant-owned model."""
 
@@ -113,16 +122,7 @@ class TenantQuerySet(models.QuerySet):
 
     def get_visible(self, access: ProjectAccess, **lookup: Any) -> models.Model:
         """One visible row or NotFound (the same answer for missing and foreign)."""
-        try:
-            return self.visible_to(access).get(**lookup)
-        except (self.model.DoesNotExist, ValueError, TypeError):
-            raise NotFound(f"{self.model._meta.verbose_name.capitalize()} not found.") from None
-        except Exception as exc:  # invalid lookups such as a malformed UUID
-            from django.core.exceptions import ValidationError
-
-            if isinstance(exc, ValidationError):
-                raise NotFound(f"{self.model._meta.verbose_name.capitalize()} not found.") from None
-            raise
+        return get_or_not_found(self.visible_to(access), **lookup)
 
 
 class ProjectScopedQuerySet(models.QuerySet):

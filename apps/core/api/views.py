@@ -17,8 +17,8 @@ from rest_framework import generics, viewsets
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.views import APIView
 
-from apps.core.exceptions import Forbidden, NotFound
-from apps.core.tenancy import ProjectAccess, project_access
+from apps.core.exceptions import Forbidden
+from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access
 
 _GUARDED = (
     "get_queryset",
@@ -87,18 +87,7 @@ class ProjectScopedMixin:
     def get_object(self):
         queryset = self.filter_queryset(self.get_queryset())
         lookup_url_kwarg = self.lookup_url_kwarg or self.lookup_field
-        try:
-            obj = queryset.get(**{self.lookup_field: self.kwargs[lookup_url_kwarg]})
-        except (queryset.model.DoesNotExist, ValueError, TypeError):
-            raise NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found.") from None
-        except Exception as exc:
-            from django.core.exceptions import ValidationError
-
-            if isinstance(exc, ValidationError):
-                raise NotFound(
-                    f"{queryset.model._meta.verbose_name.capitalize()} not found."
-                ) from None
-            raise
+        obj = get_or_not_found(queryset, **{self.lookup_field: self.kwargs[lookup_url_kwarg]})
         if self.request.method not in SAFE_METHODS and not self.access.can_edit(obj):
             raise Forbidden("Only the owner or a project admin may change this.")
         return obj
