@@ -85,10 +85,15 @@ def test_every_websocket_consumer_uses_the_scoped_base():
     assert not offenders, offenders
 
 
+LOG_MODELS = {"hanami.AuditEntry", "hanami.ErrorEntry"}
+
+
 def _snapshot():
     state = {}
     for model in apps.get_models():
         if model._meta.app_label in {"token_blacklist", "sessions", "admin", "contenttypes"}:
+            continue
+        if model._meta.label in LOG_MODELS:  # written by every request, on purpose
             continue
         qs = model._default_manager.all()
         fields = {f.name for f in model._meta.get_fields()}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from apps.clusters import runtime
+from apps.clusters import directio, runtime
 from apps.clusters.models import (
     Checkpoint,
     Cluster,
@@ -18,6 +18,7 @@ from apps.clusters.models import (
     HostKind,
     HostState,
 )
+from apps.core.events import group_name, publish
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.storage import project_local_dir
 
@@ -214,6 +215,9 @@ def cluster_delete(*, cluster: Cluster) -> None:
 
     for task in _active_tasks(cluster):
         task_abort(task=task)
+    directio.runtime_close(str(cluster.pk), write_back=False)
+    if cluster.mode == ClusterMode.DIRECT:
+        _announce_direct_closed(cluster)
     directory = runtime.cluster_dir(cluster)
     cluster.delete()
     transaction.on_commit(lambda: _remove_tree(directory))
@@ -227,10 +231,22 @@ def cluster_set_mode(*, cluster: Cluster, mode: str) -> Cluster:
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
     if mode == ClusterMode.DIRECT and _active_tasks(cluster).exists():
         raise Conflict("The cluster has queued or active tasks; wait or abort them first.")
+    if mode == ClusterMode.TASK:
+        # Write back what direct io trained before any task can load the weights.
+        directio.runtime_close(str(cluster.pk))
     if cluster.mode != mode:
         cluster.mode = mode
         cluster.save(update_fields=["mode", "updated_at"])
+        if mode == ClusterMode.TASK:
+            _announce_direct_closed(cluster)
     return cluster
+
+
+def _announce_direct_closed(cluster: Cluster) -> None:
+    """Tell direct-io sockets of every process that the cluster left DIRECT mode."""
+    group = group_name("cluster", cluster.pk)
+    event = {"type": "directio.closed", "cluster_id": str(cluster.pk)}
+    transaction.on_commit(lambda: publish(group, event))
 
 
 @transaction.atomic
@@ -259,7 +275,13 @@ def checkpoint_path(project_id: str, checkpoint_id: str) -> Path:
 
 
 def checkpoint_save(*, cluster: Cluster, actor: User | None, name: str) -> Checkpoint:
-    """Save the cluster's current weights as a named checkpoint of its project."""
+    """Save the cluster's current weights as a named checkpoint of its project.
+
+    In DIRECT mode, what direct io trained in this process is written back first.
+    """
+    loaded = directio.runtime_get(str(cluster.pk))
+    if loaded is not None and loaded.flush():
+        cluster.refresh_from_db(fields=["version", "updated_at"])
     model = runtime.cluster_load_model(cluster)
     checkpoint_id = uuid.uuid4()
     path = checkpoint_path(str(cluster.project_id), str(checkpoint_id))
@@ -290,6 +312,8 @@ def checkpoint_restore(*, checkpoint: Checkpoint, cluster: Cluster) -> Cluster:
 
     if checkpoint.project_id != cluster.project_id:
         raise NotFound("Checkpoint not found.")
+    if cluster.mode == ClusterMode.DIRECT:
+        raise Conflict("The cluster is in DIRECT mode; switch it to TASK mode first.")
     if _active_tasks(cluster).filter(state="active").exists():
         raise Conflict("A task of this cluster is running; restore when it has finished.")
     path = checkpoint_path(str(checkpoint.project_id), str(checkpoint.pk))

@@ -3,18 +3,19 @@
 `ProjectScopedConsumer` resolves the caller's ProjectAccess from the URL's `project_id` and the
 authenticated scope user (see `apps.accounts.ws`), then calls `authorize(access)` where subclasses
 fetch their object with the scoped querysets. Anything raising NotFound/Unauthorized/Forbidden closes
-the socket with 4404/4401/4403 before any model is touched.
+the socket with 4404/4401/4403 (4409 for a conflict) before any model is touched.
 """
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from apps.core.exceptions import Forbidden, NotFound, OrchardError, Unauthorized
+from apps.core.exceptions import Conflict, Forbidden, NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess, project_access
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_CONFLICT = 4409
 
 _GUARDED = ("connect", "websocket_connect")
 
@@ -26,6 +27,8 @@ def close_code_for(exc: Exception) -> int:
         return CLOSE_FORBIDDEN
     if isinstance(exc, NotFound):
         return CLOSE_NOT_FOUND
+    if isinstance(exc, Conflict):
+        return CLOSE_CONFLICT
     return 4000
 
 

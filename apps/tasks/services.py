@@ -188,6 +188,20 @@ def task_abort(*, task: Task) -> Task:
     return task
 
 
+def task_delete(*, task: Task) -> Task | None:
+    """Delete an ended task (its request result stays); a pending one is aborted instead.
+
+    Returns the aborted task, or None when the row was deleted.
+    """
+    if task.state in PENDING_STATES:
+        task = task_abort(task=task)
+        if task.state in PENDING_STATES:
+            return task
+    _remove_resume_dir(task)
+    Task.objects.filter(pk=task.pk, state__in=TERMINAL_STATES).delete()
+    return None
+
+
 # --- the runner ----------------------------------------------------------------------------------
 
 
