@@ -10,7 +10,16 @@ Targets:
 - `file_upload`: `uuid` is an upload session of the token's project that the caller may edit.
   Every binary frame is a FileUpload_Message written at its position and answered with a
   FileUploadResponse_Message. Rights are re-checked per chunk (token expiry, membership, session).
-- `cluster`: direct io, not available yet (answered with success false).
+- `cluster`: direct io on a cluster of the token's project in DIRECT mode (see
+  `apps.clusters.directio`). Every binary frame is a ClusterIO_Message carrying the values of one
+  brick and is answered: a message with isLast=false is buffered and answered
+  `{isLast: false, TRAIN_TYPE, values: [0.0]}`; a last TRAIN message runs one training step on the
+  buffered input and expected-output bricks and is answered `{isLast: true, TRAIN_TYPE,
+  values: [0.0]}`; a last REQUEST message runs the network and is answered with a
+  ClusterIO_Message per output brick (the output brick's name and softmax scores; the last one
+  has isLast=true). A message that cannot be served (unknown brick, wrong number of values,
+  expired token, cluster left DIRECT mode) is answered with the JSON error frame
+  `{"success": false, "error": ...}` and the socket is closed (4400, or 4401 for the token).
 """
 
 from __future__ import annotations
@@ -25,13 +34,21 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from google.protobuf.message import DecodeError
 
 from apps.accounts.authentication import user_for_token
+from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
 from apps.core.tenancy import ProjectAccess, project_access
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
-from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
+from apps.hanami.proto.messages import (
+    REQUEST_TYPE,
+    TRAIN_TYPE,
+    ClusterIO_Message,
+    FileUpload_Message,
+    FileUploadResponse_Message,
+)
 
 CLOSE_REFUSED = 4401
+CLOSE_BAD_MESSAGE = 4400
 TARGETS = ("cluster", "file_upload")
 
 
@@ -60,6 +77,18 @@ def _upload_session(access: ProjectAccess, session_id) -> UploadSession:
     return session
 
 
+def _open_cluster(access: ProjectAccess, cluster_id, expires_at):
+    from apps.clusters.directio import DirectIoSession
+    from apps.clusters.models import Cluster
+
+    try:
+        uuid.UUID(str(cluster_id))
+    except ValueError:
+        raise NotFound("Cluster not found.") from None
+    cluster = Cluster.objects.get_visible(access, pk=cluster_id)
+    return DirectIoSession.open(access=access, cluster=cluster, expires_at=expires_at)
+
+
 def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) -> None:
     access, _ = _authenticate(raw_token)
     session = _upload_session(access, session_id)
@@ -80,7 +109,16 @@ class HanamiSocketConsumer(AsyncWebsocketConsumer):
         self.raw_token = None
         self.token_exp = None
         self.object_id = None
+        self.session = None
+        self.buffer: dict[str, list[float]] = {}
+        self.group = None
         await self.accept()
+
+    async def disconnect(self, code):
+        if self.group and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.session is not None:
+            await database_sync_to_async(self.session.release)()
 
     async def _refuse(self, message: str) -> None:
         await self.send(bytes_data=json.dumps({"success": False, "error": message}).encode())
@@ -91,6 +129,8 @@ class HanamiSocketConsumer(AsyncWebsocketConsumer):
             await self._handshake(text_data if text_data is not None else bytes_data)
         elif self.target == "file_upload":
             await self._upload(bytes_data)
+        elif self.target == "cluster":
+            await self._direct_io(bytes_data)
         else:
             await self._refuse("Unexpected message.")
 
@@ -116,11 +156,17 @@ class HanamiSocketConsumer(AsyncWebsocketConsumer):
                 session = await database_sync_to_async(_upload_session)(access, first.get("uuid"))
                 self.object_id = str(session.pk)
             else:
-                raise NotFound("direct io not available yet")
+                self.session = await database_sync_to_async(_open_cluster)(
+                    access, first.get("uuid"), payload.get("exp")
+                )
+                self.object_id = self.session.runtime.cluster_id
         except OrchardError as exc:
             await self._refuse(exc.message)
             return
         self.target = target
+        if target == "cluster" and self.channel_layer is not None:
+            self.group = group_name("cluster", self.object_id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
         self.raw_token = first["token"]
         self.token_exp = payload.get("exp")
         await self.send(
@@ -157,3 +203,71 @@ class HanamiSocketConsumer(AsyncWebsocketConsumer):
             await self._upload_answer(exc.message)
             return
         await self._upload_answer()
+
+    # -- direct io --------------------------------------------------------------------------
+    async def _io_error(self, message: str, code: int = CLOSE_BAD_MESSAGE) -> None:
+        await self.send(bytes_data=json.dumps({"success": False, "error": message}).encode())
+        await self.close(code=code)
+
+    async def _direct_io(self, raw: bytes | None) -> None:
+        if raw is None:
+            await self._io_error("Expected a binary ClusterIO_Message.")
+            return
+        try:
+            message = ClusterIO_Message.FromString(raw)
+        except DecodeError:
+            await self._io_error("Malformed ClusterIO_Message.")
+            return
+        values = list(message.values)
+        if message.numberOfValues and message.numberOfValues != len(values):
+            await self._io_error(
+                f"numberOfValues is {message.numberOfValues} but {len(values)} values came."
+            )
+            return
+        runtime = self.session.runtime
+        name = message.brickName
+        if name not in runtime.inputs and name not in runtime.outputs:
+            bricks = ", ".join([*runtime.inputs, *runtime.outputs])
+            await self._io_error(f"Unknown brick {name!r} (this cluster has {bricks}).")
+            return
+        self.buffer[name] = values
+        if not message.isLast:
+            await self.send(bytes_data=_io_answer(False, TRAIN_TYPE))
+            return
+        buffered, self.buffer = self.buffer, {}
+        inputs = {k: v for k, v in buffered.items() if k in runtime.inputs}
+        try:
+            if message.processType == TRAIN_TYPE:
+                expected = {k: v for k, v in buffered.items() if k in runtime.outputs}
+                await self.session.train(inputs, expected)
+                await self.send(bytes_data=_io_answer(True, TRAIN_TYPE))
+                return
+            outputs = await self.session.request(inputs)
+        except Unauthorized as exc:
+            await self._io_error(exc.message, CLOSE_REFUSED)
+            return
+        except OrchardError as exc:
+            await self._io_error(exc.message)
+            return
+        names = list(outputs)
+        for index, out_name in enumerate(names):
+            scores = outputs[out_name].reshape(-1).tolist()
+            await self.send(
+                bytes_data=_io_answer(
+                    index == len(names) - 1, REQUEST_TYPE, name=out_name, values=scores
+                )
+            )
+
+    async def orchard_event(self, message) -> None:
+        if message.get("event", {}).get("type") == "directio.closed":
+            await self._io_error("The cluster left DIRECT mode.")
+
+
+def _io_answer(is_last: bool, process_type: int, *, name: str = "", values=None) -> bytes:
+    if values is None:
+        values = [0.0]
+    answer = ClusterIO_Message(
+        brickName=name, isLast=is_last, processType=process_type, numberOfValues=len(values)
+    )
+    answer.values.extend(values)
+    return answer.SerializeToString()

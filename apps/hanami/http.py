@@ -125,5 +125,9 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
 def hanami_exception_handler(exc, context):
     status, message = status_and_message(exc)
     if status == 500:
+        from apps.hanami.logs import error_record
+
         logger.exception("Hanami gateway error", exc_info=exc)
+        request = context.get("request")
+        error_record(request, getattr(request, "path", ""), f"{type(exc).__name__}: {exc}")
     return Response({"error": message}, status=status)

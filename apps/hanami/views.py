@@ -7,6 +7,8 @@ the token's `project_id` claim (`project_source = "token"`). Errors: see `apps.h
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 from typing import Any, ClassVar
@@ -21,9 +23,12 @@ from rest_framework.throttling import ScopedRateThrottle
 from apps.accounts import services as accounts
 from apps.accounts.models import Membership, Project, User
 from apps.accounts.selectors import project_get_for, user_get
+from apps.clusters import selectors as clusters_selectors
+from apps.clusters import services as clusters
+from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
-from apps.core.tenancy import project_access
+from apps.core.tenancy import get_or_not_found, project_access
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
@@ -33,6 +38,10 @@ from apps.hanami.http import (
     HanamiNegotiation,
     hanami_exception_handler,
 )
+from apps.hanami.logs import PAGE_SIZE, audit_record
+from apps.hanami.models import AuditEntry, ErrorEntry
+from apps.tasks import services as tasks
+from apps.tasks.models import RequestResult, Task
 
 ID_RE = re.compile(r"[a-zA-Z][a-zA-Z_0-9]*")
 USER_ID_MAX = 150
@@ -172,6 +181,11 @@ class HanamiMixin:
 
     def get_exception_handler(self):
         return hanami_exception_handler
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        audit_record(request, response.status_code)
+        return response
 
 
 @extend_schema(exclude=True)
@@ -468,3 +482,331 @@ class DatasetListView(_DatasetBase):
         return Response(
             _table(["uuid", "project_id", "owner_id", "visibility", "name", "type"], rows)
         )
+
+
+# -- clusters ---------------------------------------------------------------------------------
+
+
+def _timestamp(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _owned_answer(obj) -> dict:
+    return {
+        "name": obj.name,
+        "owner_id": obj.owner.username if obj.owner else "",
+        "project_id": obj.project_id,
+        "uuid": str(obj.pk),
+        "visibility": obj.visibility,
+    }
+
+
+def _owned_rows(queryset) -> dict:
+    rows = [
+        (str(o.pk), o.project_id, o.owner.username if o.owner else "", o.visibility, o.name)
+        for o in queryset.select_related("owner")
+    ]
+    return _table(["uuid", "project_id", "owner_id", "visibility", "name"], rows)
+
+
+def host_uuid(host_id: str) -> str:
+    """Hosts are named ("cpu", "gpu-0"); the protocol wants UUIDs: a stable one per name."""
+    return str(uuid.uuid5(HOST_NAMESPACE, host_id))
+
+
+HOST_NAMESPACE = uuid.UUID("6f1d3c5e-3b9a-4f5e-9a57-0c2b7d1e8a40")
+
+
+class _ClusterBase(HanamiView):
+    queryset = Cluster.objects.all()
+
+    def _cluster(self, value, name: str = "uuid", *, edit: bool = False) -> Cluster:
+        cluster = clusters_selectors.cluster_get(access=self.access, cluster_id=_uuid(value, name))
+        if edit and not self.access.can_edit(cluster):
+            raise Forbidden("Only the owner or a project admin may change this cluster.")
+        return cluster
+
+
+class ClusterView(_ClusterBase):
+    """POST {name, template (base64)}; GET/DELETE [uuid]."""
+
+    def post(self, request):
+        data = _body(request)
+        name = _required(data, "name")
+        encoded = _required(data, "template")
+        try:
+            template = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise ValidationFailed.for_field(
+                "template", "must be the base64 of the template text."
+            ) from None
+        self.access.require_write()
+        cluster = clusters.cluster_create(
+            project=self.access.project, actor=request.user, name=name, template_text=template
+        )
+        return Response(_owned_answer(cluster))
+
+    def get(self, request):
+        return Response(_owned_answer(self._cluster(_query(request, "uuid"))))
+
+    def delete(self, request):
+        clusters.cluster_delete(cluster=self._cluster(_query(request, "uuid"), edit=True))
+        return Response({})
+
+
+class ClusterListView(_ClusterBase):
+    def get(self, request):
+        return Response(_owned_rows(clusters_selectors.cluster_list(access=self.access)))
+
+
+class ClusterSaveView(_ClusterBase):
+    """POST {name, cluster_uuid} -> the new checkpoint {uuid, name}."""
+
+    def post(self, request):
+        data = _body(request)
+        name = _required(data, "name")
+        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid")
+        self.access.require_write()
+        checkpoint = clusters.checkpoint_save(cluster=cluster, actor=request.user, name=name)
+        return Response({"uuid": str(checkpoint.pk), "name": checkpoint.name})
+
+
+class ClusterLoadView(_ClusterBase):
+    """POST {checkpoint_uuid, cluster_uuid}: restore a checkpoint into a cluster."""
+
+    def post(self, request):
+        data = _body(request)
+        checkpoint = clusters_selectors.checkpoint_get(
+            access=self.access, checkpoint_id=_uuid(data.get("checkpoint_uuid"), "checkpoint_uuid")
+        )
+        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid", edit=True)
+        clusters.checkpoint_restore(checkpoint=checkpoint, cluster=cluster)
+        return Response({"uuid": str(cluster.pk)})
+
+
+class ClusterModeView(_ClusterBase):
+    """PUT {new_state: DIRECT|TASK, uuid}; DIRECT needs an empty task queue (409)."""
+
+    def put(self, request):
+        data = _body(request)
+        new_state = _required(data, "new_state")
+        if new_state not in ("DIRECT", "TASK"):
+            raise ValidationFailed.for_field("new_state", "must be DIRECT or TASK.")
+        cluster = self._cluster(data.get("uuid"), edit=True)
+        cluster = clusters.cluster_set_mode(cluster=cluster, mode=new_state)
+        return Response(_owned_answer(cluster))
+
+
+class ClusterHostView(_ClusterBase):
+    """PUT {cluster_uuid, host_uuid}: the cluster's next tasks run on that host."""
+
+    def put(self, request):
+        data = _body(request)
+        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid", edit=True)
+        wanted = _required(data, "host_uuid")
+        host_id = next(
+            (h.pk for h in clusters.host_refresh() if wanted in (h.pk, host_uuid(h.pk))), None
+        )
+        if host_id is None:
+            raise NotFound("Host not found.")
+        cluster = clusters.cluster_switch_host(cluster=cluster, host_id=host_id)
+        return Response(_owned_answer(cluster))
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+TASK_TYPES = ("train", "request")
+# Hanami knows no "failed": a failed task shows as aborted (with its error beside it).
+_HANAMI_STATE = {"failed": "aborted"}
+
+
+def _task_state(task: Task) -> str:
+    return _HANAMI_STATE.get(task.state, task.state)
+
+
+class _TaskBase(_ClusterBase):
+    queryset = Task.objects.all()
+
+    def _task(self, request) -> Task:
+        task_id = _uuid(_query(request, "uuid"), "uuid")
+        cluster_id = request.query_params.get("cluster_uuid")
+        lookup = {"pk": task_id}
+        if cluster_id:
+            lookup["cluster_id"] = _uuid(cluster_id, "cluster_uuid")
+        return get_or_not_found(Task.objects.visible_to(self.access), **lookup)
+
+
+class TaskView(_TaskBase):
+    """POST {name, type, cluster_uuid, dataset_uuid}; GET/DELETE [uuid, cluster_uuid]."""
+
+    def post(self, request):
+        data = _body(request)
+        name = _required(data, "name")
+        kind = _required(data, "type")
+        if kind not in TASK_TYPES:
+            raise ValidationFailed.for_field("type", "must be train or request.")
+        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid")
+        dataset = datasets_selectors.dataset_get(
+            access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")
+        )
+        self.access.require_write()
+        if kind == "train" and not self.access.can_edit(cluster):
+            raise Forbidden("Only the owner or a project admin may train this cluster.")
+        task = tasks.task_create(
+            project=self.access.project,
+            actor=request.user,
+            kind=kind,
+            name=name,
+            cluster=cluster,
+            dataset=dataset,
+        )
+        return Response({"uuid": str(task.pk), "name": task.name})
+
+    def get(self, request):
+        task = self._task(request)
+        answer = {
+            "end_timestamp": _timestamp(task.finished_at),
+            "percentage_finished": task.progress,
+            "queue_timestamp": _timestamp(task.queued_at),
+            "start_timestamp": _timestamp(task.started_at),
+            "state": _task_state(task),
+        }
+        if task.state == "failed":
+            answer["error"] = task.error
+        return Response(answer)
+
+    def delete(self, request):
+        task = self._task(request)
+        if not self.access.can_edit(task):
+            raise Forbidden("Only the owner or a project admin may delete this task.")
+        tasks.task_delete(task=task)
+        return Response({})
+
+
+class TaskListView(_TaskBase):
+    def get(self, request):
+        cluster = self._cluster(_query(request, "cluster_uuid"), "cluster_uuid")
+        queryset = Task.objects.visible_to(self.access).filter(cluster=cluster).order_by("sequence")
+        rows = [
+            (
+                str(t.pk),
+                _task_state(t),
+                f"{t.progress:.6f}",
+                _timestamp(t.queued_at),
+                _timestamp(t.started_at),
+                _timestamp(t.finished_at),
+            )
+            for t in queryset
+        ]
+        return Response(_table(["uuid", "state", "percentage", "queued", "start", "end"], rows))
+
+
+# -- request results, checks, checkpoints, hosts ----------------------------------------------
+
+
+class _ResultBase(HanamiView):
+    queryset = RequestResult.objects.all()
+
+    def _result(self, value, name: str = "uuid") -> RequestResult:
+        return RequestResult.objects.get_visible(self.access, pk=_uuid(value, name))
+
+
+class RequestResultView(_ResultBase):
+    def get(self, request):
+        result = self._result(_query(request, "uuid"))
+        classes = tasks.request_result_classes(result)
+        return Response({**_owned_answer(result), "data": classes.tolist()})
+
+    def delete(self, request):
+        result = self._result(_query(request, "uuid"))
+        if not self.access.can_edit(result):
+            raise Forbidden("Only the owner or a project admin may delete this result.")
+        tasks.request_result_delete(result=result)
+        return Response({})
+
+
+class RequestResultListView(_ResultBase):
+    def get(self, request):
+        return Response(_owned_rows(RequestResult.objects.visible_to(self.access)))
+
+
+class DatasetCheckView(_ResultBase):
+    """POST {result_uuid, dataset_uuid} -> {accuracy} in percent."""
+
+    def post(self, request):
+        data = _body(request)
+        result = self._result(data.get("result_uuid"), "result_uuid")
+        dataset = datasets_selectors.dataset_get(
+            access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")
+        )
+        return Response({"accuracy": tasks.request_result_check(result=result, dataset=dataset)})
+
+
+class CheckpointView(HanamiView):
+    queryset = Checkpoint.objects.all()
+
+    def delete(self, request):
+        checkpoint = clusters_selectors.checkpoint_get(
+            access=self.access, checkpoint_id=_uuid(_query(request, "uuid"), "uuid")
+        )
+        if not self.access.can_edit(checkpoint):
+            raise Forbidden("Only the owner or a project admin may delete this checkpoint.")
+        clusters.checkpoint_delete(checkpoint=checkpoint)
+        return Response({})
+
+
+class CheckpointListView(CheckpointView):
+    def get(self, request):
+        return Response(_owned_rows(clusters_selectors.checkpoint_list(access=self.access)))
+
+
+class HostListView(HanamiGlobalView):
+    tenancy_exempt_reason = "hosts are the machine's devices, shared by every project"
+
+    def get(self, request):
+        rows = [(host_uuid(h.pk), h.kind) for h in clusters.host_refresh()]
+        return Response(_table(["uuid", "type"], rows))
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+class _LogView(HanamiGlobalView):
+    """GET [user_id, page]: admins read anyone's log, others only their own."""
+
+    tenancy_exempt_reason = "logs are per user: global admins read all, users their own"
+    header: ClassVar[list[str]]
+
+    def get(self, request):
+        user_id = request.query_params.get("user_id") or request.user.username
+        user_id = _hanami_id(user_id, "user_id", USER_ID_MAX)
+        if user_id != request.user.username:
+            _require_global_admin(request.user)
+        raw_page = request.query_params.get("page", "0")
+        try:
+            page = int(raw_page)
+        except ValueError:
+            raise ValidationFailed.for_field("page", "must be an integer.") from None
+        if page < 0:
+            raise ValidationFailed.for_field("page", "must be 0 or more.")
+        start = page * PAGE_SIZE
+        entries = self.model.objects.filter(user__username=user_id)[start : start + PAGE_SIZE]
+        return Response(_table(self.header, [self.row(e, user_id) for e in entries]))
+
+
+class AuditLogView(_LogView):
+    model = AuditEntry
+    header: ClassVar = ["timestamp", "user_id", "endpoint", "request_type"]
+
+    @staticmethod
+    def row(entry, user_id):
+        return (_timestamp(entry.created_at), user_id, entry.endpoint, entry.request_type)
+
+
+class ErrorLogView(_LogView):
+    model = ErrorEntry
+    header: ClassVar = ["timestamp", "user_id", "component", "context", "values"]
+
+    @staticmethod
+    def row(entry, user_id):
+        return (_timestamp(entry.created_at), user_id, entry.component, entry.context, entry.values)

@@ -176,8 +176,9 @@ async def test_bad_first_frames_are_refused(world, first):
     assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"
 
 
-async def test_cluster_target_is_not_available_yet(world):
+async def test_cluster_target_refuses_unknown_and_malformed_clusters(world):
     token, _ = await sync_to_async(_pending)(world)
-    comm, answer = await _open(token, "cluster", "9f86921d-9a7c-44a2-836c-1683928d9354")
-    assert answer == {"success": False, "error": "direct io not available yet"}
-    assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"
+    for object_id in ("9f86921d-9a7c-44a2-836c-1683928d9354", "fail_cluster", ""):
+        comm, answer = await _open(token, "cluster", object_id)
+        assert answer == {"success": False, "error": "Cluster not found."}
+        assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"

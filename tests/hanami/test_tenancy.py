@@ -15,6 +15,10 @@ from apps.accounts.services import membership_remove, token_pair_for
 from apps.datasets import services as dataset_services
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
 from apps.hanami.urls import urlpatterns
+from apps.clusters.services import checkpoint_save
+from apps.tasks.models import Task
+from apps.tasks.services import request_result_store
+from tests.clusters.helpers import make_cluster
 from tests.datasets.conftest import idx_bytes, mnist_arrays
 from tests.hanami.conftest import SDK
 from tests.test_tenancy import _snapshot
@@ -53,7 +57,22 @@ def _foreign_objects(world):
         kind="csv",
         uploads={"file": csv_s},
     )
+    cluster = make_cluster(world.other_project, world.outsider, name="victim-net")
+    checkpoint = checkpoint_save(cluster=cluster, actor=world.outsider, name="victim-ckpt")
+    task = Task.objects.create(
+        project=world.other_project,
+        owner=world.outsider,
+        name="victim-task",
+        kind="request",
+        cluster=cluster,
+        dataset=ready,
+        state="finished",
+    )
+    request_result_store(task=task, classes=[1, 2, 3, 4])
     return {
+        "cluster": str(cluster.pk),
+        "checkpoint": str(checkpoint.pk),
+        "task": str(task.pk),
         "ready": str(ready.pk),
         "pending": str(pending.pk),
         "images": str(images_s.pk),
@@ -96,6 +115,37 @@ def _calls(world, ids):
         ("GET", "dataset", {"uuid": ids["ready"]}, 404),
         ("DELETE", "dataset", {"uuid": ids["ready"]}, 404),
         ("DELETE", "dataset", {"uuid": ids["pending"]}, 404),
+        ("POST", "dataset/check", {"result_uuid": ids["task"], "dataset_uuid": ids["ready"]}, 404),
+        ("GET", "cluster", {"uuid": ids["cluster"]}, 404),
+        ("DELETE", "cluster", {"uuid": ids["cluster"]}, 404),
+        ("POST", "cluster/save", {"name": "x", "cluster_uuid": ids["cluster"]}, 404),
+        (
+            "POST",
+            "cluster/load",
+            {"checkpoint_uuid": ids["checkpoint"], "cluster_uuid": ids["cluster"]},
+            404,
+        ),
+        ("PUT", "cluster/set_mode", {"new_state": "DIRECT", "uuid": ids["cluster"]}, 404),
+        ("PUT", "cluster/switch_host", {"cluster_uuid": ids["cluster"], "host_uuid": "cpu"}, 404),
+        (
+            "POST",
+            "task",
+            {
+                "name": "x",
+                "type": "train",
+                "cluster_uuid": ids["cluster"],
+                "dataset_uuid": ids["ready"],
+            },
+            404,
+        ),
+        ("GET", "task", {"uuid": ids["task"], "cluster_uuid": ids["cluster"]}, 404),
+        ("DELETE", "task", {"uuid": ids["task"], "cluster_uuid": ids["cluster"]}, 404),
+        ("GET", "task/all", {"cluster_uuid": ids["cluster"]}, 404),
+        ("GET", "request_result", {"uuid": ids["task"]}, 404),
+        ("DELETE", "request_result", {"uuid": ids["task"]}, 404),
+        ("DELETE", "checkpoint", {"uuid": ids["checkpoint"]}, 404),
+        ("GET", "audit_log", {"user_id": victim_user}, 401),
+        ("GET", "error_log", {"user_id": victim_user}, 401),
     ]
 
 
@@ -112,6 +162,22 @@ def test_every_gateway_route_is_covered_here():
         "dataset/progress",
         "dataset",
         "dataset/all",
+        "dataset/check",
+        "cluster",
+        "cluster/all",
+        "cluster/save",
+        "cluster/load",
+        "cluster/set_mode",
+        "cluster/switch_host",
+        "task",
+        "task/all",
+        "request_result",
+        "request_result/all",
+        "checkpoint",
+        "checkpoint/all",
+        "host/all",
+        "audit_log",
+        "error_log",
     }
     routes = {str(p.pattern).removeprefix("control/v1/") for p in urlpatterns}
     assert routes == covered, "add new gateway routes to tests/hanami/test_tenancy.py"
@@ -132,8 +198,9 @@ def test_a_member_of_another_project_reaches_nothing_through_the_gateway(world):
             if response.status_code != expected or set(response.json()) != {"error"}:
                 failures.append(f"{attacker} {method} {path} -> {response.status_code}")
         # Lists show only the attacker's own project.
-        listing = sdk.get("dataset/all").json()
-        assert all(row[1] == world.project.pk for row in listing["body"])
+        for path in ("dataset/all", "cluster/all", "checkpoint/all", "request_result/all"):
+            listing = sdk.get(path).json()
+            assert all(row[1] == world.project.pk for row in listing["body"]), path
         projects = sdk.get("user/project").json()["body"]
         assert victim_absent(projects, world.other_project.pk)
     assert not failures, "cross-tenant access:\n" + "\n".join(failures)
