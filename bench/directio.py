@@ -1,0 +1,292 @@
+"""Direct io on loopback: a real server (daphne, embedded mode) and a real websocket client.
+
+Rows:
+- directio.roundtrip: p50 / p99 of one REQUEST message's round trip on the Hanami socket minus
+  the bare forward pass of the same network in this process (batch 1). Goals: p50 overhead
+  <= 1.5 ms, p99 round trip < 10 ms.
+- directio.throughput: request messages per second on one connection (send, wait, repeat).
+  Goal >= 1,000/s.
+- directio.vs_request_task: a one-sample request task (create -> finished, polled) / one direct
+  io round trip (p50). Direct io should be far faster.
+
+The server runs `config.settings.dev` against a temporary SQLite file with the in-process worker,
+as `make run` does; the cluster is the seed's 784-400-10 template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.harness import Context, Row, row, skipped
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "bench-password-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="orchard-bench-io-")
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+            "DEBUG": "false",
+            "ORCHARD_DATA_DIR": self.tmp,
+            "DATABASE_URL": f"sqlite:///{self.tmp}/bench.sqlite3",
+            "BROKER_URL": "memory",
+            "CHANNEL_LAYER": "memory",
+            "REDIS_URL": "",
+            "ORCHARD_ADMIN_PASSWORD": PASSWORD,
+            "ORCHARD_DEMO_HOOKS": "",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        for args in (["migrate", "-v", "0"], ["bootstrap"]):
+            subprocess.run(manage + args, env=self.env, cwd=ROOT, check=True, capture_output=True)
+        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*daphne, "config.asgi:application"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url("/api/system/health"), timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def call(self, method: str, path: str, body=None, token: str | None = None, **query):
+        """A Hanami SDK request: JSON body without a Content-Type, raw X-Auth-Token."""
+        from urllib.parse import urlencode
+
+        url = self.url("/control/v1/" + path) + (("?" + urlencode(query)) if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        if token:
+            request.add_header("X-Auth-Token", token)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+async def _ws_open(port: int, token: str, target: str, uuid: str):
+    import websockets
+
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}", max_size=None)
+    await ws.send(json.dumps({"token": token, "target": target, "uuid": uuid}))
+    answer = json.loads(await ws.recv())
+    if not answer.get("success"):
+        raise RuntimeError(answer)
+    return ws
+
+
+def _request_message(values: np.ndarray) -> bytes:
+    from apps.hanami.proto.messages import REQUEST_TYPE, ClusterIO_Message
+
+    message = ClusterIO_Message(
+        brickName="test_input", isLast=True, processType=REQUEST_TYPE, numberOfValues=values.size
+    )
+    message.values.extend(values.tolist())
+    return message.SerializeToString()
+
+
+async def _roundtrips(port: int, token: str, cluster: str, n: int) -> list[float]:
+    frame = _request_message(np.random.default_rng(0).random(784, dtype=np.float32))
+    ws = await _ws_open(port, token, "cluster", cluster)
+    try:
+        for _ in range(min(50, n)):  # warm-up
+            await ws.send(frame)
+            await ws.recv()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await ws.send(frame)
+            await ws.recv()
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        await ws.close()
+
+
+async def _upload(port: int, token: str, file_uuid: str, payload: bytes) -> None:
+    from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
+
+    ws = await _ws_open(port, token, "file_upload", file_uuid)
+    try:
+        chunk = 128 * 1024
+        for position in range(0, len(payload), chunk):
+            message = FileUpload_Message(
+                position=position, data=payload[position : position + chunk]
+            )
+            await ws.send(message.SerializeToString())
+            if not FileUploadResponse_Message.FromString(await ws.recv()).success:
+                raise RuntimeError("upload failed")
+    finally:
+        await ws.close()
+
+
+def _idx(array) -> bytes:
+    from apps.datasets.idx import write_idx
+
+    buffer = io.BytesIO()
+    write_idx(buffer, array)
+    return buffer.getvalue()
+
+
+def _one_sample_dataset(server: Server, token: str) -> str:
+    images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
+    labels = np.array([3], dtype=np.uint8)
+    images_raw, labels_raw = _idx(images), _idx(labels)
+    created = server.call(
+        "POST",
+        "mnist/dataset",
+        {"name": "one", "input_data_size": len(images_raw), "label_data_size": len(labels_raw)},
+        token,
+    )
+    asyncio.run(_upload(server.port, token, created["uuid_input_file"], images_raw))
+    asyncio.run(_upload(server.port, token, created["uuid_label_file"], labels_raw))
+    body = {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")}
+    server.call("PUT", "mnist/dataset", body, token)
+    return created["uuid"]
+
+
+def _request_task_seconds(server: Server, token: str, cluster: str, dataset: str) -> float:
+    body = {"name": "one", "type": "request", "cluster_uuid": cluster, "dataset_uuid": dataset}
+    start = time.perf_counter()
+    task = server.call("POST", "task", body, token)
+    while True:
+        state = server.call("GET", "task", None, token, uuid=task["uuid"], cluster_uuid=cluster)
+        if state["state"] == "finished":
+            return time.perf_counter() - start
+        if state["state"] == "aborted":
+            raise RuntimeError(f"request task failed: {state}")
+        time.sleep(0.002)
+
+
+def _forward_seconds(n: int) -> list[float]:
+    import torch
+
+    from ml.networks import build_network
+    from ml.templates import MNIST_784_400_10, parse_template
+
+    model = build_network(parse_template(MNIST_784_400_10), seed=0).eval()
+    x = torch.rand(1, 784)
+    times = []
+    with torch.inference_mode():
+        for _ in range(min(50, n)):
+            torch.softmax(model(x), dim=1).numpy()
+        for _ in range(n):
+            start = time.perf_counter()
+            torch.softmax(model(x), dim=1).numpy()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+@row("directio")
+def directio(ctx: Context) -> list[Row]:
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        return [skipped("directio.roundtrip", "overhead p50", "the websockets package is missing")]
+    from ml.templates import MNIST_784_400_10
+
+    n = 200 if ctx.quick else 3000
+    with Server() as server:
+        token = server.call("POST", "token", {"id": "admin", "password": PASSWORD})["token"]
+        template = base64.b64encode(MNIST_784_400_10.encode()).decode()
+        cluster = server.call("POST", "cluster", {"name": "io", "template": template}, token)
+        cluster_uuid = cluster["uuid"]
+        dataset = _one_sample_dataset(server, token)
+        _request_task_seconds(server, token, cluster_uuid, dataset)  # warm-up (imports, caches)
+        task_times = [
+            _request_task_seconds(server, token, cluster_uuid, dataset)
+            for _ in range(1 if ctx.quick else 5)
+        ]
+        server.call("PUT", "cluster/set_mode", {"new_state": "DIRECT", "uuid": cluster_uuid}, token)
+        trips = asyncio.run(_roundtrips(server.port, token, cluster_uuid, n))
+    forward = _forward_seconds(n)
+
+    ms = 1000.0
+    p50, p99 = _pct(trips, 50) * ms, _pct(trips, 99) * ms
+    f50, f99 = _pct(forward, 50) * ms, _pct(forward, 99) * ms
+    per_second = len(trips) / sum(trips)
+    task_s = statistics.median(task_times)
+    notes = f"{n} sequential REQUEST messages, 784-400-10, daphne on loopback"
+    return [
+        Row(
+            "directio.roundtrip_p50",
+            "round trip / bare forward (p50)",
+            p50,
+            f50,
+            "ms",
+            goal="overhead <= 1.5 ms",
+            notes=f"overhead {p50 - f50:.3f} ms; {notes}",
+            extra={"overhead_ms": p50 - f50},
+        ),
+        Row(
+            "directio.roundtrip_p99",
+            "round trip / bare forward (p99)",
+            p99,
+            f99,
+            "ms",
+            goal="round trip < 10 ms",
+            notes=f"overhead {p99 - f99:.3f} ms",
+            extra={"overhead_ms": p99 - f99},
+        ),
+        Row(
+            "directio.throughput",
+            "messages/s on one connection / bare forwards/s",
+            per_second,
+            1.0 / statistics.mean(forward),
+            "msg/s",
+            goal=">= 1000 msg/s",
+        ),
+        Row(
+            "directio.vs_request_task",
+            "one-sample request task / direct io round trip (p50)",
+            task_s * ms,
+            p50,
+            "ms",
+            goal="direct io far faster",
+            notes="task: POST task -> GET task finished (in-process worker, 2 ms polls)",
+        ),
+    ]
