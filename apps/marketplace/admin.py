@@ -1,0 +1,74 @@
+"""Admin pages of the marketplace: browse every collection; uplets are read-only (their status
+changes only through the status machine), with an action to fail stuck pending uplets."""
+
+from django.contrib import admin, messages
+
+from apps.core.exceptions import OrchardError
+from apps.marketplace import services
+from apps.marketplace.models import Algo, Data, Learnuplet, Preduplet, Problem, UpletStatus
+
+
+@admin.register(Problem)
+class ProblemAdmin(admin.ModelAdmin):
+    list_display = ["uuid", "project", "size_train_dataset", "owner", "created_at"]
+    search_fields = ["uuid", "project__id"]
+    list_select_related = ["project", "owner"]
+    readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(Algo)
+class AlgoAdmin(admin.ModelAdmin):
+    list_display = ["name", "uuid", "project", "problem", "cluster", "architecture", "created_at"]
+    list_filter = ["architecture"]
+    search_fields = ["uuid", "name", "project__id"]
+    list_select_related = ["project", "problem", "cluster"]
+    raw_id_fields = ["problem", "cluster"]
+    readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(Data)
+class DataAdmin(admin.ModelAdmin):
+    list_display = ["uuid", "project", "dataset", "owner", "created_at"]
+    search_fields = ["uuid", "project__id"]
+    list_select_related = ["project", "dataset", "owner"]
+    raw_id_fields = ["dataset"]
+    filter_horizontal = ["problems"]
+    readonly_fields = ["created_at", "updated_at"]
+
+
+class _UpletAdmin(admin.ModelAdmin):
+    list_filter = ["status", "created_at"]
+    search_fields = ["uuid", "project__id"]
+    actions = ["mark_failed"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.action(description="Mark selected pending uplets failed")
+    def mark_failed(self, request, queryset):
+        report = (
+            services.learnuplet_report if self.model is Learnuplet else services.preduplet_report
+        )
+        done = 0
+        for uplet in queryset.filter(status=UpletStatus.PENDING):
+            try:
+                report(uplet=uplet, account=None, status=UpletStatus.FAILED, as_admin=True)
+                done += 1
+            except OrchardError as exc:
+                self.message_user(request, f"{uplet}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{done} uplet(s) marked failed.")
+
+
+@admin.register(Learnuplet)
+class LearnupletAdmin(_UpletAdmin):
+    list_display = ["uuid", "project", "algo", "rank", "status", "perf", "created_at"]
+    list_select_related = ["project", "algo"]
+
+
+@admin.register(Preduplet)
+class PredupletAdmin(_UpletAdmin):
+    list_display = ["uuid", "project", "problem", "model", "status", "created_at"]
+    list_select_related = ["project", "problem"]

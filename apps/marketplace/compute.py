@@ -1,0 +1,326 @@
+"""The built-in compute: task kinds `learnuplet` and `preduplet` of the job engine.
+
+A job claims its `todo` uplet with the same conditional claim as `POST /worker/...` (so it races
+HTTP compute workers fairly: one of them wins), trains or predicts with `ml/`, and reports through
+the same services as `POST /learndone` / `POST /preddone`. Registered in `MarketplaceConfig.ready()`.
+
+- learnuplet: start from `model_start` (the algo's cluster weights at rank 0, else the Checkpoint
+  of that id), train on the concatenated `train_data` datasets, measure accuracy per train and
+  test data (`train_perf`, `test_perf`, maps {data uuid: accuracy}) and on all test data together
+  (`perf`), and save the model as the Checkpoint whose id is `model_end`.
+- preduplet: load the Checkpoint `model`, predict every data's samples, and store the classes
+  (and logits) as a request result whose id is the `prediction_storage_uuid`
+  (`/api/projects/{id}/results/{prediction_storage_uuid}`).
+
+Training options: `MARKETPLACE_TRAIN` (a Django setting, a dict of `ml.training.TrainConfig`
+fields) over `TRAIN_DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
+from apps.marketplace import selectors, services
+from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
+from apps.tasks import registry
+from apps.tasks.services import TaskStopped
+
+logger = logging.getLogger(__name__)
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "optimizer": "adam",
+    "seed": 0,
+}
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+
+def _take(ctx, uplet) -> bool:
+    """Claim the uplet for this job; True when it is ours (also when this job already claimed it
+    before its worker was lost and the engine re-queued it)."""
+    if (
+        uplet.status == UpletStatus.PENDING
+        and uplet.task_id == ctx.task.pk
+        and uplet.claimed_by_id is None
+    ):
+        return True
+    try:
+        services.uplet_claim(uplet=uplet, worker=str(ctx.task.pk), account=None)
+    except Conflict as exc:
+        logger.info("%s: %s", ctx.task.pk, exc.message)
+        return False
+    return True
+
+
+def _fail(uplet, reason: str) -> None:
+    report = (
+        services.learnuplet_report if isinstance(uplet, Learnuplet) else services.preduplet_report
+    )
+    try:
+        report(uplet=uplet, account=None, status=UpletStatus.FAILED)
+    except OrchardError as exc:  # no longer ours or no longer pending: nothing to undo
+        logger.warning("could not mark %s failed (%s): %s", uplet, reason, exc.message)
+
+
+def _run(ctx, uplet, work) -> dict[str, Any]:
+    if not _take(ctx, uplet):
+        return {"skipped": f"{uplet} was taken by another worker"}
+    try:
+        return work(ctx, uplet)
+    except TaskStopped:
+        _fail(uplet, "stopped")
+        raise
+    except Exception as exc:
+        _fail(uplet, str(exc))
+        raise
+
+
+def _datasets(uplet, uuids) -> dict:
+    datasets = selectors.datasets_for(project_id=uplet.project_id, uuids=uuids)
+    if datasets is None:
+        raise ValidationFailed.for_field("data", "some data are not ready Orchard datasets.")
+    return datasets
+
+
+def _scaled(x, scale: float) -> np.ndarray:
+    x = np.array(x, dtype=np.float32).reshape(len(x), -1)
+    if scale != 1.0:
+        x *= np.float32(scale)
+    return x
+
+
+def _input_scale(x: np.ndarray) -> float:
+    """Inputs go into [-1, 1] with the factor found at the first training (as `train` does)."""
+    peak = float(np.abs(x).max()) if x.size else 1.0
+    return 1.0 / peak if peak > 1.0 else 1.0
+
+
+def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
+    from apps.datasets.selectors import dataset_arrays
+
+    x, y = dataset_arrays(dataset)
+    if y is None:
+        raise ValidationFailed.for_field("data", f"dataset {dataset.name!r} has no labels.")
+    y = np.asarray(y)
+    if y.ndim == 2:  # one-hot
+        y = y.argmax(axis=1)
+    return np.asarray(x), y.astype(np.int64)
+
+
+def _load_model(uplet, cluster, model_id) -> tuple[Any, float | None]:
+    """(module, input scale) for a model id: the algo itself (its cluster's current weights) or a
+    Checkpoint of the project."""
+    from apps.clusters import runtime
+    from apps.clusters.models import Checkpoint
+    from apps.clusters.services import checkpoint_path
+    from ml.checkpoints import CheckpointMismatch, load_compatible
+
+    algo = getattr(uplet, "algo", None)
+    if algo is not None and model_id == algo.uuid:
+        return runtime.cluster_load_model(cluster), (cluster.config or {}).get("input_scale")
+    checkpoint = Checkpoint.objects.filter(project_id=uplet.project_id, pk=model_id).first()
+    path = checkpoint_path(str(uplet.project_id), str(model_id)) if checkpoint else None
+    if path is None or not path.exists():
+        raise ValidationFailed.for_field("model", f"model {model_id} is not stored in Orchard.")
+    state, meta = runtime.read_state(path)
+    model = runtime.cluster_build_model(cluster)
+    try:
+        load_compatible(model, state)
+    except CheckpointMismatch as exc:
+        raise ValidationFailed.for_field("model", f"model {model_id} does not fit: {exc}") from None
+    model.eval()
+    return model, meta.get("input_scale") or (meta.get("config") or {}).get("input_scale")
+
+
+# --- learnuplet ------------------------------------------------------------------------------
+
+
+def _train_config(device: str):
+    from ml.training import TrainConfig
+
+    options = {**TRAIN_DEFAULTS, **(getattr(settings, "MARKETPLACE_TRAIN", None) or {})}
+    options["device"] = device
+    try:
+        return TrainConfig.from_dict(options)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed.for_field("MARKETPLACE_TRAIN", str(exc)) from None
+
+
+def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
+    from ml.training import evaluate, fit
+
+    cluster = ctx.cluster
+    datasets = _datasets(uplet, [*uplet.train_data, *uplet.test_data])
+    model, scale = _load_model(uplet, cluster, uplet.model_start)
+    train = {u: _labelled(datasets[u]) for u in uplet.train_data}
+    x_raw = np.concatenate([x.reshape(len(x), -1) for x, _ in train.values()])
+    y = np.concatenate([y for _, y in train.values()])
+    scale = float(scale or _input_scale(x_raw))
+    config = _train_config(ctx.device)
+    ctx.progress(0.0, rank=uplet.rank)
+
+    def on_epoch_end(result) -> None:
+        ctx.progress(result.epoch / config.epochs, epoch=result.epoch, loss=result.loss)
+        ctx.record("epoch", result.as_dict())
+
+    fitted = fit(
+        model,
+        _scaled(x_raw, scale),
+        y,
+        config,
+        on_epoch_end=on_epoch_end,
+        should_stop=ctx.should_stop,
+    )
+    if fitted.stopped:
+        raise TaskStopped()
+    model.eval()
+
+    def accuracy(x, labels) -> float:
+        return float(evaluate(model, _scaled(x, scale), labels)[1])
+
+    train_perf = {u: accuracy(x, labels) for u, (x, labels) in train.items()}
+    test_perf, hits, total = {}, 0.0, 0
+    for u in uplet.test_data:
+        x, labels = _labelled(datasets[u])
+        test_perf[u] = accuracy(x, labels)
+        hits += test_perf[u] * len(labels)
+        total += len(labels)
+    perf = hits / total if total else 0.0
+    _save_model(uplet, cluster, model, scale, perf)
+    ctx.record("perf", {"perf": perf, "train_perf": train_perf, "test_perf": test_perf})
+    services.learnuplet_report(
+        uplet=uplet,
+        account=None,
+        status=UpletStatus.DONE,
+        perf=perf,
+        train_perf=train_perf,
+        test_perf=test_perf,
+    )
+    return {
+        "learnuplet": str(uplet.uuid),
+        "rank": uplet.rank,
+        "perf": perf,
+        "model_start": str(uplet.model_start),
+        "model_end": str(uplet.model_end),
+        "epochs_completed": fitted.epochs_completed,
+        "input_scale": scale,
+    }
+
+
+def _save_model(uplet: Learnuplet, cluster, model, scale: float, perf: float) -> None:
+    """Save the trained model as the Checkpoint whose id is the learnuplet's `model_end`."""
+    from apps.clusters import runtime
+    from apps.clusters.models import Checkpoint
+    from apps.clusters.services import checkpoint_path
+
+    path = checkpoint_path(str(uplet.project_id), str(uplet.model_end))
+    meta = {
+        **runtime.cluster_metadata(cluster),
+        "input_scale": scale,
+        "marketplace": {
+            "learnuplet": str(uplet.uuid),
+            "algo": str(uplet.algo.uuid),
+            "rank": uplet.rank,
+            "perf": perf,
+        },
+    }
+    size = runtime.write_state(path, model.state_dict(), meta)
+    Checkpoint.objects.update_or_create(
+        pk=uplet.model_end,
+        project_id=uplet.project_id,
+        defaults={
+            "owner_id": uplet.owner_id,
+            "name": f"{uplet.algo.name} rank {uplet.rank}"[:200],
+            "cluster": cluster,
+            "file": path.name,
+            "size_bytes": size,
+            "metadata": meta,
+        },
+    )
+
+
+def learnuplet(ctx) -> dict[str, Any]:
+    uplet = Learnuplet.objects.select_related("algo", "problem").get(pk=ctx.params["uplet_id"])
+    return _run(ctx, uplet, _learn)
+
+
+# --- preduplet -------------------------------------------------------------------------------
+
+
+def _predict(ctx, uplet: Preduplet) -> dict[str, Any]:
+    from apps.datasets.selectors import dataset_arrays
+    from apps.tasks.services import request_result_store
+    from ml.inference import predict_logits
+    from ml.training import resolve_device
+
+    device = resolve_device(ctx.device)
+    datasets = _datasets(uplet, uplet.data)
+    model, scale = _load_model(uplet, ctx.cluster, uplet.model)
+    scale = float(scale or 1.0)
+    logits, parts, offset = [], [], 0
+    for i, u in enumerate(uplet.data):
+        ctx.check()
+        x, _ = dataset_arrays(datasets[u])
+        out = predict_logits(model, _scaled(x, scale), device=device).numpy()
+        logits.append(out.astype(np.float32))
+        parts.append({"data": u, "offset": offset, "count": len(out)})
+        offset += len(out)
+        ctx.progress((i + 1) / len(uplet.data))
+    logits_all = np.concatenate(logits)
+    classes = logits_all.argmax(axis=1).astype(np.int64)
+    result = request_result_store(
+        task=ctx.task,
+        classes=classes,
+        logits=logits_all,
+        summary={"model": str(uplet.model), "preduplet": str(uplet.uuid), "data": parts},
+    )
+    services.preduplet_report(
+        uplet=uplet, account=None, status=UpletStatus.DONE, prediction_storage_uuid=str(result.pk)
+    )
+    return {"preduplet": str(uplet.uuid), "prediction_storage_uuid": str(result.pk), "data": parts}
+
+
+def preduplet(ctx) -> dict[str, Any]:
+    uplet = Preduplet.objects.select_related("problem").get(pk=ctx.params["uplet_id"])
+    return _run(ctx, uplet, _predict)
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def _validate(*, params: dict[str, Any], cluster, dataset) -> None:
+    uplet_id = params.get("uplet_id")
+    if isinstance(uplet_id, bool) or not isinstance(uplet_id, int) or set(params) != {"uplet_id"}:
+        raise ValidationFailed.for_field(
+            "params", "must be {uplet_id: <int>} (set by the marketplace)."
+        )
+
+
+def register_kinds() -> None:
+    registry.register(
+        services.LEARNUPLET_KIND,
+        learnuplet,
+        time_limit_s=3600,
+        max_attempts=2,
+        needs_cluster=True,
+        needs_dataset=False,
+        validate=_validate,
+    )
+    registry.register(
+        services.PREDUPLET_KIND,
+        preduplet,
+        time_limit_s=3600,
+        max_attempts=2,
+        needs_cluster=True,
+        needs_dataset=False,
+        validate=_validate,
+    )

@@ -1,0 +1,228 @@
+"""HTTP plumbing of the `/orchestrator/` gateway: JSON in and out whatever the headers say, Basic
+auth mapped to Orchard accounts, and errors as the protocol writes them: `{"Error": message}`.
+
+| error                                                             | status |
+|-------------------------------------------------------------------|--------|
+| malformed JSON, unknown fields, wrong types, bad uuids (ValidationFailed) and state conflicts (an uplet that is not todo / pending: Conflict) | 400 |
+| missing or wrong credentials                                      | 401 (`WWW-Authenticate: Basic realm="orchestrator"`) |
+| a role that may not do this (a viewer writing, a non-compute account on a compute route) | 403 |
+| an unknown route or uuid (also another project's)                 | 404 |
+| a known route with another method                                 | 405 |
+| anything else (logged, message hidden)                            | 500 |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions as drf
+from rest_framework.authentication import BasicAuthentication
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from apps.core.exceptions import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    OrchardError,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+PROJECT_HEADER = "HTTP_X_ORCHARD_PROJECT"
+
+
+def _setting(name: str, default):
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+# --- parsing and rendering -------------------------------------------------------------------
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class AnyJSONParser(BaseParser):
+    """The body as strict JSON whatever the Content-Type says (NaN and Infinity are refused)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise drf.ParseError(f"Malformed JSON body: {exc}") from None
+
+
+class OrchestratorJSONRenderer(JSONRenderer):
+    """Plain JSON: the protocol's documents, no studio envelope."""
+
+    media_type = "application/json"
+
+
+class JSONOnlyNegotiation(BaseContentNegotiation):
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+class OrchestratorBasicAuthentication(BasicAuthentication):
+    """HTTP Basic credentials of an Orchard account (a person or a compute service account).
+
+    The request's project (what `request.auth["project_id"]` carries to the scoped base view) is,
+    in order: the `X-Orchard-Project` header, the `MARKETPLACE_PROJECT` setting, or the account's
+    only project. An account of several projects without either is refused (403). Membership is
+    still checked by the scoped base, so a header naming a foreign project answers 404.
+
+    Successful credentials are remembered for `MARKETPLACE_BASIC_AUTH_CACHE_S` seconds (default
+    60, 0: off) under an HMAC of user and password, so that polling workers do not pay a password
+    hash per request; a changed password or a deactivated account is noticed at once.
+    """
+
+    www_authenticate_realm = "orchestrator"
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, _ = result
+        return user, {"project_id": project_for_account(user, request), "scheme": "basic"}
+
+    def authenticate_credentials(self, userid, password, request=None):
+        ttl = int(_setting("MARKETPLACE_BASIC_AUTH_CACHE_S", 60))
+        key = _credentials_key(userid, password)
+        if ttl > 0:
+            user = _cached_user(cache.get(key))
+            if user is not None:
+                return user, None
+        user, auth = super().authenticate_credentials(userid, password, request)
+        if ttl > 0:
+            cache.set(key, f"{user.pk}:{_password_fingerprint(user)}", ttl)
+        return user, auth
+
+
+def _credentials_key(userid: str, password: str) -> str:
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"{userid}\0{password}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"marketplace:basic:{digest}"
+
+
+def _password_fingerprint(user) -> str:
+    return hashlib.sha256(user.password.encode()).hexdigest()[:16]
+
+
+def _cached_user(value):
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    pk, fingerprint = value.split(":", 1)
+    user = get_user_model().objects.filter(pk=pk, is_active=True).first()
+    if user is None or _password_fingerprint(user) != fingerprint:
+        return None
+    return user
+
+
+def project_for_account(user, request) -> str:
+    """The project a Basic-authenticated request works in (see the authentication class)."""
+    from apps.accounts.models import Membership
+
+    header = (request.META.get(PROJECT_HEADER) or "").strip()
+    if header:
+        return header
+    configured = _setting("MARKETPLACE_PROJECT", "")
+    if configured:
+        return str(configured)
+    projects = list(Membership.objects.filter(user=user).values_list("project_id", flat=True)[:2])
+    if len(projects) == 1:
+        return projects[0]
+    if not projects:
+        raise drf.PermissionDenied("This account is not a member of any project.")
+    raise drf.PermissionDenied(
+        "This account belongs to several projects: send the X-Orchard-Project header, or use "
+        "an account (a compute service account) of one project."
+    )
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _message(detail) -> str:
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            inner = _message(value)
+            return inner if field == "non_field_errors" else f"{field}: {inner}"
+    if isinstance(detail, list) and detail:
+        return _message(detail[0])
+    return str(detail)
+
+
+def status_and_message(exc: Exception) -> tuple[int, str]:
+    """The (status, message) of an exception on the orchestrator surface."""
+    if isinstance(exc, OrchardError):
+        if isinstance(exc, ValidationFailed | Conflict):
+            return 400, exc.message
+        if isinstance(exc, Unauthorized):
+            return 401, exc.message
+        if isinstance(exc, Forbidden):
+            return 403, exc.message
+        if isinstance(exc, NotFound):
+            return 404, exc.message
+        if isinstance(exc, PayloadTooLarge):
+            return 413, exc.message
+        return 500, "Internal error."
+    if isinstance(exc, drf.ValidationError | drf.ParseError | DjangoValidationError):
+        detail = getattr(exc, "detail", None) or getattr(exc, "messages", None) or str(exc)
+        return 400, _message(detail)
+    if isinstance(exc, InvalidToken | TokenError):
+        return 401, "Token is invalid or expired."
+    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        return 401, _message(exc.detail)
+    if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
+        return 403, _message(getattr(exc, "detail", None) or "Permission denied.")
+    if isinstance(exc, drf.NotFound | Http404):
+        return 404, "Page does not exist."
+    if isinstance(exc, drf.APIException) and exc.status_code < 500:
+        return exc.status_code, _message(exc.detail)
+    return 500, "Internal error."
+
+
+def orchestrator_exception_handler(exc, context):
+    status, message = status_and_message(exc)
+    if status == 500:
+        logger.error("orchestrator error", exc_info=exc)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or (
+            'Basic realm="orchestrator"'
+        )
+    if isinstance(exc, drf.Throttled) and exc.wait:
+        headers["Retry-After"] = str(int(exc.wait))
+    return Response({"Error": message}, status=status, headers=headers)

@@ -1,0 +1,215 @@
+"""Reads of the marketplace: collections with the protocol's equality filters, the best model of
+an algo or problem, and the Orchard datasets behind data uuids."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.db.models import QuerySet
+
+from apps.core.exceptions import ValidationFailed
+from apps.marketplace.models import Algo, Data, Learnuplet, Preduplet, Problem, UpletStatus
+
+if TYPE_CHECKING:
+    from apps.core.tenancy import ProjectAccess
+
+
+# --- collections ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """A filterable document field: how a query-string value is parsed and where it is stored.
+
+    `kind`: uuid, int, float, str, status, timestamp, or list (the document holds a list of
+    uuids; equality means "contains", as in the upstream MongoDB).
+    """
+
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    model: type
+    fields: dict[str, Field]
+    related: tuple[str, ...] = ()
+    prefetch: tuple[str, ...] = ()
+
+
+_UPLET_FIELDS = {
+    "uuid": Field("uuid", "uuid"),
+    "problem": Field("uuid", "problem__uuid"),
+    "workflow": Field("uuid", "workflow"),
+    "worker": Field("uuid", "worker"),
+    "status": Field("status", "status"),
+    "timestamp_done": Field("timestamp", "timestamp_done"),
+}
+
+COLLECTIONS: dict[str, Collection] = {
+    "problem": Collection(
+        "problem",
+        Problem,
+        {
+            "uuid": Field("uuid", "uuid"),
+            "workflow": Field("uuid", "workflow"),
+            "test_dataset": Field("list", "test_dataset"),
+            "size_train_dataset": Field("int", "size_train_dataset"),
+            "timestamp_upload": Field("timestamp", "created_at"),
+        },
+    ),
+    "algo": Collection(
+        "algo",
+        Algo,
+        {
+            "uuid": Field("uuid", "uuid"),
+            "name": Field("str", "name"),
+            "problem": Field("uuid", "problem__uuid"),
+            "timestamp_upload": Field("timestamp", "created_at"),
+        },
+        related=("problem",),
+    ),
+    "data": Collection(
+        "data",
+        Data,
+        {
+            "uuid": Field("uuid", "uuid"),
+            "problems": Field("uuid", "problems__uuid"),
+            "timestamp_upload": Field("timestamp", "created_at"),
+        },
+        prefetch=("problems",),
+    ),
+    "learnuplet": Collection(
+        "learnuplet",
+        Learnuplet,
+        {
+            **_UPLET_FIELDS,
+            "algo": Field("uuid", "algo__uuid"),
+            "rank": Field("int", "rank"),
+            "model_start": Field("uuid", "model_start"),
+            "model_end": Field("uuid", "model_end"),
+            "train_data": Field("list", "train_data"),
+            "test_data": Field("list", "test_data"),
+            "perf": Field("float", "perf"),
+            "timestamp_creation": Field("timestamp", "created_at"),
+        },
+        related=("problem", "algo"),
+    ),
+    "preduplet": Collection(
+        "preduplet",
+        Preduplet,
+        {
+            **_UPLET_FIELDS,
+            "model": Field("uuid", "model"),
+            "data": Field("list", "data"),
+            "prediction_storage_uuid": Field("uuid", "prediction_storage_uuid"),
+            "timestamp_request": Field("timestamp", "created_at"),
+        },
+        related=("problem",),
+    ),
+}
+
+
+def _parse(name: str, field: Field, raw: str):
+    try:
+        if field.kind in ("uuid", "list"):
+            return str(uuidlib.UUID(raw))
+        if field.kind == "int":
+            return int(raw)
+        if field.kind == "float":
+            return float(raw)
+        if field.kind == "timestamp":
+            return datetime.fromtimestamp(int(raw), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        expected = {"list": "uuid", "timestamp": "int"}.get(field.kind, field.kind)
+        raise ValidationFailed.for_field(name, f"must be a {expected}.") from None
+    if field.kind == "status" and raw not in UpletStatus.values:
+        raise ValidationFailed.for_field(name, f"must be one of {', '.join(UpletStatus.values)}.")
+    return raw
+
+
+def collection_list(*, access: ProjectAccess, collection: Collection, filters) -> list:
+    """The visible documents of a collection matching every `field=value` of `filters` (a
+    QueryDict or dict); an unknown field or a malformed value raises ValidationFailed."""
+    qs: QuerySet = collection.model.objects.visible_to(access)
+    if collection.related:
+        qs = qs.select_related(*collection.related)
+    if collection.prefetch:
+        qs = qs.prefetch_related(*collection.prefetch)
+    contains: list[tuple[str, str]] = []
+    for name in filters:
+        field = collection.fields.get(name)
+        if field is None:
+            raise ValidationFailed.for_field(
+                name, f"is not a field of {collection.name} documents."
+            )
+        value = _parse(name, field, filters.get(name))
+        if field.kind == "list":
+            contains.append((field.path, value))
+        elif field.kind == "timestamp":
+            qs = qs.filter(
+                **{f"{field.path}__gte": value, f"{field.path}__lt": value + timedelta(seconds=1)}
+            )
+        else:
+            qs = qs.filter(**{field.path: value})
+    rows = list(qs.order_by("created_at", "id").distinct())
+    # List fields hold JSON lists; "contains" is checked here so that SQLite serves it too.
+    for path, value in contains:
+        rows = [r for r in rows if value in (getattr(r, path) or [])]
+    return rows
+
+
+def document_get(*, access: ProjectAccess, collection: Collection, uuid: str):
+    """One visible document by its uuid, or NotFound (also for a malformed uuid)."""
+    from apps.core.tenancy import get_or_not_found
+
+    qs = collection.model.objects.visible_to(access)
+    if collection.related:
+        qs = qs.select_related(*collection.related)
+    if collection.prefetch:
+        qs = qs.prefetch_related(*collection.prefetch)
+    return get_or_not_found(qs, uuid=uuid)
+
+
+# --- the learnuplet rules ------------------------------------------------------------------------
+
+
+def problem_data_uuids(problem: Problem) -> list[str]:
+    """The uuids of a problem's data, in registration order."""
+    rows = Data.objects.filter(problems=problem).order_by("created_at", "id")
+    return [str(u) for u in rows.values_list("uuid", flat=True)]
+
+
+def best_learnuplet(*, algo: Algo | None = None, problem: Problem | None = None):
+    """The done learnuplet with the highest perf (ties: the highest rank, i.e. the model trained
+    on the most data), of one algo or of every algo of a problem; None when none is done."""
+    qs = Learnuplet.objects.filter(status=UpletStatus.DONE, perf__isnull=False)
+    if algo is not None:
+        qs = qs.filter(algo=algo)
+    if problem is not None:
+        qs = qs.filter(problem=problem)
+    return qs.order_by("-perf", "-rank", "-id").first()
+
+
+def datasets_for(*, project_id: str, uuids) -> dict | None:
+    """{data uuid: ready Orchard dataset} for registered data of the project, or None when any
+    uuid is not an Orchard dataset (the built-in compute cannot read it)."""
+    from apps.datasets.models import Dataset
+
+    wanted = [str(u) for u in uuids]
+    if not wanted:
+        return None
+    rows = Data.objects.filter(
+        project_id=project_id,
+        uuid__in=wanted,
+        dataset__isnull=False,
+        dataset__status=Dataset.Status.READY,
+    ).select_related("dataset")
+    found = {str(row.uuid): row.dataset for row in rows}
+    if any(u not in found for u in wanted):
+        return None
+    return {u: found[u] for u in wanted}

@@ -1,0 +1,431 @@
+"""Writes of the marketplace: registering problems, algos and data, creating uplets, and their
+status machine. Both the `/orchestrator/` gateway and the built-in compute go through here.
+
+Learnuplet rules (protocol page "Learnuplet rules"):
+- An algo's training data are its problem's data minus the problem's test data, in registration
+  order, cut into batches of `size_train_dataset`: one learnuplet per batch, ranks 0..n-1, all
+  `todo`, each with a fresh `model_end`.
+- Ranks of one algo are trained in order. Only the first unfinished rank has a `model_start`:
+  rank 0 starts from the algo itself (`algo.uuid`); when a rank is done or failed, the next one
+  starts from the `model_end` of the best-performing done learnuplet of the algo so far (the
+  algo itself while none is done), so a chain continues from the best model and never stalls.
+- New data for a problem append learnuplets to every algo of the problem (ranks continue).
+- A prediction uses the problem's best model (highest `perf` of its done learnuplets).
+
+Transitions are conditional UPDATEs: `todo -> pending` (claim), `pending -> done | failed`
+(report, only by the account that claimed the uplet, or a project admin).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid as uuidlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
+from apps.marketplace import selectors
+from apps.marketplace.models import (
+    FINISHED_STATUSES,
+    Algo,
+    Data,
+    Learnuplet,
+    Preduplet,
+    Problem,
+    UpletStatus,
+)
+
+if TYPE_CHECKING:
+    from apps.accounts.models import User
+    from apps.core.tenancy import ProjectAccess
+
+logger = logging.getLogger(__name__)
+
+LEARNUPLET_KIND = "learnuplet"
+PREDUPLET_KIND = "preduplet"
+
+
+def builtin_compute_enabled() -> bool:
+    """`MARKETPLACE_BUILTIN_COMPUTE` (setting, else environment; default on): whether new
+    runnable uplets get a job on the job engine."""
+    value = getattr(settings, "MARKETPLACE_BUILTIN_COMPUTE", None)
+    if value is None:
+        value = os.environ.get("MARKETPLACE_BUILTIN_COMPUTE", "1")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
+# --- problems, algos, data -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def problem_create(
+    *,
+    access: ProjectAccess,
+    uuid: str,
+    workflow: str,
+    test_dataset: Sequence[str],
+    size_train_dataset: int,
+) -> Problem:
+    """Register a problem of the caller's project."""
+    project = access.project
+    if Problem.objects.filter(project=project, uuid=uuid).exists():
+        raise ValidationFailed.for_field("uuid", f"problem {uuid} already exists.")
+    return Problem.objects.create(
+        project=project,
+        owner=access.user,
+        uuid=uuid,
+        workflow=workflow,
+        test_dataset=list(test_dataset),
+        size_train_dataset=size_train_dataset,
+    )
+
+
+@transaction.atomic
+def algo_create(
+    *, access: ProjectAccess, uuid: str, name: str, problem_uuid: str
+) -> tuple[Algo, int]:
+    """Register an algo for a problem and create its learnuplets; returns (algo, new learnuplets).
+
+    The algo is the cluster whose id is `uuid` when the caller sees one, else the `ml.networks`
+    architecture called `name` when there is one, else an external algo.
+    """
+    from apps.clusters.models import Cluster
+
+    project = access.project
+    problem = Problem.objects.visible_to(access).filter(uuid=problem_uuid).first()
+    if problem is None:
+        raise ValidationFailed.for_field("problem", f"problem {problem_uuid} does not exist.")
+    if Algo.objects.filter(project=project, uuid=uuid).exists():
+        raise ValidationFailed.for_field("uuid", f"algo {uuid} already exists.")
+    cluster = Cluster.objects.visible_to(access).filter(pk=uuid).first()
+    architecture = "" if cluster is not None else _architecture_named(name)
+    algo = Algo.objects.create(
+        project=project,
+        owner=access.user,
+        uuid=uuid,
+        name=name,
+        problem=problem,
+        cluster=cluster,
+        architecture=architecture,
+    )
+    train = [u for u in selectors.problem_data_uuids(problem) if u not in set(problem.test_dataset)]
+    created = _append_learnuplets(algo, train)
+    _advance(algo)
+    return algo, created
+
+
+def _architecture_named(name: str) -> str:
+    from ml.networks import architecture_names
+
+    return name if name in architecture_names() else ""
+
+
+@transaction.atomic
+def data_create(
+    *, access: ProjectAccess, uuids: Sequence[str], problem_uuids: Sequence[str]
+) -> tuple[list[Data], int]:
+    """Register data for problems; every algo of those problems gets learnuplets for the new
+    training data. Returns (new data, new learnuplets)."""
+    from apps.datasets.models import Dataset
+
+    project = access.project
+    if len(set(uuids)) != len(uuids):
+        raise ValidationFailed.for_field("uuid", "lists the same data twice.")
+    problems = list(Problem.objects.visible_to(access).filter(uuid__in=problem_uuids))
+    found = {str(p.uuid) for p in problems}
+    missing = [u for u in problem_uuids if u not in found]
+    if missing:
+        raise ValidationFailed.for_field("problems", f"problem {missing[0]} does not exist.")
+    existing = list(
+        Data.objects.filter(project=project, uuid__in=uuids).values_list("uuid", flat=True)
+    )
+    if existing:
+        raise ValidationFailed.for_field("uuid", f"data {existing[0]} already exists.")
+    datasets = {str(d.pk): d for d in Dataset.objects.visible_to(access).filter(pk__in=uuids)}
+    Data.objects.bulk_create(
+        [Data(project=project, owner=access.user, uuid=u, dataset=datasets.get(u)) for u in uuids]
+    )
+    # Read back for the primary keys (bulk_create does not set them on every database).
+    rows = list(Data.objects.filter(project=project, uuid__in=uuids).order_by("id"))
+    links = [
+        Data.problems.through(data_id=row.pk, problem_id=problem.pk)
+        for row in rows
+        for problem in problems
+    ]
+    Data.problems.through.objects.bulk_create(links)
+
+    created = 0
+    ordered = [str(u) for u in uuids]
+    for problem in problems:
+        held_out = set(problem.test_dataset)
+        train = [u for u in ordered if u not in held_out]
+        for algo in _locked_algos(problem):
+            created += _append_learnuplets(algo, train)
+            _advance(algo)
+    return rows, created
+
+
+def _locked_algos(problem: Problem) -> list[Algo]:
+    return list(Algo.objects.select_for_update().filter(problem=problem).order_by("id"))
+
+
+def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
+    """One `todo` learnuplet per batch of `size_train_dataset` data, ranks after the last one."""
+    problem = algo.problem
+    size = problem.size_train_dataset
+    batches = [list(train[i : i + size]) for i in range(0, len(train), size)]
+    if not batches:
+        return 0
+    last = algo.learnuplets.order_by("-rank").values_list("rank", flat=True).first()
+    first_rank = 0 if last is None else last + 1
+    Learnuplet.objects.bulk_create(
+        [
+            Learnuplet(
+                project_id=algo.project_id,
+                owner_id=algo.owner_id,
+                uuid=uuidlib.uuid4(),
+                problem=problem,
+                workflow=problem.workflow,
+                algo=algo,
+                rank=first_rank + i,
+                model_start=None,
+                model_end=uuidlib.uuid4(),
+                train_data=batch,
+                test_data=list(problem.test_dataset),
+            )
+            for i, batch in enumerate(batches)
+        ]
+    )
+    return len(batches)
+
+
+def _advance(algo: Algo) -> Learnuplet | None:
+    """Give the first unfinished rank of `algo` its `model_start` once every rank before it has
+    finished: the best done model so far, else the algo itself. Dispatches it to the built-in
+    compute. Returns the learnuplet that became ready, if any."""
+    following = (
+        Learnuplet.objects.filter(algo=algo)
+        .exclude(status__in=FINISHED_STATUSES)
+        .order_by("rank")
+        .first()
+    )
+    if following is None or following.model_start is not None:
+        return None
+    best = selectors.best_learnuplet(algo=algo)
+    following.model_start = best.model_end if best is not None else algo.uuid
+    following.save(update_fields=["model_start", "updated_at"])
+    _dispatch_learnuplet(following)
+    return following
+
+
+# --- predictions ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def prediction_create(
+    *, access: ProjectAccess, data_uuids: Sequence[str], problem_uuid: str
+) -> Preduplet:
+    """A `todo` preduplet running the problem's best model on `data_uuids`."""
+    problem = Problem.objects.visible_to(access).filter(uuid=problem_uuid).first()
+    best = selectors.best_learnuplet(problem=problem) if problem is not None else None
+    if best is None:
+        raise ValidationFailed.for_field("problem", "no problem or trained model.")
+    preduplet = Preduplet.objects.create(
+        project=access.project,
+        owner=access.user,
+        uuid=uuidlib.uuid4(),
+        problem=problem,
+        workflow=problem.workflow,
+        model=best.model_end,
+        data=list(data_uuids),
+    )
+    _dispatch_preduplet(preduplet)
+    return preduplet
+
+
+# --- the status machine --------------------------------------------------------------------------
+
+
+def uplet_claim(
+    *, uplet: Learnuplet | Preduplet, worker: str | None, account: User | None
+) -> Learnuplet | Preduplet:
+    """`todo -> pending` for one worker, atomically: of two racing claims exactly one wins, the
+    other raises Conflict. A learnuplet whose `model_start` is not known yet (an earlier rank is
+    still running) cannot be claimed."""
+    model = type(uplet)
+    claimable = model.objects.filter(pk=uplet.pk, status=UpletStatus.TODO)
+    if model is Learnuplet:
+        claimable = claimable.filter(model_start__isnull=False)
+    now = timezone.now()
+    if not claimable.update(
+        status=UpletStatus.PENDING, worker=worker, claimed_by=account, updated_at=now
+    ):
+        uplet.refresh_from_db()
+        kind = model._meta.model_name
+        if uplet.status == UpletStatus.TODO:
+            raise Conflict(
+                f"{kind} {uplet.uuid} is waiting for an earlier rank to finish; not ready."
+            )
+        raise Conflict(
+            f"worker not set for {kind} {uplet.uuid}: it is {uplet.status}, not todo "
+            "(another worker may have taken it)."
+        )
+    uplet.refresh_from_db()
+    return uplet
+
+
+def _finish(
+    uplet: Learnuplet | Preduplet, *, account: User | None, as_admin: bool, fields: dict[str, Any]
+) -> None:
+    """`pending -> done | failed`, conditional on the claim (same account unless `as_admin`)."""
+    model = type(uplet)
+    now = timezone.now()
+    finishing = model.objects.filter(pk=uplet.pk, status=UpletStatus.PENDING)
+    if not as_admin:
+        finishing = finishing.filter(claimed_by=account)
+    if not finishing.update(timestamp_done=now, updated_at=now, **fields):
+        uplet.refresh_from_db()
+        kind = model._meta.model_name
+        if uplet.status == UpletStatus.PENDING:
+            raise Conflict(f"no update of {kind} {uplet.uuid}: another worker took it.")
+        raise Conflict(f"no update of {kind} {uplet.uuid}: it is {uplet.status}, not pending.")
+    uplet.refresh_from_db()
+
+
+@transaction.atomic
+def learnuplet_report(
+    *,
+    uplet: Learnuplet,
+    account: User | None,
+    status: str,
+    perf: float | None = None,
+    train_perf: Any = None,
+    test_perf: Any = None,
+    as_admin: bool = False,
+) -> Learnuplet:
+    """The result of a learnuplet (learndone): store the perfs of a done one, then let the next
+    rank of its algo start from the best model so far."""
+    if status not in FINISHED_STATUSES:
+        raise ValidationFailed.for_field("status", "must be done or failed.")
+    if status == UpletStatus.DONE and perf is None:
+        raise ValidationFailed.for_field("perf", "is required when status is done.")
+    # Serialise the chain updates of one algo (PostgreSQL; SQLite serialises writers anyway).
+    algo = Algo.objects.select_for_update().select_related("problem").get(pk=uplet.algo_id)
+    fields: dict[str, Any] = {"status": status}
+    if status == UpletStatus.DONE:
+        fields.update(perf=perf, train_perf=train_perf, test_perf=test_perf)
+    _finish(uplet, account=account, as_admin=as_admin, fields=fields)
+    _advance(algo)
+    return uplet
+
+
+@transaction.atomic
+def preduplet_report(
+    *,
+    uplet: Preduplet,
+    account: User | None,
+    status: str,
+    prediction_storage_uuid: str | None = None,
+    as_admin: bool = False,
+) -> Preduplet:
+    """The result of a preduplet (preddone)."""
+    if status not in FINISHED_STATUSES:
+        raise ValidationFailed.for_field("status", "must be done or failed.")
+    if status == UpletStatus.DONE and prediction_storage_uuid is None:
+        raise ValidationFailed.for_field(
+            "prediction_storage_uuid", "is required when status is done."
+        )
+    fields: dict[str, Any] = {"status": status}
+    if prediction_storage_uuid is not None:
+        fields["prediction_storage_uuid"] = prediction_storage_uuid
+    _finish(uplet, account=account, as_admin=as_admin, fields=fields)
+    return uplet
+
+
+# --- the built-in compute: dispatching ready uplets to the job engine ----------------------------
+
+
+def _dispatch_learnuplet(uplet: Learnuplet) -> None:
+    """Give a ready learnuplet to the built-in compute when it can run it (an Orchard model and
+    Orchard datasets); otherwise it waits for an HTTP compute worker."""
+    if not builtin_compute_enabled():
+        return
+    algo = uplet.algo
+    if not algo.is_builtin:
+        return
+    datasets = selectors.datasets_for(
+        project_id=uplet.project_id, uuids=[*uplet.train_data, *uplet.test_data]
+    )
+    if datasets is None:
+        return
+    try:
+        with transaction.atomic():
+            cluster = algo.cluster or _algo_cluster_from_architecture(algo, datasets.values())
+            _create_task(uplet, LEARNUPLET_KIND, cluster, f"learnuplet {uplet.rank} of {algo.name}")
+    except OrchardError as exc:
+        logger.warning("learnuplet %s left to HTTP workers: %s", uplet.uuid, exc.message)
+
+
+def _dispatch_preduplet(uplet: Preduplet) -> None:
+    from apps.clusters.models import Checkpoint
+
+    if not builtin_compute_enabled():
+        return
+    checkpoint = (
+        Checkpoint.objects.filter(project_id=uplet.project_id, pk=uplet.model)
+        .select_related("cluster")
+        .first()
+    )
+    if checkpoint is None or checkpoint.cluster is None:
+        return
+    if selectors.datasets_for(project_id=uplet.project_id, uuids=uplet.data) is None:
+        return
+    try:
+        with transaction.atomic():
+            _create_task(uplet, PREDUPLET_KIND, checkpoint.cluster, f"preduplet {uplet.uuid}")
+    except OrchardError as exc:
+        logger.warning("preduplet %s left to HTTP workers: %s", uplet.uuid, exc.message)
+
+
+def _create_task(uplet, kind: str, cluster, name: str) -> None:
+    from apps.tasks.services import task_create
+
+    task = task_create(
+        project=uplet.project,
+        actor=uplet.owner,
+        kind=kind,
+        name=name[:200],
+        cluster=cluster,
+        params={"uplet_id": uplet.pk},
+    )
+    uplet.task = task
+    uplet.save(update_fields=["task", "updated_at"])
+
+
+def _algo_cluster_from_architecture(algo: Algo, datasets: Iterable):
+    """The cluster of an architecture algo, created from its data's shape on first use."""
+    from apps.clusters.services import cluster_create_from_architecture
+
+    datasets = list(datasets)
+    classes = max((d.num_classes or 0) for d in datasets)
+    if classes < 1:
+        raise ValidationFailed.for_field("data", "the data have no class labels.")
+    cluster = cluster_create_from_architecture(
+        project=algo.project,
+        actor=algo.owner,
+        name=f"marketplace {algo.name}"[:200],
+        architecture=algo.architecture,
+        input_shape=list(datasets[0].input_shape),
+        num_classes=classes,
+        seed=algo.uuid.int % (2**31),
+    )
+    algo.cluster = cluster
+    algo.save(update_fields=["cluster", "updated_at"])
+    return cluster

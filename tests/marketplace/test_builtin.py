@@ -1,0 +1,222 @@
+"""The built-in compute: learnuplet and preduplet jobs on the job engine, on the digits data.
+
+The full flow runs a real Dramatiq worker (stub broker) and talks to the gateway only; the other
+tests run the job runner in-process to pin down single behaviours."""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.clusters.models import Checkpoint
+from apps.datasets.idx import write_idx
+from apps.datasets.selectors import dataset_arrays
+from apps.datasets.services import dataset_import_mnist
+from apps.marketplace.models import Algo, Learnuplet, Preduplet, UpletStatus
+from apps.tasks.models import Task
+from apps.tasks.services import task_run
+from tests.clusters.helpers import make_cluster
+from tests.conftest import client_for
+from tests.marketplace.conftest import ZERO_UUID
+from tests.tasks.conftest import wait_for
+
+
+def make_shards(world, source, count: int, size: int | None = None) -> list[str]:
+    """Cut a digits dataset into `count` MNIST datasets of project A; returns their ids."""
+    x, y = dataset_arrays(source)
+    images = np.round(np.asarray(x).reshape(len(x), 8, 8) * 255).astype(np.uint8)
+    labels = np.asarray(y).astype(np.uint8)
+    size = size or len(images) // count
+    ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(count):
+            part = slice(i * size, (i + 1) * size)
+            images_path, labels_path = Path(tmp) / f"i{i}", Path(tmp) / f"l{i}"
+            write_idx(images_path, images[part])
+            write_idx(labels_path, labels[part])
+            dataset = dataset_import_mnist(
+                project=world.project,
+                actor=world.owner,
+                name=f"{source.name}-shard-{i}",
+                images=images_path,
+                labels=labels_path,
+            )
+            ids.append(str(dataset.pk))
+    return ids
+
+
+def _all_finished(algo_uuid, count):
+    uplets = list(Learnuplet.objects.filter(algo__uuid=algo_uuid).order_by("rank"))
+    if len(uplets) == count and all(u.status in ("done", "failed") for u in uplets):
+        return uplets
+    return None
+
+
+def _assert_chain(uplets, algo_uuid):
+    """Rank 0 starts from the algo; every later rank from the best done model before it."""
+    assert str(uplets[0].model_start) == algo_uuid
+    for i in range(1, len(uplets)):
+        earlier = [u for u in uplets[:i] if u.status == "done"]
+        best = max(earlier, key=lambda u: (u.perf, u.rank))
+        assert uplets[i].model_start == best.model_end, f"rank {i}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_full_flow_problem_data_algo_training_in_rank_order_and_a_prediction(
+    world, digits, stub_worker, owner_orch, settings
+):
+    settings.MARKETPLACE_TRAIN = {"epochs": 8}
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 4)
+    test = str(test_set.pk)
+    cluster = make_cluster(world.project, world.owner)
+    algo = str(cluster.pk)
+
+    problem = owner_orch.problem(test=[test], size=1)
+    assert owner_orch.data([*shards[:3], test], [problem])["new_learnuplets"] == 0
+    created = owner_orch.algo(problem, uuid_=algo, name="digits-mlp")
+    assert created["new_learnuplets"] == 3
+
+    uplets = wait_for(lambda: _all_finished(algo, 3), timeout=120)
+    assert [u.status for u in uplets] == ["done"] * 3, [t.error for t in Task.objects.all()]
+    tasks = [u.task for u in uplets]
+    assert all(t.kind == "learnuplet" and t.state == "finished" for t in tasks)
+    # Trained in rank order, each by its own job, claimed by the built-in compute.
+    assert [t.started_at for t in tasks] == sorted(t.started_at for t in tasks)
+    assert (
+        tasks[0].finished_at <= tasks[1].started_at <= tasks[1].finished_at <= tasks[2].started_at
+    )
+    assert [str(u.worker) for u in uplets] == [str(t.pk) for t in tasks]
+    assert all(u.claimed_by is None for u in uplets)
+    _assert_chain(uplets, algo)
+    assert max(u.perf for u in uplets) >= 0.85, [u.perf for u in uplets]
+    # Every model is a checkpoint of the algo's cluster.
+    for u in uplets:
+        checkpoint = Checkpoint.objects.get(pk=u.model_end)
+        assert checkpoint.cluster_id == cluster.pk and checkpoint.project_id == world.project.pk
+        assert set(u.test_perf) == {test} and set(u.train_perf) == set(u.train_data)
+
+    # New data: one more rank, trained from the best model so far.
+    best = max(uplets, key=lambda u: (u.perf, u.rank))
+    assert owner_orch.data([shards[3]], [problem])["new_learnuplets"] == 1
+    uplets = wait_for(lambda: _all_finished(algo, 4), timeout=120)
+    assert uplets[3].status == "done" and uplets[3].model_start == best.model_end
+    _assert_chain(uplets, algo)
+
+    # A prediction served from the problem's best model.
+    best = max(uplets, key=lambda u: (u.perf, u.rank))
+    r = owner_orch.post("prediction", {"data": [test], "problem": problem})
+    assert r.status_code == 201 and r.json() == {"new_preduplets": 1}
+    pred = wait_for(
+        lambda: Preduplet.objects.filter(status__in=["done", "failed"]).first(), timeout=60
+    )
+    assert pred.status == "done", pred.task.error
+    assert pred.model == best.model_end
+    doc = owner_orch.get(f"preduplet/{pred.uuid}").json()
+    assert doc["prediction_storage_uuid"] == str(pred.task_id)
+    client = client_for(world.owner)
+    result = client.get(f"/api/projects/{world.project.pk}/results/{pred.task_id}").json()["data"]
+    assert result["num_samples"] == test_set.num_samples
+    r = client.post(
+        f"/api/projects/{world.project.pk}/results/{pred.task_id}/check",
+        {"dataset_id": test},
+        format="json",
+    )
+    assert r.status_code == 200 and r.json()["data"]["accuracy"] >= 85.0
+
+
+# --- single behaviours, with the runner in-process -----------------------------------------------
+
+
+@pytest.fixture
+def inline_runner(settings):
+    # The runner runs inside the test's transaction, which a heartbeat thread cannot see.
+    settings.TASK_HEARTBEAT_INTERVAL_S = 3600
+    settings.MARKETPLACE_TRAIN = {"epochs": 2}
+
+
+@pytest.mark.django_db
+def test_an_architecture_algo_gets_its_cluster_and_is_trained(
+    world, digits, owner_orch, inline_runner
+):
+    train_set, test_set = digits
+    [shard] = make_shards(world, train_set, 1, size=200)
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=1)
+    owner_orch.data([shard, str(test_set.pk)], [problem])
+    created = owner_orch.algo(problem, name="mlp")
+    algo = Algo.objects.get(uuid=created["new_algo"]["uuid"])
+    assert algo.architecture == "mlp" and algo.cluster.source == "mlp"
+    uplet = Learnuplet.objects.get(algo=algo)
+    task_run(str(uplet.task_id))
+    uplet.refresh_from_db()
+    assert uplet.status == "done" and 0.0 <= uplet.perf <= 1.0, uplet.task.error
+    assert Checkpoint.objects.filter(pk=uplet.model_end, cluster=algo.cluster).exists()
+
+
+@pytest.mark.django_db
+def test_the_builtin_compute_and_an_http_worker_race_fairly(
+    world, digits, owner_orch, compute_orch, inline_runner
+):
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 2, size=100)
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=1)
+    owner_orch.data([*shards, str(test_set.pk)], [problem])
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    uplet = Learnuplet.objects.get(algo__uuid=algo, rank=0)
+    assert uplet.task.state == "queued"  # dispatched, not run yet
+
+    # The HTTP worker is faster: the job finds the uplet taken and does nothing.
+    assert (
+        compute_orch.post(f"worker/learnuplet/{uplet.uuid}", {"worker": ZERO_UUID}).status_code
+        == 200
+    )
+    task_run(str(uplet.task_id))
+    uplet.refresh_from_db()
+    assert uplet.task.state == "finished" and "skipped" in uplet.task.result
+    assert uplet.status == "pending" and uplet.claimed_by.username == "compute-a"
+    assert not Checkpoint.objects.filter(pk=uplet.model_end).exists()
+
+
+@pytest.mark.django_db
+def test_a_failing_job_marks_its_uplet_failed_and_the_chain_goes_on(
+    world, digits, owner_orch, inline_runner
+):
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 2, size=100)
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=1)
+    owner_orch.data([*shards, str(test_set.pk)], [problem])
+    # A cluster whose input (32 values) does not fit the 8x8 digits.
+    from tests.clusters.helpers import template
+
+    algo = str(make_cluster(world.project, world.owner, text=template(inputs=32)).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    first = Learnuplet.objects.get(algo__uuid=algo, rank=0)
+    task_run(str(first.task_id))
+    first.refresh_from_db()
+    assert first.status == UpletStatus.FAILED and first.task.state == "failed"
+    second = Learnuplet.objects.get(algo__uuid=algo, rank=1)
+    assert str(second.model_start) == algo and second.task is not None
+
+
+@pytest.mark.django_db
+def test_what_the_builtin_compute_leaves_to_http_workers(
+    world, digits, owner_orch, settings, market
+):
+    """External algos or data never get a job; with MARKETPLACE_BUILTIN_COMPUTE off, nothing."""
+    train_set, test_set = digits
+    assert not Task.objects.exists()  # `market` is all external
+    # An Orchard model on external data: no job either.
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(market["problem"], uuid_=algo)
+    assert not Task.objects.exists()
+
+    settings.MARKETPLACE_BUILTIN_COMPUTE = False
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=1)
+    owner_orch.data([str(train_set.pk), str(test_set.pk)], [problem])
+    owner_orch.algo(problem, uuid_=str(make_cluster(world.project, world.owner).pk))
+    assert not Task.objects.exists()
+    settings.MARKETPLACE_BUILTIN_COMPUTE = True
+    owner_orch.algo(problem, uuid_=str(make_cluster(world.project, world.owner).pk))
+    assert Task.objects.filter(kind="learnuplet").count() == 1
