@@ -9,6 +9,12 @@ single input is named ``"input"`` and its output ``"output"``; by default the ba
 ``input_shape`` for exports is the full shape of an example input, batch first (as in the studio's
 export options, e.g. ``[1, 3, 224, 224]``).
 
+``metadata`` (str -> str) travels inside the exported file: ONNX ``metadata_props``, TorchScript
+extra files (``torch.jit.load(..., _extra_files=...)``), the safetensors header.
+
+safetensors parity (:func:`check_safetensors_parity`) reloads the file into a copy of the model:
+every tensor must come back bit for bit, and the reloaded model must reproduce the outputs.
+
 Parity checks run the original model and the exported one on the same sample and compare with
 ``|exported - original| <= atol + rtol * |original|`` element-wise; ``max_rel_diff`` divides by
 ``max(|original|, atol)`` so that outputs near zero do not inflate it.
@@ -37,6 +43,7 @@ __all__ = [
     "OnnxExportResult",
     "ParityResult",
     "check_onnx_parity",
+    "check_safetensors_parity",
     "check_torchscript_parity",
     "export_onnx",
     "export_safetensors",
@@ -80,6 +87,7 @@ def export_onnx(
     dynamic_axes: Mapping[str, Mapping[int | str, str] | Sequence[int]] | None = None,
     simplify: bool = False,
     exporter: str = "auto",
+    metadata: Mapping[str, str] | None = None,
 ) -> OnnxExportResult:
     """Export a single-input, single-output model to an ONNX file and validate it with onnx.
 
@@ -107,7 +115,10 @@ def export_onnx(
             except Exception as exc:
                 if exporter == "legacy":
                     raise
-                notes.append(f"legacy exporter failed ({type(exc).__name__}: {exc}); used dynamo")
+                reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+                notes.append(
+                    f"legacy exporter failed ({type(exc).__name__}: {reason}); used dynamo"
+                )
         if exporter == "dynamo" or not used:
             _export_dynamo(model, sample, target, opset_version, axes)
             used = "dynamo"
@@ -119,6 +130,10 @@ def export_onnx(
     result = OnnxExportResult(str(target), used, opset_version, notes=notes)
     if simplify:
         _simplify(proto, target, result)
+    if metadata:
+        proto = onnx.load(str(target))
+        onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
+        onnx.save(proto, str(target))
     return result
 
 
@@ -142,14 +157,22 @@ def check_onnx_parity(
 
 
 def export_torchscript(
-    model: nn.Module, *, input_shape: Sequence[int], path: str | os.PathLike[str]
+    model: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Trace the model on an example input of ``input_shape`` and save it as TorchScript."""
+    """Trace the model on an example input of ``input_shape`` and save it as TorchScript.
+
+    ``metadata`` is stored as extra files of the archive (one per key).
+    """
     sample = _example_input(model, input_shape)
+    extra = {str(k): str(v) for k, v in (metadata or {}).items()}
     with _eval_mode(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.x but still works
         traced = torch.jit.trace(model, (sample,), check_trace=False)
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 def check_torchscript_parity(
@@ -176,6 +199,51 @@ def export_safetensors(
 ) -> None:
     """Write the model's state dict (and optional str metadata) as a safetensors file."""
     Path(path).write_bytes(state_to_bytes(model.state_dict(), metadata or {}))
+
+
+def check_safetensors_parity(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    sample: np.ndarray | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+) -> ParityResult:
+    """Reload a safetensors export into a copy of ``model`` and compare.
+
+    Every tensor of the state dict must come back with the same name, shape, dtype and bits
+    (``ok`` is False otherwise, whatever the tolerances). With ``sample``, the reloaded copy's
+    output must also match ``model(sample)`` within ``rtol``/``atol``. ``max_abs_diff`` is the
+    largest difference found in either comparison.
+    """
+    from ml.checkpoints import state_from_bytes
+
+    state, _meta = state_from_bytes(Path(path).read_bytes())
+    original = model.state_dict()
+    if set(state) != set(original):
+        return ParityResult(False, math.inf, math.inf)
+    max_abs, max_rel, exact = 0.0, 0.0, True
+    for name, tensor in original.items():
+        loaded = state[name]
+        if loaded.shape != tensor.shape or loaded.dtype != tensor.dtype:
+            return ParityResult(False, math.inf, math.inf)
+        same = torch.equal(loaded, tensor.detach().cpu())
+        exact = exact and same
+        if not same and tensor.numel():
+            diff = _compare(tensor.detach().cpu().double().numpy(), loaded.double().numpy(), 0, 0)
+            max_abs, max_rel = max(max_abs, diff.max_abs_diff), max(max_rel, diff.max_rel_diff)
+    if sample is None:
+        return ParityResult(exact, max_abs, max_rel)
+    import copy
+
+    reloaded = copy.deepcopy(model)
+    reloaded.load_state_dict(state, strict=True)
+    array = np.ascontiguousarray(sample, dtype=np.float32)
+    outputs = _compare(_torch_output(model, array), _torch_output(reloaded, array), rtol, atol)
+    return ParityResult(
+        exact and outputs.ok,
+        max(max_abs, outputs.max_abs_diff),
+        max(max_rel, outputs.max_rel_diff),
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------------

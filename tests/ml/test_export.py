@@ -12,6 +12,7 @@ import torch
 from ml.checkpoints import state_from_bytes
 from ml.export import (
     check_onnx_parity,
+    check_safetensors_parity,
     check_torchscript_parity,
     export_onnx,
     export_safetensors,
@@ -104,3 +105,50 @@ def test_bad_input_shape(tmp_path: Path) -> None:
     model = build_architecture("mlp", input_shape=(64,), num_classes=10)
     with pytest.raises(ValueError, match="batch first"):
         export_onnx(model, input_shape=(64,), path=tmp_path / "m.onnx")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_metadata_travels_inside_onnx_and_torchscript(tmp_path: Path) -> None:
+    model = build_architecture("mlp", input_shape=(64,), num_classes=10, seed=0)
+    meta = {"orchard": '{"input_scale": 0.0625}'}
+    export_onnx(model, input_shape=(1, 64), path=tmp_path / "m.onnx", metadata=meta)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props == meta
+    export_torchscript(model, input_shape=(1, 64), path=tmp_path / "m.pt", metadata=meta)
+    extra = {"orchard": ""}
+    torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    assert extra["orchard"].decode() == meta["orchard"]
+
+
+def test_safetensors_parity_reloads_bit_for_bit(tmp_path: Path) -> None:
+    model = build_architecture("resnet_tiny", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    path = tmp_path / "model.safetensors"
+    export_safetensors(model, path)
+    parity = check_safetensors_parity(model, path, _sample(4, 1, 8, 8))
+    assert parity.ok and parity.max_abs_diff == 0.0
+    assert check_safetensors_parity(model, path).ok  # tensors only
+
+
+def test_safetensors_parity_detects_other_weights(tmp_path: Path) -> None:
+    model = build_architecture("mlp", input_shape=(64,), num_classes=10, seed=0)
+    path = tmp_path / "model.safetensors"
+    other = build_architecture("mlp", input_shape=(64,), num_classes=10, seed=1)
+    export_safetensors(other, path)
+    parity = check_safetensors_parity(model, path, _sample(3, 64))
+    assert not parity.ok and parity.max_abs_diff > 1e-3
+    # Even a difference far below the tolerances fails: the file must round-trip exactly.
+    with torch.no_grad():
+        other.load_state_dict(model.state_dict())
+        other[1].bias[0] += 1e-7
+    export_safetensors(other, path)
+    parity = check_safetensors_parity(model, path, _sample(3, 64))
+    assert not parity.ok and 0 < parity.max_abs_diff < 1e-6
+
+
+def test_safetensors_parity_refuses_missing_tensors(tmp_path: Path) -> None:
+    model = build_architecture("mlp", input_shape=(64,), num_classes=10, seed=0)
+    path = tmp_path / "model.safetensors"
+    export_safetensors(build_architecture("mlp", input_shape=(32,), num_classes=10), path)
+    assert not check_safetensors_parity(model, path).ok  # other shapes
+    export_safetensors(build_architecture("cnn_small", input_shape=(1, 8, 8), num_classes=10), path)
+    assert not check_safetensors_parity(model, path).ok  # other names
