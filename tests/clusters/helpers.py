@@ -1,9 +1,5 @@
 """Test helpers of clusters (used by the tasks tests and the tenancy registry too)."""
 
-from tests.clusters import standins
-
-standins.install()
-
 DIGITS_TEMPLATE = """version: 1
 settings:
     max_connection_distance: 1

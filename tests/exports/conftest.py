@@ -3,7 +3,6 @@ tests/tasks), and helpers to call the export API and wait for an export to end."
 
 import pytest
 
-from tests.clusters import standins
 from tests.tasks.conftest import (  # noqa: F401 (fixtures)
     digits,
     stub_broker,
@@ -11,8 +10,6 @@ from tests.tasks.conftest import (  # noqa: F401 (fixtures)
     wait_for,
     wait_state,
 )
-
-standins.install()
 
 TERMINAL = ("completed", "failed", "aborted")
 

@@ -8,10 +8,6 @@ from django.db import OperationalError
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
-from tests.clusters import standins
-
-standins.install()
-
 
 @receiver(connection_created)
 def _sqlite_read_uncommitted(sender, connection, **kwargs):

@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(tran
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_BOOT = (
     "import django; django.setup(); "
-    "from tests.clusters import standins; standins.install(); "
     "from django.core.management import call_command; "
     "import sys; call_command('orchard_worker', *sys.argv[1:])"
 )

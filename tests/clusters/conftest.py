@@ -1,3 +1,0 @@
-from tests.clusters import standins
-
-standins.install()
