@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -222,6 +222,8 @@ def fit(
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_checkpoint: Callable[[int, dict[str, Tensor], dict[str, Any]], None] | None = None,
+    augment: Callable[[Tensor], Tensor] | None = None,
+    device_ids: Sequence[int] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on a whole dataset; see the module docstring for the contract.
 
@@ -230,6 +232,11 @@ def fit(
     ``should_stop()`` is polled every ``config.stop_check_every`` batches and after each epoch;
     when it answers True training stops, ``FitResult.stopped`` is True and an interrupted epoch
     is not counted (the model holds its partial updates; resume from the last checkpoint).
+
+    ``augment(batch) -> batch`` transforms each training batch on the device (see
+    :mod:`ml.augment`); validation data is never augmented. ``device_ids`` (two or more CUDA
+    indices, the first being ``config.device``) splits every batch across those GPUs with
+    ``torch.nn.DataParallel`` (see :mod:`ml.parallel`); state dicts stay the plain model's.
     """
     config = config if config is not None else TrainConfig()
     config.validate()
@@ -250,6 +257,7 @@ def fit(
         val = (xv, yv)
 
     model.to(device)
+    runner = _parallel_runner(model, device, device_ids)
     y = _check_targets(model, x, y, config.loss)
     if val is not None:
         val = (val[0], _check_targets(model, val[0], val[1], config.loss))
@@ -271,7 +279,9 @@ def fit(
             group["lr"] = lr
         with _epoch_rng(config.seed, epoch, device):
             order = _permutation(n, config.seed, epoch, device)
-            totals = _train_epoch(model, optimizer, x, y, order, config, predictions, should_stop)
+            totals = _train_epoch(
+                runner, optimizer, x, y, order, config, predictions, should_stop, augment
+            )
         if totals is None:
             stopped = True
             break
@@ -279,7 +289,7 @@ def fit(
         val_loss = val_accuracy = None
         if val is not None:
             val_loss, val_accuracy = _evaluate_tensors(
-                model, val[0], val[1], config.loss, config.eval_batch_size
+                runner, val[0], val[1], config.loss, config.eval_batch_size
             )
             if best_val_accuracy is None or val_accuracy > best_val_accuracy:
                 best_epoch, best_val_accuracy = epoch + 1, val_accuracy
@@ -388,6 +398,7 @@ def _train_epoch(
     config: TrainConfig,
     predictions: Tensor | None,
     should_stop: Callable[[], bool] | None,
+    augment: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[float, float] | None:
     """One pass over ``x[order]``: summed loss and number of hits, or None when stopped.
 
@@ -402,6 +413,8 @@ def _train_epoch(
     for batch, start in enumerate(range(0, x.shape[0], batch_size)):
         index = order[start : start + batch_size]
         xb = x.index_select(0, index)
+        if augment is not None:
+            xb = augment(xb)
         yb = y.index_select(0, index)
         out = model(xb)
         loss = loss_fn(out, yb)
@@ -419,6 +432,25 @@ def _train_epoch(
         correct = (predictions == y.index_select(0, order)).sum()
     loss_total, hits = torch.stack((loss_sum, correct.to(loss_sum.dtype))).tolist()
     return loss_total, hits
+
+
+def _parallel_runner(
+    model: nn.Module, device: torch.device, device_ids: Sequence[int] | None
+) -> nn.Module:
+    """The module that runs forward passes: ``model``, or a DataParallel over ``device_ids``."""
+    ids = [int(i) for i in (device_ids or [])]
+    if len(ids) <= 1:
+        return model
+    if device.type != "cuda" or device.index != ids[0]:
+        raise ValueError(
+            f"device_ids {ids} need config.device 'cuda:{ids[0]}' (the first of them), "
+            f"got '{device}'"
+        )
+    for index in ids:
+        resolve_device(f"cuda:{index}")
+    from ml.parallel import data_parallel
+
+    return data_parallel(model, ids)
 
 
 def _class_hits(out: Tensor, target: Tensor) -> Tensor:

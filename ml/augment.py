@@ -1,0 +1,162 @@
+"""Image augmentation on whole batches of device tensors (no per-sample Python, no PIL).
+
+:class:`AugmentConfig` holds the options; :func:`make_augment` turns them into a callable
+``augment(batch) -> batch`` for :func:`ml.training.fit`. Geometric changes (flips, shifts,
+rotations, zoom) are one ``affine_grid`` + ``grid_sample`` per batch with a random affine matrix per
+sample; photometric ones (brightness, contrast, noise) are element-wise. Random numbers come from
+torch's global generators, which ``fit`` seeds per epoch, so a seeded run stays reproducible.
+
+Batches may be flat ``(B, C*H*W)`` or ``(B, C, H, W)``; the result has the input's shape. Pixels
+that move in from outside the image are 0 (the background of digits and most scans).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["AUGMENT_LIMITS", "AugmentConfig", "Augmenter", "make_augment"]
+
+# Upper bound of every numeric option (lower bound 0).
+AUGMENT_LIMITS: dict[str, float] = {
+    "shift": 0.5,  # largest translation, as a fraction of the image side
+    "rotate": 180.0,  # largest rotation in degrees, either way
+    "scale": 0.5,  # largest zoom in or out, as a fraction
+    "brightness": 1.0,  # largest added offset, either way
+    "contrast": 1.0,  # largest contrast factor change, either way
+    "noise": 1.0,  # standard deviation of added Gaussian noise
+}
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation options; all off by default. Invalid values raise ValueError on creation."""
+
+    hflip: bool = False
+    vflip: bool = False
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
+        for name, limit in AUGMENT_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number between 0 and {limit:g}")
+            if not 0 <= value <= limit:
+                raise ValueError(f"{name} must be between 0 and {limit:g}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AugmentConfig:
+        """Build from a JSON mapping; unknown keys raise ValueError naming them."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation option(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def geometric(self) -> bool:
+        return self.hflip or self.vflip or bool(self.shift or self.rotate or self.scale)
+
+    @property
+    def enabled(self) -> bool:
+        return self.geometric or bool(self.brightness or self.contrast or self.noise)
+
+
+class Augmenter:
+    """Applies an :class:`AugmentConfig` to batches of images of one shape ``(C, H, W)``."""
+
+    def __init__(self, config: AugmentConfig, image_shape: tuple[int, int, int]) -> None:
+        if len(image_shape) != 3 or any(int(v) < 1 for v in image_shape):
+            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+        self.config = config
+        self.image_shape = tuple(int(v) for v in image_shape)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        shape = batch.shape
+        images = batch.reshape(shape[0], *self.image_shape)
+        if self.config.geometric:
+            images = self._geometric(images)
+        images = self._photometric(images)
+        return images.reshape(shape)
+
+    def _uniform(self, n: int, like: Tensor) -> Tensor:
+        """n values uniform in [-1, 1) on the batch's device."""
+        return torch.rand(n, device=like.device, dtype=like.dtype) * 2 - 1
+
+    def _geometric(self, images: Tensor) -> Tensor:
+        c = self.config
+        n = images.shape[0]
+        angle = self._uniform(n, images) * math.radians(c.rotate)
+        zoom = 1 + self._uniform(n, images) * c.scale
+        ones = torch.ones(n, device=images.device, dtype=images.dtype)
+        flip_x = torch.where(torch.rand_like(ones) < 0.5, -ones, ones) if c.hflip else ones
+        flip_y = torch.where(torch.rand_like(ones) < 0.5, -ones, ones) if c.vflip else ones
+        # Normalised coordinates span [-1, 1]: a shift of f of the side is 2f.
+        tx = self._uniform(n, images) * (2 * c.shift)
+        ty = self._uniform(n, images) * (2 * c.shift)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            (
+                torch.stack((cos * flip_x, -sin * flip_y, tx), dim=1),
+                torch.stack((sin * flip_x, cos * flip_y, ty), dim=1),
+            ),
+            dim=1,
+        )
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+
+    def _photometric(self, images: Tensor) -> Tensor:
+        c = self.config
+        n = images.shape[0]
+        if c.contrast:
+            factor = (1 + self._uniform(n, images) * c.contrast).view(n, 1, 1, 1)
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            images = (images - mean) * factor + mean
+        if c.brightness:
+            images = images + (self._uniform(n, images) * c.brightness).view(n, 1, 1, 1)
+        if c.noise:
+            images = images + torch.randn_like(images) * c.noise
+        return images
+
+
+def make_augment(
+    config: AugmentConfig | Mapping[str, Any] | None, image_shape: tuple[int, ...]
+) -> Callable[[Tensor], Tensor] | None:
+    """The batch augmentation for ``config`` on images of ``image_shape``; None when it is off.
+
+    ``image_shape`` is ``(C, H, W)`` or ``(H, W)`` (one channel). A config that is on for a shape
+    that is not an image raises ValueError.
+    """
+    if not isinstance(config, AugmentConfig):
+        config = AugmentConfig.from_dict(config)
+    if not config.enabled:
+        return None
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise ValueError(f"augmentation needs an image input size (C, H, W) or (H, W), got {shape}")
+    return Augmenter(config, shape)  # type: ignore[arg-type]
