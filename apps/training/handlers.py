@@ -1,0 +1,556 @@
+"""Task kinds of the training studio: `studio_train` (a run) and `studio_evaluate`.
+
+A run's handler loads the experiment's subsets as NumPy arrays, trains the run's cluster with
+`ml.training.fit` and, after every epoch, records an `epoch_end` event (stored for replay and
+published to the task's channel-layer group), writes the run's `last` checkpoint (and `best` when
+the chosen metric improved) and its resume state (weights, optimizer, epoch). A stopped or failed
+run resumes from that state. Events: `status` (running / stopped), `epoch_end`, `complete`, `error`;
+their data carries `run_id`, and the published message `type` and `seq`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from apps.core.exceptions import OrchardError, ValidationFailed
+from apps.tasks import registry
+from apps.training.models import Evaluation, Run
+
+logger = logging.getLogger(__name__)
+
+RESUME_FILE = "resume.safetensors"
+META_KEY = "orchard"
+EVAL_CHUNK = 8192
+
+
+def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
+    """A short DB write, retried on transient SQLite lock errors."""
+    from django.db import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay_s * (attempt + 1))
+    return None
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+
+class RunReporter:
+    """Progress and metric events of one run, off the training thread.
+
+    The training loop only puts items on a queue: `should_stop()` (polled every few batches)
+    reads memory and queues a progress update at most every TASK_EVENT_INTERVAL_S; `record()`
+    queues an event (stored as a TaskEvent and published to the task's group). One thread per
+    run stores and publishes them in order; `close()` flushes the queue, so a run's last event is
+    stored before the engine marks the task ended.
+    """
+
+    def __init__(self, ctx, *, run_id: str, epochs: int, batches: int, stop_every: int) -> None:
+        from apps.tasks.services import setting
+
+        self.ctx = ctx
+        self.run_id = run_id
+        self.epochs = epochs
+        self.polls_per_epoch = max(1, batches // max(1, stop_every))
+        self.epoch = 0
+        self.polls = 0
+        self._interval = setting("TASK_EVENT_INTERVAL_S")
+        self._last_progress = 0.0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._pump, name=f"events-{run_id}", daemon=True)
+        self._thread.start()
+
+    def record(self, kind: str, data: dict[str, Any]) -> None:
+        self._queue.put(("record", kind, data))
+
+    def progress(self, fraction: float, **info: Any) -> None:
+        self._queue.put(("progress", fraction, info))
+
+    def start(self, start_epoch: int, **info: Any) -> None:
+        self.epoch = start_epoch
+        self.record(
+            "status", {"status": "running", "run_id": self.run_id, "epoch": start_epoch, **info}
+        )
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        now = time.monotonic()
+        if now - self._last_progress >= self._interval:
+            self._last_progress = now
+            within = min(0.99, self.polls / self.polls_per_epoch)
+            self.progress((self.epoch + within) / self.epochs, epoch=self.epoch + 1)
+        return self.ctx.should_stop()
+
+    def on_epoch_end(self, result, **extra: Any) -> None:
+        self.epoch, self.polls = result.epoch, 0
+        metrics = result.as_dict()
+        self.progress(result.epoch / self.epochs, epoch=result.epoch, loss=result.loss)
+        self.record("epoch_end", {"run_id": self.run_id, **metrics, "epochs": self.epochs, **extra})
+
+    def close(self) -> None:
+        """Store and publish everything queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+
+    def _pump(self) -> None:
+        from django.db import connection
+
+        try:
+            while (item := self._queue.get()) is not None:
+                try:
+                    if item[0] == "record":
+                        self.ctx.record(item[1], item[2])
+                    else:
+                        self.ctx.progress(item[1], **item[2])
+                except Exception:  # an event lost must not fail the run
+                    logger.warning(
+                        "run %s: could not record %s", self.run_id, item[1], exc_info=True
+                    )
+        finally:
+            connection.close()
+
+
+# --- checkpoints and resume state ----------------------------------------------------------------
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
+    tensors: dict = {}
+    scalars: dict = {}
+    for pid, values in state.get("state", {}).items():
+        for key, value in values.items():
+            if hasattr(value, "detach"):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state.get("param_groups", []), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in (meta.get("scalars") or {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta.get("param_groups", [])}
+
+
+def _resume_path(run: Run):
+    from apps.training.services import run_dir
+
+    return run_dir(run) / RESUME_FILE
+
+
+def write_resume(run: Run, model_state: dict, optim_state: dict, meta: dict[str, Any]) -> None:
+    """Weights, optimizer state and the epoch to go on from, in one file replaced atomically."""
+    from apps.clusters.runtime import write_state
+
+    tensors, optim_meta = _flatten_optimizer(optim_state)
+    payload = {f"model.{k}": v for k, v in model_state.items()}
+    payload.update(tensors)
+    write_state(_resume_path(run), payload, {**meta, "optimizer": optim_meta})
+
+
+def read_resume(run: Run) -> tuple[dict, dict, dict[str, Any]] | None:
+    """(model state, optimizer state, metadata) saved by `write_resume`, or None."""
+    from apps.clusters.runtime import read_state
+
+    path = _resume_path(run)
+    if not path.exists():
+        return None
+    state, meta = read_state(path)
+    model_state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    optim = _unflatten_optimizer(
+        {k: v for k, v in state.items() if k.startswith("optim.")}, meta.get("optimizer", {})
+    )
+    return model_state, optim, meta
+
+
+def write_checkpoint(
+    run: Run, cluster, which: str, payload: bytes, metadata: dict[str, Any]
+) -> str:
+    """Write the run's `best` or `last` checkpoint (an apps.clusters Checkpoint whose id stays the
+    same for the whole run); returns its id."""
+    from django.utils import timezone
+
+    from apps.clusters.models import Checkpoint
+    from apps.clusters.runtime import atomic_write
+    from apps.clusters.services import checkpoint_path
+
+    current = run.best_checkpoint_id if which == "best" else run.last_checkpoint_id
+    exists = bool(current) and Checkpoint.objects.filter(pk=current).exists()
+    checkpoint_id = current if exists else uuid.uuid4()
+    path = checkpoint_path(str(run.project_id), str(checkpoint_id))
+    atomic_write(path, payload)
+    row_meta = {**metadata, "which": which}
+    if exists:
+        _retrying(
+            lambda: Checkpoint.objects.filter(pk=checkpoint_id).update(
+                size_bytes=len(payload), metadata=row_meta, updated_at=timezone.now()
+            )
+        )
+    else:
+        _retrying(
+            lambda: Checkpoint.objects.create(
+                id=checkpoint_id,
+                project_id=run.project_id,
+                owner_id=run.owner_id,
+                visibility=run.visibility,
+                name=f"{run.pk}-{which}",
+                cluster=cluster,
+                file=path.name,
+                size_bytes=len(payload),
+                metadata=row_meta,
+            )
+        )
+    return str(checkpoint_id)
+
+
+# --- studio_train --------------------------------------------------------------------------------
+
+
+def _load_training_data(run: Run, config: dict[str, Any]):
+    """(train subset, val subset or None, input scale) of the run's configuration."""
+    from apps.datasets.models import Dataset, Split
+    from apps.training import data
+
+    dataset = Dataset.objects.filter(pk=config["dataset_id"], project_id=run.project_id).first()
+    if dataset is None:
+        raise ValidationFailed.for_field("dataset_id", "the run's dataset was deleted.")
+    split = None
+    if config.get("split_id"):
+        split = Split.objects.filter(pk=config["split_id"], dataset=dataset).first()
+        if split is None:
+            raise ValidationFailed.for_field("split_index", "the run's split was deleted.")
+    input_size = list(config["input_size"])
+    train_rows = data.subset_indices(dataset, split, "train" if split else "all")
+    if not len(train_rows):
+        raise ValidationFailed.for_field("split_index", "the split has no train items.")
+    train = data.load_subset(dataset, input_size=input_size, indices=train_rows)
+    scale = data.input_scale(train.x)
+    if scale != 1.0:
+        train.x *= np.float32(scale)
+    val = None
+    if split is not None:
+        val_rows = data.subset_indices(dataset, split, "val")
+        if len(val_rows):
+            val = data.load_subset(dataset, input_size=input_size, indices=val_rows, scale=scale)
+    elif config.get("val_dataset_id"):
+        other = Dataset.objects.filter(
+            pk=config["val_dataset_id"], project_id=run.project_id
+        ).first()
+        if other is not None:
+            rows = data.subset_indices(other, None, "all")
+            val = data.load_subset(other, input_size=input_size, indices=rows, scale=scale)
+    return train, val, scale
+
+
+def _device_ids(config: dict[str, Any], device: str) -> list[int] | None:
+    from ml.parallel import parse_devices
+
+    try:
+        indices = parse_devices(config.get("devices") or ["cpu"], gpu_count=1_000)
+    except ValueError:
+        return None
+    if not indices or len(indices) < 2 or device != f"gpu:{indices[0]}":
+        return None
+    return indices
+
+
+def studio_train(ctx) -> dict[str, Any]:
+    """The handler of a run; records `error` before failing so SSE clients learn why."""
+    from apps.tasks.services import TaskStopped
+
+    run = Run.objects.select_related("cluster").get(task_id=ctx.task.pk)
+    config = run.config or {}
+    reporter = RunReporter(
+        ctx,
+        run_id=run.pk,
+        epochs=max(1, int(config.get("epochs") or 1)),
+        batches=1,
+        stop_every=1,
+    )
+    try:
+        return _train(ctx, run, reporter)
+    except TaskStopped:
+        raise
+    except Exception as exc:
+        if not ctx.lost:
+            message = (
+                exc.message if isinstance(exc, OrchardError) else f"{type(exc).__name__}: {exc}"
+            )
+            reporter.record("error", {"status": "failed", "run_id": run.pk, "message": message})
+        raise
+    finally:
+        reporter.close()
+
+
+def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
+    from django.utils import timezone
+
+    from apps.clusters.models import Cluster
+    from apps.clusters.runtime import cluster_build_model, cluster_metadata, cluster_store_weights
+    from ml.augment import make_augment
+    from ml.checkpoints import state_to_bytes
+    from ml.training import TrainConfig, fit
+
+    config = dict(run.config)
+    cluster = run.cluster
+    if cluster is None:
+        raise ValidationFailed.for_field("cluster_id", "the run's model was deleted.")
+    train, val, scale = _load_training_data(run, config)
+    if (cluster.config or {}).get("input_scale") != scale:
+        cluster.config = {**(cluster.config or {}), "input_scale": scale}
+        Cluster.objects.filter(pk=cluster.pk).update(config=cluster.config)
+
+    train_config = TrainConfig(
+        epochs=int(config["epochs"]),
+        batch_size=int(config["batch_size"]),
+        learning_rate=float(config["learning_rate"]),
+        optimizer=config["optimizer"],
+        weight_decay=float(config.get("weight_decay") or 0.0),
+        scheduler=config.get("scheduler") or None,
+        seed=config.get("seed"),
+        device=ctx.device,
+    )
+    model = cluster_build_model(cluster)
+    start_epoch, optimizer_state = 0, None
+    best = {"epoch": run.best_epoch, "value": run.best_value}
+    resume = read_resume(run)
+    if resume is not None:
+        model_state, optimizer_state, meta = resume
+        model.load_state_dict(model_state)
+        start_epoch = int(meta.get("epoch", 0))
+        best = {"epoch": meta.get("best_epoch"), "value": meta.get("best_value")}
+    metric = "val_accuracy" if val is not None else "accuracy"
+    epochs = train_config.epochs
+    batches = max(1, math.ceil(len(train.x) / train_config.batch_size))
+    reporter.polls_per_epoch = max(1, batches // max(1, train_config.stop_check_every))
+    reporter.start(
+        start_epoch,
+        epochs=epochs,
+        resumed_from_epoch=start_epoch if resume is not None else None,
+        attempt=ctx.attempt,
+        train_samples=len(train.x),
+        val_samples=len(val.x) if val is not None else 0,
+        best_metric=metric,
+    )
+    base_meta = {
+        **cluster_metadata(cluster),
+        "run_id": run.pk,
+        "experiment_id": run.experiment_id,
+        "input_size": list(config["input_size"]),
+        "input_scale": scale,
+        "class_names": list(config.get("class_names") or []),
+    }
+    pending: dict[str, Any] = {}
+
+    def on_epoch_end(result) -> None:
+        value = getattr(result, metric)
+        is_best = value is not None and (best["value"] is None or value > best["value"])
+        if is_best:
+            best.update(epoch=result.epoch, value=value)
+        pending.update(result=result, is_best=is_best)
+        reporter.on_epoch_end(result, best_epoch=best["epoch"], is_best=is_best)
+
+    def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
+        result = pending.get("result")
+        meta = {**base_meta, "epoch": epoch, "metrics": result.as_dict() if result else {}}
+        payload = state_to_bytes(model_state, {META_KEY: json.dumps(meta)})
+        fields: dict[str, Any] = {
+            "epochs_completed": epoch,
+            "last_checkpoint_id": write_checkpoint(run, cluster, "last", payload, meta),
+        }
+        run.last_checkpoint_id = fields["last_checkpoint_id"]
+        if pending.get("is_best") or run.best_checkpoint_id is None:
+            fields["best_checkpoint_id"] = write_checkpoint(run, cluster, "best", payload, meta)
+            run.best_checkpoint_id = fields["best_checkpoint_id"]
+        fields.update(best_epoch=best["epoch"], best_value=best["value"], best_metric=metric)
+        write_resume(
+            run,
+            model_state,
+            optim_state,
+            {
+                "epoch": epoch,
+                "best_epoch": best["epoch"],
+                "best_value": best["value"],
+                "input_scale": scale,
+            },
+        )
+        _retrying(lambda: Run.objects.filter(pk=run.pk).update(**fields, updated_at=timezone.now()))
+
+    augment = make_augment(config.get("augmentation") or {}, tuple(config["input_size"]))
+    result = fit(
+        model,
+        train.x,
+        train.y,
+        train_config,
+        x_val=val.x if val is not None else None,
+        y_val=val.y if val is not None else None,
+        start_epoch=start_epoch,
+        optimizer_state=optimizer_state,
+        on_epoch_end=on_epoch_end,
+        should_stop=reporter.should_stop,
+        on_checkpoint=on_checkpoint,
+        augment=augment,
+        device_ids=_device_ids(config, ctx.device),
+    )
+    summary: dict[str, Any] = {
+        "run_id": run.pk,
+        "epochs_completed": result.epochs_completed,
+        "resumed_from_epoch": start_epoch if resume is not None else None,
+        "best_epoch": best["epoch"],
+        "best_metric": metric,
+        "best_value": best["value"],
+        "input_scale": scale,
+        "stopped": result.stopped,
+    }
+    if ctx.lost:
+        return summary
+    if result.stopped:
+        if ctx.time_limit_exceeded:
+            reporter.record(
+                "error",
+                {
+                    "status": "failed",
+                    "run_id": run.pk,
+                    "message": f"Time limit of {ctx.kind.time_limit_s} s exceeded.",
+                    "epochs_completed": result.epochs_completed,
+                },
+            )
+        else:
+            reporter.record(
+                "status",
+                {
+                    "status": "stopped",
+                    "run_id": run.pk,
+                    "epochs_completed": result.epochs_completed,
+                },
+            )
+        return summary
+    summary["cluster_version"] = cluster_store_weights(cluster, model)
+    last = result.last
+    if last is not None:
+        summary["final"] = last.as_dict()
+    reporter.record("complete", {"status": "completed", **summary})
+    return summary
+
+
+# --- studio_evaluate -----------------------------------------------------------------------------
+
+
+def _save_npy(path, array) -> None:
+    """One NumPy array (no pickle), written atomically."""
+    import io
+
+    from apps.clusters.runtime import atomic_write
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
+
+
+def studio_evaluate(ctx) -> dict[str, Any]:
+    """Measure a run's checkpoint on a dataset subset; per-item arrays go to .npy files."""
+    import torch
+
+    from apps.clusters.runtime import build_module, read_state
+    from apps.clusters.services import checkpoint_path
+    from apps.training import data
+    from apps.training.services import evaluation_dir
+    from ml.inference import predict_logits
+    from ml.metrics import classification_report
+
+    evaluation = Evaluation.objects.select_related("checkpoint", "dataset", "split").get(
+        task_id=ctx.task.pk
+    )
+    checkpoint = evaluation.checkpoint
+    if checkpoint is None:
+        raise ValidationFailed.for_field("checkpoint", "the checkpoint was deleted.")
+    dataset = evaluation.dataset
+    if dataset is None:
+        raise ValidationFailed.for_field("dataset_id", "the dataset was deleted.")
+    if evaluation.split_index is not None and evaluation.split is None:
+        raise ValidationFailed.for_field("split_index", "the split was deleted.")
+    path = checkpoint_path(str(checkpoint.project_id), str(checkpoint.pk))
+    if not path.exists():
+        raise ValidationFailed.for_field("checkpoint", "the checkpoint's file is missing.")
+    state, meta = read_state(path)
+    model = build_module(
+        source=meta["source"], template=meta.get("template", ""), config=meta["config"]
+    )
+    model.load_state_dict(state)
+    input_size = list(meta.get("input_size") or data.default_input_size(dataset))
+    scale = float(meta.get("input_scale") or 1.0)
+    class_names = list(meta.get("class_names") or dataset.class_names)
+    num_classes = len(class_names)
+
+    indices = data.subset_indices(dataset, evaluation.split, evaluation.split_subset)
+    subset = data.load_subset(dataset, input_size=input_size, indices=indices, scale=scale)
+    ctx.record("status", {"status": "running", "num_samples": len(indices)})
+    chunks = []
+    n = len(subset.x)
+    for start in range(0, n, EVAL_CHUNK):
+        ctx.check()
+        chunks.append(
+            predict_logits(
+                model,
+                subset.x[start : start + EVAL_CHUNK],
+                batch_size=evaluation.batch_size,
+                device="cpu" if ctx.device == "cpu" else ctx.device.replace("gpu", "cuda"),
+            )
+        )
+        ctx.progress(min(1.0, (start + EVAL_CHUNK) / max(1, n)))
+    logits = torch.cat(chunks) if chunks else torch.zeros((0, num_classes))
+    probs = torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
+    true = subset.y
+    pred = probs.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
+    confidence = probs.max(axis=1) if n else np.zeros(0, np.float32)
+    error = (1.0 - probs[np.arange(n), true]).astype(np.float32) if n else np.zeros(0, np.float32)
+    loss = float(-np.log(np.clip(probs[np.arange(n), true], 1e-12, 1.0)).mean()) if n else 0.0
+    report = classification_report(pred, true, num_classes, class_names)
+    report.update(
+        loss=loss,
+        checkpoint=evaluation.checkpoint_name,
+        checkpoint_id=str(checkpoint.pk),
+        checkpoint_epoch=meta.get("epoch"),
+        split_subset=evaluation.split_subset,
+    )
+    directory = evaluation_dir(evaluation)
+    _save_npy(directory / "indices.npy", indices.astype(np.int64))
+    _save_npy(directory / "names.npy", data.item_names(dataset, indices))
+    _save_npy(directory / "true.npy", true.astype(np.int64))
+    _save_npy(directory / "pred.npy", pred)
+    _save_npy(directory / "confidence.npy", confidence.astype(np.float32))
+    _save_npy(directory / "error.npy", error)
+    _save_npy(directory / "probs.npy", probs)
+    _retrying(
+        lambda: Evaluation.objects.filter(pk=evaluation.pk).update(num_samples=n, results=report)
+    )
+    ctx.record("complete", {"status": "completed", "accuracy": report["accuracy"]})
+    return {"evaluation_id": evaluation.pk, "accuracy": report["accuracy"], "num_samples": n}
+
+
+def register_kinds() -> None:
+    from apps.training.services import EVALUATE_KIND, TRAIN_KIND
+
+    registry.register(TRAIN_KIND, studio_train, time_limit_s=24 * 3600, max_attempts=3)
+    registry.register(
+        EVALUATE_KIND, studio_evaluate, time_limit_s=3600, max_attempts=2, needs_cluster=False
+    )

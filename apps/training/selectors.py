@@ -1,0 +1,230 @@
+"""Reads of the training studio: experiments, runs, their checkpoints and metrics, evaluations.
+
+Other apps (exports) use `run_get` and `run_checkpoint_get`; their signatures are stable.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.db.models import Count, QuerySet
+
+from apps.core.exceptions import NotFound, ValidationFailed
+from apps.core.tenancy import ProjectAccess
+from apps.training.models import TASK_STATE_TO_STATUS, Evaluation, Experiment, Run, RunStatus
+
+if TYPE_CHECKING:
+    from apps.clusters.models import Checkpoint
+
+CHECKPOINT_NAMES = ("best", "last")
+
+
+# --- experiments ---------------------------------------------------------------------------------
+
+
+def experiment_list(*, access: ProjectAccess) -> QuerySet[Experiment]:
+    """The experiments the caller sees, newest first, with their number of runs."""
+    return (
+        Experiment.objects.visible_to(access)
+        .select_related("owner", "split")
+        .annotate(runs_count=Count("runs"))
+        .order_by("-created_at", "pk")
+    )
+
+
+def experiment_get(*, access: ProjectAccess, exp_id: str) -> Experiment:
+    """One experiment the caller sees, or NotFound (missing and foreign alike)."""
+    return Experiment.objects.select_related("split").get_visible(access, pk=str(exp_id))
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def run_list(
+    *, access: ProjectAccess, experiment: Experiment | None = None, status: str | None = None
+) -> QuerySet[Run]:
+    """The runs the caller sees, newest first (optionally of one experiment, in one status)."""
+    qs = (
+        Run.objects.visible_to(access).select_related("task", "owner").order_by("-created_at", "pk")
+    )
+    if experiment is not None:
+        qs = qs.filter(experiment=experiment)
+    if status:
+        if status not in RunStatus.values:
+            raise ValidationFailed.for_field(
+                "status", f"must be one of {', '.join(RunStatus.values)}."
+            )
+        states = [state for state, st in TASK_STATE_TO_STATUS.items() if st == status]
+        qs = qs.filter(task__state__in=states)
+    return qs
+
+
+def run_get(*, access: ProjectAccess, run_id: str, experiment_id: str | None = None) -> Run:
+    """One run the caller sees, or NotFound; with `experiment_id`, it must be of that experiment.
+
+    Stable: used by apps.exports.
+    """
+    run = Run.objects.select_related("task", "experiment", "cluster").get_visible(
+        access, pk=str(run_id)
+    )
+    if experiment_id is not None and run.experiment_id != str(experiment_id):
+        raise NotFound("Run not found.")
+    return run
+
+
+def run_checkpoint_get(*, run: Run, which: str) -> Checkpoint:
+    """The run's `best` or `last` checkpoint (an apps.clusters Checkpoint), or NotFound when the
+    run has none yet (no epoch completed) or it was deleted. Stable: used by apps.exports.
+
+    Its `metadata` carries what rebuilds the model (`source`, `template`, `config` with
+    `input_shape`/`num_classes`/`seed`, `shape`) and, for the studio, `run_id`, `epoch`, `which`,
+    `input_size` (the per-sample shape the network takes), `input_scale`, `class_names`.
+    """
+    from apps.clusters.models import Checkpoint
+
+    if which not in CHECKPOINT_NAMES:
+        raise ValidationFailed.for_field("checkpoint", "must be 'best' or 'last'.")
+    checkpoint_id = run.best_checkpoint_id if which == "best" else run.last_checkpoint_id
+    checkpoint = (
+        Checkpoint.objects.filter(pk=checkpoint_id, project_id=run.project_id).first()
+        if checkpoint_id
+        else None
+    )
+    if checkpoint is None:
+        raise NotFound(f"The run has no '{which}' checkpoint yet.")
+    return checkpoint
+
+
+def run_metrics(*, run: Run) -> dict[str, Any]:
+    """The run's per-epoch metrics (from its stored `epoch_end` events) and its best epoch.
+
+    An epoch recorded twice (a worker lost between recording and checkpointing) keeps the later.
+    """
+    from apps.tasks.models import TaskEvent
+
+    epochs: dict[int, dict[str, Any]] = {}
+    if run.task_id is not None:
+        rows = TaskEvent.objects.filter(task_id=run.task_id, kind="epoch_end").order_by("seq")
+        for data in rows.values_list("data", flat=True):
+            if isinstance(data, dict) and isinstance(data.get("epoch"), int):
+                epochs[data["epoch"]] = {k: v for k, v in data.items() if k not in ("run_id",)}
+    history = [epochs[k] for k in sorted(epochs)]
+    return {
+        "run_id": run.pk,
+        "status": run.status,
+        "epochs": int(run.config.get("epochs", 0) or 0),
+        "epochs_completed": run.epochs_completed,
+        "best_epoch": run.best_epoch,
+        "best_metric": run.best_metric or None,
+        "best_value": run.best_value,
+        "history": history,
+    }
+
+
+# --- evaluations ---------------------------------------------------------------------------------
+
+
+def evaluation_list(*, access: ProjectAccess) -> QuerySet[Evaluation]:
+    return (
+        Evaluation.objects.visible_to(access)
+        .select_related("task", "owner")
+        .order_by("-created_at", "pk")
+    )
+
+
+def evaluation_get(*, access: ProjectAccess, eval_id: str) -> Evaluation:
+    return Evaluation.objects.select_related("task").get_visible(access, pk=str(eval_id))
+
+
+# --- per-item evaluation results ---------------------------------------------------------------
+
+ITEM_SORTS = ("filename", "confidence", "error")
+_ITEM_ARRAYS = ("indices", "names", "true", "pred", "confidence", "error")
+
+
+class EvaluationItems:
+    """A read-only sequence of an evaluation's per-item rows in the requested order, built from
+    its memory-mapped NumPy arrays (slicing materialises only the requested page)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], order: np.ndarray, labels: list[str]):
+        self.arrays = arrays
+        self.order = order
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(len(self.order))
+
+    def count(self) -> int:
+        return len(self)
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice):
+            raise TypeError("EvaluationItems supports slices only")
+        rows = self.order[key]
+        a = self.arrays
+        out = []
+        for i in rows.tolist():
+            true, pred = int(a["true"][i]), int(a["pred"][i])
+            out.append(
+                {
+                    "index": int(a["indices"][i]),
+                    "filename": str(a["names"][i]),
+                    "true_class": true,
+                    "true_label": self._label(true),
+                    "predicted_class": pred,
+                    "predicted_label": self._label(pred),
+                    "confidence": float(a["confidence"][i]),
+                    "error": float(a["error"][i]),
+                    "correct": true == pred,
+                }
+            )
+        return out
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else str(index)
+
+
+def evaluation_items(
+    *,
+    evaluation: Evaluation,
+    sort_by: str = "filename",
+    sort_order: str = "asc",
+    filter_correct: bool | None = None,
+    filter_class: str | None = None,
+) -> EvaluationItems:
+    """The per-item results of a finished evaluation, filtered and sorted (ties by filename)."""
+    from apps.core.exceptions import Conflict
+    from apps.training.services import evaluation_dir
+
+    if sort_by not in ITEM_SORTS:
+        raise ValidationFailed.for_field("sort_by", f"must be one of {', '.join(ITEM_SORTS)}.")
+    if sort_order not in ("asc", "desc"):
+        raise ValidationFailed.for_field("sort_order", "must be asc or desc.")
+    labels = [str(c["name"]) for c in (evaluation.results or {}).get("per_class", [])]
+    directory = evaluation_dir(evaluation)
+    paths = {name: directory / f"{name}.npy" for name in _ITEM_ARRAYS}
+    if evaluation.status != "completed" or not all(p.exists() for p in paths.values()):
+        raise Conflict(f"The evaluation has no results yet (it is {evaluation.status}).")
+    arrays = {name: np.load(p, mmap_mode="r", allow_pickle=False) for name, p in paths.items()}
+    keep = np.ones(len(arrays["true"]), dtype=bool)
+    if filter_correct is not None:
+        correct = np.asarray(arrays["true"]) == np.asarray(arrays["pred"])
+        keep &= correct if filter_correct else ~correct
+    if filter_class not in (None, ""):
+        if filter_class not in labels:
+            raise ValidationFailed.for_field(
+                "filter_class", f"unknown class (known: {', '.join(labels)})."
+            )
+        keep &= np.asarray(arrays["true"]) == labels.index(filter_class)
+    rows = np.flatnonzero(keep)
+    names = np.asarray(arrays["names"])[rows]
+    if sort_by == "filename":
+        order = rows[np.argsort(names, kind="stable")]
+        if sort_order == "desc":
+            order = order[::-1]
+    else:
+        values = np.asarray(arrays[sort_by])[rows].astype(np.float64)
+        key = -values if sort_order == "desc" else values
+        order = rows[np.lexsort((names, key))]
+    return EvaluationItems(arrays, order, labels)
