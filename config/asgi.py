@@ -11,14 +11,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.accounts.ws import JWTAuthMiddleware, OriginCheckMiddleware  # noqa: E402
+from apps.core.events import RememberLoopMiddleware  # noqa: E402
 from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimitASGIMiddleware(django_asgi_app),
-        "websocket": OriginCheckMiddleware(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
-    }
+application = RememberLoopMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": BodySizeLimitASGIMiddleware(django_asgi_app),
+            "websocket": OriginCheckMiddleware(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
 
 if settings.INPROCESS_WORKER:

@@ -2,16 +2,24 @@
 
 Publishing never fails the caller: a broken channel layer loses a live update, not the work (the
 database row stays the truth and clients can replay stored metrics).
+
+Worker threads of the embedded mode publish into the in-memory channel layer, whose queues belong
+to the ASGI server's event loop: a put from another thread would not wake that loop (the event
+would sit there until something else woke it). So those sends are handed to the server's loop,
+which the ASGI application records (`remember_loop`) on every connection.
 """
 
+import asyncio
 import logging
 import re
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 logger = logging.getLogger(__name__)
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_HANDOFF_TIMEOUT_S = 2.0
+_server_loop: asyncio.AbstractEventLoop | None = None
 
 
 def group_name(kind: str, ident: object) -> str:
@@ -19,12 +27,44 @@ def group_name(kind: str, ident: object) -> str:
     return _GROUP_SAFE.sub("_", f"{kind}.{ident}")[:99]
 
 
+def remember_loop() -> None:
+    """Called by the ASGI application on the server's event loop."""
+    global _server_loop
+    _server_loop = asyncio.get_running_loop()
+
+
+def _foreign_thread_of(loop: asyncio.AbstractEventLoop | None) -> bool:
+    if loop is None or not loop.is_running() or loop.is_closed():
+        return False
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:  # no loop in this thread: a worker thread
+        return True
+
+
 def publish(group: str, event: dict) -> None:
     """Send `event` to every consumer of `group` (type 'orchard.event')."""
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": "orchard.event", "event": event}
     try:
-        async_to_sync(layer.group_send)(group, {"type": "orchard.event", "event": event})
+        loop = _server_loop
+        if isinstance(layer, InMemoryChannelLayer) and _foreign_thread_of(loop):
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+            future.result(timeout=_HANDOFF_TIMEOUT_S)
+        else:
+            async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.warning("could not publish to %s", group, exc_info=True)
+
+
+class RememberLoopMiddleware:
+    """ASGI middleware: records the server's event loop for `publish`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        remember_loop()
+        return await self.app(scope, receive, send)
