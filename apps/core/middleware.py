@@ -26,6 +26,8 @@ def too_large_body(path: str, limit: int) -> dict:
     message = f"Request body exceeds the limit of {limit} bytes."
     if path.startswith("/api/"):
         return {"status": "error", "error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}
+    if path.startswith("/ml/"):  # Label Studio ML backends: label-studio-ml-backend's errors
+        return {"status": 413, "detail": message}
     return {"error": message}
 
 

@@ -260,6 +260,15 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# labelprop (napari-labelprop's server protocol at the root paths /check, /inference, ...). Its
+# client sends no credentials, so the surface is off unless enabled, then bound to one project
+# and one service user (a member of it), and answers only clients in LABELPROP_ALLOWED_CLIENTS.
+LABELPROP_ENABLED = env.bool("LABELPROP_ENABLED", default=False)
+LABELPROP_PROJECT = env("LABELPROP_PROJECT", default="")
+LABELPROP_USER = env("LABELPROP_USER", default="")
+LABELPROP_ALLOWED_CLIENTS = env.list("LABELPROP_ALLOWED_CLIENTS", default=["127.0.0.1", "::1"])
+LABELPROP_MAX_VOXELS = env.int("LABELPROP_MAX_VOXELS", default=128 * 1024 * 1024)
+
 # Demo content created by `manage.py bootstrap`: callables (project, actor, stdout) -> None.
 ORCHARD_DEMO_HOOKS = env.list(
     "ORCHARD_DEMO_HOOKS", default=["apps.datasets.demo.create_demo_datasets"]

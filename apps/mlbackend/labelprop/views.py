@@ -1,0 +1,186 @@
+"""napari-labelprop's server protocol at the root paths (auto-included by config/urls.py).
+
+Protocol: /work/shared/protocols/labelprop.md (upstream: nathandecaux/labelprop `api.py`; client:
+napari-labelprop-remote). The client calls `http://HOST:PORT/<route>` with no prefix and no
+credentials, so the surface is off unless LABELPROP_ENABLED, answers only the client addresses
+of LABELPROP_ALLOWED_CLIENTS, and acts as the service user LABELPROP_USER inside the project
+LABELPROP_PROJECT, whose role decides what it may do (POST routes need a writer).
+
+`/inference` and `/training` answer a session token at once; the work runs as a task on the job
+engine and the client polls `/get_session_list` (finished and failed sessions) then downloads the
+npz. No route waits for a task. Answers are plain text (see `http.py`), except the npz bytes of
+`/download_inference` and the JSON of `/get_session_info`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+
+from apps.core.api.views import GlobalAPIView
+from apps.core.exceptions import Conflict
+from apps.mlbackend.labelprop import selectors, services, storage
+from apps.mlbackend.labelprop.http import (
+    PlainTextRenderer,
+    TextNegotiation,
+    labelprop_exception_handler,
+    text,
+)
+from apps.mlbackend.models import LabelpropSessionKind, LabelpropSessionState
+
+
+def _part(request, name: str):
+    """A multipart part sent as a file (what the client does) or as a plain field."""
+    upload = request.FILES.get(name)
+    if upload is not None:
+        return upload
+    value = request.data.get(name) if hasattr(request.data, "get") else None
+    return value
+
+
+def _bytes(part) -> bytes | None:
+    if part is None:
+        return None
+    if hasattr(part, "read"):
+        return part.read()
+    return part.encode("utf-8") if isinstance(part, str) else bytes(part)
+
+
+@extend_schema(exclude=True)
+class LabelpropView(GlobalAPIView):
+    """Base of every labelprop route: resolves `self.access` for the bound project."""
+
+    tenancy_exempt_reason = (
+        "napari-labelprop sends no credentials: the surface is off unless LABELPROP_ENABLED, "
+        "bound to LABELPROP_PROJECT and acting as LABELPROP_USER (resolved with project_access), "
+        "and every row it reads or writes is scoped with visible_to() for that access"
+    )
+    authentication_classes: ClassVar[list] = []
+    permission_classes: ClassVar[list] = [AllowAny]
+    throttle_classes: ClassVar[list] = []
+    parser_classes: ClassVar[list] = [MultiPartParser, FormParser]
+    renderer_classes: ClassVar[list] = [PlainTextRenderer]
+    content_negotiation_class = TextNegotiation
+
+    def get_exception_handler(self):
+        return labelprop_exception_handler
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.access = selectors.gateway_access(remote_addr=request.META.get("REMOTE_ADDR"))
+
+
+class CheckView(LabelpropView):
+    """GET /check -> Hello World!"""
+
+    def get(self, request):
+        return text("Hello World!")
+
+
+class ListCheckpointsView(LabelpropView):
+    """GET /list_ckpts -> the current directory's checkpoint names, comma-joined."""
+
+    def get(self, request):
+        return text(",".join(selectors.checkpoint_names(access=self.access)))
+
+
+class ListHashView(LabelpropView):
+    """GET /list_hash -> the hashes of the stored volumes, comma-joined."""
+
+    def get(self, request):
+        return text(",".join(selectors.volume_hashes(access=self.access)))
+
+
+class GetCheckpointDirView(LabelpropView):
+    """GET /get_ckpt_dir -> the current checkpoint directory (a name in project storage)."""
+
+    def get(self, request):
+        return text(selectors.ckpt_dir(access=self.access))
+
+
+class SetCheckpointDirView(LabelpropView):
+    """POST /set_ckpt_dir?ckpt_dir=NAME (empty body) -> ok"""
+
+    def post(self, request):
+        services.ckpt_dir_set(access=self.access, name=request.query_params.get("ckpt_dir"))
+        return text("ok")
+
+
+class SendCheckpointView(LabelpropView):
+    """POST /send_ckpt, multipart part `ckpt` named after the checkpoint -> ok"""
+
+    def post(self, request):
+        upload = request.FILES.get("ckpt")
+        services.checkpoint_upload(
+            access=self.access,
+            filename=getattr(upload, "name", None),
+            fileobj=upload,
+        )
+        return text("ok")
+
+
+class _SessionStartView(LabelpropView):
+    kind: ClassVar[str]
+
+    def post(self, request):
+        self.access.require_write()
+        arrays = services.read_npz(_part(request, "arrays"))
+        params = services.read_params(_bytes(_part(request, "params")))
+        session = services.session_start(
+            access=self.access, kind=self.kind, arrays=arrays, params=params
+        )
+        return text(str(session.pk))
+
+
+class InferenceView(_SessionStartView):
+    """POST /inference (multipart `arrays` npz + `params` JSON) -> session token"""
+
+    kind = LabelpropSessionKind.INFERENCE
+
+
+class TrainingView(_SessionStartView):
+    """POST /training (multipart `arrays` npz + `params` JSON) -> session token"""
+
+    kind = LabelpropSessionKind.TRAINING
+
+
+class SessionListView(LabelpropView):
+    """GET /get_session_list -> tokens of finished or failed sessions, comma-joined."""
+
+    def get(self, request):
+        return text(",".join(selectors.sessions_done(access=self.access)))
+
+
+class DownloadInferenceView(LabelpropView):
+    """GET|POST /download_inference?token= -> npz bytes (Y_up, Y_down, Y_fused), or a short
+    error text (the client shows it as "Server-side error: ...")."""
+
+    def get(self, request):
+        session = selectors.session_get(access=self.access, token=request.query_params.get("token"))
+        state, error = selectors.session_state(session)
+        if state == LabelpropSessionState.FAILED:
+            raise Conflict(f"Session failed: {error}")
+        if state != LabelpropSessionState.FINISHED:
+            raise Conflict("Session not finished yet.")
+        path = storage.session_dir(session) / storage.RESULT_FILE
+        if not path.exists():
+            raise Conflict("Session failed: its results are missing.")
+        return FileResponse(path.open("rb"), content_type="application/octet-stream")
+
+    def post(self, request):  # upstream accepts both
+        return self.get(request)
+
+
+class SessionInfoView(LabelpropView):
+    """GET /get_session_info?token= -> the session's params as JSON."""
+
+    def get(self, request):
+        session = selectors.session_get(access=self.access, token=request.query_params.get("token"))
+        response = text(json.dumps(session.params))
+        response["Content-Type"] = "application/json"
+        return response

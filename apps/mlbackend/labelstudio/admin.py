@@ -1,0 +1,52 @@
+"""Admin pages of Label Studio backends, their trained versions and stored annotations."""
+
+from django.contrib import admin
+
+from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, LabelStudioModelVersion
+
+
+class ModelVersionInline(admin.TabularInline):
+    model = LabelStudioModelVersion
+    extra = 0
+    fields = ["number", "checkpoint", "task", "metrics", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(LabelStudioBackend)
+class LabelStudioBackendAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "project", "cluster", "version", "label_studio_url", "created_at"]
+    list_filter = ["allow_private_networks", "train_on_annotation", "created_at"]
+    search_fields = ["id", "name", "project__id", "label_studio_url"]
+    list_select_related = ["project", "cluster"]
+    raw_id_fields = ["project", "owner", "cluster", "checkpoint"]
+    # Secrets never show: the password hash and Label Studio's access token.
+    exclude = ["basic_auth_password", "access_token"]
+    readonly_fields = [
+        "id",
+        "interface",
+        "label_studio_url",
+        "ls_project",
+        "last_setup_at",
+        "version",
+        "created_at",
+        "updated_at",
+    ]
+    inlines = [ModelVersionInline]
+
+    def has_add_permission(self, request):
+        # Backends are created through the API, which checks the label config and the model.
+        return False
+
+
+@admin.register(LabelStudioAnnotation)
+class LabelStudioAnnotationAdmin(admin.ModelAdmin):
+    list_display = ["annotation_id", "backend", "task_id", "label", "was_cancelled", "updated_at"]
+    list_filter = ["was_cancelled", "updated_at"]
+    search_fields = ["backend__id", "backend__name", "label", "ls_project"]
+    list_select_related = ["backend"]
+    readonly_fields = [f.name for f in LabelStudioAnnotation._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,94 @@
+"""Wire format of the Label Studio ML backend surface: plain JSON answers (no studio envelope),
+JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend writes them:
+`{"status": <HTTP status>, "detail": "<message>"}`, never an HTML page.
+
+| error                                                         | status |
+|---------------------------------------------------------------|--------|
+| malformed JSON, ValidationFailed (bad input, label config, refused task URL) | 400 |
+| Unauthorized (per-backend Basic credentials), with `WWW-Authenticate: Basic` | 401 |
+| NotFound (unknown backend id, unknown route method -> 405)    | 404    |
+| Conflict (training in progress elsewhere, unbound model)      | 409    |
+| PayloadTooLarge (request body or fetched task data)           | 413    |
+| FetchFailed (the allowed task URL did not answer)             | 502    |
+| anything else (logged, message hidden)                        | 500    |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions as drf
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from apps.core.exceptions import OrchardError, Unauthorized, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+BASIC_CHALLENGE = 'Basic realm="Orchard ML backend", charset="UTF-8"'
+
+
+class LabelStudioJSONRenderer(JSONRenderer):
+    """Plain JSON, no studio envelope."""
+
+    media_type = "application/json"
+
+
+def error_body(status: int, detail: str) -> dict:
+    return {"status": status, "detail": detail}
+
+
+def status_and_detail(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, OrchardError):
+        if isinstance(exc, ValidationFailed):
+            return 400, exc.message
+        if exc.status < 500 or exc.status == 502:
+            return exc.status, exc.message
+        return 500, "Internal error."
+    if isinstance(exc, drf.ParseError):
+        return 400, f"Malformed JSON body: {exc.detail}"
+    if isinstance(exc, RequestDataTooBig):
+        return 413, "Request body too large."
+    if isinstance(exc, Http404):
+        return 404, "Not found."
+    if isinstance(exc, drf.APIException) and exc.status_code < 500:
+        return exc.status_code, str(exc.detail)
+    return 500, "Internal error."
+
+
+def labelstudio_exception_handler(exc, context):
+    status, detail = status_and_detail(exc)
+    headers = {"WWW-Authenticate": BASIC_CHALLENGE} if isinstance(exc, Unauthorized) else None
+    if status == 500:
+        logger.exception("Label Studio gateway error", exc_info=exc)
+    return Response(error_body(status, detail), status=status, headers=headers, exception=True)
+
+
+class AnyJSONParser(BaseParser):
+    """Parses the body as JSON whatever the Content-Type says; an empty body is `{}`."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise drf.ParseError(str(exc)) from None
+
+
+class JSONOnlyNegotiation(BaseContentNegotiation):
+    """Always the JSON parser and renderer, whatever Content-Type and Accept say."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

@@ -1,0 +1,138 @@
+"""Serializers of the Label Studio backends in the main API."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.clusters.models import Checkpoint, Cluster
+from apps.core.api.serializers import ProjectRelatedField, StrictSerializer
+from apps.core.tenancy import Visibility
+from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, LabelStudioModelVersion
+
+
+class BackendSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="The URL to paste into Label Studio.")
+    cluster_id = serializers.UUIDField(read_only=True, allow_null=True)
+    checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
+    model_version = serializers.CharField(read_only=True)
+    has_credentials = serializers.BooleanField(read_only=True)
+    annotation_count = serializers.SerializerMethodField()
+    owner = serializers.CharField(source="owner.username", read_only=True, default=None)
+
+    class Meta:
+        model = LabelStudioBackend
+        fields = [
+            "id",
+            "name",
+            "url",
+            "cluster_id",
+            "checkpoint_id",
+            "label_config",
+            "from_name",
+            "interface",
+            "has_credentials",
+            "basic_auth_user",
+            "allowed_hosts",
+            "allow_private_networks",
+            "train_on_annotation",
+            "train_params",
+            "label_studio_url",
+            "ls_project",
+            "last_setup_at",
+            "version",
+            "model_version",
+            "annotation_count",
+            "owner",
+            "visibility",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_annotation_count(self, obj) -> int:
+        # Lists annotate the count (one query per page); a single object counts its own.
+        count = getattr(obj, "annotation_count", None)
+        return count if count is not None else obj.annotations.count()
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, obj) -> str:
+        path = f"/ml/{obj.pk}/"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class _BackendFields(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    cluster_id = ProjectRelatedField(model=Cluster, slug_field="id")
+    checkpoint_id = ProjectRelatedField(
+        model=Checkpoint, slug_field="id", required=False, allow_null=True
+    )
+    label_config = serializers.CharField(
+        required=False, allow_blank=True, max_length=256 * 1024, trim_whitespace=False
+    )
+    from_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    basic_auth_user = serializers.CharField(required=False, allow_blank=True, max_length=150)
+    basic_auth_password = serializers.CharField(
+        required=False, allow_blank=True, write_only=True, max_length=200, trim_whitespace=False
+    )
+    allowed_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=260), required=False, max_length=100
+    )
+    allow_private_networks = serializers.BooleanField(required=False)
+    train_on_annotation = serializers.BooleanField(required=False)
+    train_params = serializers.DictField(required=False)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
+
+
+class BackendCreateSerializer(_BackendFields):
+    pass
+
+
+class BackendUpdateSerializer(_BackendFields):
+    """Every field optional; `basic_auth_user` and `basic_auth_password` change together."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
+
+
+class AnnotationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LabelStudioAnnotation
+        fields = [
+            "annotation_id",
+            "task_id",
+            "ls_project",
+            "label",
+            "was_cancelled",
+            "task_data",
+            "result",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    model_version = serializers.CharField(source="name", read_only=True)
+    checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
+    task_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = LabelStudioModelVersion
+        fields = [
+            "number",
+            "model_version",
+            "checkpoint_id",
+            "task_id",
+            "labels",
+            "metrics",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TrainingTaskSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    state = serializers.CharField()
+    created = serializers.BooleanField()

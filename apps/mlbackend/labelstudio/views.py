@@ -1,0 +1,168 @@
+"""The Label Studio ML backend protocol at `/ml/<backend id>/...` (auto-included at the root).
+
+Protocol: /work/shared/protocols/label-studio.md. Label Studio pastes `http://HOST/ml/<id>` as
+the backend URL and calls `health` (and `/`), `setup`, `predict`, `webhook`, `versions`,
+`metrics`, and the old `train` / `is_training`. Answers are plain JSON in the protocol's shapes,
+errors `{"status", "detail"}` (see `http.py`).
+
+There is no Orchard user here: the backend id names the backend, and when the backend has Basic
+credentials every route (health included, like label-studio-ml-backend) needs them. The views
+only parse, call one service and answer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from apps.core.api.views import GlobalAPIView
+from apps.core.exceptions import NotFound, ValidationFailed
+from apps.mlbackend.labelstudio import selectors, services
+from apps.mlbackend.labelstudio.http import (
+    AnyJSONParser,
+    JSONOnlyNegotiation,
+    LabelStudioJSONRenderer,
+    labelstudio_exception_handler,
+)
+
+MODEL_CLASS = "OrchardClassifier"
+
+
+def _body(request) -> dict:
+    data = request.data
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    return data
+
+
+@extend_schema(exclude=True)
+class LabelStudioView(GlobalAPIView):
+    """Base of every protocol route: resolves and authenticates `self.backend`."""
+
+    tenancy_exempt_reason = (
+        "Label Studio calls as no Orchard user: the backend id in the URL and the backend's "
+        "own Basic credentials are the scope, and only that backend's rows are touched"
+    )
+    # A caller without the backend's credentials gets 401 (the protocol's answer), an unknown
+    # backend 404; tests/test_tenancy.py accepts these for this surface.
+    tenancy_denied_statuses: ClassVar[tuple[int, ...]] = (401, 404)
+    authentication_classes: ClassVar[list] = []
+    permission_classes: ClassVar[list] = [AllowAny]
+    throttle_classes: ClassVar[list] = []
+    parser_classes: ClassVar[list] = [AnyJSONParser]
+    renderer_classes: ClassVar[list] = [LabelStudioJSONRenderer]
+    content_negotiation_class = JSONOnlyNegotiation
+
+    def get_exception_handler(self):
+        return labelstudio_exception_handler
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.backend = selectors.backend_for_gateway(kwargs.get("backend_id", ""))
+        services.backend_authenticate(
+            backend=self.backend, authorization=request.META.get("HTTP_AUTHORIZATION")
+        )
+
+
+class HealthView(LabelStudioView):
+    """GET /health and GET /: up, without loading any model."""
+
+    def get(self, request, backend_id):
+        return Response(
+            {
+                "status": "UP",
+                "model_class": MODEL_CLASS,
+                "model_version": self.backend.model_version,
+            }
+        )
+
+
+class SetupView(LabelStudioView):
+    """POST /setup {project, schema, hostname, access_token, extra_params} -> {model_version}."""
+
+    def post(self, request, backend_id):
+        data = _body(request)
+        return Response(
+            services.backend_setup(
+                backend=self.backend,
+                project=data.get("project"),
+                schema=data.get("schema"),
+                hostname=data.get("hostname"),
+                access_token=data.get("access_token"),
+            )
+        )
+
+
+class PredictView(LabelStudioView):
+    """POST /predict {tasks, project, label_config, params} -> {results: [one per task]}."""
+
+    def post(self, request, backend_id):
+        data = _body(request)
+        return Response(
+            services.backend_predict(
+                backend=self.backend,
+                tasks=data.get("tasks"),
+                label_config=data.get("label_config"),
+                params=data.get("params"),
+                model_version=data.get("model_version"),
+            )
+        )
+
+
+class WebhookView(LabelStudioView):
+    """POST /webhook {action, annotation, task, project} -> 201 {result, status: ok}."""
+
+    def post(self, request, backend_id):
+        status, answer = services.backend_webhook(backend=self.backend, payload=request.data)
+        return Response(answer, status=status)
+
+
+class VersionsView(LabelStudioView):
+    """GET /versions (and the old POST {project}) -> {versions: [...]}."""
+
+    def get(self, request, backend_id):
+        return Response({"versions": selectors.version_names(backend=self.backend)})
+
+    def post(self, request, backend_id):
+        _body(request)
+        return self.get(request, backend_id)
+
+
+class MetricsView(LabelStudioView):
+    """GET /metrics -> a small JSON summary."""
+
+    def get(self, request, backend_id):
+        return Response(
+            {
+                "model_version": self.backend.model_version,
+                "annotations": selectors.annotation_list(backend=self.backend).count(),
+            }
+        )
+
+
+class TrainView(LabelStudioView):
+    """Old POST /train {annotations: [tasks with annotations], project, label_config, params}
+    -> 201 {job}; 400 when there are no annotations."""
+
+    def post(self, request, backend_id):
+        answer = services.backend_train_legacy(backend=self.backend, payload=request.data)
+        return Response(answer, status=201)
+
+
+class IsTrainingView(LabelStudioView):
+    """Old GET /is_training?project= -> {is_training, model_version, job, status, progress}."""
+
+    def get(self, request, backend_id):
+        return Response(services.backend_training_status(backend=self.backend))
+
+
+class UnknownRouteView(LabelStudioView):
+    """Anything else under /ml/<id>/: a JSON 404 (Label Studio shows the body; never HTML)."""
+
+    def _unknown(self, request, backend_id):
+        raise NotFound(f"No such ML backend route: {request.path}")
+
+    get = post = put = patch = delete = _unknown
