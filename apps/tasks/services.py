@@ -97,8 +97,13 @@ def task_create(
     dataset: Dataset | None = None,
     params: dict[str, Any] | None = None,
     visibility: str | None = None,
+    queue: str | None = None,
 ) -> Task:
-    """Create a queued task and send it to its host's queue once the transaction commits."""
+    """Create a queued task and send it to its host's queue once the transaction commits.
+
+    A task with a cluster runs on the cluster's host; one without may name a host `queue`
+    ("gpu-0"), which must be an available host (default "cpu").
+    """
     from apps.clusters.models import Cluster, ClusterMode
 
     try:
@@ -121,7 +126,12 @@ def task_create(
         entry.validate(params=params, cluster=cluster, dataset=dataset)
 
     sequence = 0
-    queue = "cpu"
+    if cluster is None and queue not in (None, "cpu"):
+        from apps.clusters.models import Host, HostState
+
+        if not Host.objects.filter(pk=queue, state=HostState.AVAILABLE).exists():
+            raise ValidationFailed.for_field("queue", f"No available host {queue!r}.")
+    queue = queue or "cpu"
     if cluster is not None:
         # Lock the cluster row: sequence numbers of one cluster are handed out one at a time.
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)

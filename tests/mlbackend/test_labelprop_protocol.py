@@ -355,3 +355,15 @@ def test_methods_outside_the_protocol(napari):
     response = napari.client.post("/check", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 405 and _text(response)
     assert napari.client.get("/inference").status_code == 405
+
+
+def test_cuda_sessions_go_to_a_gpu_host_queue(napari, world, stored_checkpoint):
+    from apps.clusters.models import Host
+    from apps.tasks.models import Task
+
+    img, _, mask = small_volume()
+    token = _text(napari.inference(img, mask, z_axis=0, checkpoint="base.ckpt"))
+    assert Task.objects.get(params__session_id=token).queue == "cpu"  # no GPU host here
+    Host.objects.create(pk="gpu-0", kind="gpu", name="GPU", state="available")
+    token = _text(napari.inference(img, mask, z_axis=0, checkpoint="base.ckpt"))
+    assert Task.objects.get(params__session_id=token).queue == "gpu-0"

@@ -360,7 +360,18 @@ def _task_create(access: ProjectAccess, kind: str, session: LabelpropSession, pl
         kind=task_kind,
         name=f"labelprop {kind} {session.pk}",
         params=params,
+        queue=_queue_for(plan.options.get("device")),
     )
+
+
+def _queue_for(device) -> str:
+    """A "cuda" session goes to the first available GPU host's queue, else the CPU's."""
+    if device != "cuda":
+        return "cpu"
+    from apps.clusters.models import Host, HostKind, HostState
+
+    gpu = Host.objects.filter(kind=HostKind.GPU, state=HostState.AVAILABLE).order_by("pk").first()
+    return gpu.pk if gpu is not None else "cpu"
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
