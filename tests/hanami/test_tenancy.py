@@ -12,10 +12,10 @@ from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.accounts.services import membership_remove, token_pair_for
+from apps.clusters.services import checkpoint_save
 from apps.datasets import services as dataset_services
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
 from apps.hanami.urls import urlpatterns
-from apps.clusters.services import checkpoint_save
 from apps.tasks.models import Task
 from apps.tasks.services import request_result_store
 from tests.clusters.helpers import make_cluster
