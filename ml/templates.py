@@ -70,6 +70,7 @@ __all__ = [
     "MAX_NEURONS_PER_BRICK",
     "MAX_PARAMETERS",
     "MAX_TEMPLATE_CHARS",
+    "MNIST_784_400_10",
     "SUPPORTED_VERSIONS",
     "Brick",
     "Template",
@@ -87,6 +88,26 @@ MAX_TEMPLATE_CHARS = 1_000_000
 DEFAULT_MAX_CONNECTION_DISTANCE = 1
 TAB_WIDTH = 4
 INDENT = "    "
+
+# The seed template (Hanami's MNIST example with its settings): 784 -> 400 -> 10. Shared by the
+# tests, the benchmarks and anything else that needs the reference network; canonical form, so
+# `template_to_text(parse_template(MNIST_784_400_10)) == MNIST_784_400_10`.
+MNIST_784_400_10 = """version: 1
+settings:
+    neuron_cooldown: 100000000000.0
+    refractory_time: 1
+    max_connection_distance: 1
+    enable_reduction: false
+bricks:
+    1,1,1
+        input: test_input
+        number_of_neurons: 784
+    2,1,1
+        number_of_neurons: 400
+    3,1,1
+        output: test_output
+        number_of_neurons: 10
+"""
 
 # Digit counts are bounded so that int() never sees a huge literal (and never raises).
 _INT_RE = re.compile(r"[+-]?\d{1,18}")

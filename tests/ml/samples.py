@@ -6,22 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SEED_TEMPLATE = """version: 1
-settings:
-    neuron_cooldown: 100000000000.0
-    refractory_time: 1
-    max_connection_distance: 1
-    enable_reduction: false
-bricks:
-    1,1,1
-        input: test_input
-        number_of_neurons: 784
-    2,1,1
-        number_of_neurons: 400
-    3,1,1
-        output: test_output
-        number_of_neurons: 10
-"""
+from ml.templates import MNIST_784_400_10
+
+# The seed template, 784 -> 400 -> 10 (one text for ml/, the tests and bench/).
+SEED_TEMPLATE = MNIST_784_400_10
 
 DIGITS_TEMPLATE = """version: 1
 bricks:
