@@ -10,7 +10,18 @@ from pathlib import Path
 
 from bench.harness import ROWS, Context, format_table, machine, write_json
 
-MODULES = ["bench.training", "bench.rest"]
+MODULES = [
+    "bench.training",
+    "bench.rest",
+    "bench.events",
+    "bench.ingest",
+    "bench.queue",
+    "bench.directio",
+    "bench.marketplace",
+    "bench.labelstudio",
+    "bench.export",
+    "bench.labelprop",
+]
 
 
 def main(argv=None) -> int:

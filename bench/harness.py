@@ -21,7 +21,7 @@ from pathlib import Path
 class Row:
     name: str
     metric: str
-    orchard: float
+    orchard: float | None  # None: the row was skipped (`notes` says why)
     baseline: float | None
     unit: str
     goal: str = ""
@@ -30,9 +30,15 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline in (None, 0):
+        if self.orchard is None or self.baseline in (None, 0):
             return None
         return self.orchard / self.baseline
+
+
+def skipped(name: str, metric: str, reason: str, unit: str = "", goal: str = "") -> Row:
+    """A row that could not run here (a service is unreachable): shown with its reason."""
+    reason = " ".join(reason.split())
+    return Row(name, metric, None, None, unit, goal=goal, notes=f"skipped: {reason}")
 
 
 @dataclass
@@ -89,9 +95,8 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         base = f"{r.baseline:.4g}" if r.baseline is not None else "-"
         ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
-        lines.append(
-            f"{r.name:<28} {r.metric:<34} {r.orchard:>10.4g}{r.unit:>2} {base:>12} {ratio:>7}  {r.goal}"
-        )
+        value = f"{r.orchard:>10.4g}{r.unit:>2}" if r.orchard is not None else f"{'-':>12}"
+        lines.append(f"{r.name:<28} {r.metric:<34} {value} {base:>12} {ratio:>7}  {r.goal}")
         if r.notes:
             lines.append(f"{'':<28}   {r.notes}")
     return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""Marketplace: (1) a built-in `learnuplet` job (claim, load two datasets, train, per-file
+accuracy, save the model checkpoint, report) versus a hand-written torch loop plus the same
+accuracies on tensors already in memory; (2) `GET /orchestrator/learnuplet` over Basic auth
+versus a bare Django view running the same query and documents, and its query count at two
+collection sizes (must be equal)."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from bench import django_env
+from bench.harness import Context, Row, row
+from bench.training import TEMPLATE, _mnist_files, _plain_loop, discard_dataset
+
+urlpatterns: list = []
+
+
+def _bare_view(request, project_id):
+    from django.http import JsonResponse
+
+    from apps.marketplace.models import Learnuplet
+    from apps.marketplace.protocol import learnuplet_document
+
+    rows = (
+        Learnuplet.objects.filter(project_id=project_id, status="todo")
+        .select_related("problem", "algo")
+        .order_by("created_at", "id")
+    )
+    return JsonResponse({"learnuplets": [learnuplet_document(u) for u in rows]})
+
+
+def _market(project, owner, *, data: list[str], test: list[str], size: int):
+    from apps.core.tenancy import project_access
+    from apps.marketplace import services
+
+    access = project_access(user=owner, project_id=project.pk)
+    problem = services.problem_create(
+        access=access,
+        uuid=str(uuid.uuid4()),
+        workflow=str(uuid.uuid4()),
+        test_dataset=test,
+        size_train_dataset=size,
+    )
+    services.data_create(access=access, uuids=[*data, *test], problem_uuids=[str(problem.uuid)])
+    return access, problem
+
+
+@row("marketplace")
+def marketplace(ctx: Context) -> list[Row]:
+    vendor = django_env.setup()
+    import base64
+
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client, override_settings
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import include, path
+
+    from apps.accounts.models import User
+    from apps.accounts.services import project_create
+    from apps.clusters.services import cluster_create
+    from apps.datasets.selectors import dataset_arrays
+    from apps.datasets.services import dataset_import_mnist
+    from apps.marketplace import services
+    from apps.marketplace.models import Learnuplet
+    from apps.tasks.services import task_run
+    from ml.networks import build_network
+    from ml.templates import parse_template
+    from ml.training import evaluate
+
+    device = torch.device("cuda" if ctx.device == "cuda" else "cpu")
+    settings.MARKETPLACE_BUILTIN_COMPUTE = True
+    n = 2_000 if ctx.quick else 20_000
+    epochs, batch_size, lr = 2, 64, 2e-3
+    settings.MARKETPLACE_TRAIN = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "optimizer": "adam",
+        "seed": 0,
+    }
+    password = "bench-password-12345"
+    owner = User.objects.create_user(f"bench-mkt-{time.time_ns()}", password=password)
+    project = project_create(actor=owner, name=f"bench-mkt-{time.time_ns()}")
+    datasets = []
+    with tempfile.TemporaryDirectory(prefix="orchard-bench-mkt-") as tmp:
+        for name, count in (("train", n), ("test", max(500, n // 6))):
+            directory = Path(tmp) / name
+            directory.mkdir()
+            images, labels = _mnist_files(directory, count)
+            datasets.append(
+                dataset_import_mnist(
+                    project=project, actor=owner, name=name, images=images, labels=labels
+                )
+            )
+    train_set, test_set = datasets
+    x_np, y_np = dataset_arrays(train_set, mmap=False)
+    xt_np, yt_np = dataset_arrays(test_set, mmap=False)
+    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    xt, yt = torch.from_numpy(xt_np).to(device), torch.from_numpy(yt_np).to(device)
+    access, problem = _market(
+        project, owner, data=[str(train_set.pk)], test=[str(test_set.pk)], size=1
+    )
+    template = parse_template(TEMPLATE)
+
+    def run_job() -> float:
+        cluster = cluster_create(
+            project=project, actor=owner, name="algo", template_text=TEMPLATE, seed=0
+        )
+        algo, _ = services.algo_create(
+            access=access, uuid=str(cluster.pk), name="bench", problem_uuid=str(problem.uuid)
+        )
+        uplet = Learnuplet.objects.get(algo=algo, rank=0)
+        start = time.perf_counter()
+        task_run(str(uplet.task_id))
+        elapsed = time.perf_counter() - start
+        uplet.refresh_from_db()
+        if uplet.status != "done":
+            raise RuntimeError(f"learnuplet {uplet.status}: {uplet.task.error}")
+        return elapsed
+
+    def run_plain() -> float:
+        model = build_network(template, seed=0).to(device)
+        start = time.perf_counter()
+        _plain_loop(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+        evaluate(model, x, y)
+        evaluate(model, xt, yt)
+        return time.perf_counter() - start
+
+    try:
+        run_plain()
+        plain, orchard = [], []
+        for _ in range(ctx.repeats):
+            plain.append(run_plain())
+            orchard.append(run_job())
+
+        # -- the gateway's list route ------------------------------------------------------
+        global urlpatterns
+        urlpatterns = [
+            path("bare/<project_id>/learnuplets", _bare_view),
+            path("", include("config.urls")),
+        ]
+        token = base64.b64encode(f"{owner.username}:{password}".encode()).decode()
+        client = Client(HTTP_AUTHORIZATION=f"Basic {token}")
+        small, large = (20, 100) if ctx.quick else (50, 500)
+        _market(
+            project,
+            owner,
+            data=[str(uuid.uuid4()) for _ in range(small)],
+            test=[str(uuid.uuid4())],
+            size=1,
+        )
+        requests = 10 if ctx.quick else 50
+        with override_settings(ROOT_URLCONF="bench.marketplace", MARKETPLACE_BUILTIN_COMPUTE=False):
+
+            def external_algo(problem_uuid):
+                services.algo_create(
+                    access=access,
+                    uuid=str(uuid.uuid4()),
+                    name="external",
+                    problem_uuid=problem_uuid,
+                )
+
+            from apps.marketplace.models import Problem
+
+            last = Problem.objects.filter(project=project).order_by("-id").first()
+            external_algo(str(last.uuid))
+            api = "/orchestrator/learnuplet?status=todo"
+            bare = f"/bare/{project.pk}/learnuplets"
+            queries = {}
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(api).status_code == 200
+            queries[small] = len(captured.captured_queries)
+            for _ in range(large // small - 1):
+                external_algo(str(last.uuid))
+            assert client.get(api).json()["learnuplets"]
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(api).status_code == 200
+            queries[large] = len(captured.captured_queries)
+            count = len(client.get(api).json()["learnuplets"])
+            assert count == len(client.get(bare).json()["learnuplets"])
+
+            def timed(url):
+                samples = []
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    client.get(url)
+                    samples.append(time.perf_counter() - start)
+                return statistics.median(samples)
+
+            gateway, plain_view = [], []
+            for _ in range(ctx.repeats):
+                gateway.append(timed(api))
+                plain_view.append(timed(bare))
+    finally:
+        for dataset in datasets:
+            discard_dataset(dataset)
+    return [
+        Row(
+            "marketplace.learnuplet",
+            f"{n} samples 784-400-10, {epochs} epochs, bs {batch_size} ({device.type})",
+            statistics.median(orchard),
+            statistics.median(plain),
+            "s",
+            goal="<= 1.10",
+            notes=(
+                "learnuplet job in-process (claim, datasets, fit, per-file accuracy, checkpoint, "
+                f"report; {vendor}) vs a hand-written loop + the same accuracies on tensors in "
+                f"memory; best-of ratio {min(orchard) / min(plain):.3f}"
+            ),
+            extra={"orchard_all": orchard, "baseline_all": plain},
+        ),
+        Row(
+            "marketplace.list",
+            f"GET /orchestrator/learnuplet, {count} documents",
+            statistics.median(gateway) * 1e3,
+            statistics.median(plain_view) * 1e3,
+            "ms",
+            notes="Basic auth + tenancy + protocol JSON vs bare Django view, same query",
+        ),
+        Row(
+            "marketplace.queries",
+            f"queries per list of {small} / {large} learnuplets",
+            queries[small],
+            queries[large],
+            "",
+            goal="ratio = 1",
+        ),
+    ]
