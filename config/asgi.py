@@ -13,7 +13,10 @@ from django.conf import settings  # noqa: E402
 from apps.accounts.ws import JWTAuthMiddleware, OriginCheckMiddleware  # noqa: E402
 from apps.core.events import RememberLoopMiddleware  # noqa: E402
 from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
+from config.daphne import skip_twisted_form_parsing  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+
+skip_twisted_form_parsing()
 
 application = RememberLoopMiddleware(
     ProtocolTypeRouter(

@@ -128,12 +128,14 @@ class _Parsed:
 def _save_float32(path: Path, source: np.ndarray, shape: tuple[int, ...], scale=None) -> None:
     """Write `source` as float32 .npy in chunks of samples (bounded memory, no per-sample loop)."""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-    step = max(1, (64 * _CHUNK) // max(1, int(np.prod(shape[1:], dtype=np.int64)) * 4))
+    # 8 MiB of float32 per step; the chunk is freed before the next one is made (peak ~ 1 chunk).
+    step = max(1, (8 * _CHUNK) // max(1, int(np.prod(shape[1:], dtype=np.int64)) * 4))
     for start in range(0, shape[0], step):
         chunk = np.asarray(source[start : start + step], dtype=np.float32).reshape((-1, *shape[1:]))
         if scale is not None:
             chunk *= scale
         out[start : start + step] = chunk
+        del chunk
     out.flush()
     del out
 

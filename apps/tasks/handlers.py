@@ -54,7 +54,8 @@ def _input_scale(cluster, x: np.ndarray) -> float:
     scale = (cluster.config or {}).get("input_scale")
     if scale:
         return float(scale)
-    peak = float(np.abs(x).max()) if x.size else 1.0
+    # max/min instead of abs(x).max(): no temporary the size of the dataset.
+    peak = max(float(x.max()), -float(x.min())) if x.size else 1.0
     return 1.0 / peak if peak > 1.0 else 1.0
 
 
@@ -244,6 +245,14 @@ def request(ctx) -> dict[str, Any]:
         task=ctx.task, classes=classes, logits=logits if keep else None, summary=summary
     )
     return {"result_id": str(result.pk), "num_samples": int(n), **summary}
+
+
+def warm_up() -> None:
+    """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) when a
+    worker starts, not in its first task."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()
 
 
 def register_builtin_kinds() -> None:

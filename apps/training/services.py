@@ -548,7 +548,8 @@ def _run_delete(run: Run) -> None:
 def run_delete(*, run: Run) -> None:
     """Delete a run with its task, events, model, checkpoints and evaluations; refused with
     TRAINING_IN_PROGRESS while it is pending or running."""
-    run = Run.objects.select_for_update().select_related("task").get(pk=run.pk)
+    # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to the task.
+    run = Run.objects.select_for_update(of=("self",)).select_related("task").get(pk=run.pk)
     if run.status in ("pending", "running"):
         raise TrainingInProgress("The run is in progress; stop it before deleting it.")
     _run_delete(run)

@@ -75,6 +75,9 @@ class Command(BaseCommand):
         except Exception:
             logger.warning("could not refresh hosts", exc_info=True)
         self._reap(stale_after)
+        from apps.tasks.handlers import warm_up
+
+        warm_up()
         broker.declare_queue(queue)
         worker = dramatiq.Worker(
             broker, queues={queue}, worker_threads=max(1, threads), worker_timeout=worker_timeout
