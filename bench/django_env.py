@@ -1,10 +1,26 @@
 """A throwaway database for the benchmarks that need Django: PostgreSQL on loopback when it
-answers (database `orchard_bench`, recreated), else a temporary SQLite file."""
+answers (database `orchard_bench_<pid>`, dropped at exit), else a temporary SQLite file."""
 
+import atexit
 import os
 import tempfile
 
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
 _ready = None
+
+
+def _drop(name: str) -> None:
+    try:
+        from django.db import connections
+
+        connections.close_all()
+        import psycopg
+
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except Exception:
+        pass
 
 
 def setup() -> str:
@@ -17,12 +33,12 @@ def setup() -> str:
         try:
             import psycopg
 
-            with psycopg.connect(
-                "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2
-            ) as conn:
-                conn.execute("DROP DATABASE IF EXISTS orchard_bench")
-                conn.execute("CREATE DATABASE orchard_bench")
-            url = "postgres://postgres@127.0.0.1:5432/orchard_bench"
+            name = f"orchard_bench_{os.getpid()}"  # one per run: parallel runs cannot collide
+            with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
+                conn.execute(f"CREATE DATABASE {name}")
+            atexit.register(_drop, name)
+            url = f"postgres://postgres@127.0.0.1:5432/{name}"
         except Exception:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='orchard-bench-')}/bench.sqlite3"
     os.environ["DATABASE_URL"] = url
