@@ -39,7 +39,7 @@ def list_devices() -> dict[str, Any]:
     """The CPU and GPUs, CUDA availability and version, and the recommended default selection."""
     gpus, driver_cuda = _nvml_inventory()
     cuda_available = _torch_cuda_available()
-    if not gpus and cuda_available:
+    if not gpus and cuda_available and not _all_hidden():
         gpus = _torch_inventory()
     devices: list[dict[str, Any]] = [{"id": "cpu", "name": "CPU", "type": "cpu"}]
     devices.extend(gpus)
@@ -102,6 +102,12 @@ def _nvml_driver_cuda() -> str | None:
     except Exception:
         return None
     return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _all_hidden() -> bool:
+    """CUDA_VISIBLE_DEVICES set but empty (or -1): no GPU is meant to be used."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
 
 
 def _visible_nvml_indices(count: int) -> list[int]:

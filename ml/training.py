@@ -224,11 +224,14 @@ def fit(
     on_checkpoint: Callable[[int, dict[str, Tensor], dict[str, Any]], None] | None = None,
     augment: Callable[[Tensor], Tensor] | None = None,
     device_ids: Sequence[int] | None = None,
+    wants_checkpoint: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on a whole dataset; see the module docstring for the contract.
 
     ``on_epoch_end(result)`` is called after each epoch (after validation). ``on_checkpoint(epoch,
-    model_state, optimizer_state)`` follows it with CPU copies of both state dicts, safe to keep.
+    model_state, optimizer_state)`` follows it with CPU copies of both state dicts, safe to keep;
+    ``wants_checkpoint(epoch)``, when given, is asked first and a False answer skips the copies
+    (callers throttle checkpoints by time).
     ``should_stop()`` is polled every ``config.stop_check_every`` batches and after each epoch;
     when it answers True training stops, ``FitResult.stopped`` is True and an interrupted epoch
     is not counted (the model holds its partial updates; resume from the last checkpoint).
@@ -306,7 +309,7 @@ def fit(
         history.append(result)
         if on_epoch_end is not None:
             on_epoch_end(result)
-        if on_checkpoint is not None:
+        if on_checkpoint is not None and (wants_checkpoint is None or wants_checkpoint(epoch + 1)):
             on_checkpoint(
                 epoch + 1, _cpu_copy(model.state_dict()), _cpu_copy(optimizer.state_dict())
             )

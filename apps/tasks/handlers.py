@@ -7,6 +7,7 @@ task context. Registered in `TasksConfig.ready()`.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,19 @@ def train(ctx) -> dict[str, Any]:
         ctx.progress(result.epoch / epochs, epoch=result.epoch, loss=result.loss)
         ctx.record("epoch", metrics)
 
+    from apps.tasks.services import setting
+
+    interval = setting("TASK_CHECKPOINT_INTERVAL_S")
+    last_save = {"at": time.monotonic()}
+
+    def wants_checkpoint(epoch: int) -> bool:
+        # Not after the last epoch (the weights are stored right after), and at most once per
+        # interval: a lost worker then redoes at most that much work.
+        if epoch >= epochs or time.monotonic() - last_save["at"] < interval:
+            return False
+        last_save["at"] = time.monotonic()
+        return True
+
     def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
         tensors, optim_meta = _flatten_optimizer(optim_state)
         payload = {f"model.{k}": v for k, v in model_state.items()}
@@ -175,6 +189,7 @@ def train(ctx) -> dict[str, Any]:
         on_epoch_end=on_epoch_end,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
+        wants_checkpoint=wants_checkpoint,
     )
     summary: dict[str, Any] = {
         "epochs_completed": fit_result.epochs_completed,

@@ -58,6 +58,7 @@ _DEFAULTS: dict[str, float] = {
     "TASK_EVENT_INTERVAL_S": 0.25,
     "TASK_ORDER_RETRY_MS": 500,
     "TASK_TIME_LIMIT_GRACE_S": 30,
+    "TASK_CHECKPOINT_INTERVAL_S": 30,
 }
 
 

@@ -201,6 +201,9 @@ TASK_HEARTBEAT_INTERVAL_S = env.float("TASK_HEARTBEAT_INTERVAL_S", default=1.0)
 TASK_EVENT_INTERVAL_S = env.float("TASK_EVENT_INTERVAL_S", default=0.25)
 TASK_ORDER_RETRY_MS = env.int("TASK_ORDER_RETRY_MS", default=500)
 TASK_TIME_LIMIT_GRACE_S = env.float("TASK_TIME_LIMIT_GRACE_S", default=30)
+# A train task writes its resume checkpoint at most this often (a lost worker redoes at most this
+# much work); 0: after every epoch.
+TASK_CHECKPOINT_INTERVAL_S = env.float("TASK_CHECKPOINT_INTERVAL_S", default=30)
 # Direct io: a cluster in DIRECT mode writes its weights back at most this often while trained,
 # and an open socket re-reads its caller's rights this often (never per message).
 DIRECTIO_FLUSH_INTERVAL_S = env.float("DIRECTIO_FLUSH_INTERVAL_S", default=60)
