@@ -27,9 +27,11 @@ __all__ = [
     "load_compatible",
     "optimizer_state_from_bytes",
     "optimizer_state_to_bytes",
+    "pack_training_state",
     "read_metadata",
     "state_from_bytes",
     "state_to_bytes",
+    "unpack_training_state",
 ]
 
 _OPTIMIZER_KEY = "orchard.optimizer"
@@ -131,19 +133,60 @@ def load_compatible(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     model.load_state_dict(dict(state_dict), strict=True)
 
 
-def optimizer_state_to_bytes(
-    state: Mapping[str, Any], metadata: Mapping[str, str] | None = None
-) -> bytes:
-    """Serialise an optimizer ``state_dict()`` to safetensors (tensors + JSON for the rest)."""
+def _flatten_optimizer(state: Mapping[str, Any], prefix: str) -> tuple[dict[str, Tensor], dict]:
+    """An optimizer ``state_dict()`` as tensors named ``<prefix><param>.<name>`` plus JSON."""
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for param_id, entries in state.get("state", {}).items():
         for name, value in entries.items():
             if isinstance(value, Tensor):
-                tensors[f"state.{param_id}.{name}"] = value
+                tensors[f"{prefix}{param_id}.{name}"] = value
             else:
                 scalars.setdefault(str(param_id), {})[name] = value
-    extra = {"param_groups": state.get("param_groups", []), "scalars": scalars}
+    return tensors, {"param_groups": state.get("param_groups", []), "scalars": scalars}
+
+
+def _unflatten_optimizer(
+    tensors: Mapping[str, Tensor], extra: Mapping[str, Any], prefix: str
+) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith(prefix):
+            param_id, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(param_id), {})[name] = tensor
+    for param_id, values in (extra.get("scalars") or {}).items():
+        state.setdefault(int(param_id), {}).update(values)
+    return {"state": state, "param_groups": list(extra.get("param_groups") or [])}
+
+
+def pack_training_state(
+    model_state: Mapping[str, Tensor], optimizer_state: Mapping[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Model and optimizer state as one flat tensor dict plus JSON-able metadata (to resume).
+
+    Tensors are named ``model.<key>`` and ``optim.<param>.<name>``; the metadata's
+    ``"optimizer"`` entry holds the optimizer's param groups and non-tensor values.
+    """
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    optim_tensors, optim_meta = _flatten_optimizer(optimizer_state, "optim.")
+    tensors.update(optim_tensors)
+    return tensors, {"optimizer": optim_meta}
+
+
+def unpack_training_state(
+    tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The (model state, optimizer state) that :func:`pack_training_state` flattened."""
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = _unflatten_optimizer(tensors, metadata.get("optimizer") or {}, "optim.")
+    return model_state, optimizer
+
+
+def optimizer_state_to_bytes(
+    state: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise an optimizer ``state_dict()`` to safetensors (tensors + JSON for the rest)."""
+    tensors, extra = _flatten_optimizer(state, "state.")
     try:
         encoded = json.dumps(extra)
     except TypeError as exc:
@@ -161,14 +204,7 @@ def optimizer_state_from_bytes(data: bytes) -> tuple[dict[str, Any], dict[str, s
     encoded = metadata.pop(_OPTIMIZER_KEY, None)
     if encoded is None:
         raise CheckpointError("these bytes hold no optimizer state")
-    extra = json.loads(encoded)
-    state: dict[int, dict[str, Any]] = {}
-    for key, tensor in tensors.items():
-        _, param_id, name = key.split(".", 2)
-        state.setdefault(int(param_id), {})[name] = tensor
-    for param_id, values in extra["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    return {"state": state, "param_groups": extra["param_groups"]}, metadata
+    return _unflatten_optimizer(tensors, json.loads(encoded), "state."), metadata
 
 
 def _more(count: int, what: str) -> str:

@@ -18,19 +18,16 @@ a read-only role) with 401 Unauthorized, and the SDK raises UnauthorizedExceptio
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from apps.core.api.protocol import error_message
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -44,49 +41,7 @@ from apps.core.exceptions import (
 logger = logging.getLogger(__name__)
 
 
-class AnyJSONParser(BaseParser):
-    """Parses the body as JSON whatever the Content-Type says (the SDK sends none)."""
-
-    media_type = "*/*"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        raw = stream.read() if stream is not None else b""
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise drf.ParseError(f"Malformed JSON body: {exc}") from None
-
-
-class HanamiJSONRenderer(JSONRenderer):
-    """Plain JSON, no studio envelope."""
-
-    media_type = "application/json"
-
-
-class HanamiNegotiation(BaseContentNegotiation):
-    """Always the JSON parser and the JSON renderer, whatever Content-Type and Accept say."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        renderer = renderers[0]
-        return renderer, renderer.media_type
-
-
-def _message(detail) -> str:
-    if isinstance(detail, dict):
-        for field, value in detail.items():
-            inner = _message(value)
-            return inner if field == "non_field_errors" else f"{field}: {inner}"
-    if isinstance(detail, list) and detail:
-        return _message(detail[0])
-    return str(detail)
-
-
-def status_and_message(exc: Exception) -> tuple[int, str]:
+def status_anderror_message(exc: Exception) -> tuple[int, str]:
     """The (status, message) of an exception on the Hanami surface."""
     if isinstance(exc, OrchardError):
         if isinstance(exc, ValidationFailed | PayloadTooLarge):
@@ -100,7 +55,7 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
         return 500, "Internal error."
     if isinstance(exc, drf.ValidationError | drf.ParseError | DjangoValidationError):
         detail = getattr(exc, "detail", None) or getattr(exc, "messages", None) or str(exc)
-        return 400, _message(detail)
+        return 400, error_message(detail)
     if isinstance(exc, InvalidToken | TokenError):
         return 401, "Token is invalid or expired."
     if isinstance(
@@ -110,20 +65,20 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
         | drf.PermissionDenied
         | DjangoPermissionDenied,
     ):
-        return 401, _message(getattr(exc, "detail", None) or "Permission denied.")
+        return 401, error_message(getattr(exc, "detail", None) or "Permission denied.")
     if isinstance(exc, drf.Throttled):
-        return 401, _message(exc.detail)
+        return 401, error_message(exc.detail)
     if isinstance(exc, drf.NotFound | Http404):
-        return 404, _message(getattr(exc, "detail", None) or "Not found.")
+        return 404, error_message(getattr(exc, "detail", None) or "Not found.")
     if isinstance(exc, drf.MethodNotAllowed):
-        return 404, _message(exc.detail)
+        return 404, error_message(exc.detail)
     if isinstance(exc, drf.APIException) and exc.status_code < 500:
-        return 400, _message(exc.detail)
+        return 400, error_message(exc.detail)
     return 500, "Internal error."
 
 
 def hanami_exception_handler(exc, context):
-    status, message = status_and_message(exc)
+    status, message = status_anderror_message(exc)
     if status == 500:
         from apps.hanami.logs import error_record
 

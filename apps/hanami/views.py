@@ -26,18 +26,14 @@ from apps.accounts.selectors import project_get_for, user_get
 from apps.clusters import selectors as clusters_selectors
 from apps.clusters import services as clusters
 from apps.clusters.models import Checkpoint, Cluster
+from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
 from apps.core.tenancy import get_or_not_found, project_access
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
-from apps.hanami.http import (
-    AnyJSONParser,
-    HanamiJSONRenderer,
-    HanamiNegotiation,
-    hanami_exception_handler,
-)
+from apps.hanami.http import hanami_exception_handler
 from apps.hanami.logs import PAGE_SIZE, audit_record
 from apps.hanami.models import AuditEntry, ErrorEntry
 from apps.tasks import services as tasks
@@ -174,8 +170,8 @@ def _table(header: list[str], rows) -> dict:
 
 class HanamiMixin:
     parser_classes: ClassVar[list] = [AnyJSONParser]
-    renderer_classes: ClassVar[list] = [HanamiJSONRenderer]
-    content_negotiation_class = HanamiNegotiation
+    renderer_classes: ClassVar[list] = [PlainJSONRenderer]
+    content_negotiation_class = JSONOnlyNegotiation
     pagination_class = None
     filter_backends: ClassVar[list] = []
 

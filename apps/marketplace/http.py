@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 
@@ -27,12 +26,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.authentication import BasicAuthentication
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from apps.core.api.protocol import error_message
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -53,42 +50,6 @@ def _setting(name: str, default):
     if value is None:
         value = os.environ.get(name)
     return default if value in (None, "") else value
-
-
-# --- parsing and rendering -------------------------------------------------------------------
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-class AnyJSONParser(BaseParser):
-    """The body as strict JSON whatever the Content-Type says (NaN and Infinity are refused)."""
-
-    media_type = "*/*"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        raw = stream.read() if stream is not None else b""
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise drf.ParseError(f"Malformed JSON body: {exc}") from None
-
-
-class OrchestratorJSONRenderer(JSONRenderer):
-    """Plain JSON: the protocol's documents, no studio envelope."""
-
-    media_type = "application/json"
-
-
-class JSONOnlyNegotiation(BaseContentNegotiation):
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 # --- authentication --------------------------------------------------------------------------
@@ -174,17 +135,7 @@ def project_for_account(user, request) -> str:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def _message(detail) -> str:
-    if isinstance(detail, dict):
-        for field, value in detail.items():
-            inner = _message(value)
-            return inner if field == "non_field_errors" else f"{field}: {inner}"
-    if isinstance(detail, list) and detail:
-        return _message(detail[0])
-    return str(detail)
-
-
-def status_and_message(exc: Exception) -> tuple[int, str]:
+def status_anderror_message(exc: Exception) -> tuple[int, str]:
     """The (status, message) of an exception on the orchestrator surface."""
     if isinstance(exc, OrchardError):
         if isinstance(exc, ValidationFailed | Conflict):
@@ -200,22 +151,22 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
         return 500, "Internal error."
     if isinstance(exc, drf.ValidationError | drf.ParseError | DjangoValidationError):
         detail = getattr(exc, "detail", None) or getattr(exc, "messages", None) or str(exc)
-        return 400, _message(detail)
+        return 400, error_message(detail)
     if isinstance(exc, InvalidToken | TokenError):
         return 401, "Token is invalid or expired."
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        return 401, _message(exc.detail)
+        return 401, error_message(exc.detail)
     if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
-        return 403, _message(getattr(exc, "detail", None) or "Permission denied.")
+        return 403, error_message(getattr(exc, "detail", None) or "Permission denied.")
     if isinstance(exc, drf.NotFound | Http404):
         return 404, "Page does not exist."
     if isinstance(exc, drf.APIException) and exc.status_code < 500:
-        return exc.status_code, _message(exc.detail)
+        return exc.status_code, error_message(exc.detail)
     return 500, "Internal error."
 
 
 def orchestrator_exception_handler(exc, context):
-    status, message = status_and_message(exc)
+    status, message = status_anderror_message(exc)
     if status == 500:
         logger.error("orchestrator error", exc_info=exc)
     headers = {}

@@ -20,17 +20,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from apps.accounts.authentication import JWTAuthentication
+from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, ValidationFailed
 from apps.core.tenancy import get_or_not_found
 from apps.marketplace import selectors, services
-from apps.marketplace.http import (
-    AnyJSONParser,
-    JSONOnlyNegotiation,
-    OrchestratorBasicAuthentication,
-    OrchestratorJSONRenderer,
-    orchestrator_exception_handler,
-)
+from apps.marketplace.http import OrchestratorBasicAuthentication, orchestrator_exception_handler
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
 from apps.marketplace.protocol import DOCUMENTS, Body
 
@@ -40,7 +35,7 @@ FINISH_CHOICES = (UpletStatus.DONE.value, UpletStatus.FAILED.value)
 class OrchestratorMixin:
     authentication_classes: ClassVar[list] = [OrchestratorBasicAuthentication, JWTAuthentication]
     parser_classes: ClassVar[list] = [AnyJSONParser]
-    renderer_classes: ClassVar[list] = [OrchestratorJSONRenderer]
+    renderer_classes: ClassVar[list] = [PlainJSONRenderer]
     content_negotiation_class = JSONOnlyNegotiation
     pagination_class = None
     filter_backends: ClassVar[list] = []

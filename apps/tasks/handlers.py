@@ -90,33 +90,11 @@ def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
             raise ValidationFailed.for_field("dataset_id", "The dataset has no class labels.")
 
 
-def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
-    tensors: dict = {}
-    scalars: dict = {}
-    for pid, values in state.get("state", {}).items():
-        for key, value in values.items():
-            if hasattr(value, "detach"):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state.get("param_groups", []), "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
-    state: dict = {}
-    for name, value in tensors.items():
-        _, pid, key = name.split(".", 2)
-        state.setdefault(int(pid), {})[key] = value
-    for name, value in (meta.get("scalars") or {}).items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    return {"state": state, "param_groups": meta.get("param_groups", [])}
-
-
 def train(ctx) -> dict[str, Any]:
     """Fit the cluster on the dataset; checkpoint every epoch; store the weights at the end."""
     from apps.clusters.runtime import cluster_load_model, cluster_store_weights
     from apps.datasets.selectors import dataset_arrays
+    from ml.checkpoints import pack_training_state, unpack_training_state
     from ml.training import fit
 
     cluster, dataset = ctx.cluster, ctx.dataset
@@ -134,10 +112,8 @@ def train(ctx) -> dict[str, Any]:
     resume = ctx.load_resume()
     if resume is not None:
         state, meta = resume
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        optimizer_state = _unflatten_optimizer(
-            {k: v for k, v in state.items() if k.startswith("optim.")}, meta.get("optimizer", {})
-        )
+        model_state, optimizer_state = unpack_training_state(state, meta)
+        model.load_state_dict(model_state)
         start_epoch = int(meta.get("epoch", 0))
         ctx.record("resumed", {"epoch": start_epoch, "attempt": ctx.attempt})
 
@@ -174,10 +150,8 @@ def train(ctx) -> dict[str, Any]:
         return True
 
     def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
-        tensors, optim_meta = _flatten_optimizer(optim_state)
-        payload = {f"model.{k}": v for k, v in model_state.items()}
-        payload.update(tensors)
-        ctx.save_resume(payload, {"epoch": epoch, "optimizer": optim_meta, "scale": scale})
+        payload, meta = pack_training_state(model_state, optim_state)
+        ctx.save_resume(payload, {**meta, "epoch": epoch, "scale": scale})
 
     fit_result = fit(
         model,

@@ -128,29 +128,6 @@ class RunReporter:
 # --- checkpoints and resume state ----------------------------------------------------------------
 
 
-def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
-    tensors: dict = {}
-    scalars: dict = {}
-    for pid, values in state.get("state", {}).items():
-        for key, value in values.items():
-            if hasattr(value, "detach"):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state.get("param_groups", []), "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
-    state: dict = {}
-    for name, value in tensors.items():
-        _, pid, key = name.split(".", 2)
-        state.setdefault(int(pid), {})[key] = value
-    for name, value in (meta.get("scalars") or {}).items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    return {"state": state, "param_groups": meta.get("param_groups", [])}
-
-
 def _resume_path(run: Run):
     from apps.training.services import run_dir
 
@@ -160,11 +137,10 @@ def _resume_path(run: Run):
 def write_resume(run: Run, model_state: dict, optim_state: dict, meta: dict[str, Any]) -> None:
     """Weights, optimizer state and the epoch to go on from, in one file replaced atomically."""
     from apps.clusters.runtime import write_state
+    from ml.checkpoints import pack_training_state
 
-    tensors, optim_meta = _flatten_optimizer(optim_state)
-    payload = {f"model.{k}": v for k, v in model_state.items()}
-    payload.update(tensors)
-    write_state(_resume_path(run), payload, {**meta, "optimizer": optim_meta})
+    payload, packed = pack_training_state(model_state, optim_state)
+    write_state(_resume_path(run), payload, {**meta, **packed})
 
 
 def read_resume(run: Run) -> tuple[dict, dict, dict[str, Any]] | None:
@@ -174,11 +150,10 @@ def read_resume(run: Run) -> tuple[dict, dict, dict[str, Any]] | None:
     path = _resume_path(run)
     if not path.exists():
         return None
+    from ml.checkpoints import unpack_training_state
+
     state, meta = read_state(path)
-    model_state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
-    optim = _unflatten_optimizer(
-        {k: v for k, v in state.items() if k.startswith("optim.")}, meta.get("optimizer", {})
-    )
+    model_state, optim = unpack_training_state(state, meta)
     return model_state, optim, meta
 
 

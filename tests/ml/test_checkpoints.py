@@ -100,3 +100,39 @@ def test_optimizer_state_round_trip(kind: str) -> None:
             )
     with pytest.raises(CheckpointError, match="no optimizer state"):
         optimizer_state_from_bytes(state_to_bytes(model.state_dict(), {}))
+
+
+def test_pack_and_unpack_training_state_resumes_exactly():
+    import torch
+
+    from ml.checkpoints import (
+        pack_training_state,
+        state_from_bytes,
+        state_to_bytes,
+        unpack_training_state,
+    )
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+
+    def step(model, opt):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    step(model, opt)
+    tensors, meta = pack_training_state(model.state_dict(), opt.state_dict())
+    assert set(meta) == {"optimizer"} and all(k.startswith(("model.", "optim.")) for k in tensors)
+    tensors, _ = state_from_bytes(state_to_bytes(tensors))  # through safetensors, as on disk
+
+    resumed = torch.nn.Linear(4, 3)
+    resumed_opt = torch.optim.Adam(resumed.parameters(), lr=0.1)
+    model_state, optim_state = unpack_training_state(tensors, meta)
+    resumed.load_state_dict(model_state)
+    resumed_opt.load_state_dict(optim_state)
+    step(model, opt)
+    step(resumed, resumed_opt)
+    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

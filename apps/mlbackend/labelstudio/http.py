@@ -15,15 +15,11 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions as drf
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from apps.core.exceptions import OrchardError, Unauthorized, ValidationFailed
@@ -31,12 +27,6 @@ from apps.core.exceptions import OrchardError, Unauthorized, ValidationFailed
 logger = logging.getLogger(__name__)
 
 BASIC_CHALLENGE = 'Basic realm="Orchard ML backend", charset="UTF-8"'
-
-
-class LabelStudioJSONRenderer(JSONRenderer):
-    """Plain JSON, no studio envelope."""
-
-    media_type = "application/json"
 
 
 def error_body(status: int, detail: str) -> dict:
@@ -51,7 +41,7 @@ def status_and_detail(exc: Exception) -> tuple[int, str]:
             return exc.status, exc.message
         return 500, "Internal error."
     if isinstance(exc, drf.ParseError):
-        return 400, f"Malformed JSON body: {exc.detail}"
+        return 400, str(exc.detail)
     if isinstance(exc, RequestDataTooBig):
         return 413, "Request body too large."
     if isinstance(exc, Http404):
@@ -67,28 +57,3 @@ def labelstudio_exception_handler(exc, context):
     if status == 500:
         logger.exception("Label Studio gateway error", exc_info=exc)
     return Response(error_body(status, detail), status=status, headers=headers, exception=True)
-
-
-class AnyJSONParser(BaseParser):
-    """Parses the body as JSON whatever the Content-Type says; an empty body is `{}`."""
-
-    media_type = "*/*"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        raw = stream.read() if stream is not None else b""
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise drf.ParseError(str(exc)) from None
-
-
-class JSONOnlyNegotiation(BaseContentNegotiation):
-    """Always the JSON parser and renderer, whatever Content-Type and Accept say."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type

@@ -18,15 +18,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.mlbackend.labelstudio import selectors, services
-from apps.mlbackend.labelstudio.http import (
-    AnyJSONParser,
-    JSONOnlyNegotiation,
-    LabelStudioJSONRenderer,
-    labelstudio_exception_handler,
-)
+from apps.mlbackend.labelstudio.http import labelstudio_exception_handler
 
 MODEL_CLASS = "OrchardClassifier"
 
@@ -53,7 +49,7 @@ class LabelStudioView(GlobalAPIView):
     permission_classes: ClassVar[list] = [AllowAny]
     throttle_classes: ClassVar[list] = []
     parser_classes: ClassVar[list] = [AnyJSONParser]
-    renderer_classes: ClassVar[list] = [LabelStudioJSONRenderer]
+    renderer_classes: ClassVar[list] = [PlainJSONRenderer]
     content_negotiation_class = JSONOnlyNegotiation
 
     def get_exception_handler(self):
