@@ -92,7 +92,7 @@ def export_onnx(
     """Export a single-input, single-output model to an ONNX file and validate it with onnx.
 
     ``dynamic_axes`` uses torch's format; JSON-style string axis keys (``{"0": "batch"}``) are
-    accepted. ``simplify`` runs onnxsim when it is installed, otherwise it is skipped with a note.
+    accepted. ``simplify`` runs onnxsim when it is installed, else onnxscript's optimizer.
     ``exporter``: ``"auto"`` (legacy, then dynamo), ``"legacy"`` or ``"dynamo"``.
     """
     if exporter not in ("auto", "legacy", "dynamo"):
@@ -292,19 +292,30 @@ def _export_dynamo(
 
 
 def _simplify(proto: Any, target: Path, result: OnnxExportResult) -> None:
+    """onnxsim when it is installed, else onnxscript's optimizer (constant folding, dead code
+    and redundant-node removal; onnxscript is a dependency). The parity check runs afterwards."""
+    import onnx
+
     try:
         import onnxsim
     except ImportError:
-        result.notes.append("simplify skipped: onnxsim is not installed")
-        return
-    import onnx
-
-    simplified, ok = onnxsim.simplify(proto)
-    if ok:
-        onnx.save(simplified, str(target))
-        result.simplified = True
+        onnxsim = None
+    if onnxsim is not None:
+        simplified, ok = onnxsim.simplify(proto)
+        if not ok:
+            result.notes.append("simplify skipped: onnxsim could not validate the simplified model")
+            return
+        tool = "onnxsim"
     else:
-        result.notes.append("simplify skipped: onnxsim could not validate the simplified model")
+        import onnxscript.optimizer
+
+        simplified = onnxscript.optimizer.optimize(proto)
+        onnx.checker.check_model(simplified)
+        tool = "onnxscript's optimizer"
+    before, after = len(proto.graph.node), len(simplified.graph.node)
+    onnx.save(simplified, str(target))
+    result.simplified = True
+    result.notes.append(f"simplified with {tool}: {before} -> {after} nodes")
 
 
 def _normalise_axes(

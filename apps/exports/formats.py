@@ -4,15 +4,13 @@
 options of a create request into the complete options the worker uses (every default filled in),
 or raises ValidationFailed naming the option (`options.<name>`).
 
-ONNX `simplify` needs onnxsim, which is not a dependency of Orchard: when it is not installed the
-option is still accepted (the seed's example request sets it) and the export is written without
-simplification, with a note saying so in the export's `notes`. The catalogue reports
-`"available": false` for it.
+ONNX `simplify` runs onnxsim when it is installed, else onnxscript's optimizer (a dependency:
+constant folding, dead-code and redundant-node removal); the export's `notes` say which ran and
+how many nodes it removed, and the parity check runs on the simplified file.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from dataclasses import dataclass, field
@@ -94,7 +92,7 @@ FORMATS: dict[str, FormatSpec] = {
                 "simplify",
                 "boolean",
                 False,
-                "Simplify the graph with onnxsim.",
+                "Simplify the graph (onnxsim when installed, else onnxscript's optimizer).",
             ),
         ),
     ),
@@ -118,13 +116,8 @@ FORMATS: dict[str, FormatSpec] = {
 }
 
 
-def onnxsim_available() -> bool:
-    return importlib.util.find_spec("onnxsim") is not None
-
-
 def format_catalogue() -> list[dict[str, Any]]:
     """Every format with its options and defaults (what `GET /api/export/formats` lists)."""
-    simplify_available = onnxsim_available()
     catalogue = []
     for spec in FORMATS.values():
         options = []
@@ -137,12 +130,6 @@ def format_catalogue() -> list[dict[str, Any]]:
                 **option.constraints,
                 "available": True,
             }
-            if option.name == "simplify" and not simplify_available:
-                entry["available"] = False
-                entry["note"] = (
-                    "onnxsim is not installed on this server: simplify=true is accepted and "
-                    "skipped, with a note in the export's notes."
-                )
             options.append(entry)
         catalogue.append(
             {

@@ -195,7 +195,7 @@ def test_export_of_a_checkpoint(fmt, world, digits, stub_worker):
 
 def test_onnx_options_and_random_inputs_for_an_architecture(world, stub_worker):
     """A cnn_small of (1, 8, 8) images never trained: random inputs; a static graph at batch 3;
-    simplify accepted with a note (onnxsim is not installed)."""
+    simplified (onnxsim, else onnxscript's optimizer), then parity-checked."""
     from apps.clusters.services import cluster_create_from_architecture
 
     client = client_for(world.member)
@@ -229,8 +229,8 @@ def test_onnx_options_and_random_inputs_for_an_architecture(world, stub_worker):
     done = wait_export(client, world.project, export["id"])
     assert done["status"] == "completed", done
     assert done["parity"]["inputs"] == "random" and done["parity"]["input_shape"] == [3, 1, 8, 8]
-    assert done["details"]["simplified"] is False
-    assert any("onnxsim" in note for note in done["notes"])
+    assert done["details"]["simplified"] is True
+    assert any(note.startswith("simplified with") for note in done["notes"])
 
     proto = onnx.load_from_string(_download(client, world.project, done))
     assert proto.opset_import[0].version == 13

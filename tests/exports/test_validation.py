@@ -38,10 +38,7 @@ def test_formats_catalogue(world):
     }
     assert onnx["input_shape"]["default"] is None
     assert onnx["simplify"]["default"] is False
-    import importlib.util
-
-    if importlib.util.find_spec("onnxsim") is None:
-        assert onnx["simplify"]["available"] is False and "onnxsim" in onnx["simplify"]["note"]
+    assert onnx["simplify"]["available"] is True
     assert [o["name"] for o in formats["torchscript"]["options"]] == ["input_shape"]
     assert formats["safetensors"]["options"] == []
     assert "rtol 1e-3 / atol 1e-5" in formats["onnx"]["parity_check"]
