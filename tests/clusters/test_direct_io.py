@@ -237,3 +237,25 @@ def digits_sets(world):
     create_demo_datasets(project=world.project, actor=world.owner)
     qs = Dataset.objects.filter(project=world.project)
     return str(qs.get(name="digits-train").pk), str(qs.get(name="digits-test").pk)
+
+
+async def test_training_writes_weights_back_periodically(world, direct_cluster, settings):
+    import asyncio
+
+    settings.DIRECTIO_FLUSH_INTERVAL_S = 0
+    comm, connected, _ = await _connect(world.member, world.project, direct_cluster)
+    assert connected
+    await comm.receive_json_from()
+    x = _sample().tolist()
+    await comm.send_json_to(
+        {"type": "train", "inputs": {"pixels": x}, "expected": {"digit": [1.0] + [0.0] * 9}}
+    )
+    assert (await comm.receive_json_from())["type"] == "trained"
+    for _ in range(100):  # the write-back runs in the background, the socket stays open
+        cluster = await sync_to_async(Cluster.objects.get)(pk=direct_cluster.pk)
+        if cluster.version == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert cluster.version == 1
+    assert directio.runtime_get(str(direct_cluster.pk)) is not None, "still loaded"
+    await comm.disconnect()
