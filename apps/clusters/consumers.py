@@ -63,6 +63,14 @@ class ClusterIoConsumer(ProjectScopedConsumer):
             }
         )
 
+    async def dispatch(self, message):
+        # The hot path touches no database: skip channels' per-message close_old_connections(),
+        # a thread hop that cost more than the forward pass.
+        if getattr(self, "session", None) is not None and message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def disconnect(self, code) -> None:
         if self.channel_layer is not None and getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
