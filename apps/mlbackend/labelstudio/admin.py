@@ -16,11 +16,20 @@ class ModelVersionInline(admin.TabularInline):
 
 @admin.register(LabelStudioBackend)
 class LabelStudioBackendAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "project", "cluster", "version", "label_studio_url", "created_at"]
+    list_display = [
+        "name",
+        "id",
+        "project",
+        "cluster",
+        "experiment",
+        "version",
+        "label_studio_url",
+        "created_at",
+    ]
     list_filter = ["allow_private_networks", "train_on_annotation", "created_at"]
     search_fields = ["id", "name", "project__id", "label_studio_url"]
-    list_select_related = ["project", "cluster"]
-    raw_id_fields = ["project", "owner", "cluster", "checkpoint"]
+    list_select_related = ["project", "cluster", "experiment"]
+    raw_id_fields = ["project", "owner", "cluster", "experiment", "checkpoint"]
     # Secrets never show: the password hash and Label Studio's access token.
     exclude = ["basic_auth_password", "access_token"]
     readonly_fields = [

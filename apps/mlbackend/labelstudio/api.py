@@ -12,19 +12,23 @@ from apps.mlbackend.labelstudio import selectors, services
 from apps.mlbackend.labelstudio import serializers as s
 from apps.mlbackend.models import LabelStudioBackend
 
-_FIELD_SOURCES = {"cluster_id": "cluster", "checkpoint_id": "checkpoint"}
+_FIELD_SOURCES = {
+    "cluster_id": "cluster",
+    "checkpoint_id": "checkpoint",
+    "experiment_id": "experiment",
+}
 
 
 class LabelStudioBackendViewSet(ProjectScopedViewSet):
-    """ML backends Label Studio connects to (`url`), bound to a model of the project; their
-    stored annotations, trained versions, and training runs."""
+    """ML backends Label Studio connects to (`url`), bound to a model or an experiment of the
+    project; their stored annotations, trained versions, and training runs."""
 
     queryset = LabelStudioBackend.objects.all()
     serializer_class = s.BackendSerializer
     lookup_url_kwarg = "backend_id"
 
     def safely_filter_queryset(self, queryset):
-        return (
+        return selectors.with_served_run(
             queryset.select_related("owner")
             .annotate(annotation_count=Count("annotations"))
             .order_by("-created_at")

@@ -7,7 +7,7 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 | malformed JSON, ValidationFailed (bad input, label config, refused task URL) | 400 |
 | Unauthorized (per-backend Basic credentials), with `WWW-Authenticate: Basic` | 401 |
 | NotFound (unknown backend id, unknown route method -> 405)    | 404    |
-| Conflict (training in progress elsewhere, unbound model)      | 409    |
+| Conflict (training in progress elsewhere, unbound model, an experiment without a completed run, training an experiment-bound backend) | 409 |
 | PayloadTooLarge (request body or fetched task data)           | 413    |
 | FetchFailed (the allowed task URL did not answer)             | 502    |
 | anything else (logged, message hidden)                        | 500    |

@@ -8,12 +8,19 @@ from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.serializers import ProjectRelatedField, StrictSerializer
 from apps.core.tenancy import Visibility
 from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, LabelStudioModelVersion
+from apps.training.models import Experiment
 
 
 class BackendSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="The URL to paste into Label Studio.")
     cluster_id = serializers.UUIDField(read_only=True, allow_null=True)
     checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
+    experiment_id = serializers.CharField(read_only=True, allow_null=True)
+    served_run_id = serializers.SerializerMethodField(
+        help_text="The run whose best checkpoint an experiment-bound backend predicts with "
+        "(its experiment's latest completed run); null before one completed, and for "
+        "model-bound backends."
+    )
     model_version = serializers.CharField(read_only=True)
     has_credentials = serializers.BooleanField(read_only=True)
     annotation_count = serializers.SerializerMethodField()
@@ -27,6 +34,8 @@ class BackendSerializer(serializers.ModelSerializer):
             "url",
             "cluster_id",
             "checkpoint_id",
+            "experiment_id",
+            "served_run_id",
             "label_config",
             "from_name",
             "interface",
@@ -54,6 +63,14 @@ class BackendSerializer(serializers.ModelSerializer):
         count = getattr(obj, "annotation_count", None)
         return count if count is not None else obj.annotations.count()
 
+    def get_served_run_id(self, obj) -> str | None:
+        if obj.experiment_id is None:
+            return None
+        if "served_run_pk" in obj.__dict__ and "_served_run" not in obj.__dict__:
+            return obj.served_run_pk  # annotated by the list (selectors.with_served_run)
+        run = obj.served_run
+        return str(run.pk) if run is not None else None
+
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, obj) -> str:
         path = f"/ml/{obj.pk}/"
@@ -63,7 +80,19 @@ class BackendSerializer(serializers.ModelSerializer):
 
 class _BackendFields(StrictSerializer):
     name = serializers.CharField(max_length=200)
-    cluster_id = ProjectRelatedField(model=Cluster, slug_field="id")
+    cluster_id = ProjectRelatedField(
+        model=Cluster,
+        slug_field="id",
+        required=False,
+        help_text="The model to serve and train (give this or experiment_id).",
+    )
+    experiment_id = ProjectRelatedField(
+        model=Experiment,
+        slug_field="id",
+        required=False,
+        help_text="Instead of a model: serve the best checkpoint of this experiment's latest "
+        "completed run (give this or cluster_id).",
+    )
     checkpoint_id = ProjectRelatedField(
         model=Checkpoint, slug_field="id", required=False, allow_null=True
     )

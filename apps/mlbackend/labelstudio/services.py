@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
 from django.utils import timezone
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from apps.accounts.models import Project, User
     from apps.clusters.models import Checkpoint, Cluster
     from apps.tasks.models import Task
+    from apps.training.models import Experiment, Run
 
 TRAIN_KIND = "labelstudio_train"
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -90,6 +92,36 @@ def _check_binding(cluster: Cluster | None, checkpoint: Checkpoint | None) -> No
         runtime.load_weights(cluster, checkpoint)  # ValidationFailed when it does not fit
 
 
+def _binding_error(message: str) -> ValidationFailed:
+    return ValidationFailed(message, details={"cluster_id": [message], "experiment_id": [message]})
+
+
+def _check_experiment_binding(backend: LabelStudioBackend) -> None:
+    """What an experiment-bound backend may not have: a checkpoint (that goes with a model) and
+    training on annotations (its runs are trained in the studio)."""
+    if backend.experiment_id is None:
+        return
+    if backend.checkpoint_id is not None:
+        raise ValidationFailed.for_field(
+            "checkpoint_id", "A checkpoint goes with cluster_id; an experiment serves its runs'."
+        )
+    if backend.train_on_annotation:
+        raise ValidationFailed.for_field(
+            "train_on_annotation",
+            "A backend bound to an experiment is trained in the training studio, not on "
+            "annotations: turn train_on_annotation off.",
+        )
+
+
+def _fit_cluster(backend: LabelStudioBackend) -> Cluster | None:
+    """The model a label config is checked against: the bound one, or the model of the run an
+    experiment-bound backend serves (None before any run completed: the config is only parsed)."""
+    if backend.experiment_id is None:
+        return backend.cluster
+    run = backend.served_run
+    return run.cluster if run is not None else None
+
+
 def _clean_hosts(hosts) -> list[str]:
     cleaned = []
     for entry in hosts or []:
@@ -130,7 +162,8 @@ def backend_create(
     project: Project,
     actor: User | None,
     name: str,
-    cluster: Cluster,
+    cluster: Cluster | None = None,
+    experiment: Experiment | None = None,
     checkpoint: Checkpoint | None = None,
     label_config: str = "",
     from_name: str = "",
@@ -142,22 +175,31 @@ def backend_create(
     train_params: dict[str, Any] | None = None,
     visibility: str | None = None,
 ) -> LabelStudioBackend:
-    """Create an ML backend bound to `cluster` (and optionally `checkpoint`) of `project`."""
-    for obj, field in ((cluster, "cluster_id"), (checkpoint, "checkpoint_id")):
+    """Create an ML backend of `project` bound to `cluster` (and optionally `checkpoint`) or to
+    `experiment` (exactly one of the two)."""
+    if cluster is None and experiment is None:
+        raise _binding_error("Give cluster_id (a model) or experiment_id (an experiment).")
+    if cluster is not None and experiment is not None:
+        raise _binding_error("Give cluster_id or experiment_id, not both.")
+    for obj, field in (
+        (cluster, "cluster_id"),
+        (experiment, "experiment_id"),
+        (checkpoint, "checkpoint_id"),
+    ):
         if obj is not None and obj.project_id != project.pk:
             raise ValidationFailed.for_field(field, "Not found in this project.")
     _check_binding(cluster, checkpoint)
     user, password_hash = _credentials(basic_auth_user, basic_auth_password)
     fields: dict[str, Any] = {"visibility": visibility} if visibility else {}
-    return LabelStudioBackend.objects.create(
+    backend = LabelStudioBackend(
         project=project,
         owner=actor,
         name=name,
         cluster=cluster,
+        experiment=experiment,
         checkpoint=checkpoint,
         label_config=label_config or "",
         from_name=from_name or "",
-        interface=_interface_for(label_config=label_config, from_name=from_name, cluster=cluster),
         basic_auth_user=user,
         basic_auth_password=password_hash,
         allowed_hosts=_clean_hosts(allowed_hosts),
@@ -166,11 +208,18 @@ def backend_create(
         train_params=_train_options(train_params),
         **fields,
     )
+    _check_experiment_binding(backend)
+    backend.interface = _interface_for(
+        label_config=label_config, from_name=from_name, cluster=_fit_cluster(backend)
+    )
+    backend.save(force_insert=True)
+    return backend
 
 
 _UPDATABLE = {
     "name",
     "cluster",
+    "experiment",
     "checkpoint",
     "label_config",
     "from_name",
@@ -187,17 +236,27 @@ def backend_update(*, backend: LabelStudioBackend, **changes: Any) -> LabelStudi
     """Change a backend's settings; the label config is re-checked against the (new) model.
 
     `basic_auth_user` / `basic_auth_password` replace the credentials together ("" clears them).
+    Binding a model unbinds the experiment and the other way round (never both in one change);
+    binding an experiment also drops the checkpoint.
     """
     backend = LabelStudioBackend.objects.select_for_update().get(pk=backend.pk)
     unknown = set(changes) - _UPDATABLE - {"basic_auth_user", "basic_auth_password"}
     if unknown:
         raise ValidationFailed(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    if changes.get("cluster") is not None and changes.get("experiment") is not None:
+        raise _binding_error("Give cluster_id or experiment_id, not both.")
     for obj, field in (
         (changes.get("cluster"), "cluster_id"),
+        (changes.get("experiment"), "experiment_id"),
         (changes.get("checkpoint"), "checkpoint_id"),
     ):
         if obj is not None and obj.project_id != backend.project_id:
             raise ValidationFailed.for_field(field, "Not found in this project.")
+    if changes.get("experiment") is not None:
+        changes["cluster"] = None
+        changes.setdefault("checkpoint", None)
+    elif changes.get("cluster") is not None:
+        changes["experiment"] = None
     if "basic_auth_user" in changes or "basic_auth_password" in changes:
         backend.basic_auth_user, backend.basic_auth_password = _credentials(
             changes.pop("basic_auth_user", None), changes.pop("basic_auth_password", None)
@@ -208,10 +267,14 @@ def backend_update(*, backend: LabelStudioBackend, **changes: Any) -> LabelStudi
         changes["train_params"] = _train_options(changes["train_params"])
     for name, value in changes.items():
         setattr(backend, name, value)
+    backend.__dict__.pop("_served_run", None)
+    _check_experiment_binding(backend)
     if {"cluster", "checkpoint"} & set(changes):
         _check_binding(backend.cluster, backend.checkpoint)
     backend.interface = _interface_for(
-        label_config=backend.label_config, from_name=backend.from_name, cluster=backend.cluster
+        label_config=backend.label_config,
+        from_name=backend.from_name,
+        cluster=_fit_cluster(backend),
     )
     backend.save()
     return backend
@@ -273,8 +336,19 @@ def backend_authenticate(*, backend: LabelStudioBackend, authorization: str | No
 
 def _require_cluster(backend: LabelStudioBackend) -> Cluster:
     if backend.cluster is None:
-        raise Conflict("This ML backend has no model any more; bind one in Orchard.")
+        raise Conflict(
+            "This ML backend has no model any more; bind a model or an experiment in Orchard."
+        )
     return backend.cluster
+
+
+def _require_trainable(backend: LabelStudioBackend) -> None:
+    if backend.experiment_id is not None:
+        raise Conflict(
+            "This ML backend serves the runs of an experiment: it is trained in Orchard's "
+            "training studio (start a new run of the experiment there), not from Label Studio. "
+            "Annotations are still stored."
+        )
 
 
 def _valid_hostname(hostname: Any, allowed_hosts: list[str]) -> str:
@@ -312,7 +386,11 @@ def backend_setup(
         if not isinstance(schema, str):
             raise ValidationFailed.for_field("schema", "must be the label config XML.")
         if schema != backend.label_config or not backend.interface:
-            cluster = _require_cluster(backend)
+            cluster = (
+                _require_cluster(backend)
+                if backend.experiment_id is None
+                else _fit_cluster(backend)
+            )
             changes["interface"] = _interface_for(
                 label_config=schema, from_name=backend.from_name, cluster=cluster
             )
@@ -391,6 +469,39 @@ def _version_weights(backend: LabelStudioBackend, requested: Any):
     return backend.checkpoint, backend.model_version
 
 
+def _run_weights(backend: LabelStudioBackend, requested: Any) -> tuple[Cluster, Checkpoint, str]:
+    """(model, checkpoint, version name) of an experiment-bound backend: the best checkpoint of
+    a requested run version still served, else of the experiment's latest completed run;
+    Conflict when there is none or its model or checkpoint is gone."""
+    from apps.core.exceptions import NotFound
+    from apps.mlbackend.labelstudio.selectors import served_runs
+    from apps.mlbackend.models.labelstudio import run_version_name
+    from apps.training.selectors import run_checkpoint_get
+
+    run: Run | None = None
+    if isinstance(requested, str) and requested != backend.model_version:
+        _head, _sep, run_id = requested.partition("-")
+        if run_id:
+            run = served_runs(experiment_id=backend.experiment_id).filter(pk=run_id).first()
+    run = run or backend.served_run
+    if run is None:
+        experiment = backend.experiment
+        raise Conflict(
+            f"The experiment {experiment.name!r} has no completed run yet: start one in the "
+            "training studio; this backend predicts with the best checkpoint of its latest "
+            "completed run."
+            if experiment is not None
+            else "This ML backend has no experiment any more; bind a model or an experiment."
+        )
+    if run.cluster is None:
+        raise Conflict(f"The model of run {run.number} of the experiment was deleted.")
+    try:
+        checkpoint = run_checkpoint_get(run=run, which="best")
+    except NotFound:
+        raise Conflict(f"Run {run.number} of the experiment has no best checkpoint.") from None
+    return run.cluster, checkpoint, run_version_name(run.number, run.pk)
+
+
 def backend_predict(
     *,
     backend: LabelStudioBackend,
@@ -406,13 +517,21 @@ def backend_predict(
         raise ValidationFailed.for_field("tasks", "must be a non-empty list of tasks.")
     if len(tasks) > MAX_TASKS_PER_PREDICT:
         raise ValidationFailed.for_field("tasks", f"at most {MAX_TASKS_PER_PREDICT} per request.")
-    cluster = _require_cluster(backend)
+    if backend.experiment_id is not None:
+        cluster, checkpoint, version = _run_weights(backend, model_version)
+        # The studio trained on inputs times this factor (1 for images, which lie in 0..1).
+        scale = float((checkpoint.metadata or {}).get("input_scale") or 1.0)
+    else:
+        cluster = _require_cluster(backend)
+        checkpoint, version = _version_weights(backend, model_version)
+        scale = 1.0
     interface = _interface(backend, label_config)
     spec = ModelSpec.of(cluster)
     spec.check_fits(interface.kind, interface.labels)
     values = [_task_value(task, interface, i) for i, task in enumerate(tasks)]
     x = task_inputs(spec, interface, values, fetch_policy(backend, params))
-    checkpoint, version = _version_weights(backend, model_version)
+    if scale != 1.0:
+        x = x * np.float32(scale)
     probabilities = predict_proba(runtime.cached_model(cluster, checkpoint), x)
     results = []
     for row in probabilities:
@@ -526,7 +645,7 @@ def backend_webhook(*, backend: LabelStudioBackend, payload: Any) -> tuple[int, 
             "label": row.label,
             "annotations": backend.annotations.count(),
         }
-        if backend.train_on_annotation and row.label:
+        if backend.train_on_annotation and row.label and backend.experiment_id is None:
             task, _created = backend_train_start(backend=backend, actor=backend.owner)
             result["job"] = str(task.pk)
         return 201, {"result": result, "status": "ok"}
@@ -556,6 +675,7 @@ def backend_train_legacy(*, backend: LabelStudioBackend, payload: Any) -> dict[s
     """Old `/train`: tasks with their annotations -> store them, start training -> {"job"}."""
     if not isinstance(payload, dict):
         raise ValidationFailed("The body must be a JSON object.")
+    _require_trainable(backend)
     tasks = payload.get("annotations")
     if not isinstance(tasks, list) or not tasks:
         raise ValidationFailed("No annotations found.")
@@ -588,10 +708,12 @@ def backend_train_start(
 
     A backend trains one run at a time: with `reuse_pending` the queued or active run is
     answered instead (Label Studio's button may be pressed twice), otherwise TrainingInProgress.
-    Refuses (ValidationFailed) when no stored annotation has a label of the backend's control.
+    Refuses (ValidationFailed) when no stored annotation has a label of the backend's control,
+    and (Conflict) an experiment-bound backend: its runs are trained in the training studio.
     """
     from apps.tasks.services import task_create
 
+    _require_trainable(backend)
     cluster = _require_cluster(backend)
     with transaction.atomic():
         backend = LabelStudioBackend.objects.select_for_update().get(pk=backend.pk)

@@ -1,9 +1,12 @@
 """Label Studio ML backends: project-owned objects that Label Studio calls at `/ml/<id>/`.
 
-A backend serves one Orchard model (a cluster, optionally starting from a checkpoint) under one
-label config (a Choices control over an image or a text). Annotations Label Studio sends by
-webhook are stored per backend; training on them writes a new checkpoint and bumps the backend's
-`version` (the `model_version` Label Studio shows is `1.<version>.0`).
+A backend serves one Orchard model (a cluster, optionally starting from a checkpoint) or one
+experiment of the training studio, under one label config (a Choices control over an image or a
+text). Annotations Label Studio sends by webhook are stored per backend; training a model-bound
+backend on them writes a new checkpoint and bumps the backend's `version` (the `model_version`
+Label Studio shows is `1.<version>.0`). An experiment-bound backend serves the `best` checkpoint of
+the experiment's latest completed run, and its `model_version` names that run
+(`<run number>.0.0-<run id>`, `0.0.0` before any run completed); it is trained in the studio.
 """
 
 from django.db import models
@@ -15,7 +18,8 @@ __all__ = ["LabelStudioAnnotation", "LabelStudioBackend", "LabelStudioModelVersi
 
 
 class LabelStudioBackend(TenantModel):
-    """One ML backend URL for Label Studio, bound to a model of the project."""
+    """One ML backend URL for Label Studio, bound to a model or an experiment of the project
+    (exactly one of `cluster` and `experiment` when created; a deleted one leaves it unbound)."""
 
     id = models.CharField(
         primary_key=True, max_length=32, default=id_default("mlb"), editable=False
@@ -38,6 +42,15 @@ class LabelStudioBackend(TenantModel):
         related_name="+",
         help_text="Weights to predict with; empty: the model's current weights. Training "
         "replaces it with the checkpoint it wrote.",
+    )
+    experiment = models.ForeignKey(
+        "training.Experiment",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Instead of a model: serve the best checkpoint of this experiment's latest "
+        "completed run (a new completed run is a new model version).",
     )
     label_config = models.TextField(blank=True)
     from_name = models.CharField(
@@ -84,7 +97,27 @@ class LabelStudioBackend(TenantModel):
 
     @property
     def model_version(self) -> str:
-        return model_version_name(self.version)
+        if self.experiment_id is None:
+            return model_version_name(self.version)
+        if "served_run_pk" in self.__dict__ and "_served_run" not in self.__dict__:
+            # A list annotated the served run (selectors.with_served_run): no query.
+            pk, number = self.served_run_pk, self.served_run_number
+            return run_version_name(number, pk) if pk is not None else NO_RUN_VERSION
+        run = self.served_run
+        return run_version_name(run.number, run.pk) if run is not None else NO_RUN_VERSION
+
+    @property
+    def served_run(self):
+        """The run an experiment-bound backend serves (its experiment's latest completed run
+        that kept a best checkpoint; None when there is none or the backend is model-bound),
+        looked up once per instance so that a request's version and weights agree."""
+        if self.experiment_id is None:
+            return None
+        if "_served_run" not in self.__dict__:
+            from apps.mlbackend.labelstudio.selectors import served_runs
+
+            self._served_run = served_runs(experiment_id=self.experiment_id).first()
+        return self._served_run
 
     @property
     def has_credentials(self) -> bool:
@@ -94,6 +127,15 @@ class LabelStudioBackend(TenantModel):
 def model_version_name(version: int) -> str:
     """The semver-like string Label Studio shows for a backend version."""
     return f"1.{int(version)}.0"
+
+
+# The version an experiment-bound backend shows before its experiment has a completed run.
+NO_RUN_VERSION = "0.0.0"
+
+
+def run_version_name(number: int, run_id: str) -> str:
+    """The version string of an experiment run: its number, then its id (a pre-release tag)."""
+    return f"{int(number)}.0.0-{run_id}"
 
 
 class LabelStudioModelVersion(TimeStampedModel):
