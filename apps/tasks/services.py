@@ -199,6 +199,34 @@ def task_abort(*, task: Task) -> Task:
     return task
 
 
+def task_retry(*, task: Task) -> Task:
+    """Queue an aborted or failed task again (attempts reset); its handler resumes from whatever
+    it saved. Conflict when the task is not aborted or failed (any more)."""
+    now = timezone.now()
+    updated = Task.objects.filter(
+        pk=task.pk, state__in=[TaskState.ABORTED, TaskState.FAILED]
+    ).update(
+        state=TaskState.QUEUED,
+        stop_requested=False,
+        error="",
+        traceback="",
+        attempts=0,
+        progress=0.0,
+        heartbeat_at=None,
+        started_at=None,
+        finished_at=None,
+        queued_at=now,
+        updated_at=now,
+    )
+    if not updated:
+        raise Conflict("The task changed meanwhile (it is not aborted or failed); try again.")
+    task.refresh_from_db()
+    task_id, queue, kind = str(task.pk), task.queue, task.kind
+    transaction.on_commit(lambda: task_enqueue(task_id=task_id, queue=queue, kind=kind))
+    _publish_state(task)
+    return task
+
+
 def task_delete(*, task: Task) -> Task | None:
     """Delete an ended task (its request result stays); a pending one is aborted instead.
 

@@ -21,7 +21,7 @@ from apps.core.exceptions import Conflict, TrainingInProgress, ValidationFailed
 from apps.core.storage import project_local_dir
 from apps.core.tenancy import ProjectAccess
 from apps.datasets.models import Dataset, Split
-from apps.tasks.models import PENDING_STATES, Task, TaskState
+from apps.tasks.models import PENDING_STATES, Task
 from apps.training import data as training_data
 from apps.training.models import Evaluation, Experiment, Run
 
@@ -482,7 +482,7 @@ def run_stop(*, run: Run) -> Run:
 def run_resume(*, run: Run) -> Run:
     """Queue a stopped or failed run again; it continues from its last checkpoint (epoch, weights
     and optimizer state), or from the start when it had completed no epoch."""
-    from apps.tasks.services import task_enqueue
+    from apps.tasks.services import task_retry
 
     experiment = Experiment.objects.select_for_update().get(pk=run.experiment_id)
     run = Run.objects.select_related("task", "cluster").get(pk=run.pk)
@@ -497,25 +497,8 @@ def run_resume(*, run: Run) -> Run:
         raise TrainingInProgress("Another run of this experiment is in progress.")
     if run.task.dataset_id is None:
         raise Conflict("The run's dataset was deleted.")
-    now = timezone.now()
-    updated = Task.objects.filter(
-        pk=run.task.pk, state__in=[TaskState.ABORTED, TaskState.FAILED]
-    ).update(
-        state=TaskState.QUEUED,
-        stop_requested=False,
-        error="",
-        traceback="",
-        attempts=0,
-        heartbeat_at=None,
-        finished_at=None,
-        queued_at=now,
-        updated_at=now,
-    )
-    if not updated:
-        raise Conflict("The run changed meanwhile; try again.")
-    Run.objects.filter(pk=run.pk).update(resumes=run.resumes + 1, updated_at=now)
-    task_id, queue = str(run.task.pk), run.task.queue
-    transaction.on_commit(lambda: task_enqueue(task_id=task_id, queue=queue, kind=TRAIN_KIND))
+    task_retry(task=run.task)
+    Run.objects.filter(pk=run.pk).update(resumes=run.resumes + 1, updated_at=timezone.now())
     run.refresh_from_db()
     run.task.refresh_from_db()
     return run
