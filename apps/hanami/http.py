@@ -41,7 +41,7 @@ from apps.core.exceptions import (
 logger = logging.getLogger(__name__)
 
 
-def status_anderror_message(exc: Exception) -> tuple[int, str]:
+def status_and_message(exc: Exception) -> tuple[int, str]:
     """The (status, message) of an exception on the Hanami surface."""
     if isinstance(exc, OrchardError):
         if isinstance(exc, ValidationFailed | PayloadTooLarge):
@@ -78,7 +78,7 @@ def status_anderror_message(exc: Exception) -> tuple[int, str]:
 
 
 def hanami_exception_handler(exc, context):
-    status, message = status_anderror_message(exc)
+    status, message = status_and_message(exc)
     if status == 500:
         from apps.hanami.logs import error_record
 

@@ -135,7 +135,7 @@ def project_for_account(user, request) -> str:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def status_anderror_message(exc: Exception) -> tuple[int, str]:
+def status_and_message(exc: Exception) -> tuple[int, str]:
     """The (status, message) of an exception on the orchestrator surface."""
     if isinstance(exc, OrchardError):
         if isinstance(exc, ValidationFailed | Conflict):
@@ -166,7 +166,7 @@ def status_anderror_message(exc: Exception) -> tuple[int, str]:
 
 
 def orchestrator_exception_handler(exc, context):
-    status, message = status_anderror_message(exc)
+    status, message = status_and_message(exc)
     if status == 500:
         logger.error("orchestrator error", exc_info=exc)
     headers = {}
