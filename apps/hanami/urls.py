@@ -19,6 +19,18 @@ urlpatterns = [
     path(PREFIX + "project/all", views.ProjectListView.as_view(), name="hanami-project-all"),
     path(PREFIX + "mnist/dataset", views.MnistDatasetView.as_view(), name="hanami-mnist-dataset"),
     path(PREFIX + "csv/dataset", views.CsvDatasetView.as_view(), name="hanami-csv-dataset"),
+    # The same two endpoints under the paths later SDK releases use (dataset.upload_mnist_files /
+    # upload_csv_files POST and PUT `dataset/upload/mnist` and `dataset/upload/csv`).
+    path(
+        PREFIX + "dataset/upload/mnist",
+        views.MnistDatasetView.as_view(),
+        name="hanami-dataset-upload-mnist",
+    ),
+    path(
+        PREFIX + "dataset/upload/csv",
+        views.CsvDatasetView.as_view(),
+        name="hanami-dataset-upload-csv",
+    ),
     path(
         PREFIX + "dataset/progress",
         views.DatasetProgressView.as_view(),

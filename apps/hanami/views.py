@@ -727,10 +727,19 @@ class RequestResultListView(_ResultBase):
 
 
 class DatasetCheckView(_ResultBase):
-    """POST {result_uuid, dataset_uuid} -> {accuracy} in percent."""
+    """POST {result_uuid, dataset_uuid} -> {accuracy} in percent.
+
+    The SDK has sent this check both ways: `request_result.check_against_dataset` POSTs a body,
+    the older `dataset.check_mnist_dataset` GETs with `?dataset_uuid=..&result_uuid=..`.
+    """
 
     def post(self, request):
-        data = _body(request)
+        return self._check(_body(request))
+
+    def get(self, request):
+        return self._check(request.query_params)
+
+    def _check(self, data):
         result = self._result(data.get("result_uuid"), "result_uuid")
         dataset = datasets_selectors.dataset_get(
             access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")

@@ -328,3 +328,36 @@ def test_admin_without_project_gets_404_on_project_routes(world):
     admin = SDK(token_for("root", PASSWORD))
     response = admin.get("dataset/all")
     assert response.status_code == 404 and set(response.json()) == {"error"}
+
+
+def test_dataset_upload_paths_of_later_sdk_releases(world):
+    """`dataset.upload_mnist_files` / `upload_csv_files` of the SDK at upstream OpenHanami commit
+    84e633ac POST and PUT `/control/v1/dataset/upload/mnist` and `.../dataset/upload/csv` (no
+    Content-Type, JSON body); before the aliases these answered 404 and the upload never began."""
+    sdk = SDK(token_for("bob", PASSWORD))
+    images, labels = mnist_arrays(n=5)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
+    init = {"name": "up", "input_data_size": len(images_raw), "label_data_size": len(labels_raw)}
+    created = sdk.post("dataset/upload/mnist", init)
+    assert created.status_code == 200, created.content
+    created = created.json()
+    assert set(created) == {"uuid", "name", "uuid_input_file", "uuid_label_file"}
+    _upload_all(created["uuid_input_file"], images_raw)
+    _upload_all(created["uuid_label_file"], labels_raw)
+    assert sdk.get("dataset/progress", uuid=created["uuid"]).json()["complete"] is True
+    body = {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")}
+    done = sdk.put("dataset/upload/mnist", body)
+    assert done.status_code == 200, done.content
+    assert (done.json()["lines"], done.json()["type"]) == (5, "mnist")
+    assert sdk.put("dataset/upload/mnist", body).status_code == 409
+
+    content = b"a,b\n1,2\n"
+    csv = sdk.post("dataset/upload/csv", {"name": "t", "input_data_size": len(content)}).json()
+    assert set(csv) == {"uuid", "name", "uuid_input_file"}
+    _upload_all(csv["uuid_input_file"], content)
+    done = sdk.put("dataset/upload/csv", {k: csv[k] for k in ("uuid", "uuid_input_file")})
+    assert done.status_code == 200, done.content
+    assert (done.json()["lines"], done.json()["type"]) == (1, "csv")
+    # Bad input on the alias answers in the gateway's format, like the original path.
+    bad = sdk.post("dataset/upload/mnist", {"name": "x"})
+    assert bad.status_code == 400 and set(bad.json()) == {"error"}

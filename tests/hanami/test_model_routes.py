@@ -153,6 +153,13 @@ def test_checkpoints_results_and_check(world, bob, digits_ids):
     check = bob.post("dataset/check", {"result_uuid": str(task.pk), "dataset_uuid": test_uuid})
     assert 0.0 <= check.json()["accuracy"] <= 100.0
     _error(bob.post("dataset/check", {"result_uuid": str(task.pk)}), 400)
+    # The SDK's `dataset.check_mnist_dataset` (upstream OpenHanami 84e633ac) asks the same thing
+    # as GET /control/v1/dataset/check?dataset_uuid=..&result_uuid=.. (was 404 before).
+    got = bob.get("dataset/check", dataset_uuid=test_uuid, result_uuid=str(task.pk))
+    assert got.status_code == 200, got.content
+    assert got.json() == check.json()
+    _error(bob.get("dataset/check", dataset_uuid=test_uuid), 400)
+    _error(bob.get("dataset/check", dataset_uuid=test_uuid, result_uuid="nope"), 400)
     assert bob.delete("request_result", uuid=str(task.pk)).status_code == 200
     assert bob.get("request_result/all").json()["body"] == []
 
