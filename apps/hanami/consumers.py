@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError
 from apps.accounts.authentication import user_for_token
 from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
-from apps.core.tenancy import ProjectAccess, project_access
+from apps.core.tenancy import ProjectAccess
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
 from apps.hanami.proto.messages import (
@@ -56,8 +56,10 @@ TARGETS = ("cluster", "file_upload")
 def _authenticate(raw_token) -> tuple[ProjectAccess, dict]:
     if not isinstance(raw_token, str) or not raw_token:
         raise Unauthorized("Missing token.")
+    from apps.hanami.views import hanami_project_access
+
     user, token = user_for_token(raw_token)
-    access = project_access(user=user, project_id=token.get("project_id"))
+    access = hanami_project_access(user=user, project_id=token.get("project_id"))
     return access, dict(token.payload)
 
 

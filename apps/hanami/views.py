@@ -29,7 +29,7 @@ from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
-from apps.core.tenancy import get_or_not_found, project_access
+from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
@@ -191,11 +191,26 @@ class HanamiGlobalView(HanamiMixin, GlobalAPIView):
     tenancy_exempt_reason = "Hanami user/project administration and tokens (global admin or self)"
 
 
+def hanami_project_access(*, user, project_id) -> ProjectAccess:
+    """The token's project; when it no longer exists (deleted, as the SDK's own test does with
+    every project), the user's home project: Hanami users always work in one."""
+    try:
+        return project_access(user=user, project_id=project_id)
+    except NotFound:
+        if not user or not user.is_authenticated:
+            raise
+        if isinstance(project_id, str) and Project.objects.filter(pk=project_id).exists():
+            raise  # a real project that is not the caller's: no fallback
+        home = accounts.home_project_for(user=user)
+        return project_access(user=user, project_id=home.pk)
+
+
 @extend_schema(exclude=True)
 class HanamiView(HanamiMixin, ProjectScopedAPIView):
     """A gateway route inside the token's project."""
 
     project_source = "token"
+    token_project_access = staticmethod(hanami_project_access)
     queryset = Dataset.objects.all()
 
 

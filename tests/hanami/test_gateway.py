@@ -5,6 +5,7 @@ import json
 import uuid
 
 import pytest
+from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.accounts.models import Membership, Project, User
 from apps.datasets import services as dataset_services
@@ -324,10 +325,40 @@ def test_viewer_cannot_write_and_member_cannot_delete_others(world):
     assert Dataset.objects.filter(pk=dataset.pk).exists()
 
 
-def test_admin_without_project_gets_404_on_project_routes(world):
+def test_a_user_without_a_project_works_in_a_home_project(world):
+    """Hanami users always work in a project: one without any gets a home project of their own
+    (the global admin here), and nothing of other projects shows there."""
     admin = SDK(token_for("root", PASSWORD))
     response = admin.get("dataset/all")
-    assert response.status_code == 404 and set(response.json()) == {"error"}
+    assert response.status_code == 200 and response.json()["body"] == []
+    home = Project.objects.get(pk="root")
+    assert Membership.objects.filter(project=home, user__username="root", role="admin").exists()
+    assert admin.get("dataset/all").status_code == 200
+    assert Project.objects.filter(pk__startswith="root").count() == 1, "created once"
+
+
+def test_a_token_whose_project_was_deleted_falls_back_to_the_home_project(world):
+    """The SDK's own API test deletes every project, the admin's token project included, then
+    goes on with that token: it lands in the caller's home project."""
+    bob = SDK(token_for("bob", PASSWORD))
+    created = bob.post("csv/dataset", {"name": "t", "input_data_size": 10}).json()
+    assert Dataset.objects.get(pk=created["uuid"]).project_id == world.project.pk
+    from apps.accounts.services import project_delete
+
+    project_delete(project=world.project)  # (its "proj-..." id is not a Hanami id)
+    response = bob.get("dataset/all")
+    assert response.status_code == 200 and response.json()["body"] == []
+    home = Project.objects.get(pk="bob")
+    assert list(home.memberships.values_list("user__username", flat=True)) == ["bob"]
+    # A project that exists but is not the caller's is never a fallback: still 404.
+    mallory = SDK(token_for("mallory", PASSWORD))
+    token = AccessToken(mallory.token)
+    token["project_id"] = world.other_project.pk
+    assert SDK(str(token)).get("dataset/all").status_code == 200
+    foreign = AccessToken(bob.token)
+    foreign["project_id"] = world.other_project.pk
+    response = SDK(str(foreign)).get("dataset/all")
+    assert response.status_code == 404
 
 
 def test_dataset_upload_paths_of_later_sdk_releases(world):

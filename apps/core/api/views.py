@@ -38,6 +38,9 @@ class ProjectScopedMixin:
     # "token": the project is the JWT's `project_id` claim (the Hanami gateway, whose routes name
     # no project; the SDK switches projects by renewing its token).
     project_source: ClassVar[str] = "url"
+    # With project_source "token": a resolver (user=, project_id=) -> ProjectAccess built on
+    # project_access, for gateways whose protocol defines what a stale token project means.
+    token_project_access: ClassVar = None
     # Actions (viewset action names or HTTP methods) that need a project admin.
     admin_actions: ClassVar[frozenset[str]] = frozenset()
     # Actions that only read, even if sent with POST (e.g. a "preview").
@@ -74,8 +77,9 @@ class ProjectScopedMixin:
         if self.project_source == "token":
             token = request.auth
             project_id = token.get("project_id") if token is not None else None
-        else:
-            project_id = kwargs.get(self.project_url_kwarg)
+            resolver = type(self).token_project_access or project_access
+            return resolver(user=request.user, project_id=project_id)
+        project_id = kwargs.get(self.project_url_kwarg)
         return project_access(user=request.user, project_id=project_id)
 
     def get_queryset(self):
