@@ -6,7 +6,12 @@ A task value is resolved to bytes by `fetch_task_value`:
 - `data:` URIs are decoded in place (base64 or percent-encoded), within the size limit;
 - paths starting with `/` (Label Studio's `/data/upload/...`, `/data/local-files/?d=...`) are
   joined to the Label Studio base URL the backend was set up with, and fetched with its access
-  token (`Authorization: Token ...`);
+  token, as label-studio-sdk sends it: a legacy token as `Authorization: Token ...`, a JWT as
+  `Authorization: Bearer ...`, and a personal access token (a JWT refresh token) is first
+  exchanged for an access token at Label Studio's `POST /api/token/refresh/` (cached until it
+  expires). Label Studio 1.23 turns legacy tokens off for new organizations, so the token it
+  sends to `/setup` is then refused; `/setup`'s `extra_params.label_studio_api_key` (a personal
+  access token) replaces it (see services.backend_setup);
 - `http(s)://` URLs are fetched when their host is the Label Studio host or one of the backend's
   `allowed_hosts`; any other scheme is refused.
 
@@ -23,11 +28,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
 import http.client
 import ipaddress
+import json
 import os
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
@@ -99,9 +108,11 @@ class FetchPolicy:
                 return True
         return False
 
-    def headers_for(self, origin: tuple[str, str, int]) -> dict[str, str]:
+    def headers_for(
+        self, origin: tuple[str, str, int], deadline: float | None = None
+    ) -> dict[str, str]:
         if origin == self.label_studio_origin:
-            return {"Authorization": f"Token {self.access_token}"} if self.access_token else {}
+            return label_studio_authorization(self, deadline)
         if self.basic_auth:
             raw = f"{self.basic_auth[0]}:{self.basic_auth[1]}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
@@ -137,11 +148,19 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
                 "(only the Label Studio host and the backend's allowed_hosts)."
             )
         first_origin = first_origin or origin
-        headers = policy.headers_for(origin) if origin == first_origin else {}
-        status, location, body = _get(url, origin, headers, policy, deadline)
+        headers = policy.headers_for(origin, deadline) if origin == first_origin else {}
+        status, location, body = _request("GET", url, origin, headers, policy, deadline)
         if status in _REDIRECTS and location:
             url = urljoin(url, location)
             continue
+        if status == 401 and origin == policy.label_studio_origin:
+            raise FetchFailed(
+                f"{origin[1]} answered HTTP 401 for the task data: Label Studio refused the "
+                "access token. Label Studio 1.23 turns legacy API tokens off for new "
+                "organizations; put a personal access token in the ML backend's Extra params "
+                'in Label Studio, {"label_studio_api_key": "<token>"}, or turn legacy tokens on '
+                "(Organization -> API Tokens Settings)."
+            )
         if status != 200:
             raise FetchFailed(f"{origin[1]} answered HTTP {status} for the task data.")
         return body
@@ -237,7 +256,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def _get(url, origin, headers, policy: FetchPolicy, deadline: float):
+def _request(method, url, origin, headers, policy: FetchPolicy, deadline: float, body=None):
     scheme, host, port = origin
     addresses = _resolve(host, port, policy.allow_private_networks, deadline)
     parts = urlsplit(url)
@@ -250,7 +269,7 @@ def _get(url, origin, headers, policy: FetchPolicy, deadline: float):
             break
         conn = cls(host, port, address=address, timeout=remaining)
         try:
-            conn.request("GET", target, headers={"User-Agent": USER_AGENT, **headers})
+            conn.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
             response = conn.getresponse()
             if response.status in _REDIRECTS:
                 return response.status, response.getheader("Location"), b""
@@ -266,6 +285,93 @@ def _get(url, origin, headers, policy: FetchPolicy, deadline: float):
     if isinstance(last_error, TimeoutError):
         raise FetchFailed("Timed out fetching the task data.")
     raise FetchFailed(f"Could not fetch from {host}: {last_error}.")
+
+
+# --- Label Studio tokens (as label-studio-sdk sends them) ----------------------------------------
+
+_ACCESS_CACHE: dict[str, tuple[str, float]] = {}
+_ACCESS_LOCK = threading.Lock()
+_ACCESS_CACHE_MAX = 256
+_ACCESS_MARGIN_S = 30.0
+REFRESH_PATH = "api/token/refresh/"
+MAX_TOKEN_ANSWER = 64 * 1024
+
+
+def jwt_claims(token: str) -> dict | None:
+    """The (unverified) claims of a JWT-shaped token, None for anything else (a legacy token)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        decoded = [
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+            for part in parts[:2]
+        ]
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    header, claims = decoded
+    if not isinstance(header, dict) or "alg" not in header or not isinstance(claims, dict):
+        return None
+    return claims
+
+
+def label_studio_authorization(policy: FetchPolicy, deadline: float | None = None) -> dict:
+    """The Authorization header for the Label Studio host: `Token` for a legacy token, `Bearer`
+    for a JWT; a refresh token (personal access token) is exchanged for an access token."""
+    token = policy.access_token
+    if not token:
+        return {}
+    claims = jwt_claims(token)
+    if claims is None:
+        return {"Authorization": f"Token {token}"}
+    if claims.get("token_type") == "refresh":
+        token = _access_token(policy, token, deadline)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _access_token(policy: FetchPolicy, refresh: str, deadline: float | None) -> str:
+    key = hashlib.sha256(f"{policy.label_studio_url}\0{refresh}".encode()).hexdigest()
+    now = time.time()
+    with _ACCESS_LOCK:
+        cached = _ACCESS_CACHE.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+    deadline = deadline if deadline is not None else time.monotonic() + policy.timeout_s
+    url = urljoin(policy.label_studio_url.rstrip("/") + "/", REFRESH_PATH)
+    origin = url_origin(url)
+    body = json.dumps({"refresh": refresh}).encode()
+    status, _location, answer = _request(
+        "POST",
+        url,
+        origin,
+        {"Content-Type": "application/json", "Accept": "application/json"},
+        dataclasses.replace(policy, max_bytes=MAX_TOKEN_ANSWER),
+        deadline,
+        body=body,
+    )
+    access = None
+    if status == 200:
+        try:
+            access = json.loads(answer).get("access")
+        except (ValueError, AttributeError):
+            access = None
+    if not isinstance(access, str) or not access:
+        raise FetchFailed(
+            f"Label Studio did not exchange the personal access token (HTTP {status} from "
+            f"/{REFRESH_PATH}): check label_studio_api_key in the ML backend's Extra params."
+        )
+    expires = (jwt_claims(access) or {}).get("exp")
+    expires_at = float(expires) - _ACCESS_MARGIN_S if isinstance(expires, int | float) else now + 60
+    with _ACCESS_LOCK:
+        _ACCESS_CACHE[key] = (access, expires_at)
+        while len(_ACCESS_CACHE) > _ACCESS_CACHE_MAX:
+            _ACCESS_CACHE.pop(next(iter(_ACCESS_CACHE)))
+    return access
+
+
+def clear_token_cache() -> None:
+    with _ACCESS_LOCK:
+        _ACCESS_CACHE.clear()
 
 
 def _read_limited(response, conn, max_bytes: int, deadline: float) -> bytes:

@@ -58,6 +58,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 MAX_TASKS_PER_PREDICT = 1000
+# /setup's extra_params key for a Label Studio personal access token (replaces access_token).
+API_KEY_PARAM = "label_studio_api_key"
+MAX_TOKEN_CHARS = 500  # LabelStudioBackend.access_token
 # ANNOTATIONS_DELETED is what Label Studio sends; ANNOTATION_DELETED is what
 # label-studio-ml-backend lists: both are accepted.
 TRAIN_EVENTS = frozenset(
@@ -375,8 +378,13 @@ def backend_setup(
     schema: Any = None,
     hostname: Any = None,
     access_token: Any = None,
+    extra_params: Any = None,
 ) -> dict[str, str]:
     """`/setup`: adopt Label Studio's label config, host and token; answer the model version.
+
+    The token is `extra_params.label_studio_api_key` when the ML backend's Extra params in Label
+    Studio give one (a personal access token: Label Studio 1.23 turns legacy tokens off for new
+    organizations, and the `access_token` it sends is such a legacy token), else `access_token`.
 
     Loads nothing (Label Studio gives /setup 3 s): the label config is parsed and checked
     against the model's declared shape only. A config that does not fit changes nothing.
@@ -400,8 +408,19 @@ def backend_setup(
         if changes["label_studio_url"] != backend.label_studio_url:
             # The stored token belongs to the old host: it must never reach a new one.
             changes["access_token"] = ""
+    api_key = extra_params.get(API_KEY_PARAM) if isinstance(extra_params, dict) else None
+    if api_key is not None and not (isinstance(api_key, str) and api_key.strip()):
+        raise ValidationFailed.for_field(
+            "extra_params", f"{API_KEY_PARAM} must be a non-empty string (a Label Studio token)."
+        )
+    if api_key:
+        access_token = api_key.strip()
     if isinstance(access_token, str) and access_token:
-        changes["access_token"] = access_token[:500]
+        if len(access_token) > MAX_TOKEN_CHARS:
+            raise ValidationFailed.for_field(
+                "access_token", f"A Label Studio token has at most {MAX_TOKEN_CHARS} characters."
+            )
+        changes["access_token"] = access_token
     if project not in (None, ""):
         changes["ls_project"] = str(project)[:64]
     LabelStudioBackend.objects.filter(pk=backend.pk).update(**changes)

@@ -88,6 +88,7 @@ class SetupView(LabelStudioView):
                 schema=data.get("schema"),
                 hostname=data.get("hostname"),
                 access_token=data.get("access_token"),
+                extra_params=data.get("extra_params"),
             )
         )
 
