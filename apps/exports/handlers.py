@@ -21,15 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 
+from apps.core.conf import number_setting
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.exports import services
 from apps.exports.exceptions import ExportFailed
@@ -53,10 +52,7 @@ _COMPARED = {
 
 
 def setting(name: str) -> float:
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
-    return float(value) if value not in (None, "") else float(_DEFAULTS[name])
+    return number_setting(name, _DEFAULTS[name])
 
 
 def validate_export(*, params: dict[str, Any], cluster, dataset) -> None:

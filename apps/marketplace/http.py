@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -30,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from apps.core.api.protocol import error_message
+from apps.core.conf import setting
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -43,13 +43,6 @@ from apps.core.exceptions import (
 logger = logging.getLogger(__name__)
 
 PROJECT_HEADER = "HTTP_X_ORCHARD_PROJECT"
-
-
-def _setting(name: str, default):
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
-    return default if value in (None, "") else value
 
 
 # --- authentication --------------------------------------------------------------------------
@@ -78,7 +71,7 @@ class OrchestratorBasicAuthentication(BasicAuthentication):
         return user, {"project_id": project_for_account(user, request), "scheme": "basic"}
 
     def authenticate_credentials(self, userid, password, request=None):
-        ttl = int(_setting("MARKETPLACE_BASIC_AUTH_CACHE_S", 60))
+        ttl = int(setting("MARKETPLACE_BASIC_AUTH_CACHE_S", 60))
         key = _credentials_key(userid, password)
         if ttl > 0:
             user = _cached_user(cache.get(key))
@@ -118,7 +111,7 @@ def project_for_account(user, request) -> str:
     header = (request.META.get(PROJECT_HEADER) or "").strip()
     if header:
         return header
-    configured = _setting("MARKETPLACE_PROJECT", "")
+    configured = setting("MARKETPLACE_PROJECT", "")
     if configured:
         return str(configured)
     projects = list(Membership.objects.filter(user=user).values_list("project_id", flat=True)[:2])

@@ -18,7 +18,6 @@ this grace, so the handler's own limit normally fires first).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback as tb
@@ -32,6 +31,7 @@ from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.core.conf import number_setting
 from apps.core.events import group_name, publish
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.core.storage import project_local_dir
@@ -64,10 +64,7 @@ _DEFAULTS: dict[str, float] = {
 
 def setting(name: str) -> float:
     """A numeric engine setting: Django settings, else the environment, else the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
-    return float(value) if value not in (None, "") else float(_DEFAULTS[name])
+    return number_setting(name, _DEFAULTS[name])
 
 
 def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):

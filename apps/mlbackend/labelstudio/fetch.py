@@ -33,7 +33,6 @@ import hashlib
 import http.client
 import ipaddress
 import json
-import os
 import socket
 import ssl
 import threading
@@ -41,8 +40,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
-from django.conf import settings
-
+from apps.core.conf import number_setting
 from apps.core.exceptions import OrchardError, PayloadTooLarge, ValidationFailed
 
 MAX_REDIRECTS = 3
@@ -57,10 +55,7 @@ _getaddrinfo = socket.getaddrinfo
 
 def setting(name: str) -> float:
     """A fetch limit: Django setting, else the environment, else the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
-    return float(value) if value not in (None, "") else float(_DEFAULTS[name])
+    return number_setting(name, _DEFAULTS[name])
 
 
 class FetchRefused(ValidationFailed):
