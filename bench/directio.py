@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import os
 import socket
@@ -160,18 +159,12 @@ async def _upload(port: int, token: str, file_uuid: str, payload: bytes) -> None
         await ws.close()
 
 
-def _idx(array) -> bytes:
-    from apps.datasets.idx import write_idx
-
-    buffer = io.BytesIO()
-    write_idx(buffer, array)
-    return buffer.getvalue()
-
-
 def _one_sample_dataset(server: Server, token: str) -> str:
+    from apps.datasets.idx import idx_bytes
+
     images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
     labels = np.array([3], dtype=np.uint8)
-    images_raw, labels_raw = _idx(images), _idx(labels)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
     created = server.call(
         "POST",
         "mnist/dataset",

@@ -31,8 +31,8 @@ DTYPES: dict[int, np.dtype] = {
 _CODES = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items()}
 
 
-def write_idx(path_or_file: str | Path | BinaryIO, array: np.ndarray) -> None:
-    """Write `array` as an idx file (uint8 images give magic 0x0803, uint8 labels 0x0801)."""
+def idx_bytes(array: np.ndarray) -> bytes:
+    """`array` as the bytes of an idx file (uint8 images give magic 0x0803, uint8 labels 0x0801)."""
     array = np.asarray(array)
     code = _CODES.get(array.dtype.newbyteorder("="))
     if code is None:
@@ -40,12 +40,17 @@ def write_idx(path_or_file: str | Path | BinaryIO, array: np.ndarray) -> None:
     header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(
         f">{array.ndim}I", *array.shape
     )
-    body = np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
+    return header + np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
+
+
+def write_idx(path_or_file: str | Path | BinaryIO, array: np.ndarray) -> None:
+    """Write `array` as an idx file to a path or a binary file object."""
+    data = idx_bytes(array)
     if isinstance(path_or_file, str | Path):
         with open(path_or_file, "wb") as fh:
-            fh.write(header + body)
+            fh.write(data)
     else:
-        path_or_file.write(header + body)
+        path_or_file.write(data)
 
 
 def materialize(source, dest: Path, *, field: str, max_bytes: int) -> Path:

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.datasets.idx import write_idx
+from apps.datasets.idx import idx_bytes as raw_idx_bytes
 
 
 def idx_bytes(array: np.ndarray, *, gz: bool = False) -> bytes:
-    buf = io.BytesIO()
-    write_idx(buf, array)
-    data = buf.getvalue()
+    data = raw_idx_bytes(array)
     return gzip.compress(data) if gz else data
 
 

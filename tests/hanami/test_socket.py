@@ -1,7 +1,6 @@
 """The Hanami websocket and the SDK's end-to-end dataset flow (REST + file upload socket)."""
 
 import asyncio
-import io
 import json
 
 import numpy as np
@@ -10,9 +9,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from apps.datasets.demo import digits_arrays
-from apps.datasets.idx import write_idx
 from apps.datasets.models import UploadSession
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
+from tests.datasets.conftest import idx_bytes
 from tests.factories import PASSWORD
 from tests.hanami.conftest import SDK, token_for
 
@@ -52,12 +51,6 @@ async def _upload(token, file_uuid, payload: bytes):
     return responses
 
 
-def _idx(array) -> bytes:
-    buffer = io.BytesIO()
-    write_idx(buffer, array)
-    return buffer.getvalue()
-
-
 def _sdk_call(sdk, method, path, *args, **kwargs):
     return sync_to_async(getattr(sdk, method))(path, *args, **kwargs)
 
@@ -87,7 +80,7 @@ async def test_sdk_end_to_end(world):
     x_train, y_train, _, _ = digits_arrays()
     images = np.concatenate([x_train] * 3)  # > 128 KiB: several chunks
     labels = np.concatenate([y_train] * 3)
-    images_raw, labels_raw = _idx(images), _idx(labels)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
     r = await _sdk_call(
         sdk,
         "post",

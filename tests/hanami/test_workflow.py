@@ -9,7 +9,6 @@ dataset (> 90 %) -> direct mode: 100 train pairs, then a request whose argmax is
 
 import asyncio
 import base64
-import io
 import json
 
 import numpy as np
@@ -18,7 +17,6 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from apps.datasets.demo import digits_arrays
-from apps.datasets.idx import write_idx
 from apps.hanami.proto.messages import (
     REQUEST_TYPE,
     TRAIN_TYPE,
@@ -26,6 +24,7 @@ from apps.hanami.proto.messages import (
     FileUpload_Message,
     FileUploadResponse_Message,
 )
+from tests.datasets.conftest import idx_bytes
 from tests.factories import PASSWORD
 from tests.hanami.conftest import SDK, token_for
 from tests.tasks.conftest import stub_broker, stub_worker  # noqa: F401 (fixtures)
@@ -84,15 +83,9 @@ async def upload(token, file_uuid, payload: bytes):
     await comm.disconnect()
 
 
-def idx(array) -> bytes:
-    buffer = io.BytesIO()
-    write_idx(buffer, array)
-    return buffer.getvalue()
-
-
 async def upload_mnist_files(sdk, name, images, labels) -> str:
     """`dataset.upload_mnist_files`: create, upload both files, poll progress, finalize."""
-    images_raw, labels_raw = idx(images), idx(labels)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
     created = await call(
         sdk,
         "post",

@@ -1,15 +1,14 @@
 """The seed 784-400-10 template end to end through the job engine: MNIST idx files uploaded over
 the API, a cluster from the template, request + check before and after a real train task."""
 
-import gzip
 import io
 
 import numpy as np
 import pytest
 
-from apps.datasets.idx import write_idx
 from ml.templates import MNIST_784_400_10
 from tests.conftest import client_for
+from tests.datasets.conftest import idx_bytes
 from tests.tasks.conftest import wait_state
 
 # Where each class's blob sits on the 28x28 grid (row, col).
@@ -33,10 +32,7 @@ def blob_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _idx(array: np.ndarray, *, gz: bool) -> io.BytesIO:
-    buf = io.BytesIO()
-    write_idx(buf, array)
-    data = gzip.compress(buf.getvalue()) if gz else buf.getvalue()
-    out = io.BytesIO(data)
+    out = io.BytesIO(idx_bytes(array, gz=gz))
     out.name = "data.idx.gz" if gz else "data.idx"
     return out
 
