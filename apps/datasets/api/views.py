@@ -42,6 +42,14 @@ def _require_edit(access, dataset: Dataset) -> None:
         raise Forbidden("Only the owner or a project admin may change this dataset.")
 
 
+def _studio_dataset_to_change(access) -> Dataset | None:
+    """The project's studio dataset (None before the first import), if the caller may change it."""
+    dataset = selectors.studio_dataset(access=access)
+    if dataset is not None:
+        _require_edit(access, dataset)
+    return dataset
+
+
 def _validated(serializer_class, data, **kwargs) -> dict:
     serializer = serializer_class(data=data, **kwargs)
     serializer.is_valid(raise_exception=True)
@@ -256,9 +264,8 @@ class StudioDatasetView(ProjectScopedAPIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, project_id):
-        dataset = selectors.studio_dataset(access=self.access)
+        dataset = _studio_dataset_to_change(self.access)
         if dataset is not None:
-            _require_edit(self.access, dataset)
             services.dataset_delete(dataset=dataset)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -272,9 +279,7 @@ class StudioImportLocalView(ProjectScopedAPIView):
     @extend_schema(request=s.LocalImportSerializer, responses={201: s.DatasetStatsSerializer})
     def post(self, request, project_id):
         data = _validated(s.LocalImportSerializer, request.data)
-        dataset = selectors.studio_dataset(access=self.access)
-        if dataset is not None:
-            _require_edit(self.access, dataset)
+        dataset = _studio_dataset_to_change(self.access)
         dataset = services.dataset_import_images_local(
             project=self.access.project, actor=request.user, path=data["path"], dataset=dataset
         )
@@ -290,9 +295,7 @@ class StudioImportUploadView(ProjectScopedAPIView):
     @extend_schema(request=s.ZipImportSerializer, responses={201: s.DatasetStatsSerializer})
     def post(self, request, project_id):
         data = _validated(s.ZipImportSerializer, request.data)
-        dataset = selectors.studio_dataset(access=self.access)
-        if dataset is not None:
-            _require_edit(self.access, dataset)
+        dataset = _studio_dataset_to_change(self.access)
         dataset = services.dataset_import_images_zip(
             project=self.access.project, actor=request.user, file=data["file"], dataset=dataset
         )
