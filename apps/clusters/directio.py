@@ -80,6 +80,7 @@ class DirectRuntime:
             raise ValidationFailed(f"Missing values for {kind} brick(s): {', '.join(missing)}.")
         arrays: dict[str, np.ndarray] = {}
         batch = None
+        limit = int(getattr(settings, "DIRECTIO_MAX_BATCH", 1024))
         for name, raw in values.items():
             try:
                 array = np.asarray(raw, dtype=np.float32)
@@ -98,7 +99,6 @@ class DirectRuntime:
                 raise ValidationFailed(f"Brick {name!r} takes {size} values per sample.")
             if not np.isfinite(array).all():
                 raise ValidationFailed(f"Brick {name!r}: values must be finite numbers.")
-            limit = int(getattr(settings, "DIRECTIO_MAX_BATCH", 1024))
             if array.shape[0] > limit:
                 raise ValidationFailed(f"At most {limit} samples per message.")
             if batch is not None and array.shape[0] != batch:
@@ -122,9 +122,8 @@ class DirectRuntime:
         return out
 
     def _forward_input(self, x: dict[str, torch.Tensor]):
-        if len(self.inputs) == 1 and not isinstance(self.model, Mapping):
-            return next(iter(x.values()))
-        return x
+        """One input brick: a plain tensor (and a plain tensor back); several: the dict."""
+        return next(iter(x.values())) if len(self.inputs) == 1 else x
 
     def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the network; softmax scores per output brick, (batch, size) float32."""
@@ -133,7 +132,8 @@ class DirectRuntime:
         arrays = self.check_values("input", inputs)
         with self.lock:
             self._ensure_open()
-            self.model.eval()
+            if self.model.training:  # after a train step; eval() walks every module
+                self.model.eval()
             with torch.inference_mode():
                 out = self.model(self._forward_input(self._tensors(arrays, self.input_scale)))
             if not isinstance(out, Mapping):
