@@ -27,7 +27,11 @@ from channels.db import database_sync_to_async
 
 from apps.clusters.directio import DirectIoSession, RuntimeClosed
 from apps.clusters.models import Cluster
-from apps.core.consumers import CLOSE_UNAUTHORIZED, ProjectScopedConsumer
+from apps.core.consumers import (
+    CLOSE_UNAUTHORIZED,
+    DatabaseFreeReceiveMixin,
+    ProjectScopedConsumer,
+)
 from apps.core.events import group_name
 from apps.core.exceptions import OrchardError, Unauthorized, ValidationFailed
 from apps.core.tenancy import ProjectAccess
@@ -37,7 +41,7 @@ OP_REQUEST = ord("R")
 OP_TRAIN = ord("T")
 
 
-class ClusterIoConsumer(ProjectScopedConsumer):
+class ClusterIoConsumer(DatabaseFreeReceiveMixin, ProjectScopedConsumer):
     session: DirectIoSession | None = None
 
     def authorize(self, access: ProjectAccess) -> None:
@@ -63,13 +67,8 @@ class ClusterIoConsumer(ProjectScopedConsumer):
             }
         )
 
-    async def dispatch(self, message):
-        # The hot path touches no database: skip channels' per-message close_old_connections(),
-        # a thread hop that cost more than the forward pass.
-        if getattr(self, "session", None) is not None and message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
+    def database_free_receive(self) -> bool:
+        return getattr(self, "session", None) is not None
 
     async def disconnect(self, code) -> None:
         if self.channel_layer is not None and getattr(self, "group", None):

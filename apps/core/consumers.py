@@ -32,6 +32,22 @@ def close_code_for(exc: Exception) -> int:
     return 4000
 
 
+class DatabaseFreeReceiveMixin:
+    """For sockets whose message handler touches no database once open (direct io): received
+    frames go straight to the handler, without channels' per-message close_old_connections(), a
+    thread hop that costs more than a small model's forward pass. Other events dispatch as usual."""
+
+    def database_free_receive(self) -> bool:
+        """True once the socket's hot path is set up."""
+        return False
+
+    async def dispatch(self, message):
+        if message["type"] == "websocket.receive" and self.database_free_receive():
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
+
 class ProjectScopedConsumer(AsyncJsonWebsocketConsumer):
     """A JSON websocket inside one project; subclasses implement `authorize` and `on_open`."""
 

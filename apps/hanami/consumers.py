@@ -35,6 +35,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from google.protobuf.message import DecodeError
 
 from apps.accounts.authentication import user_for_token
+from apps.core.consumers import DatabaseFreeReceiveMixin
 from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
 from apps.core.tenancy import ProjectAccess
@@ -101,7 +102,7 @@ def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) ->
         raise NotFound("Upload file not found.") from None
 
 
-class HanamiSocketConsumer(AsyncWebsocketConsumer):
+class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
     tenancy_exempt_reason: ClassVar[str] = (
         "authenticates from its first frame through user_for_token and project_access"
     )
@@ -117,13 +118,8 @@ class HanamiSocketConsumer(AsyncWebsocketConsumer):
         self.group = None
         await self.accept()
 
-    async def dispatch(self, message):
-        # Direct io's hot path touches no database: skip channels' per-message
-        # close_old_connections(), a thread hop that cost more than the forward pass.
-        if getattr(self, "session", None) is not None and message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
+    def database_free_receive(self) -> bool:
+        return getattr(self, "session", None) is not None
 
     async def disconnect(self, code):
         if self.group and self.channel_layer is not None:
