@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint check bench bench-quick worker
+.PHONY: setup run team test lint check bench bench-quick worker
 
 setup: $(VENV)/.installed
 
@@ -16,10 +16,15 @@ $(VENV)/.installed: requirements/base.txt requirements/dev.txt
 	touch $@
 
 ## Embedded mode: SQLite, in-memory channel layer, in-process worker, admin + demo data.
+## Bound to loopback (HOST=0.0.0.0 to share it), DEBUG off (DEBUG=1 to opt in), a secret of its own.
 run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap
 	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+## Team mode natively on this machine (PostgreSQL + Redis on loopback): SECRET_KEY=... make team
+team: setup
+	scripts/team.sh
 
 ## The whole test suite (SQLite by default; DATABASE_URL/REDIS_URL/BROKER_URL pick real services).
 test: setup

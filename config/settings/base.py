@@ -4,25 +4,56 @@ Every variable is documented in the README's Configuration section; defaults giv
 SQLite, the in-memory channel layer and an in-process Dramatiq worker.
 """
 
+import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-SECRET_KEY = env("SECRET_KEY", default="orchard-dev-insecure-key-change-me-0123456789abcdef")
+DATA_DIR = Path(env("ORCHARD_DATA_DIR", default=str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def install_secret(data_dir: Path) -> str:
+    """This install's own random secret, made at first start and kept in `<data dir>/secret_key`
+    (mode 0600). No usable secret lives in the repository: a key anyone can read would let anyone
+    forge admin JWTs for every install. Creation is atomic (write a temporary file, then link it
+    into place), so processes starting together agree on one key."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(64))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    if len(secret) < 50:
+        raise ImproperlyConfigured(f"{path} holds no usable secret: delete it to make a new one.")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return secret
+
+
+# SECRET_KEY (and the JWT signing key, unless JWT_SIGNING_KEY is set) comes from the environment,
+# else from the install's generated secret file; prod requires it from the environment.
+SECRET_KEY = env("SECRET_KEY", default="") or install_secret(DATA_DIR)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Origins browsers may open websockets from; clients without an Origin header (SDKs) are allowed.
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
-
-DATA_DIR = Path(env("ORCHARD_DATA_DIR", default=str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
     "daphne",
@@ -100,7 +131,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # timeout above) instead of failing with "database is locked" when it upgrades from reading.
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Under ASGI every request runs in a pool thread, and a persistent connection stays with its
+    # thread: CONN_MAX_AGE=60 let one daphne open 78+ PostgreSQL connections for 40 clients and
+    # answer "too many clients". 0 (the default) closes a request's connection when it ends, so a
+    # server holds at most one connection per request in flight (and per worker thread).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -146,9 +181,26 @@ DATASET_IMPORT_ROOTS = env.list("DATASET_IMPORT_ROOTS", default=[])
 
 REDIS_URL = env("REDIS_URL", default="")
 
+# Explicit Redis client timeouts: redis-py 8 defaults to a 5 s socket timeout, the same as the
+# channel layer's blocking read, so every idle websocket died with "Timeout reading" after ~5 s.
+# Reads may wait REDIS_SOCKET_TIMEOUT_S (longer than any blocking read), connects fail fast, and
+# idle connections are health-checked and kept alive.
+REDIS_SOCKET_TIMEOUT_S = env.float("REDIS_SOCKET_TIMEOUT_S", default=30)
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": env.float("REDIS_CONNECT_TIMEOUT_S", default=5),
+    "socket_keepalive": True,
+    "health_check_interval": env.int("REDIS_HEALTH_CHECK_S", default=15),
+    "retry_on_timeout": True,
+}
+
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {k: v for k, v in REDIS_CLIENT_OPTIONS.items() if k != "retry_on_timeout"},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -160,7 +212,12 @@ if CHANNEL_LAYER == "redis":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL or "redis://127.0.0.1:6379/0"], "capacity": 1000},
+            "CONFIG": {
+                "hosts": [
+                    {"address": REDIS_URL or "redis://127.0.0.1:6379/0", **REDIS_CLIENT_OPTIONS}
+                ],
+                "capacity": 1000,
+            },
         }
     }
 else:
