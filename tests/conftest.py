@@ -1,5 +1,6 @@
 """Shared fixtures: users, two tenants, authenticated API clients."""
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,17 @@ from apps.accounts.models import Project, User
 from apps.accounts.services import token_pair_for
 from apps.core.tenancy import Role
 from tests.factories import add_member, make_project, make_user
+
+
+def pytest_configure(config):
+    """Torch's default intra-op threads fight with the server, the workers and each other on a
+    small shared host (an epoch went from 1.7 s to 19.5 s): the suite and the worker processes it
+    starts use one thread each, set before torch is imported."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_THREADS"):
+        os.environ.setdefault(name, "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["TORCH_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
