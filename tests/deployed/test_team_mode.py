@@ -1,0 +1,220 @@
+"""Team mode through its real processes: daphne + two orchard_worker processes on PostgreSQL and
+Redis, driven only over HTTP and websockets (see conftest.py). Every wait is on an answer or an
+event, bounded; nothing here depends on how fast the machine is."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+
+import numpy as np
+import pytest
+import websockets
+
+from apps.datasets.idx import idx_bytes
+from tests.clusters.helpers import DIGITS_TEMPLATE
+from tests.deployed.conftest import wait_until
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+IDLE_S = float(os.environ.get("DEPLOYED_IDLE_S", "61"))
+
+
+def demo(team) -> tuple[str, dict]:
+    """The demo project `bootstrap` made, and its datasets by name."""
+    projects = team.ok(team.get("/api/projects"))["items"]
+    project = next(p for p in projects if p["name"].lower() == "demo")["id"]
+    datasets = team.ok(team.get(f"/api/projects/{project}/datasets"))["items"]
+    return project, {d["name"]: d["id"] for d in datasets}
+
+
+def new_cluster(team, project: str, name: str) -> str:
+    r = team.post(f"/api/projects/{project}/clusters", {"name": name, "template": DIGITS_TEMPLATE})
+    return team.ok(r, 201)["id"]
+
+
+def submit(team, project, kind, cluster, dataset, **params) -> str:
+    body = {"name": kind, "kind": kind, "cluster_id": cluster, "dataset_id": dataset}
+    r = team.post(f"/api/projects/{project}/tasks", {**body, "params": params})
+    return team.ok(r, 201)["id"]
+
+
+def task(team, project, task_id) -> dict:
+    return team.ok(team.get(f"/api/projects/{project}/tasks/{task_id}"))
+
+
+def wait_task(team, project, task_id, timeout=300) -> dict:
+    return wait_until(
+        lambda: (
+            (t := task(team, project, task_id))["state"] in ("finished", "failed", "aborted") and t
+        ),
+        timeout=timeout,
+        what=f"task {task_id} to end",
+        interval=0.2,
+    )
+
+
+async def events_until(team, project, task_id, stop, timeout=300) -> list[dict]:
+    """Task websocket events until `stop(event)` is true (or the socket closes)."""
+    seen = []
+    url = team.ws_url(f"/ws/projects/{project}/tasks/{task_id}")
+    async with websockets.connect(url, open_timeout=30, max_size=None) as ws:
+        async with asyncio.timeout(timeout):
+            async for raw in ws:
+                event = json.loads(raw)
+                seen.append(event)
+                if stop(event):
+                    break
+    return seen
+
+
+def test_static_admin_and_docs_answer(team):
+    """The README's steps collect static files: the admin and the API docs render (500 before)."""
+    for path in ("/admin/login/", "/api/docs/", "/api/redoc/"):
+        r = team.get(path)
+        assert r.status_code == 200, (path, r.status_code)
+    css = team.get("/static/admin/css/base.css")
+    assert css.status_code == 200 and b"body" in css.content
+
+
+def test_train_and_request_through_the_workers(team):
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "deployed-net")
+    train = submit(team, project, "train", cluster, datasets["digits-train"], epochs=15)
+    events = asyncio.run(
+        events_until(team, project, train, lambda e: e.get("state") in ("finished", "failed"))
+    )
+    assert events[-1]["state"] == "finished", events[-3:]
+    assert any(e["type"] == "epoch" for e in events)
+    request = submit(team, project, "request", cluster, datasets["digits-test"])
+    assert wait_task(team, project, request)["state"] == "finished"
+    r = team.post(
+        f"/api/projects/{project}/results/{request}/check", {"dataset_id": datasets["digits-test"]}
+    )
+    assert team.ok(r)["accuracy"] >= 90.0
+
+
+def test_a_websocket_idle_past_a_minute_stays_open(team):
+    """Through the Redis channel layer: redis-py 8's 5 s default read timeout closed every idle
+    socket with 1011 after ~5 s."""
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "idle-net")
+    done = submit(team, project, "request", cluster, datasets["digits-test"])
+    wait_task(team, project, done)
+
+    async def idle_then_ping():
+        url = team.ws_url(f"/ws/projects/{project}/tasks/{done}")
+        async with websockets.connect(url, open_timeout=30, ping_interval=None) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert first["type"] == "state"
+            with pytest.raises(TimeoutError):  # nothing arrives, and nothing breaks
+                while True:
+                    await asyncio.wait_for(ws.recv(), IDLE_S)
+            await ws.send(json.dumps({"type": "ping"}))
+            while (msg := json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] != "pong":
+                pass
+            return msg
+
+    assert asyncio.run(idle_then_ping()) == {"type": "pong"}
+
+
+def test_sigkilled_worker_mid_training_resumes_from_its_checkpoint_once(team):
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "kill-net")
+    epochs = 30
+    train = submit(
+        team, project, "train", cluster, datasets["digits-train"], epochs=epochs, batch_size=8
+    )
+    asyncio.run(
+        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 3)
+    )
+    for proc in team.live_workers():  # whichever worker holds it dies without a word
+        team.stop(proc, signal.SIGKILL)
+    assert task(team, project, train)["state"] == "active"
+    for _ in range(2):
+        team.start_worker("--reap-every", "0.5")
+    done = wait_task(team, project, train)
+    assert done["state"] == "finished", done["error"]
+    assert done["attempts"] == 2
+    assert done["result"]["resumed_from_epoch"] >= 3
+    assert done["result"]["epochs_completed"] == epochs
+    cluster_row = team.ok(team.get(f"/api/projects/{project}/clusters/{cluster}"))
+    assert cluster_row["version"] == 1  # the weights were stored exactly once
+
+
+def _put_chunk(team, project, upload, position, data) -> dict:
+    import requests
+
+    r = requests.put(
+        team.url(f"/api/projects/{project}/uploads/{upload}?position={position}"),
+        data=data,
+        headers={**team.headers(), "Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    return team.ok(r)
+
+
+def test_daphne_killed_mid_upload_the_client_resumes(team):
+    """SIGKILL of the server while a chunk is on the wire: after the restart the upload's progress
+    says what arrived whole, the client sends the rest, and the dataset holds exactly the file."""
+    project, _ = demo(team)
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(3000, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=3000, dtype=np.uint8)
+    payloads = {"images": idx_bytes(images), "labels": idx_bytes(labels)}
+    uploads = {}
+    for role, payload in payloads.items():
+        r = team.post(
+            f"/api/projects/{project}/uploads", {"filename": f"{role}.idx", "size": len(payload)}
+        )
+        uploads[role] = team.ok(r, 201)["id"]
+    _put_chunk(team, project, uploads["labels"], 0, payloads["labels"])
+    data = payloads["images"]
+    chunk = 512 * 1024
+    assert _put_chunk(team, project, uploads["images"], 0, data[:chunk])["received_bytes"] == chunk
+
+    # A second chunk half sent, then the server dies.
+    host, port = team.base.removeprefix("http://").split(":")
+    raw = socket.create_connection((host, int(port)))
+    head = (
+        f"PUT /api/projects/{project}/uploads/{uploads['images']}?position={chunk} HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {team.token}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {chunk}\r\n\r\n"
+    )
+    raw.sendall(head.encode() + data[chunk : chunk + chunk // 2])
+    team.stop(team.server, signal.SIGKILL)
+    raw.close()
+    team.start_server()
+
+    progress = team.ok(team.get(f"/api/projects/{project}/uploads/{uploads['images']}"))
+    position = progress["received_bytes"]
+    assert position == chunk  # the torn chunk left nothing behind
+    while position < len(data):
+        position = _put_chunk(
+            team, project, uploads["images"], position, data[position : position + chunk]
+        )["received_bytes"]
+    r = team.post(
+        f"/api/projects/{project}/datasets/from-uploads",
+        {"name": "resumed-upload", "kind": "mnist", "uploads": uploads},
+    )
+    dataset = team.ok(r, 201)
+    dataset = wait_until(
+        lambda: (
+            (d := team.ok(team.get(f"/api/projects/{project}/datasets/{dataset['id']}")))["status"]
+            in ("ready", "failed")
+            and d
+        ),
+        timeout=120,
+        what="the dataset to be ready",
+    )
+    assert dataset["status"] == "ready", dataset
+    assert dataset["num_samples"] == len(images)
+    # What was stored is exactly what was sent (inputs are kept as float32 pixels / 255).
+    stored = next(team.data_dir.rglob(f"{dataset['id']}/labels.npy"))
+    assert np.array_equal(np.load(stored), labels.astype(np.int64))
+    inputs = np.load(stored.with_name("inputs.npy"), mmap_mode="r")
+    expected = images.reshape(len(images), -1).astype(np.float32) * np.float32(1 / 255)
+    assert inputs.shape == expected.shape and np.allclose(inputs, expected, atol=1e-6)
