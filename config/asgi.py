@@ -18,6 +18,10 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 
 skip_twisted_form_parsing()
 
+# Heavy imports at server start, never inside a request: the first `host/all` of a fresh team-mode
+# daphne imported torch inside the request (16 s; 78 s under load).
+import ml.devices  # noqa: E402, F401 - imports torch
+
 application = RememberLoopMiddleware(
     ProtocolTypeRouter(
         {
