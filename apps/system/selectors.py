@@ -60,12 +60,25 @@ def _check_channel_layer():
     return type(layer).__name__
 
 
+def _check_disk():
+    """The data directory can take writes: at least HEALTH_MIN_FREE_BYTES free (uploads, datasets
+    and checkpoints would fail half-way on a full disk)."""
+    from apps.core.conf import setting
+
+    minimum = int(setting("HEALTH_MIN_FREE_BYTES", 256 * 1024 * 1024))
+    free = shutil.disk_usage(settings.DATA_DIR).free
+    if free < minimum:
+        raise OSError(f"{free} bytes free in the data directory, below HEALTH_MIN_FREE_BYTES")
+    return f"{free // (1024 * 1024)} MiB free"
+
+
 def health() -> dict:
-    """Check the database, the broker and the channel layer; `ok` only if all three are."""
+    """Check the database, the broker, the channel layer and the data disk; `ok` only if all are."""
     checks = {
         "database": _timed(_check_database),
         "broker": _timed(_check_broker),
         "channel_layer": _timed(_check_channel_layer),
+        "disk": _timed(_check_disk),
     }
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
 

@@ -14,8 +14,15 @@ def test_health_checks_database_broker_and_channel_layer():
     assert response.status_code == 200, response.content
     data = response.json()["data"]
     assert data["ok"] is True
-    assert set(data["checks"]) == {"database", "broker", "channel_layer"}
+    assert set(data["checks"]) == {"database", "broker", "channel_layer", "disk"}
     assert all(check["ok"] for check in data["checks"].values())
+
+
+def test_health_reports_a_full_data_disk_as_503(settings):
+    settings.HEALTH_MIN_FREE_BYTES = 1 << 62  # more than any disk has free
+    response = APIClient().get("/api/system/health")
+    assert response.status_code == 503
+    assert "disk" in response.json()["error"]["message"]
 
 
 def test_health_reports_a_broken_dependency_as_503(monkeypatch):
