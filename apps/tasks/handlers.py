@@ -134,7 +134,8 @@ def train(ctx) -> dict[str, Any]:
         metrics = result.as_dict()
         history.append(metrics)
         ctx.progress(result.epoch / epochs, epoch=result.epoch, loss=result.loss)
-        ctx.record("epoch", metrics)
+        # Keyed: an epoch redone after a resume is stored and published once.
+        ctx.record("epoch", metrics, key="epoch")
 
     from apps.tasks.services import setting
 
@@ -174,6 +175,16 @@ def train(ctx) -> dict[str, Any]:
         "input_scale": scale,
     }
     if fit_result.stopped:
+        if ctx.interrupted:
+            # The worker shuts down and the task is re-queued: keep what was learnt. An interrupted
+            # epoch is not counted, so the next attempt redoes it from these weights.
+            from ml.training import _cpu_copy
+
+            on_checkpoint(
+                fit_result.epochs_completed,
+                _cpu_copy(model.state_dict()),
+                _cpu_copy(fit_result.optimizer_state_dict()),
+            )
         return summary
     cluster.config = {**(cluster.config or {}), "input_scale": scale}
     cluster.save(update_fields=["config", "updated_at"])

@@ -55,6 +55,11 @@ class Task(TenantModel):
     # Tasks of one cluster run in this order (per cluster; 0 for tasks without a cluster).
     sequence = models.PositiveBigIntegerField(default=0)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # When the task's current broker message was sent (NULL: none is known to be in flight). It
+    # is also that message's token: a waiting task's message re-sends itself only while it is the
+    # current one, and the sweeper re-sends a queued task whose message is older than
+    # TASK_QUEUED_RESEND_S (lost with a broker restart, or never sent).
+    sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -63,6 +68,7 @@ class Task(TenantModel):
         indexes = [
             models.Index(fields=["cluster", "sequence"]),
             models.Index(fields=["state", "heartbeat_at"]),
+            models.Index(fields=["queue", "state", "project"]),
             models.Index(fields=["project", "-created_at"]),
         ]
 

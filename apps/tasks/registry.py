@@ -5,6 +5,9 @@
 
 A handler is `handler(ctx: TaskContext) -> dict | None`; the dict becomes `Task.result`. It must
 call `ctx.should_stop()` (or `ctx.check()`) between steps, and report with `ctx.progress()`.
+A handler that reports nothing (`ctx.progress()` / `ctx.record()`) for longer than its kind's
+`progress_stale_s` (None: the TASK_PROGRESS_STALE_S setting, 600 s) counts as hung: it is
+re-queued while it has attempts left, else failed with that reason.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class TaskKind:
     needs_dataset: bool = True
     # validate(params=..., cluster=..., dataset=...) raises ValidationFailed before the row exists.
     validate: Callable[..., None] | None = None
+    # Seconds without a progress report before the task counts as hung (None: the setting).
+    progress_stale_s: float | None = None
 
 
 _kinds: dict[str, TaskKind] = {}
@@ -41,12 +46,22 @@ def register(
     needs_cluster: bool = True,
     needs_dataset: bool = True,
     validate: Callable[..., None] | None = None,
+    progress_stale_s: float | None = None,
 ) -> TaskKind:
     """Register (or replace) the handler of a task kind."""
     if time_limit_s <= 0 or max_attempts <= 0:
         raise ValueError("time_limit_s and max_attempts must be positive")
+    if progress_stale_s is not None and progress_stale_s <= 0:
+        raise ValueError("progress_stale_s must be positive")
     entry = TaskKind(
-        kind, handler, time_limit_s, max_attempts, needs_cluster, needs_dataset, validate
+        kind,
+        handler,
+        time_limit_s,
+        max_attempts,
+        needs_cluster,
+        needs_dataset,
+        validate,
+        progress_stale_s,
     )
     _kinds[kind] = entry
     return entry

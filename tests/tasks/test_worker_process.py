@@ -170,8 +170,39 @@ def test_sigkilled_worker_task_resumes_from_its_checkpoint(world, digits, worker
         )
     )
     assert sorted(set(seen)) == list(range(1, epochs + 1))
-    assert len(seen) <= epochs + 1  # at most the epoch the kill interrupted ran twice
+    assert len(seen) == epochs  # an epoch redone after the resume is stored once
     assert TaskEvent.objects.filter(task_id=task_id, kind="resumed").count() == 1
     assert Cluster.objects.get(pk=cluster.pk).version == 1  # the weights were stored once
     time.sleep(0.5)
     assert Task.objects.get(pk=task_id).state == "finished"
+
+
+def test_sigterm_requeues_the_running_task_at_once(world, digits, worker_process):
+    first = worker_process()
+    train_set, _ = digits
+    client = client_for(world.member)
+    cluster = make_cluster(world.project, world.member)
+    epochs = 40
+    task_id = _create(
+        client, world.project, "train", cluster, train_set, epochs=epochs, batch_size=8
+    )
+    wait_for(
+        lambda: TaskEvent.objects.filter(task_id=task_id, kind="epoch").count() >= 3, timeout=120
+    )
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0
+    row = Task.objects.get(pk=task_id)
+    # Not failed, the attempt not counted, queued again at once (not after the stale period).
+    assert (row.state, row.attempts, row.error) == ("queued", 0, "")
+
+    worker_process(stale_after=600.0)
+    done = wait_state(task_id, timeout=180)
+    assert done.state == "finished", (done.error, done.traceback)
+    assert done.attempts == 1
+    assert done.result["resumed_from_epoch"] >= 3
+    seen = list(
+        TaskEvent.objects.filter(task_id=task_id, kind="epoch").values_list(
+            "data__epoch", flat=True
+        )
+    )
+    assert seen == list(range(1, epochs + 1))

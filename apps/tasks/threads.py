@@ -1,0 +1,45 @@
+"""How many threads torch uses in a worker process.
+
+A worker process runs `worker_threads` tasks at once; each gets its share of the cores this
+process may use (`os.sched_getaffinity`), at least one, unless TORCH_THREADS fixes the number.
+The embedded mode's in-process worker uses one thread so that the web server stays responsive.
+"""
+
+import logging
+import os
+
+from apps.core.conf import setting
+
+logger = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def torch_threads(worker_threads: int, *, default: int | None = None) -> int:
+    """TORCH_THREADS when set, else `default`, else the usable cores / worker threads (>= 1)."""
+    configured = setting("TORCH_THREADS")
+    if configured is not None:
+        return max(1, int(configured))
+    if default is not None:
+        return max(1, default)
+    return max(1, usable_cores() // max(1, worker_threads))
+
+
+def configure_torch_threads(threads: int) -> int:
+    """Set torch's intra-op and inter-op thread counts for this process; returns `threads`.
+
+    The inter-op count can only be set before torch's first parallel work: later it stays.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        logger.debug("torch inter-op threads already fixed at %s", torch.get_num_interop_threads())
+    return threads
