@@ -13,6 +13,7 @@ from django.db.models import Count, QuerySet, Sum
 from PIL import Image
 
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
+from apps.core.safeio import open_image
 from apps.core.tenancy import ProjectAccess
 from apps.datasets.models import Dataset, DatasetItem, Split
 from apps.datasets.services import STUDIO_DATASET_NAME
@@ -116,7 +117,7 @@ def _image_arrays(dataset: Dataset, *, mmap: bool, size: tuple[int, int] | None)
         images_dir = dataset.storage_dir / "images"
         mode = "L" if channels == 1 else "RGB"
         for i, (storage_name, *_rest) in enumerate(items):
-            with Image.open(images_dir / storage_name) as img:
+            with open_image(images_dir / storage_name, what=f"image {storage_name}") as img:
                 img = img.convert(mode)
                 if img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
@@ -170,21 +171,28 @@ def image_get(*, dataset: Dataset, filename: str) -> DatasetItem:
 
 
 def image_thumbnail(item: DatasetItem) -> tuple[Path, str]:
-    """A thumbnail (at most 128 px a side) cached next to the dataset: (path, content type)."""
+    """A thumbnail (at most 128 px a side) cached next to the dataset: (path, content type).
+
+    The image's pixel count is checked from its header (IMAGE_MAX_PIXELS, 413) before it is
+    decoded: images stored before that limit existed cannot make a thumbnail cost gigabytes."""
     thumbs = item.dataset.storage_dir / "thumbnails"
     thumbs.mkdir(exist_ok=True)
     jpeg = item.content_type == "image/jpeg"
     path = thumbs / (Path(item.storage_name).stem + (".jpg" if jpeg else ".png"))
     if not path.exists():
         tmp = thumbs / f"tmp-{uuid.uuid4().hex}{path.suffix}"
-        with Image.open(item.path) as img:
-            img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-            if jpeg:
-                img.convert("RGB").save(tmp, "JPEG", quality=85)
-            else:
-                if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
-                    img = img.convert("RGBA")
-                img.save(tmp, "PNG")
+        try:
+            with open_image(item.path, what=f"thumbnail of {item.filename!r}") as img:
+                img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+                if jpeg:
+                    img.convert("RGB").save(tmp, "JPEG", quality=85)
+                else:
+                    if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
+                        img = img.convert("RGBA")
+                    img.save(tmp, "PNG")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
     return path, "image/jpeg" if jpeg else "image/png"
 

@@ -8,7 +8,6 @@ import leaves neither a Dataset row nor files behind.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
@@ -30,12 +29,24 @@ from django.db.models import F
 from PIL import Image, UnidentifiedImageError
 
 from apps.accounts.models import Project, User
+from apps.core.conf import setting
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     ValidationFailed,
+)
+from apps.core.safeio import (
+    NPY_MAX_HEADER,
+    ArrayLimits,
+    copy_bounded,
+    load_npy,
+    load_npz,
+    memory_guard,
+    open_image,
+    too_large,
+    zip_entry_count,
 )
 from apps.core.storage import project_local_dir
 from apps.datasets import idx
@@ -69,6 +80,28 @@ def max_decompressed_bytes() -> int:
 
 def csv_max_rows() -> int:
     return _setting("DATASET_CSV_MAX_ROWS", 10_000_000)
+
+
+def idx_max_bytes() -> int:
+    """DATASET_IDX_MAX_BYTES: the most bytes one MNIST idx file may declare (decompressed)."""
+    return int(setting("DATASET_IDX_MAX_BYTES", 1024**3))
+
+
+def array_limits() -> ArrayLimits:
+    """Limits on the arrays of one uploaded .npy/.npz volume file (checked from the headers)."""
+    return ArrayLimits(
+        max_elements=int(setting("DATASET_ARRAY_MAX_ELEMENTS", 256 * 1024**2)),
+        max_bytes=int(setting("DATASET_ARRAY_MAX_BYTES", 2 * 1024**3)),
+        max_members=int(setting("DATASET_NPZ_MAX_MEMBERS", 16)),
+        elements_setting="DATASET_ARRAY_MAX_ELEMENTS",
+        bytes_setting="DATASET_ARRAY_MAX_BYTES",
+        members_setting="DATASET_NPZ_MAX_MEMBERS",
+    )
+
+
+def upload_sessions_max_open() -> int:
+    """UPLOAD_SESSIONS_MAX_OPEN: upload sessions one user may hold before they become data."""
+    return int(setting("UPLOAD_SESSIONS_MAX_OPEN", 20))
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -196,9 +229,17 @@ def _parsed_fields(parsed: _Parsed) -> dict:
 
 
 def _parse_mnist(images, labels, staging: Path) -> _Parsed:
-    limit = max_decompressed_bytes()
-    images_raw = idx.materialize(images, staging / "images.idx", field="images", max_bytes=limit)
-    labels_raw = idx.materialize(labels, staging / "labels.idx", field="labels", max_bytes=limit)
+    limit = idx_max_bytes()
+    raws = {}
+    for field_name, source in (("images", images), ("labels", labels)):
+        raws[field_name] = idx.materialize_idx(
+            source,
+            staging / f"{field_name}.idx",
+            field=field_name,
+            max_bytes=limit,
+            setting_name="DATASET_IDX_MAX_BYTES",
+        )
+    images_raw, labels_raw = raws["images"], raws["labels"]
     x = idx.read_idx(images_raw, field="images", expect_ndim=(3,))
     y = idx.read_idx(labels_raw, field="labels", expect_ndim=(1,))
     if y.dtype.kind not in "iu":
@@ -405,30 +446,56 @@ def dataset_import_csv(
 # -- volumes ----------------------------------------------------------------------------------
 
 
-def _load_array_file(path: Path, *, field: str) -> dict[str, np.ndarray]:
-    """Arrays of an .npy, .npz or (with nibabel) NIfTI file, by content; pickles are refused."""
+def _load_array_file(path: Path, *, field: str, scratch: Path) -> dict[str, np.ndarray]:
+    """Arrays of an .npy, .npz or (with nibabel) NIfTI file, by content, memory-mapped.
+
+    Headers are checked against `array_limits()` before anything is decompressed or allocated
+    (pickles refused); npz members are extracted into `scratch` with bounded copies."""
+    limits = array_limits()
     with open(path, "rb") as fh:
         head = fh.read(352)
-    try:
-        if head.startswith(b"\x93NUMPY"):
-            return {"": np.load(path, mmap_mode="r", allow_pickle=False)}
-        if head.startswith(b"PK\x03\x04"):
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValidationFailed.for_field(field, f"unreadable NumPy file ({exc}).") from None
+    if head.startswith(b"\x93NUMPY"):
+        return {"": load_npy(path, field=field, limits=limits)}
+    if head.startswith(b"PK\x03\x04"):
+        scratch.mkdir(exist_ok=True)
+        return load_npz(path, field=field, limits=limits, extract_to=scratch)
     if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
-        try:
-            import nibabel
-        except ImportError:
-            raise ValidationFailed.for_field(
-                field, "NIfTI files need nibabel, which is not installed on this server."
-            ) from None
-        try:
-            return {"": np.asarray(nibabel.load(str(path)).dataobj)}
-        except Exception as exc:  # nibabel raises many types for corrupt files
-            raise ValidationFailed.for_field(field, f"unreadable NIfTI file ({exc}).") from None
+        return {"": _load_nifti(path, field=field, limits=limits)}
     raise ValidationFailed.for_field(field, "expected a .npy, .npz or NIfTI file.")
+
+
+def _load_nifti(path: Path, *, field: str, limits: ArrayLimits) -> np.ndarray:
+    try:
+        import nibabel
+    except ImportError:
+        raise ValidationFailed.for_field(
+            field, "NIfTI files need nibabel, which is not installed on this server."
+        ) from None
+    try:
+        image = nibabel.load(str(path))  # lazy: reads the header only
+        shape, dtype = tuple(int(d) for d in image.shape), np.dtype(image.get_data_dtype())
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise ValidationFailed.for_field(field, f"unreadable NIfTI file ({exc}).") from None
+    elements = int(np.prod(shape, dtype=object))
+    if elements > limits.max_elements:
+        raise too_large(
+            f"{field}: the NIfTI image declares {elements} elements {shape}",
+            limits.elements_setting,
+            limits.max_elements,
+        )
+    if elements * dtype.itemsize > limits.max_bytes:
+        raise too_large(
+            f"{field}: the NIfTI image declares {elements * dtype.itemsize} bytes",
+            limits.bytes_setting,
+            limits.max_bytes,
+        )
+    try:
+        with memory_guard(field, limits.elements_setting):
+            return np.asarray(image.dataobj)
+    except Exception as exc:
+        if isinstance(exc, PayloadTooLarge):
+            raise
+        raise ValidationFailed.for_field(field, f"unreadable NIfTI file ({exc}).") from None
 
 
 def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray | None:
@@ -438,10 +505,45 @@ def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray | 
     return None
 
 
+def _materialize_array_file(source, dest: Path, *, field: str) -> Path:
+    """The upload on disk (gunzipped), at most what the array limits let its arrays declare."""
+    limits = array_limits()
+    slack = limits.max_members * (NPY_MAX_HEADER + 4096) + (1 << 20)
+    if limits.max_bytes + slack <= max_decompressed_bytes():
+        limit, name = limits.max_bytes + slack, limits.bytes_setting
+    else:
+        limit, name = max_decompressed_bytes(), "DATASET_MAX_DECOMPRESSED_BYTES"
+    return idx.materialize(source, dest, field=field, max_bytes=limit, setting_name=name)
+
+
+def _save_labels(path: Path, label: np.ndarray) -> int:
+    """Check label values chunk by chunk (whole, non-negative) and store them as int64;
+    returns the largest label. Memory stays at one chunk whatever the volume's size."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=label.shape)
+    step = max(1, (8 * _CHUNK) // max(1, int(np.prod(label.shape[1:], dtype=np.int64)) * 8))
+    top = 0
+    for start in range(0, label.shape[0], step):
+        chunk = np.asarray(label[start : start + step])
+        as_int = chunk.astype(np.int64)
+        if chunk.dtype.kind == "f" and not np.array_equal(as_int, chunk):
+            raise ValidationFailed.for_field("labels", "label values must be whole numbers.")
+        if as_int.size:
+            if as_int.min() < 0:
+                raise ValidationFailed.for_field("labels", "label values must not be negative.")
+            top = max(top, int(as_int.max()))
+        out[start : start + step] = as_int
+        del chunk, as_int
+    out.flush()
+    del out
+    return top
+
+
 def _parse_volume(file, labels, staging: Path) -> _Parsed:
-    limit = max_decompressed_bytes()
+    scratch = staging / "extracted"
     arrays = _load_array_file(
-        idx.materialize(file, staging / "volume.raw", field="file", max_bytes=limit), field="file"
+        _materialize_array_file(file, staging / "volume.raw", field="file"),
+        field="file",
+        scratch=scratch,
     )
     image = _pick(arrays, ("", "image", "volume"))
     if image is None:
@@ -451,8 +553,9 @@ def _parse_volume(file, labels, staging: Path) -> _Parsed:
     label = _pick(arrays, ("label", "labels"))
     if labels is not None:
         label_arrays = _load_array_file(
-            idx.materialize(labels, staging / "labels.raw", field="labels", max_bytes=limit),
+            _materialize_array_file(labels, staging / "labels.raw", field="labels"),
             field="labels",
+            scratch=scratch,
         )
         label = _pick(label_arrays, ("", "label", "labels"))
         if label is None:
@@ -465,10 +568,7 @@ def _parse_volume(file, labels, staging: Path) -> _Parsed:
         raise ValidationFailed.for_field(
             "file", f"expected a 3D volume (D, H, W) or a stack (N, D, H, W), got {image.shape}."
         )
-    _save_float32(staging / "inputs.npy", image, tuple(image.shape))
-    parsed = _Parsed(num_samples=int(image.shape[0]), input_shape=list(map(int, image.shape[1:])))
     if label is not None:
-        label = np.asarray(label)
         if label.ndim == 3:
             label = label[None]
         if label.shape != image.shape:
@@ -477,18 +577,20 @@ def _parse_volume(file, labels, staging: Path) -> _Parsed:
             )
         if label.dtype.kind not in "biuf":
             raise ValidationFailed.for_field("labels", f"unsupported dtype {label.dtype}.")
-        as_int = label.astype(np.int64)
-        if label.dtype.kind == "f" and not np.array_equal(as_int, label):
-            raise ValidationFailed.for_field("labels", "label values must be whole numbers.")
-        if as_int.min() < 0:
-            raise ValidationFailed.for_field("labels", "label values must not be negative.")
-        np.save(staging / "labels.npy", as_int)
-        parsed.num_classes = int(as_int.max()) + 1
-        parsed.class_names = [str(i) for i in range(parsed.num_classes)]
-        parsed.label_shape = list(parsed.input_shape)
+    with memory_guard("file", "DATASET_ARRAY_MAX_ELEMENTS"):
+        _save_float32(staging / "inputs.npy", image, tuple(image.shape))
+        parsed = _Parsed(
+            num_samples=int(image.shape[0]), input_shape=list(map(int, image.shape[1:]))
+        )
+        if label is not None:
+            top = _save_labels(staging / "labels.npy", label)
+            parsed.num_classes = top + 1
+            parsed.class_names = [str(i) for i in range(parsed.num_classes)]
+            parsed.label_shape = list(parsed.input_shape)
     del arrays, image, label
     for leftover in ("volume.raw", "labels.raw"):
         (staging / leftover).unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     return parsed
 
 
@@ -518,7 +620,8 @@ class _ImageEntry:
     filename: str  # "class/name.png", the path inside the class folders
     class_name: str
     source: str  # the entry's name as given, for error messages
-    read: Callable[[], bytes]
+    open: Callable[[], IO[bytes]]  # the entry's bytes, streamed (never read whole)
+    size: int  # the size the entry declares; reading stops with an error past it
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -594,30 +697,14 @@ def _zip_entries(archive: zipfile.ZipFile) -> list[_ImageEntry]:
             continue
         files.append((name, [_clean_part(p, name) for p in parts]))
         by_name[name] = info
-    budget = {"left": max_bytes}
-
-    def reader(info: zipfile.ZipInfo) -> Callable[[], bytes]:
-        def read() -> bytes:
-            out = io.BytesIO()
-            try:
-                with archive.open(info) as fh:
-                    while chunk := fh.read(_CHUNK):
-                        budget["left"] -= len(chunk)
-                        if out.tell() + len(chunk) > info.file_size or budget["left"] < 0:
-                            raise ValidationFailed.for_field(
-                                "file", f"entry {info.filename!r} is larger than it declares."
-                            )
-                        out.write(chunk)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                raise ValidationFailed.for_field(
-                    "file", f"entry {info.filename!r} is corrupt ({exc})."
-                ) from None
-            return out.getvalue()
-
-        return read
-
     return [
-        _ImageEntry(filename=f, class_name=c, source=s, read=reader(by_name[s]))
+        _ImageEntry(
+            filename=f,
+            class_name=c,
+            source=s,
+            open=lambda info=by_name[s]: archive.open(info),
+            size=by_name[s].file_size,
+        )
         for s, f, c in _layout(files)
     ]
 
@@ -626,6 +713,7 @@ def _folder_entries(root: Path) -> list[_ImageEntry]:
     """Files of a server folder of class folders; symbolic links are refused."""
     max_members, max_bytes = zip_max_members(), zip_max_bytes()
     files: list[tuple[str, list[str]]] = []
+    sizes: dict[str, int] = {}
     total = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in dirnames + filenames:
@@ -640,37 +728,74 @@ def _folder_entries(root: Path) -> list[_ImageEntry]:
                 continue
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            total += full.stat().st_size
+            size = full.stat().st_size
+            total += size
             if len(files) >= max_members or total > max_bytes:
                 raise ValidationFailed.for_field(
                     "path", f"the folder exceeds {max_members} files or {max_bytes} bytes."
                 )
+            sizes[rel] = size
             files.append((rel, [_clean_part(p, rel) for p in PurePosixPath(rel).parts]))
     return [
         _ImageEntry(
-            filename=f, class_name=c, source=s, read=lambda p=root / s: Path(p).read_bytes()
+            filename=f,
+            class_name=c,
+            source=s,
+            open=lambda p=root / s: open(p, "rb"),
+            size=sizes[s],
         )
         for s, f, c in _layout(files)
     ]
 
 
+def _store_entry(entry: _ImageEntry, target: Path, budget: dict) -> int:
+    """Stream an entry to `target` in chunks: at most what it declares and what is left of
+    DATASET_ZIP_MAX_BYTES for the whole import. Returns the bytes written."""
+    limit = min(entry.size, budget["left"])
+
+    def excess() -> Exception:
+        if limit < entry.size:
+            return too_large(
+                f"file: entry {entry.source!r} goes past the import's total",
+                "DATASET_ZIP_MAX_BYTES",
+                zip_max_bytes(),
+            )
+        return ValidationFailed.for_field(
+            "file", f"entry {entry.source!r} is larger than it declares."
+        )
+
+    try:
+        with entry.open() as source, open(target, "wb") as out:
+            size = copy_bounded(source, out, limit=limit, on_excess=excess)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ValidationFailed.for_field(
+            "file", f"entry {entry.source!r} is corrupt ({exc})."
+        ) from None
+    budget["left"] -= size
+    return size
+
+
 def _ingest_images(entries: Iterable[_ImageEntry], images_dir: Path, written: list[Path]):
-    """Verify each entry with Pillow and store it under a generated name; returns row fields."""
+    """Stream each entry to disk, verify it with Pillow (pixel count checked from the header
+    first) and store it under a generated name; returns row fields."""
     images_dir.mkdir(parents=True, exist_ok=True)
+    budget = {"left": zip_max_bytes()}
     rows = []
     for entry in entries:
-        data = entry.read()
+        tmp = images_dir / f"tmp-{uuid.uuid4().hex}"
+        written.append(tmp)
+        size = _store_entry(entry, tmp, budget)
+        what = f"file: entry {entry.source!r}"
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with open_image(tmp, what=what) as img:
                 img.verify()
-            with Image.open(io.BytesIO(data)) as img:
+            with open_image(tmp, what=what) as img:
                 fmt, mode, (width, height) = img.format or "", img.mode, img.size
         except (
             UnidentifiedImageError,
             OSError,
             SyntaxError,
             ValueError,
-            Image.DecompressionBombError,
         ) as exc:
             raise ValidationFailed.for_field(
                 "file",
@@ -679,13 +804,13 @@ def _ingest_images(entries: Iterable[_ImageEntry], images_dir: Path, written: li
         ext = {"JPEG": "jpg", "TIFF": "tif"}.get(fmt, fmt.lower() or "bin")
         storage_name = f"{uuid.uuid4().hex}.{ext}"
         target = images_dir / storage_name
-        target.write_bytes(data)
-        written.append(target)
+        os.replace(tmp, target)
+        written[-1] = target
         rows.append(
             {
                 "filename": entry.filename,
                 "class_name": entry.class_name,
-                "size": len(data),
+                "size": size,
                 "width": width,
                 "height": height,
                 "mode": mode,
@@ -793,6 +918,14 @@ def dataset_import_images_zip(
     try:
         if hasattr(file, "seek"):
             file.seek(0)
+        declared = zip_entry_count(file)
+        max_members = zip_max_members()
+        if declared is not None and declared > max_members:
+            # Refused from the end record, before the central directory is read into memory.
+            raise ValidationFailed.for_field(
+                "file",
+                f"the archive has {declared} entries, more than the limit of {max_members}.",
+            )
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError, ValueError):
         raise ValidationFailed.for_field("file", "not a ZIP archive.") from None
@@ -862,12 +995,61 @@ def upload_session_create(
         raise ValidationFailed.for_field("size", "must be a positive integer.")
     if size > settings.UPLOAD_MAX_BYTES:
         raise PayloadTooLarge(f"Uploads are limited to {settings.UPLOAD_MAX_BYTES} bytes.")
-    session = UploadSession.objects.create(
-        project=project, owner=actor, size=size, filename=_display_name(filename)
-    )
-    with open(session.path, "wb") as fh:
-        fh.truncate(size)
+    limit = upload_sessions_max_open()
+    with transaction.atomic():
+        # The user's row is locked so that concurrent opens cannot both pass the count.
+        User.objects.select_for_update().filter(pk=actor.pk).first()
+        held = upload_sessions_open(actor).count()
+        if held >= limit:
+            raise PayloadTooLarge(
+                f"You already have {held} open upload sessions, the limit "
+                f"UPLOAD_SESSIONS_MAX_OPEN={limit}: turn them into datasets or delete them "
+                "(DELETE on the upload) first.",
+                details={"limit": "UPLOAD_SESSIONS_MAX_OPEN", "max": limit},
+            )
+        session = UploadSession.objects.create(
+            project=project, owner=actor, size=size, filename=_display_name(filename)
+        )
+    try:
+        with open(session.path, "wb") as fh:
+            fh.truncate(size)
+    except BaseException:
+        UploadSession.objects.filter(pk=session.pk).delete()
+        session.path.unlink(missing_ok=True)
+        raise
     return session
+
+
+def upload_sessions_open(user: User):
+    """The user's upload sessions whose file is still held: not yet part of a ready dataset
+    (sessions of a ready dataset had their file removed when it was parsed)."""
+    return UploadSession.objects.filter(owner=user).exclude(dataset__status=Dataset.Status.READY)
+
+
+def upload_session_delete(*, session: UploadSession) -> None:
+    """Delete an upload and its file; one bound to a dataset still being uploaded is kept."""
+    if session.dataset_id is not None:
+        status = Dataset.objects.filter(pk=session.dataset_id).values_list("status", flat=True)
+        if status.first() == Dataset.Status.UPLOADING:
+            raise Conflict(
+                f"Upload {session.pk} belongs to a dataset being uploaded; delete the dataset."
+            )
+    path = session.path
+    session.delete()
+    path.unlink(missing_ok=True)
+
+
+def _check_writable(session: UploadSession) -> None:
+    """Bytes go only into an upload whose file is still waiting for them: not one that was
+    already turned into a dataset (its file was parsed and removed)."""
+    if session.dataset_id is not None:
+        status = Dataset.objects.filter(pk=session.dataset_id).values_list("status", flat=True)
+        if status.first() != Dataset.Status.UPLOADING:
+            raise Conflict(
+                f"Upload {session.pk} was already turned into a dataset; it takes no more bytes."
+            )
+    if not session.path.exists():
+        raise Conflict(f"Upload {session.pk} has no file any more; open a new upload.")
 
 
 def _check_range(session: UploadSession, position: int, length: int) -> None:
@@ -901,6 +1083,7 @@ def _record_range(session: UploadSession, start: int, end: int) -> UploadSession
 def upload_session_write(*, session: UploadSession, position: int, data: bytes) -> UploadSession:
     """Write one chunk at `position`; chunks may come in any order and re-sends are harmless."""
     _check_range(session, position, len(data))
+    _check_writable(session)
     with open(session.path, "r+b") as fh:
         fh.seek(position)
         fh.write(data)
@@ -910,8 +1093,12 @@ def upload_session_write(*, session: UploadSession, position: int, data: bytes) 
 def upload_session_write_stream(
     *, session: UploadSession, position: int, stream, length: int | None = None
 ) -> UploadSession:
-    """Write a request body at `position` chunk by chunk, never holding it whole in memory."""
+    """Write a request body at `position` chunk by chunk, never holding it whole in memory.
+
+    A body that brings no bytes, or fewer than its declared `length`, is refused: the answer
+    never says a chunk was stored when nothing was."""
     _check_range(session, position, length or 0)
+    _check_writable(session)
     written = 0
     with open(session.path, "r+b") as fh:
         fh.seek(position)
@@ -922,6 +1109,16 @@ def upload_session_write_stream(
             _check_range(session, position, written + len(chunk))
             fh.write(chunk)
             written += len(chunk)
+    if written == 0:
+        raise ValidationFailed.for_field(
+            "body",
+            "the chunk is empty: send its bytes as the request body with a Content-Length "
+            "(a body without a length is not read).",
+        )
+    if length and written != length:
+        raise ValidationFailed.for_field(
+            "body", f"the body ended after {written} of the {length} bytes it declared."
+        )
     return _record_range(session, position, position + written)
 
 
@@ -1001,10 +1198,16 @@ def dataset_create_pending(
     return dataset
 
 
+def _mark_failed(dataset: Dataset, message: str) -> None:
+    Dataset.objects.filter(pk=dataset.pk).update(status=Dataset.Status.FAILED, error=message)
+    dataset.status, dataset.error = Dataset.Status.FAILED, message
+
+
 def dataset_finalize_upload(*, dataset: Dataset) -> Dataset:
     """Parse the uploaded files of a pending dataset, store its arrays and mark it ready.
 
-    On bad input the dataset is marked failed with the reason and ValidationFailed is raised.
+    On bad input the dataset is marked failed with the reason and ValidationFailed is raised
+    (PayloadTooLarge for a limit); on any other error it is marked failed too.
     """
     if dataset.status != Dataset.Status.UPLOADING:
         raise Conflict(f"Dataset {dataset.name!r} is {dataset.status}, not uploading.")
@@ -1046,14 +1249,15 @@ def dataset_finalize_upload(*, dataset: Dataset) -> Dataset:
                     dataset.status, dataset.error = Dataset.Status.READY, ""
                     dataset.save()
                     _publish(staging, dataset)
-    except (ValidationFailed, NotFound, Conflict) as exc:
-        Dataset.objects.filter(pk=dataset.pk).update(
-            status=Dataset.Status.FAILED, error=exc.message
-        )
-        dataset.status, dataset.error = Dataset.Status.FAILED, exc.message
-        if isinstance(exc, ValidationFailed):
-            raise
+    except (ValidationFailed, NotFound, Conflict, PayloadTooLarge) as exc:
+        _mark_failed(dataset, exc.message)
+        if isinstance(exc, ValidationFailed | PayloadTooLarge):
+            raise  # a limit keeps its 413 (the message names the setting)
         raise ValidationFailed(exc.message, details={"uploads": [exc.message]}) from None
+    except Exception:
+        # Never leave the row "uploading": whatever broke, the dataset failed.
+        _mark_failed(dataset, "Internal error while parsing the uploads.")
+        raise
     for session in sessions.values():
         session.path.unlink(missing_ok=True)
     return dataset

@@ -7,11 +7,11 @@ every error is a short plain-text message, never an HTML page or a JSON envelope
 | error                                                             | status |
 |-------------------------------------------------------------------|--------|
 | ValidationFailed, ParseError (a missing part, not an npz, params not JSON) | 400 |
-| Forbidden (the service identity's role is read-only)              | 403    |
+| Forbidden (read-only service identity; a cross-site Origin)       | 403    |
 | NotFound (surface off, client address not allowed, unknown token) | 404    |
 | MethodNotAllowed                                                  | 405    |
 | Conflict (session not finished, session failed)                   | 409    |
-| PayloadTooLarge, RequestDataTooBig                                | 413    |
+| PayloadTooLarge (a limit, named), RequestDataTooBig, MemoryError  | 413    |
 | UnsupportedMediaType (not multipart where a file is expected)     | 415    |
 | Misconfigured (enabled, but the project or service user is wrong) | 503    |
 | anything else (logged, message hidden)                            | 500    |

@@ -10,10 +10,13 @@ import ipaddress
 import logging
 import uuid
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db.models import Q
+from django.http.request import validate_host
 
+from apps.core.conf import setting
 from apps.core.exceptions import NotFound
 from apps.core.tenancy import ProjectAccess, project_access
 from apps.mlbackend.labelprop.http import Misconfigured
@@ -64,6 +67,37 @@ def client_allowed(remote_addr: str | None) -> bool:
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """Whether a request's Origin header may reach the surface.
+
+    The napari client (like curl) sends no Origin, so a request without one is allowed. A
+    browser always sends one on cross-site requests: it must name a host of ALLOWED_HOSTS
+    (patterns as Django reads them, except the bare wildcard "*", which says any Host header
+    may be served, not that every web site may drive this surface) or be listed in
+    LABELPROP_ALLOWED_ORIGINS (full origins such as "https://viewer.example:8443", or host
+    names). "null" (sandboxed frames, file pages) is never allowed.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower()
+    raw = setting("LABELPROP_ALLOWED_ORIGINS", [])
+    entries = raw.split(",") if isinstance(raw, str) else raw  # the environment: comma-joined
+    listed = [str(e).strip().lower().rstrip("/") for e in entries if str(e).strip()]
+    if origin in listed:
+        return True
+    try:
+        parts = urlsplit(origin)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host in listed:
+        return True
+    patterns = [h for h in (getattr(settings, "ALLOWED_HOSTS", None) or []) if h != "*"]
+    return validate_host(host, patterns)
 
 
 def gateway_access(*, remote_addr: str | None) -> ProjectAccess:

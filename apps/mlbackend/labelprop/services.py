@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.clusters.runtime import atomic_write
+from apps.core.conf import setting
 from apps.core.exceptions import NotFound, PayloadTooLarge, ValidationFailed
+from apps.core.safeio import ArrayLimits, load_npz
 from apps.core.tenancy import ProjectAccess
 from apps.mlbackend.labelprop import selectors, storage
 from apps.mlbackend.models import (
@@ -58,7 +59,21 @@ _NUMERIC = "biuf"
 
 
 def max_voxels() -> int:
-    return int(getattr(settings, "LABELPROP_MAX_VOXELS", 128 * 1024 * 1024))
+    return int(setting("LABELPROP_MAX_VOXELS", 128 * 1024 * 1024))
+
+
+def array_limits() -> ArrayLimits:
+    """Limits on the `arrays` npz, checked from its zip entries and npy headers before anything
+    is decompressed: voxels per array, bytes of all arrays, and the number of entries."""
+    voxels = max_voxels()
+    return ArrayLimits(
+        max_elements=voxels,
+        max_bytes=int(setting("LABELPROP_MAX_NPZ_BYTES", 16 * voxels)),
+        max_members=int(setting("LABELPROP_NPZ_MAX_MEMBERS", 8)),
+        elements_setting="LABELPROP_MAX_VOXELS",
+        bytes_setting="LABELPROP_MAX_NPZ_BYTES",
+        members_setting="LABELPROP_NPZ_MAX_MEMBERS",
+    )
 
 
 def volume_hash(img: np.ndarray) -> str:
@@ -75,7 +90,7 @@ def read_params(raw: bytes | str | None) -> dict[str, Any]:
         raise ValidationFailed.for_field("params", "missing (a JSON part named 'params').")
     try:
         value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         raise ValidationFailed.for_field("params", "not valid JSON.") from None
     if not isinstance(value, dict):
         raise ValidationFailed.for_field("params", "must be a JSON object.")
@@ -83,34 +98,21 @@ def read_params(raw: bytes | str | None) -> dict[str, Any]:
 
 
 def read_npz(fileobj: IO[bytes] | None) -> dict[str, np.ndarray]:
-    """The `arrays` part: an npz (a zip of .npy files, pickles refused). Each member's
-    uncompressed size is checked before it is read (LABELPROP_MAX_VOXELS)."""
+    """The `arrays` part: an npz (a zip of .npy files, pickles refused). Every entry's npy
+    header is checked against `array_limits()` (413 naming the setting) before any array is
+    decompressed or allocated, and members are read no further than their headers declare."""
     if fileobj is None:
         raise ValidationFailed.for_field("arrays", "missing (an npz part named 'arrays').")
     if not hasattr(fileobj, "seek"):
         raise ValidationFailed.for_field("arrays", "must be a file part holding an npz.")
-    member_limit = max_voxels() * 8 + 64 * 1024
     try:
         fileobj.seek(0)
         if not zipfile.is_zipfile(fileobj):
             raise ValidationFailed.for_field("arrays", "not an npz file (np.savez_compressed).")
         fileobj.seek(0)
-        arrays: dict[str, np.ndarray] = {}
-        with zipfile.ZipFile(fileobj) as archive:
-            for info in archive.infolist():
-                if info.is_dir() or not info.filename.endswith(".npy"):
-                    continue
-                if info.file_size > member_limit:
-                    raise PayloadTooLarge(
-                        f"arrays: {info.filename} is larger than LABELPROP_MAX_VOXELS allows."
-                    )
-                with archive.open(info) as member:
-                    arrays[info.filename[:-4]] = np.lib.format.read_array(
-                        member, allow_pickle=False
-                    )
+        return load_npz(fileobj, field="arrays", limits=array_limits())
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError) as exc:
         raise ValidationFailed.for_field("arrays", f"not a readable npz file ({exc}).") from None
-    return arrays
 
 
 # --- what a request asks -------------------------------------------------------------------------
