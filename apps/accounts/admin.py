@@ -1,7 +1,49 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 
 from apps.accounts.models import Membership, Project, User
+from apps.core.throttling import CredentialsThrottled, account_key, credential_attempt
+
+# --- the admin login: throttled like every credential check ---------------------------------
+
+
+class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin login form, its password check throttled per client address and per account
+    name (AUTH_FAILURE_RATE) before the password hasher runs: past it, a form error and (through
+    `admin_login`) status 429."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        if username is None or not self.cleaned_data.get("password"):
+            return super().clean()
+        try:
+            with credential_attempt(self.request, account=account_key(username)) as attempt:
+                try:
+                    return super().clean()
+                finally:
+                    if self.user_cache is not None:  # the password was right
+                        attempt.succeeded()
+        except CredentialsThrottled as exc:
+            if self.request is not None:
+                self.request.orchard_auth_throttled = exc
+            raise ValidationError(str(exc.detail), code="throttled") from None
+
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
+
+
+def admin_login(request, extra_context=None):
+    """`/admin/login/`: the admin site's login page, answering 429 (with `Retry-After`) when the
+    credential check was throttled."""
+    response = admin.site.login(request, extra_context)
+    throttled = getattr(request, "orchard_auth_throttled", None)
+    if throttled is not None:
+        response.status_code = 429
+        if throttled.wait:
+            response["Retry-After"] = str(int(throttled.wait))
+    return response
 
 
 class MembershipInline(admin.TabularInline):

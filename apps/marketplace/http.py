@@ -5,6 +5,7 @@ auth mapped to Orchard accounts, and errors as the protocol writes them: `{"Erro
 |-------------------------------------------------------------------|--------|
 | malformed JSON, unknown fields, wrong types, bad uuids (ValidationFailed) and state conflicts (an uplet that is not todo / pending: Conflict) | 400 |
 | missing or wrong credentials                                      | 401 (`WWW-Authenticate: Basic realm="orchestrator"`) |
+| too many failed credential checks (AUTH_FAILURE_RATE) per client address or account | 429 (`Retry-After`) |
 | a role that may not do this (a viewer writing, a non-compute account on a compute route) | 403 |
 | an unknown route or uuid (also another project's)                 | 404 |
 | a known route with another method                                 | 405 |
@@ -39,6 +40,7 @@ from apps.core.exceptions import (
     Unauthorized,
     ValidationFailed,
 )
+from apps.core.throttling import account_key, credential_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class OrchestratorBasicAuthentication(BasicAuthentication):
     only project. An account of several projects without either is refused (403). Membership is
     still checked by the scoped base, so a header naming a foreign project answers 404.
 
-    Successful credentials are remembered for `MARKETPLACE_BASIC_AUTH_CACHE_S` seconds (default
+    Every check is throttled per client address and per account name (`AUTH_FAILURE_RATE`, see
+    `apps.core.throttling`): past it, 429 `{"Error": ...}` with `Retry-After`, before any password
+    hash. Successful credentials are remembered for `MARKETPLACE_BASIC_AUTH_CACHE_S` seconds (default
     60, 0: off) under an HMAC of user and password, so that polling workers do not pay a password
     hash per request; a changed password or a deactivated account is noticed at once.
     """
@@ -71,6 +75,14 @@ class OrchestratorBasicAuthentication(BasicAuthentication):
         return user, {"project_id": project_for_account(user, request), "scheme": "basic"}
 
     def authenticate_credentials(self, userid, password, request=None):
+        # Throttled first (AUTH_FAILURE_RATE per client and per account), even for remembered
+        # credentials: a remembered success must not answer guesses faster than the hasher would.
+        with credential_attempt(request, account=account_key(userid)) as attempt:
+            user, auth = self._check(userid, password, request)
+            attempt.succeeded()
+        return user, auth
+
+    def _check(self, userid, password, request):
         ttl = int(setting("MARKETPLACE_BASIC_AUTH_CACHE_S", 60))
         key = _credentials_key(userid, password)
         if ttl > 0:

@@ -308,7 +308,10 @@ def test_oversized_body_answers_413_in_the_protocol_format(world, settings):
     assert r.json()["status"] == 413 and "exceeds" in r.json()["detail"]
 
 
-def test_basic_auth_per_backend(world):
+def test_basic_auth_per_backend(world, settings):
+    # Many wrong credentials from one client on purpose; their throttling is tested in
+    # tests/security/test_throttle_credentials.py.
+    settings.AUTH_FAILURE_RATE = "100/min"
     backend = make_backend(world.project, world.owner, basic_auth=("ls-user", "pw-1234567"))
     other = make_backend(world.project, world.owner, basic_auth=("ls-user", "another-pw"))
     for auth in (None, ("ls-user", "wrong"), ("someone", "pw-1234567"), ("ls-user", "another-pw")):

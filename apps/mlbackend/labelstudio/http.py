@@ -9,6 +9,7 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 | NotFound (unknown backend id, unknown route method -> 405)    | 404    |
 | Conflict (training in progress elsewhere, unbound model, an experiment without a completed run, training an experiment-bound backend) | 409 |
 | PayloadTooLarge (request body or fetched task data)           | 413    |
+| Throttled (too many failed credential checks: AUTH_FAILURE_RATE), with `Retry-After` | 429 |
 | FetchFailed (the allowed task URL did not answer)             | 502    |
 | anything else (logged, message hidden)                        | 500    |
 """
@@ -53,7 +54,9 @@ def status_and_detail(exc: Exception) -> tuple[int, str]:
 
 def labelstudio_exception_handler(exc, context):
     status, detail = status_and_detail(exc)
-    headers = {"WWW-Authenticate": BASIC_CHALLENGE} if isinstance(exc, Unauthorized) else None
+    headers = {"WWW-Authenticate": BASIC_CHALLENGE} if isinstance(exc, Unauthorized) else {}
+    if isinstance(exc, drf.Throttled) and exc.wait:
+        headers["Retry-After"] = str(int(exc.wait))
     if status == 500:
         logger.exception("Label Studio gateway error", exc_info=exc)
     return Response(error_body(status, detail), status=status, headers=headers, exception=True)

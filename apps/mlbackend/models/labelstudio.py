@@ -59,7 +59,8 @@ class LabelStudioBackend(TenantModel):
     # The parsed interface: {kind, from_name, to_name, data_key, labels, multiple}.
     interface = models.JSONField(default=dict, blank=True)
     basic_auth_user = models.CharField(max_length=150, blank=True)
-    # A Django password hash (never the password); empty: no Basic auth.
+    # A keyed hash `hmac-sha256$salt$hex` (older rows: a Django password hash, rewritten on their
+    # first successful check); never the password. Empty: no Basic auth.
     basic_auth_password = models.CharField(max_length=256, blank=True)
     allowed_hosts = models.JSONField(
         default=list,
