@@ -53,6 +53,12 @@ class ClusterIoConsumer(DatabaseFreeReceiveMixin, ProjectScopedConsumer):
         self.session = DirectIoSession.open(access=access, cluster=cluster, expires_at=expires)
         self.group = group_name("cluster", cluster.pk)
 
+    def reauthorize(self, access: ProjectAccess) -> None:
+        """Every WEBSOCKET_RECHECK_S, also while no frame comes: the cluster still visible
+        (else closed 4404); training rights follow the caller's current role."""
+        cluster = Cluster.objects.get_visible(access, pk=self.session.runtime.cluster_id)
+        self.session.can_train = access.can_edit(cluster)
+
     async def on_open(self) -> None:
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -88,7 +94,7 @@ class ClusterIoConsumer(DatabaseFreeReceiveMixin, ProjectScopedConsumer):
 
         try:
             return json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json decodes
             return None
 
     async def receive_json(self, content, **kwargs) -> None:

@@ -21,9 +21,11 @@ from apps.clusters.models import (
 from apps.core.events import group_name, publish
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.storage import project_local_dir
+from apps.core.tenancy import require_edit
 
 if TYPE_CHECKING:
     from apps.accounts.models import Project, User
+    from apps.core.tenancy import ProjectAccess
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,22 @@ def host_refresh() -> list[Host]:
 
 def _jsonable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | type(None))
+
+
+# --- rights --------------------------------------------------------------------------------------
+
+# Task kinds that only read their cluster's weights (inference). Every other kind with a cluster
+# writes them (training), which is changing the cluster.
+CLUSTER_READ_ONLY_TASK_KINDS = frozenset({"request"})
+TRAIN_DENIED = "Only the owner or a project admin may train this cluster."
+
+
+def require_task_rights(*, access: ProjectAccess, kind: str, cluster: Cluster | None) -> None:
+    """Every surface that starts a task on a cluster calls this before `task_create`: any task
+    needs a writing role; a task that writes the cluster's weights needs edit rights on it."""
+    access.require_write()
+    if cluster is not None and kind not in CLUSTER_READ_ONLY_TASK_KINDS:
+        require_edit(access, cluster, TRAIN_DENIED)
 
 
 # --- clusters ------------------------------------------------------------------------------------

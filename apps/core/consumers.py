@@ -4,20 +4,85 @@
 authenticated scope user (see `apps.accounts.ws`), then calls `authorize(access)` where subclasses
 fetch their object with the scoped querysets. Anything raising NotFound/Unauthorized/Forbidden closes
 the socket with 4404/4401/4403 (4409 for a conflict) before any model is touched.
+
+Rights are not only checked once: every `WEBSOCKET_RECHECK_S` seconds (default 5) an open socket
+re-resolves them (the user still active, the token not expired, still a member, the object still
+visible: `reauthorize`) and is closed with the same close codes when they are gone, so a socket
+does not outlive a removed membership, a deactivated user or a deleted object.
 """
+
+import asyncio
+import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from apps.core.conf import number_setting
 from apps.core.exceptions import Conflict, Forbidden, NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess, project_access
+
+logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
 
-_GUARDED = ("connect", "websocket_connect")
+_GUARDED = ("connect", "websocket_connect", "websocket_disconnect")
+WEBSOCKET_RECHECK_S_DEFAULT = 5.0
+
+
+def websocket_recheck_s() -> float:
+    """Seconds between two re-checks of an open socket's rights (`WEBSOCKET_RECHECK_S`)."""
+    return max(number_setting("WEBSOCKET_RECHECK_S", WEBSOCKET_RECHECK_S_DEFAULT), 0.005)
+
+
+def token_expired(token) -> bool:
+    """True when the socket's token (a simplejwt token or its payload) has expired."""
+    exp = token.get("exp") if token is not None else None
+    return isinstance(exp, int | float) and time.time() >= exp
+
+
+def active_user(user_id):
+    """The user if still active, else Unauthorized (sync)."""
+    from apps.accounts.models import User
+
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise Unauthorized("The account is no longer active.")
+    return user
+
+
+class RecheckLoop:
+    """Runs `check` (async, raises OrchardError when rights are gone) every
+    `websocket_recheck_s()` seconds until cancelled; on a refusal awaits `on_refused(exc)`."""
+
+    def __init__(self, check, on_refused):
+        self.check = check
+        self.on_refused = on_refused
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def cancel(self) -> None:
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(websocket_recheck_s())
+            try:
+                await self.check()
+            except OrchardError as exc:
+                self.task = None
+                await self.on_refused(exc)
+                return
+            except Exception:  # a database hiccup: keep the socket, check again next time
+                logger.warning("websocket rights re-check failed", exc_info=True)
 
 
 def close_code_for(exc: Exception) -> int:
@@ -74,10 +139,36 @@ class ProjectScopedConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.accept(self.scope.get("accepted_subprotocol"))
         await self.on_open()
+        self._rights_loop = RecheckLoop(self._recheck, self._refused)
+        self._rights_loop.start()
+
+    async def websocket_disconnect(self, message):
+        loop = getattr(self, "_rights_loop", None)
+        if loop is not None:
+            loop.cancel()
+        await super().websocket_disconnect(message)
+
+    async def _recheck(self) -> None:
+        if token_expired(self.scope.get("token")):
+            raise Unauthorized("Token is invalid or expired.")
+        await database_sync_to_async(self._recheck_sync)()
+
+    def _recheck_sync(self) -> None:
+        user = active_user(self.access.user.pk)
+        access = project_access(user=user, project_id=self.access.project.pk)
+        self.reauthorize(access)
+        self.access = access
+
+    async def _refused(self, exc: OrchardError) -> None:
+        await self.close(code=close_code_for(exc))
 
     def authorize(self, access: ProjectAccess) -> None:
         """Fetch the socket's object through the scoped querysets (sync, in a thread)."""
         raise NotImplementedError
+
+    def reauthorize(self, access: ProjectAccess) -> None:
+        """Sync, every WEBSOCKET_RECHECK_S: raise (NotFound, Forbidden) when `access` may no
+        longer use the socket's object. The membership itself is re-checked by the caller."""
 
     async def on_open(self) -> None:
         """Called after accept(): join groups, send a first message."""

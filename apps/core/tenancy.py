@@ -32,6 +32,9 @@ class Visibility(models.TextChoices):
     SHARED = "shared", "Shared (every member)"
 
 
+EDIT_DENIED = "Only the owner or a project admin may change this."
+
+
 @dataclass(frozen=True)
 class ProjectAccess:
     """The caller's rights in one project, resolved once per request, socket or job."""
@@ -52,10 +55,20 @@ class ProjectAccess:
         return self.is_admin or self.role == Role.MEMBER
 
     def can_edit(self, obj: Any) -> bool:
-        """Writers change their own resources; admins change every resource of the project."""
+        """THE edit rule of every surface: changing a resource (training it, saving or loading
+        its checkpoints, switching its host or mode, deleting it) needs the owner (with a
+        writing role), a project admin or a global admin. Objects of another project: never."""
+        project_id = getattr(obj, "project_id", None)
+        if project_id is not None and project_id != self.project.pk:
+            return False
         if self.is_admin:
             return True
         return self.can_write and getattr(obj, "owner_id", None) == self.user.pk
+
+    def require_edit(self, obj: Any, message: str | None = None) -> None:
+        """Forbidden unless the caller may change `obj` (see `can_edit`)."""
+        if not self.can_edit(obj):
+            raise Forbidden(message or EDIT_DENIED)
 
     def require_write(self) -> None:
         if not self.can_write:
@@ -64,6 +77,12 @@ class ProjectAccess:
     def require_admin(self) -> None:
         if not self.is_admin:
             raise Forbidden("Only project admins may do this.")
+
+
+def require_edit(access: ProjectAccess, obj: Any, message: str | None = None) -> None:
+    """The one edit check of every surface (views, gateways, consumers, services):
+    Forbidden unless `access` may change `obj` (owner, project admin or global admin)."""
+    access.require_edit(obj, message)
 
 
 def project_access(*, user: User, project_id: str) -> ProjectAccess:

@@ -20,6 +20,10 @@ Targets:
   has isLast=true). A message that cannot be served (unknown brick, wrong number of values,
   expired token, cluster left DIRECT mode) is answered with the JSON error frame
   `{"success": false, "error": ...}` and the socket is closed (4400, or 4401 for the token).
+
+Every WEBSOCKET_RECHECK_S (default 5) an open socket re-authenticates its token and re-fetches its
+object, also while no frame comes: when the token expired, the user left the project or the
+object is gone, it sends `{"success": false, "error": ...}` and closes (4401).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from google.protobuf.message import DecodeError
 
 from apps.accounts.authentication import user_for_token
-from apps.core.consumers import DatabaseFreeReceiveMixin
+from apps.core.consumers import DatabaseFreeReceiveMixin, RecheckLoop, token_expired
 from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
 from apps.core.tenancy import ProjectAccess
@@ -93,6 +97,21 @@ def _open_cluster(access: ProjectAccess, cluster_id, expires_at):
     return DirectIoSession.open(access=access, cluster=cluster, expires_at=expires_at)
 
 
+def _recheck(raw_token: str, target: str, object_id: str, session) -> None:
+    """Sync: the token still valid and its user still allowed to use the socket's object."""
+    from apps.clusters.models import Cluster
+
+    access, _ = _authenticate(raw_token)
+    if target == "file_upload":
+        access.require_write()
+        if not UploadSession.objects.editable_by(access).filter(pk=object_id).exists():
+            raise NotFound("Upload not found.")
+    else:
+        cluster = Cluster.objects.get_visible(access, pk=object_id)
+        if session is not None:
+            session.can_train = access.can_edit(cluster)
+
+
 def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) -> None:
     access, _ = _authenticate(raw_token)
     session = _upload_session(access, session_id)
@@ -116,12 +135,15 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
         self.session = None
         self.buffer: dict[str, np.ndarray] = {}
         self.group = None
+        self.rights_loop = None
         await self.accept()
 
     def database_free_receive(self) -> bool:
         return getattr(self, "session", None) is not None
 
     async def disconnect(self, code):
+        if self.rights_loop is not None:
+            self.rights_loop.cancel()
         if self.group and self.channel_layer is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.session is not None:
@@ -147,7 +169,7 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8")
             first = json.loads(raw)
-        except (UnicodeDecodeError, ValueError, TypeError):
+        except (UnicodeDecodeError, ValueError, TypeError, RecursionError):
             await self._refuse("The first message must be JSON {token, target, uuid}.")
             return
         if not isinstance(first, dict):
@@ -179,6 +201,18 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
         await self.send(
             bytes_data=json.dumps({"success": True, "uuid": self.connection_id}).encode()
         )
+        self.rights_loop = RecheckLoop(self._recheck_rights, self._rights_gone)
+        self.rights_loop.start()
+
+    async def _recheck_rights(self) -> None:
+        if token_expired({"exp": self.token_exp}):
+            raise Unauthorized("Token is invalid or expired.")
+        await database_sync_to_async(_recheck)(
+            self.raw_token, self.target, self.object_id, self.session
+        )
+
+    async def _rights_gone(self, exc: OrchardError) -> None:
+        await self._refuse(exc.message)
 
     # -- file upload ------------------------------------------------------------------------
     async def _upload_answer(self, error: str = "") -> None:

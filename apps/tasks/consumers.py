@@ -1,7 +1,9 @@
 """Live events of one task: `ws/projects/<project_id>/tasks/<task_id>`.
 
 On connect the socket sends the task's current state, then the stored events (epoch metrics) so a
-reconnecting client catches up, then relays every event published to the task's group.
+reconnecting client catches up, then relays every event published to the task's group. Every
+WEBSOCKET_RECHECK_S the caller's rights are re-checked (see `apps.core.consumers`): a socket whose
+user left the project, or whose task is no longer visible to them, is closed (4404/4401).
 """
 
 from channels.db import database_sync_to_async
@@ -23,6 +25,9 @@ class TaskEventsConsumer(ProjectScopedConsumer):
         task_id = self.scope["url_route"]["kwargs"].get("task_id")
         self.task = Task.objects.get_visible(access, pk=task_id)
         self.group = group_name("task", self.task.pk)
+
+    def reauthorize(self, access: ProjectAccess) -> None:
+        Task.objects.get_visible(access, pk=self.task.pk)
 
     async def on_open(self) -> None:
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -13,6 +13,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.accounts.services import membership_remove, token_pair_for
 from apps.clusters.services import checkpoint_save
+from apps.core.tenancy import Role
 from apps.datasets import services as dataset_services
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
 from apps.hanami.urls import urlpatterns
@@ -20,6 +21,7 @@ from apps.tasks.models import Task
 from apps.tasks.services import request_result_store
 from tests.clusters.helpers import make_cluster
 from tests.datasets.conftest import idx_bytes, mnist_arrays
+from tests.factories import add_member
 from tests.hanami.conftest import SDK
 from tests.test_tenancy import _snapshot
 
@@ -265,6 +267,10 @@ async def test_the_socket_refuses_foreign_uploads_and_bad_tokens(world):
     assert answer["success"] is True
     await comm.send_to(bytes_data=FileUpload_Message(position=0, data=b"ab").SerializeToString())
     assert FileUploadResponse_Message.FromString(await comm.receive_from(timeout=5)).success
+    # (Another admin first: the last admin of a project cannot be removed.)
+    await sync_to_async(add_member)(
+        world.other_project, world.global_admin, Role.ADMIN, is_project_admin=True
+    )
     await sync_to_async(membership_remove)(project=world.other_project, user=world.outsider)
     await comm.send_to(bytes_data=FileUpload_Message(position=2, data=b"cd").SerializeToString())
     response = FileUploadResponse_Message.FromString(await comm.receive_from(timeout=5))

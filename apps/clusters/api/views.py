@@ -9,6 +9,7 @@ from apps.clusters import selectors, services
 from apps.clusters.api import serializers as s
 from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.views import GlobalAPIView, ProjectScopedViewSet
+from apps.core.tenancy import require_edit
 
 
 class ClusterViewSet(ProjectScopedViewSet):
@@ -112,10 +113,7 @@ class CheckpointViewSet(ProjectScopedViewSet):
         )
         data.is_valid(raise_exception=True)
         cluster = data.validated_data["cluster_id"]
-        if not self.access.can_edit(cluster):
-            from apps.core.exceptions import Forbidden
-
-            raise Forbidden("Only the owner or a project admin may change this cluster.")
+        require_edit(self.access, cluster)
         cluster = services.checkpoint_restore(checkpoint=checkpoint, cluster=cluster)
         return Response(s.ClusterSerializer(cluster).data)
 

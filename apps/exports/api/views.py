@@ -9,7 +9,8 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
-from apps.core.exceptions import Conflict, Forbidden, ValidationFailed
+from apps.core.exceptions import Conflict, ValidationFailed
+from apps.core.tenancy import require_edit
 from apps.exports import selectors, services
 from apps.exports.api import serializers as s
 from apps.exports.formats import FORMATS, format_catalogue
@@ -96,8 +97,9 @@ class ExportDetailView(ProjectScopedAPIView):
     @extend_schema(responses={204: None})
     def delete(self, request, project_id, export_id):
         export = selectors.export_get(access=self.access, export_id=export_id)
-        if not self.access.can_edit(export):
-            raise Forbidden("Only the owner or a project admin may delete this export.")
+        require_edit(
+            self.access, export, "Only the owner or a project admin may delete this export."
+        )
         services.export_delete(export=export)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

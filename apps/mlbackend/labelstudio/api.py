@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from apps.core.api.views import ProjectScopedViewSet
 from apps.core.exceptions import Forbidden
+from apps.core.tenancy import require_edit
 from apps.mlbackend.labelstudio import selectors, services
 from apps.mlbackend.labelstudio import serializers as s
 from apps.mlbackend.models import LabelStudioBackend
@@ -34,13 +35,35 @@ class LabelStudioBackendViewSet(ProjectScopedViewSet):
             .order_by("-created_at")
         )
 
-    def _checked_fields(self, validated: dict) -> dict:
+    def _checked_fields(self, validated: dict, backend: LabelStudioBackend | None = None) -> dict:
         """Service keyword arguments; binding a model the caller may not change is refused
-        (training the backend writes that model's weights)."""
+        (training the backend writes that model's weights). Fetching from private networks
+        is for project admins only: turning `allow_private_networks` on, or changing the
+        `allowed_hosts` of a backend that has it on (which would aim it at other internal
+        hosts), answers 403 to anyone else."""
         fields = {_FIELD_SOURCES.get(k, k): v for k, v in validated.items()}
+        if not self.access.is_admin:
+            turning_on = fields.get("allow_private_networks") is True and not (
+                backend is not None and backend.allow_private_networks
+            )
+            retargeting = (
+                backend is not None
+                and backend.allow_private_networks
+                and "allowed_hosts" in fields
+                and list(fields["allowed_hosts"]) != list(backend.allowed_hosts or [])
+            )
+            if turning_on or retargeting:
+                raise Forbidden(
+                    "Only project admins may let a backend fetch from private networks "
+                    "(allow_private_networks) or change the hosts such a backend fetches from."
+                )
         cluster = fields.get("cluster")
-        if cluster is not None and not self.access.can_edit(cluster):
-            raise Forbidden("Only the model's owner or a project admin may bind it to a backend.")
+        if cluster is not None:
+            require_edit(
+                self.access,
+                cluster,
+                "Only the model's owner or a project admin may bind it to a backend.",
+            )
         return fields
 
     def list(self, request, project_id=None):
@@ -67,7 +90,7 @@ class LabelStudioBackendViewSet(ProjectScopedViewSet):
         data = s.BackendUpdateSerializer(data=request.data, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
         backend = services.backend_update(
-            backend=backend, **self._checked_fields(data.validated_data)
+            backend=backend, **self._checked_fields(data.validated_data, backend)
         )
         return Response(self.get_serializer(backend).data)
 

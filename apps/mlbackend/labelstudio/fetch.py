@@ -22,6 +22,12 @@ cannot swap in another address. Redirects are followed (at most `MAX_REDIRECTS`)
 the backend allows, with the same checks, and credentials never go to another host than the one
 they were meant for. Limits: `LABELSTUDIO_FETCH_MAX_BYTES` (default 20 MiB) and
 `LABELSTUDIO_FETCH_TIMEOUT_S` (default 10 s for the whole fetch, redirects included).
+
+Errors never tell the caller what lies behind an allowed host: a failed fetch (connection refused,
+timeout, DNS failure, any HTTP status, too many redirects) answers the same generic "Could not
+fetch the task data." and a refused address does not name the address; the details (host, port,
+status, errno) go to the server log only. The one exception is Label Studio refusing the access
+token, whose answer names the remedy (and nothing about the URL).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import hashlib
 import http.client
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -49,6 +56,8 @@ _DEFAULTS = {"LABELSTUDIO_FETCH_MAX_BYTES": 20 * 1024 * 1024, "LABELSTUDIO_FETCH
 _CHUNK = 64 * 1024
 USER_AGENT = "Orchard-ML-backend"
 
+logger = logging.getLogger(__name__)
+
 # Indirection so tests can answer DNS without the network.
 _getaddrinfo = socket.getaddrinfo
 
@@ -63,9 +72,29 @@ class FetchRefused(ValidationFailed):
 
 
 class FetchFailed(OrchardError):
-    """The allowed URL could not be fetched (network error, HTTP error, timeout)."""
+    """The allowed URL could not be fetched (network error, HTTP error, timeout).
+
+    `detail` (host, port, status, errno) is logged and kept on the exception for the server;
+    the message every client sees is `public`, by default the generic one."""
 
     code, status, default_message = "FETCH_FAILED", 502, "Could not fetch the task data."
+
+    def __init__(self, detail: str | None = None, *, public: str | None = None) -> None:
+        super().__init__(public or self.default_message)
+        self.detail = detail or self.message
+        logger.warning("Label Studio backend: fetching task data failed: %s", self.detail)
+
+
+LS_TOKEN_REFUSED = (
+    "Could not fetch the task data: Label Studio refused the access token. Label Studio 1.23 "
+    "turns legacy API tokens off for new organizations; put a personal access token in the ML "
+    'backend\'s Extra params in Label Studio, {"label_studio_api_key": "<token>"}, or turn legacy '
+    "tokens on (Organization -> API Tokens Settings)."
+)
+LS_EXCHANGE_FAILED = (
+    "Could not fetch the task data: Label Studio did not exchange the personal access token; "
+    "check label_studio_api_key in the ML backend's Extra params."
+)
 
 
 @dataclass(frozen=True)
@@ -149,17 +178,11 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             url = urljoin(url, location)
             continue
         if status == 401 and origin == policy.label_studio_origin:
-            raise FetchFailed(
-                f"{origin[1]} answered HTTP 401 for the task data: Label Studio refused the "
-                "access token. Label Studio 1.23 turns legacy API tokens off for new "
-                "organizations; put a personal access token in the ML backend's Extra params "
-                'in Label Studio, {"label_studio_api_key": "<token>"}, or turn legacy tokens on '
-                "(Organization -> API Tokens Settings)."
-            )
+            raise FetchFailed(f"{origin[1]} answered HTTP 401 for {url}", public=LS_TOKEN_REFUSED)
         if status != 200:
-            raise FetchFailed(f"{origin[1]} answered HTTP {status} for the task data.")
+            raise FetchFailed(f"{origin[1]}:{origin[2]} answered HTTP {status} for {url}")
         return body
-    raise FetchFailed(f"More than {MAX_REDIRECTS} redirects fetching the task data.")
+    raise FetchFailed(f"More than {MAX_REDIRECTS} redirects fetching {url}")
 
 
 def check_address(address: str, *, allow_private: bool) -> None:
@@ -168,13 +191,15 @@ def check_address(address: str, *, allow_private: bool) -> None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        raise FetchRefused(f"address {ip} may not be fetched from.")
+        logger.warning("Label Studio backend: refused to fetch from address %s", ip)
+        raise FetchRefused("The host resolves to an address that may not be fetched from.")
     if allow_private:
         return
     if ip.is_private or ip.is_loopback or ip.is_link_local or not ip.is_global:
+        logger.warning("Label Studio backend: refused to fetch from private address %s", ip)
         raise FetchRefused(
-            f"address {ip} is private, loopback or link-local; allow private networks on the "
-            "backend to fetch from it."
+            "The host resolves to a private, loopback or link-local address; a project admin "
+            "may allow private networks on the backend."
         )
 
 
@@ -217,14 +242,14 @@ def url_origin(url: str) -> tuple[str, str, int]:
 
 def _resolve(host: str, port: int, allow_private: bool, deadline: float) -> list[str]:
     if time.monotonic() > deadline:
-        raise FetchFailed("Timed out fetching the task data.")
+        raise FetchFailed(f"Timed out before resolving {host!r}")
     try:
         infos = _getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchFailed(f"Cannot resolve {host!r}: {exc}.") from None
+        raise FetchFailed(f"Cannot resolve {host!r}: {exc}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
-        raise FetchFailed(f"{host!r} has no address.")
+        raise FetchFailed(f"{host!r} has no address")
     for address in addresses:  # every one: an attacker may mix a public and a private answer
         check_address(address, allow_private=allow_private)
     return addresses
@@ -275,11 +300,9 @@ def _request(method, url, origin, headers, policy: FetchPolicy, deadline: float,
             last_error = exc
         finally:
             conn.close()
-    if last_error is None:
-        raise FetchFailed("Timed out fetching the task data.")
-    if isinstance(last_error, TimeoutError):
-        raise FetchFailed("Timed out fetching the task data.")
-    raise FetchFailed(f"Could not fetch from {host}: {last_error}.")
+    if last_error is None or isinstance(last_error, TimeoutError):
+        raise FetchFailed(f"Timed out fetching {host}:{port}")
+    raise FetchFailed(f"Could not fetch from {host}:{port}: {last_error}")
 
 
 # --- Label Studio tokens (as label-studio-sdk sends them) ----------------------------------------
@@ -352,8 +375,7 @@ def _access_token(policy: FetchPolicy, refresh: str, deadline: float | None) -> 
             access = None
     if not isinstance(access, str) or not access:
         raise FetchFailed(
-            f"Label Studio did not exchange the personal access token (HTTP {status} from "
-            f"/{REFRESH_PATH}): check label_studio_api_key in the ML backend's Extra params."
+            f"Label Studio answered HTTP {status} to /{REFRESH_PATH}", public=LS_EXCHANGE_FAILED
         )
     expires = (jwt_claims(access) or {}).get("exp")
     expires_at = float(expires) - _ACCESS_MARGIN_S if isinstance(expires, int | float) else now + 60
@@ -377,10 +399,12 @@ def _read_limited(response, conn, max_bytes: int, deadline: float) -> bytes:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchFailed("Timed out fetching the task data.")
+            raise FetchFailed("Timed out reading the task data")
         if conn.sock is not None:
             conn.sock.settimeout(remaining)
-        chunk = response.read(_CHUNK)
+        # read1: what one receive brought. read(n) waits for n bytes, and a server that drips
+        # a byte at a time never lets one receive time out: the deadline would never be checked.
+        chunk = response.read1(_CHUNK)
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
