@@ -3,32 +3,58 @@
 `BodySizeLimitASGIMiddleware` wraps the ASGI application (daphne/uvicorn read the body for Django,
 so this is the layer that can refuse early, and it also counts bytes of bodies sent without a
 length). `BodySizeLimitMiddleware` applies the same rule inside Django (WSGI and the test client).
+
+Only an upload route (a view that declares `accepts_uploads = True`) takes UPLOAD_MAX_BYTES, and
+only for an upload Content-Type; every other request is capped at API_MAX_BODY_BYTES whatever its
+Content-Type says (a client cannot lift the limit by declaring `application/octet-stream`).
 """
 
 import json
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse
+from django.urls import Resolver404, resolve
 
 _UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream", "application/zip")
 
 
-def body_limit(content_type: str) -> int:
-    """The byte limit for a request of this Content-Type."""
+def _match(path: str):
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None
+
+
+def is_upload_route(path: str) -> bool:
+    """Whether the view that serves `path` takes file bodies (`accepts_uploads`)."""
+    match = _match(path)
+    func = match.func if match is not None else None
+    view = getattr(func, "cls", None) or getattr(func, "view_class", None)
+    return bool(getattr(view, "accepts_uploads", False))
+
+
+def body_limit(path: str, content_type: str) -> tuple[str, int]:
+    """The (setting name, byte limit) of a request body for `path` with this Content-Type."""
     content_type = (content_type or "").split(";")[0].strip().lower()
-    if content_type in _UPLOAD_TYPES:
-        return settings.UPLOAD_MAX_BYTES
-    return settings.API_MAX_BODY_BYTES
+    if content_type in _UPLOAD_TYPES and is_upload_route(path):
+        return "UPLOAD_MAX_BYTES", int(settings.UPLOAD_MAX_BYTES)
+    return "API_MAX_BODY_BYTES", int(settings.API_MAX_BODY_BYTES)
 
 
-def too_large_body(path: str, limit: int) -> dict:
-    """The 413 answer in the format of the surface that owns `path`."""
-    message = f"Request body exceeds the limit of {limit} bytes."
+def too_large_body(path: str, name: str, limit: int) -> tuple[str, bytes]:
+    """The 413 answer (content type, body) in the format of the surface that owns `path`."""
+    message = f"Request body exceeds the limit of {limit} bytes ({name})."
     if path.startswith("/api/"):
-        return {"status": "error", "error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}
-    if path.startswith("/ml/"):  # Label Studio ML backends: label-studio-ml-backend's errors
-        return {"status": 413, "detail": message}
-    return {"error": message}
+        answer = {"status": "error", "error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}
+    elif path.startswith("/ml/"):  # Label Studio ML backends: label-studio-ml-backend's errors
+        answer = {"status": 413, "detail": message}
+    elif path.startswith("/orchestrator"):  # the Morpheo orchestrator's `{"Error": ...}`
+        answer = {"Error": message}
+    elif (getattr(_match(path), "url_name", None) or "").startswith("labelprop-"):
+        return "text/plain; charset=utf-8", message.encode()  # labelprop answers short texts
+    else:  # Hanami and anything else
+        answer = {"error": message}
+    return "application/json", json.dumps(answer).encode()
 
 
 class BodySizeLimitMiddleware:
@@ -37,14 +63,21 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         length = request.META.get("CONTENT_LENGTH") or "0"
-        limit = body_limit(request.META.get("CONTENT_TYPE", ""))
+        name, limit = body_limit(request.path_info, request.META.get("CONTENT_TYPE", ""))
         try:
             too_large = int(length) > limit
         except ValueError:
             too_large = False
         if too_large:
-            return JsonResponse(too_large_body(request.path, limit), status=413)
+            content_type, body = too_large_body(request.path_info, name, limit)
+            return HttpResponse(body, status=413, content_type=content_type)
         return self.get_response(request)
+
+
+def _path_info(scope) -> str:
+    """The path Django resolves: the scope's path less the application's root path."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class BodySizeLimitASGIMiddleware:
@@ -55,13 +88,15 @@ class BodySizeLimitASGIMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        limit = body_limit(headers.get(b"content-type", b"").decode("latin-1"))
+        name, limit = body_limit(
+            _path_info(scope), headers.get(b"content-type", b"").decode("latin-1")
+        )
         try:
             declared = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
             declared = 0
         if declared > limit:
-            return await self._refuse(scope, send, limit)
+            return await self._refuse(scope, send, name, limit)
 
         received = 0
         refused = False
@@ -73,7 +108,7 @@ class BodySizeLimitASGIMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit and not refused:
                     refused = True
-                    await self._refuse(scope, send, limit)
+                    await self._refuse(scope, send, name, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -83,14 +118,14 @@ class BodySizeLimitASGIMiddleware:
 
         return await self.app(scope, limited_receive, guarded_send)
 
-    async def _refuse(self, scope, send, limit):
-        body = json.dumps(too_large_body(scope.get("path", ""), limit)).encode()
+    async def _refuse(self, scope, send, name, limit):
+        content_type, body = too_large_body(_path_info(scope), name, limit)
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", content_type.encode()),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],

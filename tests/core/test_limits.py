@@ -1,6 +1,7 @@
 """Oversized bodies are refused with 413 before the body is read: inside Django (test client)
 and in the ASGI layer that daphne/uvicorn run (declared Content-Length and chunked bodies)."""
 
+import asyncio
 import json
 
 import pytest
@@ -103,3 +104,125 @@ async def test_asgi_serves_normal_requests(world):
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 200
     assert json.loads(response["body"])["status"] == "ok"
+
+
+# -- only upload routes take UPLOAD_MAX_BYTES, whatever the Content-Type says --------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/octet-stream", "application/zip", "multipart/form-data; b=x"]
+)
+def test_an_upload_content_type_does_not_lift_the_limit_of_other_routes(
+    world, settings, content_type
+):
+    settings.API_MAX_BODY_BYTES = 1000
+    response = client_for(world.member).generic(
+        "POST", "/api/projects", b"x" * 5000, content_type=content_type
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert "API_MAX_BODY_BYTES" in response.json()["error"]["message"]
+    assert Project.objects.count() == 2
+
+
+def _upload_session(world, size: int) -> str:
+    response = client_for(world.owner).post(
+        f"/api/projects/{world.project.pk}/uploads", {"filename": "f", "size": size}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["data"]["id"]
+
+
+def test_upload_routes_still_take_bodies_above_the_api_limit(world, settings):
+    upload = _upload_session(world, 5000)
+    settings.API_MAX_BODY_BYTES = 1000
+    response = client_for(world.owner).put(
+        f"/api/projects/{world.project.pk}/uploads/{upload}?position=0",
+        b"x" * 5000,
+        content_type="application/octet-stream",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["data"]["received_bytes"] == 5000
+
+
+@pytest.mark.asyncio
+async def test_asgi_refuses_a_declared_octet_stream_on_a_non_upload_route(world, settings):
+    settings.API_MAX_BODY_BYTES = 1000
+    communicator = HttpCommunicator(
+        _asgi_app(),
+        "POST",
+        "/api/projects",
+        body=b"{}",
+        headers=[
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(60 * 1024 * 1024).encode()),
+            (b"authorization", b"Bearer " + await _token(world)),
+        ],
+    )
+    response = await communicator.get_response(timeout=5)
+    assert response["status"] == 413
+    assert "API_MAX_BODY_BYTES" in json.loads(response["body"])["error"]["message"]
+
+
+async def _asgi_call(path, headers, chunks):
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "PUT" if "/uploads/" in path else "POST",
+        "path": path.split("?")[0],
+        "raw_path": path.split("?")[0].encode(),
+        "query_string": path.partition("?")[2].encode(),
+        "root_path": "",
+        "scheme": "http",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    pending.append({"type": "http.request", "body": b"", "more_body": False})
+    sent = []
+
+    async def receive():
+        if pending:
+            return pending.pop(0)
+        await asyncio.Event().wait()  # the client stays connected until the answer is sent
+
+    async def send(message):
+        sent.append(message)
+
+    await _asgi_app()(scope, receive, send)
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_asgi_counts_chunked_octet_streams_on_non_upload_routes(world, settings):
+    settings.API_MAX_BODY_BYTES = 1000
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"authorization", b"Bearer " + await _token(world)),
+    ]
+    sent = await _asgi_call("/api/projects", headers, [b"x" * 600] * 5)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [413]
+    assert await Project.objects.acount() == 2
+
+
+@pytest.mark.asyncio
+async def test_asgi_upload_route_takes_a_body_above_the_api_limit(world, settings):
+    from channels.db import database_sync_to_async
+
+    from apps.accounts.services import token_pair_for
+
+    upload = await database_sync_to_async(_upload_session)(world, 3000)
+    settings.API_MAX_BODY_BYTES = 1000
+    token = (await database_sync_to_async(token_pair_for)(user=world.owner))["access"]
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", b"3000"),
+        (b"authorization", b"Bearer " + token.encode()),
+    ]
+    path = f"/api/projects/{world.project.pk}/uploads/{upload}?position=0"
+    sent = await _asgi_call(path, headers, [b"x" * 600] * 5)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [200], sent
+    assert json.loads(sent[-1]["body"])["data"]["received_bytes"] == 3000

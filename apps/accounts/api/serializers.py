@@ -22,6 +22,8 @@ class ProjectUpdateSerializer(StrictModelSerializer):
 
 class UserSerializer(StrictModelSerializer):
     is_admin = serializers.BooleanField(source="is_superuser", read_only=True)
+    # Not an EmailField: the address may be empty, which is no valid `format: email`.
+    email = serializers.CharField(read_only=True, help_text="Email address, or empty.")
 
     class Meta:
         model = User

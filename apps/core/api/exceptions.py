@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from apps.core.api.parsers import TOO_DEEP
 from apps.core.exceptions import OrchardError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ def envelope_exception_handler(exc, context):
         exc = drf.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, TokenError):
         exc = InvalidToken(str(exc))
+    elif isinstance(exc, RecursionError):
+        # A body nested deeper than the parser (or a serializer walking it) can recurse; the
+        # settings' DRF JSONParser raises it instead of a ParseError.
+        exc = drf.ParseError(TOO_DEEP)
     elif isinstance(exc, RequestDataTooBig):
         return Response(
             error_body("PAYLOAD_TOO_LARGE", "Request body too large."), status=413, exception=True

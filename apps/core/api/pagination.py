@@ -11,12 +11,13 @@ from apps.core.exceptions import ValidationFailed
 
 def _positive_int(request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationFailed.for_field(name, "must be a positive integer.") from None
+    # ASCII digits only: int() would also take " 7", "+7", "7_0" and other scripts' digits.
+    # Past 100 digits, no page or size can exist (int() itself would refuse 4,300 digits).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 100:
+        raise ValidationFailed.for_field(name, "must be a positive integer.")
+    value = int(raw)
     if value < 1:
         raise ValidationFailed.for_field(name, "must be a positive integer.")
     return value
@@ -36,6 +37,10 @@ class PagePagination(BasePagination):
         )
         self.total = queryset.count() if hasattr(queryset, "count") else len(queryset)
         start = (self.page - 1) * self.page_size
+        if start >= self.total:
+            # Past the end: empty, without asking the database for an offset it may not hold
+            # (SQLite and PostgreSQL refuse offsets past 64 bits with an error, not an empty page).
+            return []
         return list(queryset[start : start + self.page_size])
 
     def get_paginated_response(self, data):
@@ -69,17 +74,16 @@ class PagePagination(BasePagination):
                 "name": "page",
                 "in": "query",
                 "required": False,
+                "description": "Page number, from 1; a page past the last one is empty.",
                 "schema": {"type": "integer", "minimum": 1, "default": 1},
             },
             {
                 "name": "page_size",
                 "in": "query",
                 "required": False,
-                "schema": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": settings.PAGE_SIZE_MAX,
-                    "default": settings.PAGE_SIZE_DEFAULT,
-                },
+                # No `maximum`: a larger size is valid and cut to PAGE_SIZE_MAX (the answer's
+                # `page_size` says which was used), not refused.
+                "description": f"Items per page; larger values are cut to {settings.PAGE_SIZE_MAX}.",
+                "schema": {"type": "integer", "minimum": 1, "default": settings.PAGE_SIZE_DEFAULT},
             },
         ]

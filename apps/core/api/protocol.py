@@ -11,13 +11,16 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
+from apps.core.api.parsers import TOO_DEEP, refuse_nul_strings
+
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
 class AnyJSONParser(BaseParser):
-    """The body as strict JSON whatever the Content-Type (NaN and Infinity refused); empty: {}."""
+    """The body as strict JSON whatever the Content-Type (NaN, Infinity, NUL characters and
+    nesting deeper than the decoder can go refused); empty: {}."""
 
     media_type = "*/*"
 
@@ -26,9 +29,13 @@ class AnyJSONParser(BaseParser):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise drf.ParseError(f"Malformed JSON body: {exc}") from None
+        except RecursionError:  # deeper than the decoder can go (e.g. 100,000 nested arrays)
+            raise drf.ParseError(TOO_DEEP) from None
+        refuse_nul_strings(data)
+        return data
 
 
 class PlainJSONRenderer(JSONRenderer):

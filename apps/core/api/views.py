@@ -14,11 +14,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rest_framework import generics, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.views import APIView
 
-from apps.core.exceptions import Forbidden
-from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access
+from apps.core.api.metadata import RouteMetadata
+from apps.core.api.parsers import JSONParser
+from apps.core.exceptions import NotFound, ValidationFailed
+from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access, require_edit
 
 _GUARDED = (
     "get_queryset",
@@ -28,6 +31,23 @@ _GUARDED = (
     "check_permissions",
     "resolve_access",
 )
+
+
+# The main API's parsers: the settings' defaults, with the JSON parser that refuses NUL characters
+# and bodies nested deeper than Python decodes (views with a body of another kind set their own).
+MAIN_API_PARSERS = [JSONParser, MultiPartParser, FormParser]
+
+
+def refuse_nul_characters(request, kwargs) -> None:
+    """No id in the URL and no query value may hold a NUL character: PostgreSQL can neither store
+    nor compare one (a DataError, which was a 500), and no object's id has one."""
+    if any("\x00" in str(value) for value in kwargs.values()):
+        raise NotFound()
+    for name, values in request.query_params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            raise ValidationFailed.for_field(
+                name.replace("\x00", ""), "NUL characters are not allowed."
+            )
 
 
 class ProjectScopedMixin:
@@ -46,6 +66,9 @@ class ProjectScopedMixin:
     # Actions that only read, even if sent with POST (e.g. a "preview").
     read_actions: ClassVar[frozenset[str]] = frozenset()
     access: ProjectAccess
+    # OPTIONS describes the route without looking up an object (DRF's default calls get_object).
+    metadata_class = RouteMetadata
+    parser_classes: ClassVar[list] = MAIN_API_PARSERS
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -66,6 +89,7 @@ class ProjectScopedMixin:
     # -- enforcement --------------------------------------------------------------------------
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        refuse_nul_characters(request, kwargs)
         self.access = self.resolve_access(request, kwargs)
         action = getattr(self, "action", None) or request.method.lower()
         if action in self.admin_actions or request.method.lower() in self.admin_actions:
@@ -92,8 +116,8 @@ class ProjectScopedMixin:
         queryset = self.filter_queryset(self.get_queryset())
         lookup_url_kwarg = self.lookup_url_kwarg or self.lookup_field
         obj = get_or_not_found(queryset, **{self.lookup_field: self.kwargs[lookup_url_kwarg]})
-        if self.request.method not in SAFE_METHODS and not self.access.can_edit(obj):
-            raise Forbidden("Only the owner or a project admin may change this.")
+        if self.request.method not in SAFE_METHODS:
+            require_edit(self.access, obj)
         return obj
 
     def get_serializer_context(self):
@@ -116,6 +140,12 @@ class GlobalMixin:
     """Marks a route that is not inside one project; the reason is required and reviewed."""
 
     tenancy_exempt_reason: ClassVar[str] = ""
+    metadata_class = RouteMetadata
+    parser_classes: ClassVar[list] = MAIN_API_PARSERS
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        refuse_nul_characters(request, kwargs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

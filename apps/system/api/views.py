@@ -69,7 +69,9 @@ class WorkspaceView(GlobalAPIView):
         responses=inline_serializer(
             "Workspace",
             {
-                "data_dir": serializers.CharField(),
+                "data_dir": serializers.CharField(
+                    required=False, help_text="The server's data directory (global admins only)."
+                ),
                 "disk_total_bytes": serializers.IntegerField(),
                 "disk_used_bytes": serializers.IntegerField(),
                 "disk_free_bytes": serializers.IntegerField(),

@@ -1,0 +1,38 @@
+"""The JSON parsers' shared rules, on top of DRF's JSONParser and the gateways' AnyJSONParser:
+
+- a body nested deeper than Python can decode (json raises RecursionError, not ValueError, for
+  e.g. 100,000 nested arrays) is a parse error;
+- no string (value or key) may hold a NUL character: PostgreSQL can store none in text or jsonb
+  and answered a DataError (a 500) where SQLite took it.
+"""
+
+from rest_framework import exceptions as drf
+from rest_framework import parsers
+
+TOO_DEEP = "Malformed JSON body: nested too deeply."
+HAS_NUL = "Malformed JSON body: NUL characters (\\u0000) are not allowed in strings."
+
+
+def refuse_nul_strings(value) -> None:
+    """Raise a ParseError if a string anywhere in the decoded JSON `value` holds a NUL."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise drf.ParseError(HAS_NUL)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise drf.ParseError(TOO_DEEP) from None
+        refuse_nul_strings(data)
+        return data
