@@ -7,6 +7,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from apps.accounts.admin import admin_login
+
 API_APPS = [
     "accounts",
     "system",
@@ -38,9 +40,16 @@ def _gateway_patterns() -> list:
 
 
 urlpatterns = [
+    # The admin login with its credential checks throttled (before the site's own login route).
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # HTML pages: no OPTIONS (DRF's metadata answer cannot be rendered as their template).
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
+        name="swagger-ui",
+    ),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/", include(api_patterns)),
     *_gateway_patterns(),

@@ -18,7 +18,6 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
 from apps.accounts import services as accounts
 from apps.accounts.models import Membership, Project, User
@@ -29,7 +28,8 @@ from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
-from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access
+from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access, require_edit
+from apps.core.throttling import ScopedRateThrottle, account_key, credential_attempt
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset, UploadSession
@@ -238,9 +238,11 @@ class TokenView(HanamiGlobalView):
         data = _body(request)
         user_id = _required(data, "id")
         password = _required(data, "password")
-        user = authenticate(request, username=user_id, password=password)
-        if user is None:
-            raise Unauthorized("Invalid user id or password.")
+        with credential_attempt(request, account=account_key(user_id)) as attempt:
+            user = authenticate(request, username=user_id, password=password)
+            if user is None:
+                raise Unauthorized("Invalid user id or password.")
+            attempt.succeeded()
         return Response(_token_answer(user))
 
     def put(self, request):
@@ -318,7 +320,7 @@ class UserProjectView(HanamiGlobalView):
             raise ValidationFailed.for_field("role", "must be a string.")
         user = user_get(username=user_id)
         project = project_get_for(user=request.user, project_id=project_id)
-        accounts.membership_set(
+        accounts.membership_add(
             project=project,
             user=user,
             role=role,
@@ -376,8 +378,8 @@ class ProjectListView(ProjectView):
 class _DatasetBase(HanamiView):
     def _dataset(self, value, name: str = "uuid", *, edit: bool = False) -> Dataset:
         dataset = datasets_selectors.dataset_get(access=self.access, dataset_id=_uuid(value, name))
-        if edit and not self.access.can_edit(dataset):
-            raise Forbidden("Only the owner or a project admin may change this dataset.")
+        if edit:
+            require_edit(self.access, dataset)
         return dataset
 
 
@@ -533,8 +535,8 @@ class _ClusterBase(HanamiView):
 
     def _cluster(self, value, name: str = "uuid", *, edit: bool = False) -> Cluster:
         cluster = clusters_selectors.cluster_get(access=self.access, cluster_id=_uuid(value, name))
-        if edit and not self.access.can_edit(cluster):
-            raise Forbidden("Only the owner or a project admin may change this cluster.")
+        if edit:
+            require_edit(self.access, cluster)
         return cluster
 
 
@@ -576,8 +578,8 @@ class ClusterSaveView(_ClusterBase):
     def post(self, request):
         data = _body(request)
         name = _required(data, "name")
-        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid")
-        self.access.require_write()
+        # Saving a checkpoint changes the cluster's history: the same rule as the main API.
+        cluster = self._cluster(data.get("cluster_uuid"), "cluster_uuid", edit=True)
         checkpoint = clusters.checkpoint_save(cluster=cluster, actor=request.user, name=name)
         return Response({"uuid": str(checkpoint.pk), "name": checkpoint.name})
 
@@ -660,9 +662,7 @@ class TaskView(_TaskBase):
         dataset = datasets_selectors.dataset_get(
             access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")
         )
-        self.access.require_write()
-        if kind == "train" and not self.access.can_edit(cluster):
-            raise Forbidden("Only the owner or a project admin may train this cluster.")
+        clusters.require_task_rights(access=self.access, kind=kind, cluster=cluster)
         task = tasks.task_create(
             project=self.access.project,
             actor=request.user,
@@ -688,8 +688,7 @@ class TaskView(_TaskBase):
 
     def delete(self, request):
         task = self._task(request)
-        if not self.access.can_edit(task):
-            raise Forbidden("Only the owner or a project admin may delete this task.")
+        require_edit(self.access, task)
         tasks.task_delete(task=task)
         return Response({})
 
@@ -730,8 +729,7 @@ class RequestResultView(_ResultBase):
 
     def delete(self, request):
         result = self._result(_query(request, "uuid"))
-        if not self.access.can_edit(result):
-            raise Forbidden("Only the owner or a project admin may delete this result.")
+        require_edit(self.access, result)
         tasks.request_result_delete(result=result)
         return Response({})
 
@@ -769,8 +767,7 @@ class CheckpointView(HanamiView):
         checkpoint = clusters_selectors.checkpoint_get(
             access=self.access, checkpoint_id=_uuid(_query(request, "uuid"), "uuid")
         )
-        if not self.access.can_edit(checkpoint):
-            raise Forbidden("Only the owner or a project admin may delete this checkpoint.")
+        require_edit(self.access, checkpoint)
         clusters.checkpoint_delete(checkpoint=checkpoint)
         return Response({})
 

@@ -264,6 +264,18 @@ TASK_TIME_LIMIT_GRACE_S = env.float("TASK_TIME_LIMIT_GRACE_S", default=30)
 # A train task writes its resume checkpoint at most this often (a lost worker redoes at most this
 # much work); 0: after every epoch.
 TASK_CHECKPOINT_INTERVAL_S = env.float("TASK_CHECKPOINT_INTERVAL_S", default=30)
+# Fair share: on one host queue a project holding TASK_PROJECT_MAX_ACTIVE active tasks starts no
+# other while another project's task waits there (0: off).
+TASK_PROJECT_MAX_ACTIVE = env.int("TASK_PROJECT_MAX_ACTIVE", default=1)
+# Lose no work: a queued task whose message is older than TASK_QUEUED_RESEND_S is sent again; the
+# sweeper (every worker, and the embedded server) runs every TASK_SWEEP_INTERVAL_S; a handler that
+# reports no progress for TASK_PROGRESS_STALE_S is hung (0: off; task kinds may override it).
+TASK_QUEUED_RESEND_S = env.float("TASK_QUEUED_RESEND_S", default=60)
+TASK_SWEEP_INTERVAL_S = env.float("TASK_SWEEP_INTERVAL_S", default=15)
+TASK_PROGRESS_STALE_S = env.float("TASK_PROGRESS_STALE_S", default=600)
+# torch intra-op threads per worker process (unset: usable cores / worker threads, at least 1;
+# the embedded in-process worker uses 1 so the web server stays responsive).
+TORCH_THREADS = env.int("TORCH_THREADS", default=None)
 # Direct io: a cluster in DIRECT mode writes its weights back at most this often while trained,
 # and an open socket re-reads its caller's rights this often (never per message).
 DIRECTIO_FLUSH_INTERVAL_S = env.float("DIRECTIO_FLUSH_INTERVAL_S", default=60)
@@ -331,6 +343,54 @@ LABELPROP_PROJECT = env("LABELPROP_PROJECT", default="")
 LABELPROP_USER = env("LABELPROP_USER", default="")
 LABELPROP_ALLOWED_CLIENTS = env.list("LABELPROP_ALLOWED_CLIENTS", default=["127.0.0.1", "::1"])
 LABELPROP_MAX_VOXELS = env.int("LABELPROP_MAX_VOXELS", default=128 * 1024 * 1024)
+# Declared bytes of all arrays in one labelprop npz, and its entries; browser origins allowed
+# besides ALLOWED_HOSTS (requests without an Origin header, like the napari client's, always are).
+LABELPROP_MAX_NPZ_BYTES = env.int("LABELPROP_MAX_NPZ_BYTES", default=16 * LABELPROP_MAX_VOXELS)
+LABELPROP_NPZ_MAX_MEMBERS = env.int("LABELPROP_NPZ_MAX_MEMBERS", default=8)
+LABELPROP_ALLOWED_ORIGINS = env.list("LABELPROP_ALLOWED_ORIGINS", default=[])
+
+# --- Security: callers, credentials, quotas (README "Security") ------------------------------
+# Proxies whose X-Forwarded-For is believed (addresses or networks; `unix` for a unix-socket peer).
+# Empty: the header is ignored and the peer address is the client (apps/core/clientip.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Failed credential checks (logins, Basic auth, admin login) per client address and per account.
+AUTH_FAILURE_RATE = env("AUTH_FAILURE_RATE", default="10/min")
+# An open websocket re-reads its caller's rights (token, membership, object) this often.
+WEBSOCKET_RECHECK_S = env.float("WEBSOCKET_RECHECK_S", default=5.0)
+# Projects one user may create (global admins are exempt).
+PROJECTS_MAX_PER_USER = env.int("PROJECTS_MAX_PER_USER", default=50)
+# Upload sessions per user not yet part of a ready dataset.
+UPLOAD_SESSIONS_MAX_OPEN = env.int("UPLOAD_SESSIONS_MAX_OPEN", default=20)
+# Decoders, checked from the headers before anything is decompressed or allocated:
+DATASET_ARRAY_MAX_ELEMENTS = env.int(
+    "DATASET_ARRAY_MAX_ELEMENTS", default=256 * 1024**2
+)  # per array
+DATASET_ARRAY_MAX_BYTES = env.int("DATASET_ARRAY_MAX_BYTES", default=2 * 1024**3)  # per volume file
+DATASET_NPZ_MAX_MEMBERS = env.int("DATASET_NPZ_MAX_MEMBERS", default=16)  # arrays in a volume npz
+DATASET_IDX_MAX_BYTES = env.int("DATASET_IDX_MAX_BYTES", default=1024**3)  # one MNIST idx file
+DATASET_ZIP_MAX_RATIO = env.float("DATASET_ZIP_MAX_RATIO", default=200)  # ZIP compression ratio
+DATASET_MAX_DECOMPRESSED_BYTES = env.int("DATASET_MAX_DECOMPRESSED_BYTES", default=8 * 1024**3)
+DATASET_CSV_MAX_ROWS = env.int("DATASET_CSV_MAX_ROWS", default=10_000_000)
+# Pixels (width x height) of one image at import and thumbnailing; also Pillow's bomb limit.
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=40_000_000)
+# A data disk with less free space than this makes /api/system/health answer 503.
+HEALTH_MIN_FREE_BYTES = env.int("HEALTH_MIN_FREE_BYTES", default=256 * 1024 * 1024)
+
+# Exports: parity tolerances, samples compared at once, the export task's time limit.
+EXPORT_PARITY_RTOL = env.float("EXPORT_PARITY_RTOL", default=1e-3)
+EXPORT_PARITY_ATOL = env.float("EXPORT_PARITY_ATOL", default=1e-5)
+EXPORT_PARITY_SAMPLES = env.int("EXPORT_PARITY_SAMPLES", default=16)
+EXPORT_TIME_LIMIT_S = env.int("EXPORT_TIME_LIMIT_S", default=1800)
+# Label Studio backends: the largest task file fetched, and one fetch's total deadline.
+LABELSTUDIO_FETCH_MAX_BYTES = env.int("LABELSTUDIO_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+LABELSTUDIO_FETCH_TIMEOUT_S = env.float("LABELSTUDIO_FETCH_TIMEOUT_S", default=10.0)
+# Marketplace: built-in compute on the job engine, the default project of Basic-authenticated
+# orchestrator requests, and how long good Basic credentials are remembered (0: off).
+MARKETPLACE_BUILTIN_COMPUTE = env.bool("MARKETPLACE_BUILTIN_COMPUTE", default=True)
+MARKETPLACE_PROJECT = env("MARKETPLACE_PROJECT", default="")
+MARKETPLACE_BASIC_AUTH_CACHE_S = env.int("MARKETPLACE_BASIC_AUTH_CACHE_S", default=60)
+# Studio SSE streams re-check the database this often when no live event arrives.
+TRAINING_SSE_POLL_S = env.float("TRAINING_SSE_POLL_S", default=1.0)
 
 # Demo content created by `manage.py bootstrap`: callables (project, actor, stdout) -> None.
 ORCHARD_DEMO_HOOKS = env.list(

@@ -110,6 +110,32 @@ def test_abort_queued_task(world, digits, stub_broker):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_retry_route_queues_an_aborted_task_again(world, digits, stub_broker):
+    train_set, _ = digits
+    client = client_for(world.member)
+    cluster = make_cluster(world.project, world.member)
+    task = _create(client, world.project, "request", cluster, train_set)
+    retry_url = _tasks_url(world.project, task["id"], "retry")
+    assert client.post(retry_url).status_code == 409  # queued: nothing to retry
+    assert client.delete(_tasks_url(world.project, task["id"])).status_code == 200
+    assert client_for(world.viewer).post(retry_url).status_code == 403
+    r = client.post(retry_url)
+    assert r.status_code == 200 and r.json()["data"]["state"] == "queued", r.content
+    assert r.json()["data"]["attempts"] == 0
+
+    import dramatiq
+
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        done = wait_state(task["id"], timeout=60)
+    finally:
+        worker.stop()
+    assert done.state == "finished", (done.error, done.traceback)
+    assert client.post(retry_url).status_code == 409  # finished: nothing to retry
+
+
+@pytest.mark.django_db(transaction=True)
 def test_abort_running_task(world, digits, stub_worker):
     train_set, _ = digits
     client = client_for(world.member)

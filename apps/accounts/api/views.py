@@ -6,7 +6,6 @@ from rest_framework import mixins, status
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -17,6 +16,7 @@ from apps.accounts.models import Membership, Project, User
 from apps.core.api.views import GlobalAPIView, GlobalViewSet, ProjectScopedViewSet
 from apps.core.exceptions import Forbidden, Unauthorized
 from apps.core.tenancy import project_access
+from apps.core.throttling import ScopedRateThrottle, account_key, credential_attempt
 
 
 class IsGlobalAdmin(IsAuthenticated):
@@ -37,13 +37,14 @@ class TokenObtainView(GlobalAPIView):
     def post(self, request):
         data = s.TokenObtainSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(
-            request,
-            username=data.validated_data["username"],
-            password=data.validated_data["password"],
-        )
-        if user is None:
-            raise Unauthorized("Invalid username or password.")
+        username = data.validated_data["username"]
+        with credential_attempt(request, account=account_key(username)) as attempt:
+            user = authenticate(
+                request, username=username, password=data.validated_data["password"]
+            )
+            if user is None:
+                raise Unauthorized("Invalid username or password.")
+            attempt.succeeded()
         project = None
         if data.validated_data.get("project_id"):
             project = project_access(
@@ -226,7 +227,7 @@ class MembershipViewSet(ProjectScopedViewSet):
             user = selectors.user_get(username=data.validated_data.pop("username"))
         except Exception:
             raise DRFNotFound("User not found.") from None
-        membership = services.membership_set(
+        membership = services.membership_add(
             project=self.access.project, user=user, **data.validated_data
         )
         return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)

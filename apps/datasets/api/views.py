@@ -8,11 +8,13 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from apps.core.api.parsers import JSONParser  # refuses NUL strings and too deep bodies
 from apps.core.api.views import ProjectScopedAPIView
-from apps.core.exceptions import Forbidden, NotFound, ValidationFailed
+from apps.core.exceptions import NotFound, ValidationFailed
+from apps.core.tenancy import require_edit
 from apps.datasets import selectors, services
 from apps.datasets.api import serializers as s
 from apps.datasets.models import Dataset, DatasetItem, Split, UploadSession
@@ -38,8 +40,7 @@ class OctetStreamParser(BaseParser):
 
 
 def _require_edit(access, dataset: Dataset) -> None:
-    if not access.can_edit(dataset):
-        raise Forbidden("Only the owner or a project admin may change this dataset.")
+    require_edit(access, dataset, "Only the owner or a project admin may change this dataset.")
 
 
 def _studio_dataset_to_change(access) -> Dataset | None:
@@ -89,6 +90,7 @@ class MnistImportView(ProjectScopedAPIView):
 
     queryset = Dataset.objects.all()
     parser_classes = [MultiPartParser, FormParser]
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
     @extend_schema(request=s.MnistImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
@@ -108,6 +110,7 @@ class CsvImportView(ProjectScopedAPIView):
 
     queryset = Dataset.objects.all()
     parser_classes = [MultiPartParser, FormParser]
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
     @extend_schema(request=s.CsvImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
@@ -128,6 +131,7 @@ class VolumeImportView(ProjectScopedAPIView):
 
     queryset = Dataset.objects.all()
     parser_classes = [MultiPartParser, FormParser]
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
     @extend_schema(request=s.VolumeImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
@@ -156,8 +160,9 @@ class DatasetFromUploadsView(ProjectScopedAPIView):
             for role, upload_id in data["uploads"].items()
         }
         for session in uploads.values():
-            if not self.access.can_edit(session):
-                raise Forbidden("Only the uploader or a project admin may use this upload.")
+            require_edit(
+                self.access, session, "Only the uploader or a project admin may use this upload."
+            )
         options = {k: data[k] for k in ("label_column", "input_columns") if data.get(k)}
         dataset = services.dataset_create_pending(
             project=self.access.project,
@@ -169,8 +174,9 @@ class DatasetFromUploadsView(ProjectScopedAPIView):
         )
         try:
             dataset = services.dataset_finalize_upload(dataset=dataset)
-        except ValidationFailed:
-            # One call on this route: a failed parse leaves nothing behind (Hanami keeps it).
+        except Exception:
+            # One call on this route: a failed parse (or a refused limit) leaves nothing behind
+            # (Hanami keeps it); the uploads stay for another attempt.
             services.dataset_discard(dataset=dataset)
             raise
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
@@ -218,10 +224,12 @@ class UploadCreateView(ProjectScopedAPIView):
 
 @extend_schema(parameters=[_UUID_PARAMS["upload_id"]])
 class UploadDetailView(ProjectScopedAPIView):
-    """Progress of an upload (GET) and one chunk written at `?position=N` (PUT, raw body)."""
+    """Progress of an upload (GET), one chunk written at `?position=N` (PUT, raw body), or the
+    upload and its file deleted (DELETE; it then no longer counts in UPLOAD_SESSIONS_MAX_OPEN)."""
 
     queryset = UploadSession.objects.all()
     parser_classes = [OctetStreamParser]
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
     serializer_class = s.UploadSerializer
 
     def get(self, request, project_id, upload_id):
@@ -248,6 +256,13 @@ class UploadDetailView(ProjectScopedAPIView):
             session=session, position=position, stream=request.stream, length=length
         )
         return Response(s.UploadSerializer(session).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, project_id, upload_id):
+        session = UploadSession.objects.get_visible(self.access, pk=upload_id)
+        _require_edit(self.access, session)
+        services.upload_session_delete(session=session)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # -- studio: the project's image dataset --------------------------------------------------------
@@ -291,6 +306,7 @@ class StudioImportUploadView(ProjectScopedAPIView):
 
     queryset = Dataset.objects.all()
     parser_classes = [MultiPartParser]
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
     @extend_schema(request=s.ZipImportSerializer, responses={201: s.DatasetStatsSerializer})
     def post(self, request, project_id):

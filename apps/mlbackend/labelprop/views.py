@@ -4,7 +4,9 @@ Protocol: /work/shared/protocols/labelprop.md (upstream: nathandecaux/labelprop 
 napari-labelprop-remote). The client calls `http://HOST:PORT/<route>` with no prefix and no
 credentials, so the surface is off unless LABELPROP_ENABLED, answers only the client addresses
 of LABELPROP_ALLOWED_CLIENTS, and acts as the service user LABELPROP_USER inside the project
-LABELPROP_PROJECT, whose role decides what it may do (POST routes need a writer).
+LABELPROP_PROJECT, whose role decides what it may do (POST routes need a writer). A request
+carrying an Origin header (a browser) is refused (403) unless that origin's host is in
+ALLOWED_HOSTS or it is listed in LABELPROP_ALLOWED_ORIGINS: the client sends no Origin.
 
 `/inference` and `/training` answer a session token at once; the work runs as a task on the job
 engine and the client polls `/get_session_list` (finished and failed sessions) then downloads the
@@ -23,7 +25,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 
 from apps.core.api.views import GlobalAPIView
-from apps.core.exceptions import Conflict
+from apps.core.clientip import client_ip
+from apps.core.exceptions import Conflict, Forbidden
+from apps.core.safeio import memory_guard
 from apps.mlbackend.labelprop import selectors, services, storage
 from apps.mlbackend.labelprop.http import (
     PlainTextRenderer,
@@ -72,7 +76,14 @@ class LabelpropView(GlobalAPIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        self.access = selectors.gateway_access(remote_addr=request.META.get("REMOTE_ADDR"))
+        self.access = selectors.gateway_access(remote_addr=client_ip(request))
+        # A web page in a browser on an allowed client machine could otherwise drive the
+        # surface (no credentials, no CSRF token): a foreign Origin is refused on every route.
+        if not selectors.origin_allowed(request.META.get("HTTP_ORIGIN")):
+            raise Forbidden(
+                "Cross-site request refused: its Origin is neither in ALLOWED_HOSTS nor in "
+                "LABELPROP_ALLOWED_ORIGINS."
+            )
 
 
 class CheckView(LabelpropView):
@@ -114,6 +125,8 @@ class SetCheckpointDirView(LabelpropView):
 class SendCheckpointView(LabelpropView):
     """POST /send_ckpt, multipart part `ckpt` named after the checkpoint -> ok"""
 
+    accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
+
     def post(self, request):
         upload = request.FILES.get("ckpt")
         services.checkpoint_upload(
@@ -126,14 +139,16 @@ class SendCheckpointView(LabelpropView):
 
 class _SessionStartView(LabelpropView):
     kind: ClassVar[str]
+    accepts_uploads = True  # the npz volumes: bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
     def post(self, request):
         self.access.require_write()
-        arrays = services.read_npz(_part(request, "arrays"))
-        params = services.read_params(_bytes(_part(request, "params")))
-        session = services.session_start(
-            access=self.access, kind=self.kind, arrays=arrays, params=params
-        )
+        with memory_guard("arrays", "LABELPROP_MAX_VOXELS"):
+            arrays = services.read_npz(_part(request, "arrays"))
+            params = services.read_params(_bytes(_part(request, "params")))
+            session = services.session_start(
+                access=self.access, kind=self.kind, arrays=arrays, params=params
+            )
         return text(str(session.pk))
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.contrib.auth.hashers import check_password, make_password
+from django.conf import settings
+from django.contrib.auth.hashers import check_password
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import get_random_string, salted_hmac
 
 from apps.core.exceptions import (
     Conflict,
@@ -27,6 +26,7 @@ from apps.core.exceptions import (
     Unauthorized,
     ValidationFailed,
 )
+from apps.core.throttling import credential_attempt
 from apps.mlbackend.labelstudio import runtime
 from apps.mlbackend.labelstudio.features import ModelSpec
 from apps.mlbackend.labelstudio.fetch import (
@@ -156,7 +156,7 @@ def _credentials(user: str | None, password: str | None) -> tuple[str, str]:
         raise ValidationFailed.for_field(
             "basic_auth_password", "Give both basic_auth_user and basic_auth_password, or neither."
         )
-    return user, make_password(password) if password else ""
+    return user, hash_backend_password(password) if password else ""
 
 
 @transaction.atomic
@@ -294,27 +294,41 @@ def backend_delete(*, backend: LabelStudioBackend) -> None:
 
 # --- the gateway: auth ---------------------------------------------------------------------------
 
-_verified: OrderedDict[str, None] = OrderedDict()
-_verified_lock = threading.Lock()
-_VERIFIED_MAX = 512
+# A backend's Basic password is stored as `hmac-sha256$<salt>$<hex>`: HMAC-SHA256 keyed with
+# SECRET_KEY and a random per-credential salt. It is a random-looking secret checked on every
+# Label Studio request, so it needs a keyed hash (microseconds), not a login password hasher
+# (hundreds of milliseconds of CPU per request and per guess). Values stored before are Django
+# password hashes: still accepted, and replaced by the keyed hash on their first success.
+BACKEND_HASH_ALGORITHM = "hmac-sha256"
+_BACKEND_HASH_SALT = "orchard.labelstudio.basic-auth"
 
 
-def backend_authenticate(*, backend: LabelStudioBackend, authorization: str | None) -> None:
-    """Check the request's Basic credentials when the backend has some; Unauthorized if wrong.
-
-    Password hashes are slow on purpose; a header that matched this exact hash once is
-    remembered (keyed by a digest of backend, hash and header) so `/health` stays fast.
-    """
-    if not backend.has_credentials:
-        return
-    header = authorization or ""
-    digest = hashlib.sha256(
-        f"{backend.pk}\0{backend.basic_auth_password}\0{header}".encode()
+def _backend_digest(salt: str, password: str, secret: str) -> str:
+    return salted_hmac(
+        f"{_BACKEND_HASH_SALT}:{salt}", password, secret=secret, algorithm="sha256"
     ).hexdigest()
-    with _verified_lock:
-        if digest in _verified:
-            _verified.move_to_end(digest)
-            return
+
+
+def hash_backend_password(password: str) -> str:
+    """The stored form of a backend's Basic password (see above)."""
+    salt = get_random_string(22)
+    return f"{BACKEND_HASH_ALGORITHM}${salt}${_backend_digest(salt, password, settings.SECRET_KEY)}"
+
+
+def _backend_password_matches(password: str, stored: str) -> tuple[bool, bool]:
+    """(whether `password` matches `stored`, whether `stored` should be rewritten)."""
+    algorithm, _, rest = stored.partition("$")
+    if algorithm != BACKEND_HASH_ALGORITHM:
+        return check_password(password, stored), True  # a legacy Django password hash
+    salt, _, digest = rest.partition("$")
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    for index, secret in enumerate(secrets):
+        if hmac.compare_digest(_backend_digest(salt, password, secret).encode(), digest.encode()):
+            return True, index > 0  # a rotated SECRET_KEY: rewrite under the current one
+    return False, False
+
+
+def _basic_credentials(header: str) -> tuple[str, str]:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise Unauthorized("This ML backend needs HTTP Basic credentials.")
@@ -324,14 +338,34 @@ def backend_authenticate(*, backend: LabelStudioBackend, authorization: str | No
         )
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Unauthorized("Malformed Basic credentials.") from None
-    user_ok = hmac.compare_digest(user.encode(), backend.basic_auth_user.encode())
-    password_ok = check_password(password, backend.basic_auth_password)
-    if not (sep and user_ok and password_ok):
-        raise Unauthorized("Invalid credentials for this ML backend.")
-    with _verified_lock:
-        _verified[digest] = None
-        while len(_verified) > _VERIFIED_MAX:
-            _verified.popitem(last=False)
+    if not sep:
+        raise Unauthorized("Malformed Basic credentials.")
+    return user, password
+
+
+def backend_authenticate(
+    *, backend: LabelStudioBackend, authorization: str | None, client: str
+) -> None:
+    """Check the request's Basic credentials when the backend has some; Unauthorized if wrong.
+
+    Every check is throttled per `client` (a `client_ident`) and per backend before it runs
+    (AUTH_FAILURE_RATE, see `apps.core.throttling`): past it, CredentialsThrottled (429).
+    """
+    if not backend.has_credentials:
+        return
+    user, password = _basic_credentials(authorization or "")
+    stored = backend.basic_auth_password
+    with credential_attempt(client, account=f"labelstudio:{backend.pk}") as attempt:
+        user_ok = hmac.compare_digest(user.encode(), backend.basic_auth_user.encode())
+        password_ok, rehash = _backend_password_matches(password, stored)
+        if not (user_ok and password_ok):
+            raise Unauthorized("Invalid credentials for this ML backend.")
+        attempt.succeeded()
+    if rehash:
+        backend.basic_auth_password = hash_backend_password(password)
+        type(backend).objects.filter(pk=backend.pk, basic_auth_password=stored).update(
+            basic_auth_password=backend.basic_auth_password
+        )
 
 
 # --- the gateway: setup and predict --------------------------------------------------------------

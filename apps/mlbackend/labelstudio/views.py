@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView
+from apps.core.clientip import client_ident
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.mlbackend.labelstudio import selectors, services
 from apps.mlbackend.labelstudio.http import labelstudio_exception_handler
@@ -59,7 +60,9 @@ class LabelStudioView(GlobalAPIView):
         super().initial(request, *args, **kwargs)
         self.backend = selectors.backend_for_gateway(kwargs.get("backend_id", ""))
         services.backend_authenticate(
-            backend=self.backend, authorization=request.META.get("HTTP_AUTHORIZATION")
+            backend=self.backend,
+            authorization=request.META.get("HTTP_AUTHORIZATION"),
+            client=client_ident(request),
         )
 
 

@@ -5,6 +5,7 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from apps.clusters.services import require_task_rights
 from apps.core.api.views import ProjectScopedViewSet
 from apps.core.exceptions import ValidationFailed
 from apps.tasks import services
@@ -50,6 +51,11 @@ class TaskViewSet(ProjectScopedViewSet):
     def create(self, request, project_id=None):
         data = s.TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
+        require_task_rights(
+            access=self.access,
+            kind=data.validated_data["kind"],
+            cluster=data.validated_data["cluster_id"],
+        )
         task = services.task_create(
             project=self.access.project,
             actor=request.user,
@@ -71,6 +77,17 @@ class TaskViewSet(ProjectScopedViewSet):
     def destroy(self, request, project_id=None, task_id=None):
         task = services.task_abort(task=self.get_object())
         return Response(self.get_serializer(task).data)
+
+    @extend_schema(
+        request=None,
+        responses=s.TaskSerializer,
+        description="Queue a failed or aborted task again (attempts reset; 409 otherwise).",
+    )
+    @action(detail=True, methods=["post"], url_path="retry")
+    def retry(self, request, project_id=None, task_id=None):
+        task = self.get_object()
+        require_task_rights(access=self.access, kind=task.kind, cluster=task.cluster)
+        return Response(self.get_serializer(services.task_retry(task=task)).data)
 
 
 class RequestResultViewSet(ProjectScopedViewSet):
