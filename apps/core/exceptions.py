@@ -53,3 +53,16 @@ class Unauthorized(OrchardError):
 
 class PayloadTooLarge(OrchardError):
     code, status, default_message = "PAYLOAD_TOO_LARGE", 413, "Request body too large."
+
+
+class InsufficientStorage(OrchardError):
+    code, status = "INSUFFICIENT_STORAGE", 507
+    default_message = "The server's data disk is full; nothing was stored. Try again later."
+
+
+DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a write that failed for lack of space (a full disk or a quota)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS

@@ -15,7 +15,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from apps.core.api.parsers import TOO_DEEP
-from apps.core.exceptions import OrchardError
+from apps.core.exceptions import InsufficientStorage, OrchardError, disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ def _message_of(detail) -> str:
 def envelope_exception_handler(exc, context):
     """Map domain, Django and DRF exceptions to the envelope with the studio's codes."""
     headers = {}
+    if disk_full(exc):
+        logger.error("Disk full in %s: %s", context.get("view").__class__.__name__, exc)
+        exc = InsufficientStorage()
     if isinstance(exc, OrchardError):
         return Response(
             error_body(exc.code, exc.message, exc.details), status=exc.status, exception=True
