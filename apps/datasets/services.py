@@ -37,6 +37,7 @@ from apps.core.exceptions import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from apps.core.locks import alive
 from apps.core.safeio import (
     NPY_MAX_HEADER,
     ArrayLimits,
@@ -1162,9 +1163,15 @@ def dataset_create_pending(
     kind: str,
     uploads: dict[str, UploadSession],
     options: dict | None = None,
+    origin: str = "",
 ) -> Dataset:
     """Create a dataset in status "uploading" bound to its upload sessions (per role: MNIST
-    `images`+`labels`, CSV `file`, volume `file` and optional `labels`, images `file`)."""
+    `images`+`labels`, CSV `file`, volume `file` and optional `labels`, images `file`).
+
+    `origin="from-uploads"` marks a dataset made and finalized in one call: if that call's
+    process died half-way, the dataset stays behind "uploading" with the uploads bound to it; a
+    retry with the same uploads or name discards it (the uploads are kept) instead of answering
+    409 for ever."""
     if kind not in _UPLOAD_ROLES:
         raise ValidationFailed.for_field("kind", f"must be one of {', '.join(_UPLOAD_ROLES)}.")
     required, optional = _UPLOAD_ROLES[kind]
@@ -1182,8 +1189,14 @@ def dataset_create_pending(
     for session in sessions:
         if session.project_id != project.pk:
             raise NotFound("Upload not found.")
+        session.refresh_from_db(fields=["dataset"])  # a reclaim below may have freed it
         if session.dataset_id is not None:
-            raise Conflict(f"Upload {session.pk} already belongs to a dataset.")
+            _reclaim_abandoned(
+                session.dataset, f"Upload {session.pk} already belongs to a dataset."
+            )
+    same_name = Dataset.objects.filter(project=project, name=(name or "").strip()).first()
+    if same_name is not None:
+        _reclaim_abandoned(same_name, None)
     name = _validate_name(project, name)
     dataset = Dataset.objects.create(
         project=project,
@@ -1191,11 +1204,33 @@ def dataset_create_pending(
         name=name,
         kind=kind,
         status=Dataset.Status.UPLOADING,
-        metadata={"options": options or {}},
+        metadata={"options": options or {}, "origin": origin},
     )
     for role, session in uploads.items():
         UploadSession.objects.filter(pk=session.pk).update(dataset=dataset, role=role)
     return dataset
+
+
+FROM_UPLOADS = "from-uploads"
+
+
+def _finalize_lock(dataset: Dataset):
+    return alive(f"dataset-finalize:{dataset.pk}")
+
+
+def _reclaim_abandoned(dataset: Dataset, conflict: str | None) -> None:
+    """Discard `dataset` if it is a one-call ("from-uploads") dataset whose call died before it
+    finished (nobody holds its finalize lock); otherwise answer Conflict (`conflict`, or the
+    name's own message when None)."""
+    unfinished = dataset.status in (Dataset.Status.UPLOADING, Dataset.Status.FAILED)
+    if unfinished and (dataset.metadata or {}).get("origin") == FROM_UPLOADS:
+        with _finalize_lock(dataset) as free:
+            if free:
+                dataset_discard(dataset=dataset)
+                return
+        raise Conflict(f"Dataset {dataset.name!r} is still being created from its uploads.")
+    if conflict is not None:
+        raise Conflict(conflict)
 
 
 def _mark_failed(dataset: Dataset, message: str) -> None:
@@ -1209,6 +1244,13 @@ def dataset_finalize_upload(*, dataset: Dataset) -> Dataset:
     On bad input the dataset is marked failed with the reason and ValidationFailed is raised
     (PayloadTooLarge for a limit); on any other error it is marked failed too.
     """
+    with _finalize_lock(dataset) as mine:
+        if not mine:
+            raise Conflict(f"Dataset {dataset.name!r} is already being created from its uploads.")
+        return _finalize_upload(dataset)
+
+
+def _finalize_upload(dataset: Dataset) -> Dataset:
     if dataset.status != Dataset.Status.UPLOADING:
         raise Conflict(f"Dataset {dataset.name!r} is {dataset.status}, not uploading.")
     sessions = {s.role: s for s in dataset.uploads.all()}

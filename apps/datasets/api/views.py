@@ -171,6 +171,7 @@ class DatasetFromUploadsView(ProjectScopedAPIView):
             kind=data["kind"],
             uploads=uploads,
             options=options,
+            origin=services.FROM_UPLOADS,
         )
         try:
             dataset = services.dataset_finalize_upload(dataset=dataset)
