@@ -218,3 +218,151 @@ def test_daphne_killed_mid_upload_the_client_resumes(team):
     inputs = np.load(stored.with_name("inputs.npy"), mmap_mode="r")
     expected = images.reshape(len(images), -1).astype(np.float32) * np.float32(1 / 255)
     assert inputs.shape == expected.shape and np.allclose(inputs, expected, atol=1e-6)
+
+
+def test_sigterm_to_a_worker_requeues_its_task_at_once_and_it_resumes(team):
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "term-net")
+    epochs = 30
+    train = submit(
+        team, project, "train", cluster, datasets["digits-train"], epochs=epochs, batch_size=8
+    )
+    asyncio.run(
+        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 3)
+    )
+    for proc in team.live_workers():  # a deploy restarts the workers: SIGTERM, then new ones
+        team.stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0
+    row = task(team, project, train)
+    assert (row["state"], row["attempts"], row["error"]) == ("queued", 0, "")
+    for _ in range(2):
+        team.start_worker("--reap-every", "0.5")
+    done = wait_task(team, project, train)
+    assert done["state"] == "finished", done["error"]
+    assert done["attempts"] == 1  # the interrupted attempt was not counted
+    assert done["result"]["resumed_from_epoch"] >= 3
+    assert done["result"]["epochs_completed"] == epochs
+
+
+def test_a_task_whose_broker_message_was_lost_still_runs(team):
+    """Broker data loss (a Redis flush, a lost queue) while no worker is up: the sweeper sends
+    the queued task again (it waited for ever, and blocked its cluster, before)."""
+    import redis
+
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "lost-net")
+    for proc in team.live_workers():
+        team.stop(proc, signal.SIGTERM)
+    first = submit(team, project, "request", cluster, datasets["digits-test"])
+    second = submit(team, project, "request", cluster, datasets["digits-test"])
+    if team.env["BROKER_URL"].startswith("redis"):
+        redis.Redis.from_url(team.env["BROKER_URL"]).flushdb()  # the messages are gone
+    else:
+        pytest.skip("this deployment's broker is RabbitMQ")
+    for _ in range(2):
+        team.start_worker("--reap-every", "0.5")
+    for task_id in (first, second):  # the second waited behind the first: both run
+        assert wait_task(team, project, task_id)["state"] == "finished"
+
+
+def test_database_connections_dropped_mid_training_lose_no_work(team):
+    """Every server-side database connection of the deployment is terminated while a task
+    trains (a PostgreSQL restart or failover): the heartbeats reconnect and the task finishes."""
+    import psycopg
+
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, "drop-net")
+    train = submit(team, project, "train", cluster, datasets["digits-train"], epochs=25)
+    asyncio.run(
+        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 2)
+    )
+    db = urlparse_db(team.env["DATABASE_URL"])
+    with psycopg.connect(db["server"] + "/postgres", autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (db["name"],),
+        ).fetchone()[0]
+    assert killed >= 1
+    done = wait_task(team, project, train)
+    assert done["state"] == "finished", done["error"]
+    assert done["result"]["epochs_completed"] == 25
+    assert team.healthy()
+
+
+def urlparse_db(url: str) -> dict:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    server = f"{parsed.scheme}://{parsed.netloc}"
+    return {"server": server, "name": parsed.path.lstrip("/")}
+
+
+def _sse_events(team, path: str, timeout: float = 300) -> list[tuple[str, dict]]:
+    """Named SSE events of a run's stream, read over HTTP until the server ends the stream."""
+    import requests
+
+    events, name = [], None
+    with requests.get(team.url(path), headers=team.headers(), stream=True, timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("event:"):
+                name = line.partition(":")[2].strip()
+            elif line.startswith("data:") and name:
+                events.append((name, json.loads(line.partition(":")[2])))
+                name = None
+    return events
+
+
+def test_a_studio_run_streams_over_sse_then_exports_and_downloads(team):
+    import onnx
+    import onnxruntime
+
+    project, datasets = demo(team)
+    experiment = team.ok(
+        team.post(
+            f"/api/training/{project}/experiments",
+            {
+                "name": "deployed",
+                "dataset_id": datasets["digits-train"],
+                "architecture": "mlp",
+                "input_size": [64],
+                "batch_size": 64,
+                "epochs": 3,
+            },
+        ),
+        201,
+    )
+    run = team.ok(team.post(f"/api/training/{project}/experiments/{experiment['id']}/run"), 201)
+    events = _sse_events(team, f"/api/training/{project}/runs/{run['run_id']}/stream")
+    names = [name for name, _ in events]
+    assert names.count("epoch_end") == 3 and names[-1] == "complete", names
+    export = team.ok(
+        team.post(
+            f"/api/export/{project}",
+            {
+                "experiment_id": experiment["id"],
+                "run_id": run["run_id"],
+                "checkpoint": "best",
+                "format": "onnx",
+            },
+        ),
+        201,
+    )
+    done = wait_until(
+        lambda: (
+            (e := team.ok(team.get(f"/api/export/{project}/{export['id']}")))["status"]
+            in ("completed", "failed")
+            and e
+        ),
+        timeout=300,
+        what="the export",
+    )
+    assert done["status"] == "completed" and done["parity"]["passed"], done
+    r = team.get(done["download_url"])
+    assert r.status_code == 200 and len(r.content) == done["size_bytes"]
+    model = onnx.load_from_string(r.content)
+    onnx.checker.check_model(model)
+    session = onnxruntime.InferenceSession(r.content, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 64), np.float32)})
+    assert out[0].shape[0] == 2

@@ -1,0 +1,78 @@
+"""The embedded mode (`make run`: SQLite, in-memory broker, worker threads in the server) killed
+with tasks in flight: after a restart every task finishes. The in-memory broker forgets its queue,
+so the server re-sends queued tasks and re-queues the running ones from the Task rows at start
+(4 of 6 in-flight tasks were lost before, and the running ones waited for an unrelated submit)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+
+import pytest
+
+from tests.deployed.conftest import ADMIN_PASSWORD, Team, free_port
+from tests.deployed.test_team_mode import demo, events_until, new_cluster, submit, wait_task
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "BROKER_", "CHANNEL_"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.dev",
+        ORCHARD_DATA_DIR=str(tmp_path / "data"),
+        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        TASK_HEARTBEAT_INTERVAL_S="0.2",
+        TASK_HEARTBEAT_STALE_S="3",
+        TASK_CHECKPOINT_INTERVAL_S="0",
+        LOGIN_THROTTLE_RATE="1000/min",
+    )
+    (tmp_path / "logs").mkdir()
+    deployment = Team(
+        base=f"http://127.0.0.1:{free_port()}",
+        env=env,
+        data_dir=tmp_path / "data",
+        logs=tmp_path / "logs",
+    )
+    deployment.manage("migrate", "--noinput")
+    deployment.manage("bootstrap")
+    try:
+        deployment.start_server()
+        deployment.login()
+        yield deployment
+    finally:
+        deployment.stop(deployment.server)
+        for log in sorted(deployment.logs.glob("*.log")):
+            print(f"--- {log.name} (tail)\n{log.read_bytes()[-3000:].decode(errors='replace')}")
+
+
+def test_tasks_in_flight_survive_a_killed_embedded_server(embedded):
+    project, datasets = demo(embedded)
+    clusters = [new_cluster(embedded, project, f"restart-{i}") for i in range(3)]
+    epochs = 12
+    tasks = [
+        submit(embedded, project, "train", cluster, datasets["digits-train"], epochs=epochs)
+        for cluster in clusters
+    ]
+    tasks += [submit(embedded, project, "request", clusters[0], datasets["digits-test"])]
+    asyncio.run(
+        events_until(
+            embedded, project, tasks[0], lambda e: e.get("type") == "epoch" and e["epoch"] >= 2
+        )
+    )
+    embedded.stop(embedded.server, signal.SIGKILL)  # no goodbye: a crash, an OOM kill
+    embedded.start_server()
+    embedded.login()
+    for task_id in tasks:
+        done = wait_task(embedded, project, task_id)
+        assert done["state"] == "finished", (task_id, done["error"])
+    for task_id in tasks[:3]:
+        assert wait_task(embedded, project, task_id)["result"]["epochs_completed"] == epochs
