@@ -1,10 +1,13 @@
 """Live events of one task: `ws/projects/<project_id>/tasks/<task_id>`.
 
 On connect the socket sends the task's current state, then the stored events (epoch metrics) so a
-reconnecting client catches up, then relays every event published to the task's group. Every
+reconnecting client catches up (the newest REPLAY_LIMIT, in order; `?after=<seq>` replays only the
+events after the last one the client saw), then relays every event published to the task's group. Every
 WEBSOCKET_RECHECK_S the caller's rights are re-checked (see `apps.core.consumers`): a socket whose
 user left the project, or whose task is no longer visible to them, is closed (4404/4401).
 """
+
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
@@ -40,12 +43,18 @@ class TaskEventsConsumer(ProjectScopedConsumer):
         from apps.tasks.services import task_state_event
 
         task = Task.objects.get(pk=self.task.pk)
-        rows = TaskEvent.objects.filter(task=task).order_by("seq")[:REPLAY_LIMIT]
+        rows = TaskEvent.objects.filter(task=task, seq__gt=self._after()).order_by("-seq")
         events = [
             {"type": e.kind, "task_id": str(task.pk), "seq": e.seq, "replay": True, **e.data}
-            for e in rows
+            for e in reversed(rows[:REPLAY_LIMIT])
         ]
         return task_state_event(task), events
+
+    def _after(self) -> int:
+        """`?after=<seq>`: the last stored event the client already has (0: none)."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        value = (query.get("after") or ["0"])[0]
+        return int(value) if value.isdigit() and len(value) < 19 else 0
 
     async def disconnect(self, code) -> None:
         group = getattr(self, "group", None)

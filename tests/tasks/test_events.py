@@ -55,3 +55,36 @@ async def test_events_socket(world):
         )
         connected, code = await comm.connect(timeout=5)
         assert not connected and code == 4404
+
+
+def _many_events(world, count):
+    task = Task.objects.create(project=world.project, owner=world.owner, kind="train", name="t")
+    TaskEvent.objects.bulk_create(
+        TaskEvent(task=task, seq=i, kind="epoch", data={"epoch": i}) for i in range(1, count + 1)
+    )
+    return task, token_pair_for(user=world.member)["access"]
+
+
+async def _replayed(path, count):
+    from config.asgi import application
+
+    comm = WebsocketCommunicator(application, path)
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    assert (await comm.receive_json_from(timeout=5))["type"] == "state"
+    seqs = [(await comm.receive_json_from(timeout=5))["seq"] for _ in range(count)]
+    assert await comm.receive_nothing(timeout=0.2)  # and nothing more
+    await comm.disconnect()
+    return seqs
+
+
+async def test_replay_sends_the_newest_events_and_only_those_after_the_clients_last(world):
+    """It sent the oldest 1,000 before: a reconnecting client never saw the latest epochs."""
+    from apps.tasks.consumers import REPLAY_LIMIT
+
+    task, token = await sync_to_async(_many_events)(world, REPLAY_LIMIT + 5)
+    path = f"/ws/projects/{world.project.pk}/tasks/{task.pk}?token={token}"
+    assert await _replayed(path, REPLAY_LIMIT) == list(range(6, REPLAY_LIMIT + 6))
+    assert await _replayed(f"{path}&after={REPLAY_LIMIT}", 5) == list(
+        range(REPLAY_LIMIT + 1, REPLAY_LIMIT + 6)
+    )
