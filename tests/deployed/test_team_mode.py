@@ -366,3 +366,40 @@ def test_a_studio_run_streams_over_sse_then_exports_and_downloads(team):
     session = onnxruntime.InferenceSession(r.content, providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 64), np.float32)})
     assert out[0].shape[0] == 2
+
+
+def test_direct_io_over_the_deployed_server(team):
+    """A cluster in DIRECT mode answers binary request and train frames over its io socket, and
+    its trained weights are written back when it returns to TASK mode."""
+    project, _ = demo(team)
+    cluster = new_cluster(team, project, "direct-net")
+    mode = f"/api/projects/{project}/clusters/{cluster}/mode"
+    team.ok(requests_put(team, mode, {"mode": "DIRECT"}))
+    rng = np.random.default_rng(3)
+    inputs = rng.random((4, 64), dtype=np.float32)
+    targets = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+
+    async def talk():
+        url = team.ws_url(f"/ws/projects/{project}/clusters/{cluster}/io")
+        async with websockets.connect(url, open_timeout=60, max_size=None) as ws:
+            ready = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert ready["type"] == "ready" and ready["can_train"] is True
+            await ws.send(b"R" + inputs.tobytes())
+            scores = np.frombuffer(await asyncio.wait_for(ws.recv(), 60), np.float32)
+            losses = []
+            for _ in range(20):
+                await ws.send(b"T" + inputs.tobytes() + targets.tobytes())
+                losses.append(np.frombuffer(await asyncio.wait_for(ws.recv(), 60), np.float32))
+            return scores, losses
+
+    scores, losses = asyncio.run(talk())
+    assert scores.shape == (40,) and np.allclose(scores.reshape(4, 10).sum(axis=1), 1, atol=1e-4)
+    assert losses[-1][0] < losses[0][0]  # it learns, one step per frame
+    team.ok(requests_put(team, mode, {"mode": "TASK"}))
+    assert team.ok(team.get(f"/api/projects/{project}/clusters/{cluster}"))["version"] >= 1
+
+
+def requests_put(team, path, body):
+    import requests
+
+    return requests.put(team.url(path), json=body, headers=team.headers(), timeout=60)
