@@ -21,6 +21,7 @@ MODULES = [
     "bench.labelstudio",
     "bench.export",
     "bench.labelprop",
+    "bench.deployed",
 ]
 
 

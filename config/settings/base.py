@@ -137,6 +137,17 @@ else:
     # server holds at most one connection per request in flight (and per worker thread).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # ...but Django runs each ASGI request's sync code in a thread of its own, so 50 concurrent
+    # requests still opened 44 connections. On PostgreSQL a psycopg pool per process bounds them:
+    # at most DB_POOL_MAX_SIZE, requests beyond it wait up to DB_POOL_TIMEOUT_S for one (0: off).
+    DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10)
+    if DB_POOL_MAX_SIZE > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the threads
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": env.float("DB_POOL_TIMEOUT_S", default=30),
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

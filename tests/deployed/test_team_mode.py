@@ -139,7 +139,8 @@ def test_sigkilled_worker_mid_training_resumes_from_its_checkpoint_once(team):
     done = wait_task(team, project, train)
     assert done["state"] == "finished", done["error"]
     assert done["attempts"] == 2
-    assert done["result"]["resumed_from_epoch"] >= 3
+    # The kill may land between epoch 3's event and its checkpoint: at most that epoch is redone.
+    assert done["result"]["resumed_from_epoch"] >= 2
     assert done["result"]["epochs_completed"] == epochs
     cluster_row = team.ok(team.get(f"/api/projects/{project}/clusters/{cluster}"))
     assert cluster_row["version"] == 1  # the weights were stored exactly once

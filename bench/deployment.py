@@ -1,0 +1,242 @@
+"""A deployment of Orchard started as the README runs it (prod settings; migrate, collectstatic,
+bootstrap, daphne, `orchard_worker` processes) and driven only over HTTP, for the deployed test
+suite (`tests/deployed/`) and the `deployed` bench rows. `Deployment.team(...)` starts team mode
+on PostgreSQL + Redis (or RabbitMQ) in a database and Redis numbers of its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+ADMIN_PASSWORD = "deployed-" + secrets.token_hex(8)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns a truthy value (bounded); the last value is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Deployment:
+    """The running processes of one team-mode deployment and an authenticated HTTP session."""
+
+    base: str
+    env: dict
+    data_dir: Path
+    logs: Path
+    server: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    token: str = ""
+
+    # -- processes ------------------------------------------------------------------------------
+    def manage(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-4000:]
+        return out.stdout
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict | None = None):
+        log = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def start_server(self) -> None:
+        port = urlparse(self.base).port
+        self.server = self._spawn(
+            "daphne",
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        )
+        wait_until(self.healthy, timeout=120, what="daphne to answer /api/system/health")
+
+    def start_worker(self, *extra: str) -> subprocess.Popen:
+        proc = self._spawn(
+            f"worker{len(self.workers)}",
+            [sys.executable, "manage.py", "orchard_worker", "--queue", "cpu", *extra],
+        )
+        self.workers.append(proc)
+        return proc
+
+    def live_workers(self) -> list[subprocess.Popen]:
+        return [p for p in self.workers if p.poll() is None]
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(self.base + "/api/system/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self, proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kw):
+        return requests.get(self.url(path), headers=self.headers(), timeout=60, **kw)
+
+    def post(self, path: str, json=None, **kw):
+        return requests.post(self.url(path), json=json, headers=self.headers(), timeout=60, **kw)
+
+    def ok(self, response, status: int = 200):
+        assert response.status_code == status, (response.status_code, response.text[:2000])
+        return response.json()["data"] if response.content else None
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        r = requests.post(
+            self.url("/api/auth/token"),
+            json={"username": username, "password": password},
+            timeout=30,
+        )
+        self.token = self.ok(r)["access"]
+        return self.token
+
+    def ws_url(self, path: str) -> str:
+        return self.base.replace("http://", "ws://") + path + f"?token={self.token}"
+
+
+def unreachable(pg_server: str, redis_url: str) -> str | None:
+    try:
+        import psycopg
+        import redis
+
+        psycopg.connect(pg_server + "/postgres", connect_timeout=3).close()
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def amqp_unreachable(url: str) -> str | None:
+    try:
+        import pika
+
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except Exception as exc:
+        return f"RabbitMQ: {exc}"
+    return None
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+@contextmanager
+def team(
+    *,
+    workdir: Path,
+    pg_server: str = "postgres://postgres@127.0.0.1:5432",
+    redis_server: str = "redis://127.0.0.1:6379",
+    first_redis_db: int = 12,
+    broker: str = "redis",
+    amqp_url: str = AMQP_URL,
+    db_name: str | None = None,
+    workers: int = 2,
+    worker_args: tuple[str, ...] = ("--reap-every", "0.5"),
+    extra_env: dict | None = None,
+) -> Iterator[Deployment]:
+    """Team mode as the README's team section runs it, on its own database (created, dropped at
+    the end) and Redis numbers `first_redis_db` (cache/channel layer) and +1 (broker; flushed)."""
+    import psycopg
+
+    pg_server, redis_server = pg_server.rstrip("/"), redis_server.rstrip("/")
+    db_name = db_name or f"orchard_deployed_{os.getpid()}"
+    with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    redis_urls = [f"{redis_server}/{first_redis_db}", f"{redis_server}/{first_redis_db + 1}"]
+    for url in redis_urls:
+        _flush_redis(url)
+    data_dir, logs = workdir / "data", workdir / "logs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "BROKER_", "CHANNEL_"))
+    }
+    env.update(
+        # The README's team section, as written there.
+        DJANGO_SETTINGS_MODULE="config.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DATABASE_URL=f"{pg_server}/{db_name}",
+        REDIS_URL=redis_urls[0],
+        BROKER_URL=amqp_url if broker == "amqp" else redis_urls[1],
+        # Plain HTTP on loopback (a TLS proxy stands in front in a real deployment).
+        SECURE_SSL_REDIRECT="false",
+        ORCHARD_DATA_DIR=str(data_dir),
+        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        PYTHONPATH=str(ROOT),
+        **(extra_env or {}),
+    )
+    deployment = Deployment(
+        base=f"http://127.0.0.1:{free_port()}", env=env, data_dir=data_dir, logs=logs
+    )
+    try:
+        deployment.manage("migrate", "--noinput")
+        deployment.manage("collectstatic", "--noinput", "--verbosity", "0")
+        deployment.manage("bootstrap")
+        deployment.start_server()
+        for _ in range(workers):
+            deployment.start_worker(*worker_args)
+        deployment.login()
+        yield deployment
+    finally:
+        for proc in [deployment.server, *deployment.workers]:
+            deployment.stop(proc)
+        for url in redis_urls:
+            _flush_redis(url)
+        with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
