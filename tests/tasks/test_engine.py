@@ -136,6 +136,32 @@ def test_retry_route_queues_an_aborted_task_again(world, digits, stub_broker):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_finished_task_wakes_the_next_of_its_cluster_at_once(
+    world, digits, stub_broker, settings
+):
+    """Tasks of one cluster ran one per TASK_ORDER_RETRY_MS round (2-3 tasks/s): with the round
+    set to ten minutes, three tasks still finish, because each end sends the next at once."""
+    settings.TASK_ORDER_RETRY_MS = 600_000
+    _, test_set = digits
+    client = client_for(world.member)
+    cluster = make_cluster(world.project, world.member)
+    ids = [_create(client, world.project, "request", cluster, test_set)["id"] for _ in range(3)]
+    import dramatiq
+
+    # Two threads: the second task's message arrives while the first runs, and must wait.
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    try:
+        for task_id in ids:
+            done = wait_state(task_id, timeout=60)
+            assert done.state == "finished", (done.error, done.traceback)
+    finally:
+        worker.stop()
+    started = [Task.objects.get(pk=i).started_at for i in ids]
+    assert started == sorted(started)  # still in order
+
+
+@pytest.mark.django_db(transaction=True)
 def test_abort_running_task(world, digits, stub_worker):
     train_set, _ = digits
     client = client_for(world.member)
