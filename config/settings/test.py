@@ -19,3 +19,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not pytest-django's shared in-memory database: worker threads in transactional
     # tests then lock and wait like real processes instead of failing with "table is locked".
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
+# The in-process suite runs without the psycopg pool: its threads (channels' test communicators,
+# in-process workers, asgiref executors) never finish a request, so they never hand their
+# connection back and a pool of DB_POOL_MAX_SIZE runs dry. The deployed suite (tests/deployed,
+# prod settings, real processes) runs with the pool.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
