@@ -404,3 +404,74 @@ def requests_put(team, path, body):
     import requests
 
     return requests.put(team.url(path), json=body, headers=team.headers(), timeout=60)
+
+
+UPLOAD_S = float(os.environ.get("DEPLOYED_UPLOAD_S", "61"))
+
+
+def test_a_slow_hanami_socket_upload_lasting_past_a_minute_completes(team):
+    """The Hanami SDK's MNIST upload over the `/` websocket, sent slowly enough to last past a
+    minute on the Redis layer (a 47 MB upload died after 6.4 s with redis-py 8's read timeout and
+    left its dataset 'uploading'); then finalized and read back through the gateway."""
+    import requests
+
+    from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
+
+    def hanami(method, path, body=None, token=None, **params):
+        headers = {"X-Auth-Token": token} if token else {}
+        data = json.dumps(body) if body is not None else ""
+        return requests.request(
+            method,
+            team.url(f"/control/v1/{path}"),
+            data=data,
+            params=params,
+            headers=headers,
+            timeout=60,
+        )
+
+    from bench.deployment import ADMIN_PASSWORD
+
+    token = hanami("POST", "token", {"id": "admin", "password": ADMIN_PASSWORD}).json()["token"]
+    rng = np.random.default_rng(11)
+    images = idx_bytes(rng.integers(0, 256, size=(8000, 8, 8), dtype=np.uint8))
+    labels = idx_bytes(rng.integers(0, 10, size=8000, dtype=np.uint8))
+    r = hanami(
+        "POST",
+        "mnist/dataset",
+        {"name": "slow-upload", "input_data_size": len(images), "label_data_size": len(labels)},
+        token,
+    )
+    assert r.status_code == 200, r.text
+    created = r.json()
+    chunk = 16 * 1024
+
+    async def upload(file_uuid: str, payload: bytes, seconds: float):
+        async with websockets.connect(
+            team.base.replace("http://", "ws://") + "/", open_timeout=30, ping_interval=None
+        ) as ws:
+            await ws.send(json.dumps({"token": token, "target": "file_upload", "uuid": file_uuid}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["success"] is True
+            positions = range(0, len(payload), chunk)
+            pause = seconds / max(1, len(positions))
+            for position in positions:
+                message = FileUpload_Message(
+                    position=position, data=payload[position : position + chunk]
+                )
+                await ws.send(message.SerializeToString())
+                answer = FileUploadResponse_Message.FromString(
+                    await asyncio.wait_for(ws.recv(), 30)
+                )
+                assert answer.success, answer.errorMessage
+                await asyncio.sleep(pause)  # a slow client: the point of this test
+
+    asyncio.run(upload(created["uuid_input_file"], images, UPLOAD_S))
+    asyncio.run(upload(created["uuid_label_file"], labels, 0))
+    r = hanami(
+        "PUT",
+        "mnist/dataset",
+        {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")},
+        token,
+    )
+    assert r.status_code == 200, r.text
+    got = hanami("GET", "dataset", token=token, uuid=created["uuid"]).json()
+    assert (got["lines"], got["inputs"], got["type"]) == (8000, 64, "mnist")
