@@ -25,6 +25,18 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets its own channel layer object: a Redis layer binds its connections and its
+    receive lock to the event loop that used it, and every async test runs its own loop (a layer
+    left busy by one test answered the next with "Two event loops are trying to receive()")."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache():
     cache.clear()
     yield

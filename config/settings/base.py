@@ -195,14 +195,14 @@ REDIS_URL = env("REDIS_URL", default="")
 # Explicit Redis client timeouts: redis-py 8 defaults to a 5 s socket timeout, the same as the
 # channel layer's blocking read, so every idle websocket died with "Timeout reading" after ~5 s.
 # Reads may wait REDIS_SOCKET_TIMEOUT_S (longer than any blocking read), connects fail fast, and
-# idle connections are health-checked and kept alive.
+# idle connections are health-checked and kept alive. A read that does time out raises (no
+# retry_on_timeout: a read that never completes would be retried for ever).
 REDIS_SOCKET_TIMEOUT_S = env.float("REDIS_SOCKET_TIMEOUT_S", default=30)
 REDIS_CLIENT_OPTIONS = {
     "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
     "socket_connect_timeout": env.float("REDIS_CONNECT_TIMEOUT_S", default=5),
     "socket_keepalive": True,
     "health_check_interval": env.int("REDIS_HEALTH_CHECK_S", default=15),
-    "retry_on_timeout": True,
 }
 
 CACHES = {
@@ -210,7 +210,7 @@ CACHES = {
         {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {k: v for k, v in REDIS_CLIENT_OPTIONS.items() if k != "retry_on_timeout"},
+            "OPTIONS": REDIS_CLIENT_OPTIONS,
         }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
