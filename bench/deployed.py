@@ -30,24 +30,12 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.harness import Context, Row, row, skipped
+from ml.templates import DIGITS_64_128_10
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 REDIS_DB = int(os.environ.get("BENCH_DEPLOYED_REDIS_DB", "10"))
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-TEMPLATE = """version: 1
-settings:
-    max_connection_distance: 1
-bricks:
-    1,1,1
-        input: pixels
-        number_of_neurons: 64
-    2,1,1
-        number_of_neurons: 128
-    3,1,1
-        output: digit
-        number_of_neurons: 10
-"""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -111,7 +99,9 @@ def _queue_rows(dep, name: str, quick: bool) -> list[Row]:
     project, datasets = _demo(dep)
     clusters = [
         dep.ok(
-            dep.post(f"/api/projects/{project}/clusters", {"name": f"b{i}", "template": TEMPLATE}),
+            dep.post(
+                f"/api/projects/{project}/clusters", {"name": f"b{i}", "template": DIGITS_64_128_10}
+            ),
             201,
         )["id"]
         for i in range(5)
@@ -167,7 +157,8 @@ def _ws_rate_row(dep, quick: bool) -> Row:
 
     project, datasets = _demo(dep)
     cluster = dep.ok(
-        dep.post(f"/api/projects/{project}/clusters", {"name": "ws", "template": TEMPLATE}), 201
+        dep.post(f"/api/projects/{project}/clusters", {"name": "ws", "template": DIGITS_64_128_10}),
+        201,
     )["id"]
     (task,) = _wait_all(dep, project, [_submit(dep, project, cluster, datasets["digits-test"])])
     count = 200 if quick else 800  # below the layer's per-channel capacity (1000)

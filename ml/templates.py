@@ -70,6 +70,7 @@ __all__ = [
     "MAX_NEURONS_PER_BRICK",
     "MAX_PARAMETERS",
     "MAX_TEMPLATE_CHARS",
+    "DIGITS_64_128_10",
     "MNIST_784_400_10",
     "SUPPORTED_VERSIONS",
     "Brick",
@@ -106,6 +107,21 @@ bricks:
         number_of_neurons: 400
     3,1,1
         output: test_output
+        number_of_neurons: 10
+"""
+
+# scikit-learn's 8x8 digits: 64 -> 128 -> 10 (the demo datasets' network; tests and bench).
+DIGITS_64_128_10 = """version: 1
+settings:
+    max_connection_distance: 1
+bricks:
+    1,1,1
+        input: pixels
+        number_of_neurons: 64
+    2,1,1
+        number_of_neurons: 128
+    3,1,1
+        output: digit
         number_of_neurons: 10
 """
 

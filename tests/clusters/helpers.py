@@ -1,18 +1,8 @@
 """Test helpers of clusters (used by the tasks tests and the tenancy registry too)."""
 
-DIGITS_TEMPLATE = """version: 1
-settings:
-    max_connection_distance: 1
-bricks:
-    1,1,1
-        input: pixels
-        number_of_neurons: 64
-    2,1,1
-        number_of_neurons: 128
-    3,1,1
-        output: digit
-        number_of_neurons: 10
-"""
+from ml.templates import DIGITS_64_128_10
+
+DIGITS_TEMPLATE = DIGITS_64_128_10
 
 
 def template(inputs: int = 64, hidden: int = 128, outputs: int = 10) -> str:
