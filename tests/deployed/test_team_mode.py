@@ -71,6 +71,20 @@ async def events_until(team, project, task_id, stop, timeout=300) -> list[dict]:
     return seen
 
 
+def training_past(team, name: str, epoch: int, **params) -> tuple[str, str, str]:
+    """A train task of a new cluster on digits-train, once its task websocket reported `epoch`:
+    (project, cluster, task id)."""
+    project, datasets = demo(team)
+    cluster = new_cluster(team, project, name)
+    train = submit(team, project, "train", cluster, datasets["digits-train"], **params)
+    asyncio.run(
+        events_until(
+            team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= epoch
+        )
+    )
+    return project, cluster, train
+
+
 def test_static_admin_and_docs_answer(team):
     """The README's steps collect static files: the admin and the API docs render (500 before)."""
     for path in ("/admin/login/", "/api/docs/", "/api/redoc/"):
@@ -122,15 +136,8 @@ def test_a_websocket_idle_past_a_minute_stays_open(team):
 
 
 def test_sigkilled_worker_mid_training_resumes_from_its_checkpoint_once(team):
-    project, datasets = demo(team)
-    cluster = new_cluster(team, project, "kill-net")
     epochs = 30
-    train = submit(
-        team, project, "train", cluster, datasets["digits-train"], epochs=epochs, batch_size=8
-    )
-    asyncio.run(
-        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 3)
-    )
+    project, cluster, train = training_past(team, "kill-net", 3, epochs=epochs, batch_size=8)
     for proc in team.live_workers():  # whichever worker holds it dies without a word
         team.stop(proc, signal.SIGKILL)
     assert task(team, project, train)["state"] == "active"
@@ -222,15 +229,8 @@ def test_daphne_killed_mid_upload_the_client_resumes(team):
 
 
 def test_sigterm_to_a_worker_requeues_its_task_at_once_and_it_resumes(team):
-    project, datasets = demo(team)
-    cluster = new_cluster(team, project, "term-net")
     epochs = 30
-    train = submit(
-        team, project, "train", cluster, datasets["digits-train"], epochs=epochs, batch_size=8
-    )
-    asyncio.run(
-        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 3)
-    )
+    project, _, train = training_past(team, "term-net", 3, epochs=epochs, batch_size=8)
     for proc in team.live_workers():  # a deploy restarts the workers: SIGTERM, then new ones
         team.stop(proc, signal.SIGTERM)
         assert proc.returncode == 0
@@ -271,12 +271,7 @@ def test_database_connections_dropped_mid_training_lose_no_work(team):
     trains (a PostgreSQL restart or failover): the heartbeats reconnect and the task finishes."""
     import psycopg
 
-    project, datasets = demo(team)
-    cluster = new_cluster(team, project, "drop-net")
-    train = submit(team, project, "train", cluster, datasets["digits-train"], epochs=25)
-    asyncio.run(
-        events_until(team, project, train, lambda e: e.get("type") == "epoch" and e["epoch"] >= 2)
-    )
+    project, _, train = training_past(team, "drop-net", 2, epochs=25)
     db = urlparse_db(team.env["DATABASE_URL"])
     with psycopg.connect(db["server"] + "/postgres", autocommit=True) as conn:
         killed = conn.execute(
