@@ -172,6 +172,16 @@ def _flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
+def outside_env() -> dict:
+    """This process's environment without the settings that pick a deployment's services (the
+    caller's own database, Redis, broker and channel layer must not leak into it)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "BROKER_", "CHANNEL_"))
+    }
+
+
 @contextmanager
 def team(
     *,
@@ -201,11 +211,7 @@ def team(
     data_dir, logs = workdir / "data", workdir / "logs"
     data_dir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "BROKER_", "CHANNEL_"))
-    }
+    env = outside_env()
     env.update(
         # The README's team section, as written there.
         DJANGO_SETTINGS_MODULE="config.settings.prod",

@@ -6,12 +6,12 @@ so the server re-sends queued tasks and re-queues the running ones from the Task
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 
 import pytest
 
+from bench.deployment import outside_env
 from tests.deployed.conftest import ADMIN_PASSWORD, Team, free_port
 from tests.deployed.test_team_mode import demo, events_until, new_cluster, submit, wait_task
 
@@ -20,11 +20,7 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture
 def embedded(tmp_path):
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "BROKER_", "CHANNEL_"))
-    }
+    env = outside_env()
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.dev",
         ORCHARD_DATA_DIR=str(tmp_path / "data"),
