@@ -2,8 +2,11 @@
 ratios, write the JSON results (default bench/results/latest.json)."""
 
 import argparse
+import contextlib
+import faulthandler
 import importlib
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -25,6 +28,30 @@ MODULES = [
 ]
 
 
+class RowTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int, name: str):
+    """Fail a row that runs past `seconds` instead of hanging the whole run (a CI run once hung
+    in a row until its 90-minute limit): every thread's stack is printed first, so the report shows
+    where it waited, then the main thread gets RowTimeout."""
+
+    def expire(signum, frame):
+        raise RowTimeout(f"{name} ran past {seconds} s")
+
+    faulthandler.dump_traceback_later(seconds, exit=False)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds + 1)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        faulthandler.cancel_dump_traceback_later()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="each row once, small sizes (CI)")
@@ -32,6 +59,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", default="bench/results/latest.json")
+    parser.add_argument(
+        "--row-timeout",
+        type=int,
+        default=None,
+        help="seconds one row may run before it fails with every thread's stack printed "
+        "(default 600 with --quick, 3600 otherwise)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
@@ -44,6 +78,7 @@ def main(argv=None) -> int:
     for module in MODULES:
         importlib.import_module(module)
 
+    row_timeout = args.row_timeout or (600 if args.quick else 3600)
     print(f"machine: {machine()}")
     rows, failed = [], []
     for name, fn in ROWS:
@@ -51,10 +86,12 @@ def main(argv=None) -> int:
             continue
         print(f"... {name}", flush=True)
         try:
-            rows.extend(fn(ctx))
+            with _deadline(row_timeout, name):
+                rows.extend(fn(ctx))
         except Exception:
             traceback.print_exc()
             failed.append(name)
+        write_json(rows, Path(args.json), ctx)  # row by row: a killed run keeps what it measured
     print()
     print(format_table(rows))
     write_json(rows, Path(args.json), ctx)

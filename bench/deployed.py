@@ -189,7 +189,7 @@ def _ws_rate_row(dep, quick: bool) -> Row:
         for i in range(count):
             await layer.send(channel, {"type": "bench", "i": i})
         for _ in range(count):
-            await layer.receive(channel)
+            await asyncio.wait_for(layer.receive(channel), 30)
         return (time.perf_counter() - start) / count
 
     socket_s = asyncio.run(through_socket())

@@ -106,7 +106,7 @@ async def _sse_latencies(task_ctx, run, token, count: int) -> tuple[list[float],
 
     from asgiref.sync import sync_to_async
     from asgiref.testing import ApplicationCommunicator
-    from channels.layers import get_channel_layer
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
     from apps.core.events import group_name
     from config.asgi import application
@@ -160,8 +160,9 @@ async def _sse_latencies(task_ctx, run, token, count: int) -> tuple[list[float],
     await comm.send_input({"type": "http.disconnect"})
     await comm.wait(10)
 
-    # Baseline: the same emits, received straight from the channel layer.
-    layer = get_channel_layer()
+    # Baseline: the same emits, received straight from a channel layer of its own (not the instance
+    # the stream's consumer received on: its cancelled receive must not decide the baseline).
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
     channel = await layer.new_channel()
     group = group_name("task", task_ctx.task.pk)
     await layer.group_add(group, channel)
@@ -169,10 +170,14 @@ async def _sse_latencies(task_ctx, run, token, count: int) -> tuple[list[float],
     for i in range(count):
         sent = time.perf_counter()
         await record("epoch_end", {"epoch": count + i + 1, "loss": 1.0, "accuracy": 0.5})
-        while (await layer.receive(channel))["event"].get("epoch") != count + i + 1:
+        while (await asyncio.wait_for(layer.receive(channel), 30))["event"].get(
+            "epoch"
+        ) != count + i + 1:
             pass
         raw.append(time.perf_counter() - sent)
     await layer.group_discard(group, channel)
+    if hasattr(layer, "close_pools"):  # Redis: this loop's connections, closed before it ends
+        await layer.close_pools()
     return sse, raw
 
 
