@@ -63,6 +63,15 @@ class InsufficientStorage(OrchardError):
 DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT
 
 
+SQLITE_FULL = 13  # "database or disk is full": the embedded database lives on the data disk
+
+
 def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` is a write that failed for lack of space (a full disk or a quota)."""
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+    """Whether `exc` is a write that failed for lack of space (a full disk or a quota), also when
+    it was SQLite's write (Django re-raises it as its OperationalError, the cause kept)."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL:
+            return True
+    return False

@@ -20,6 +20,7 @@ the setting.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import struct
@@ -418,6 +419,29 @@ def load_npy(
         shape=header.shape,
         order="F" if header.fortran_order else "C",
     )
+
+
+def writable_npy(path: Path, *, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory-mapped for writing, with its whole size reserved on disk first.
+
+    `open_memmap` alone makes a sparse file: on a full disk (tmpfs above all) the first write to an
+    unbacked page kills the process with SIGBUS instead of raising. Reserving the blocks turns that
+    into ENOSPC here, which the surfaces answer as 507 with nothing half-written."""
+    out = npformat.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = os.path.getsize(path)
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        del out
+        Path(path).unlink(missing_ok=True)
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate
+            return npformat.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        raise
+    return out
 
 
 # -- images -------------------------------------------------------------------------------------

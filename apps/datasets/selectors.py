@@ -13,7 +13,7 @@ from django.db.models import Count, QuerySet, Sum
 from PIL import Image
 
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
-from apps.core.safeio import open_image
+from apps.core.safeio import open_image, writable_npy
 from apps.core.tenancy import ProjectAccess
 from apps.datasets.models import Dataset, DatasetItem, Split
 from apps.datasets.services import STUDIO_DATASET_NAME
@@ -111,9 +111,7 @@ def _image_arrays(dataset: Dataset, *, mmap: bool, size: tuple[int, int] | None)
             if not old.name.startswith(f"v{dataset.content_version}-"):
                 old.unlink(missing_ok=True)
         tmp = cache / f"tmp-{uuid.uuid4().hex}.npy"
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32, shape=(len(items), channels, h, w)
-        )
+        out = writable_npy(tmp, dtype=np.float32, shape=(len(items), channels, h, w))
         images_dir = dataset.storage_dir / "images"
         mode = "L" if channels == 1 else "RGB"
         for i, (storage_name, *_rest) in enumerate(items):

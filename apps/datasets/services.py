@@ -33,9 +33,11 @@ from apps.core.conf import setting
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
+    InsufficientStorage,
     NotFound,
     PayloadTooLarge,
     ValidationFailed,
+    disk_full,
 )
 from apps.core.locks import alive
 from apps.core.safeio import (
@@ -47,6 +49,7 @@ from apps.core.safeio import (
     memory_guard,
     open_image,
     too_large,
+    writable_npy,
     zip_entry_count,
 )
 from apps.core.storage import project_local_dir
@@ -161,7 +164,7 @@ class _Parsed:
 
 def _save_float32(path: Path, source: np.ndarray, shape: tuple[int, ...], scale=None) -> None:
     """Write `source` as float32 .npy in chunks of samples (bounded memory, no per-sample loop)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    out = writable_npy(path, dtype=np.float32, shape=shape)
     # 8 MiB of float32 per step; the chunk is freed before the next one is made (peak ~ 1 chunk).
     step = max(1, (8 * _CHUNK) // max(1, int(np.prod(shape[1:], dtype=np.int64)) * 4))
     for start in range(0, shape[0], step):
@@ -520,7 +523,7 @@ def _materialize_array_file(source, dest: Path, *, field: str) -> Path:
 def _save_labels(path: Path, label: np.ndarray) -> int:
     """Check label values chunk by chunk (whole, non-negative) and store them as int64;
     returns the largest label. Memory stays at one chunk whatever the volume's size."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=label.shape)
+    out = writable_npy(path, dtype=np.int64, shape=label.shape)
     step = max(1, (8 * _CHUNK) // max(1, int(np.prod(label.shape[1:], dtype=np.int64)) * 8))
     top = 0
     for start in range(0, label.shape[0], step):
@@ -1296,9 +1299,13 @@ def _finalize_upload(dataset: Dataset) -> Dataset:
         if isinstance(exc, ValidationFailed | PayloadTooLarge):
             raise  # a limit keeps its 413 (the message names the setting)
         raise ValidationFailed(exc.message, details={"uploads": [exc.message]}) from None
-    except Exception:
-        # Never leave the row "uploading": whatever broke, the dataset failed.
-        _mark_failed(dataset, "Internal error while parsing the uploads.")
+    except Exception as exc:
+        # Never leave the row "uploading": whatever broke, the dataset failed (the uploads are
+        # kept, so the same call can be retried once there is room).
+        if disk_full(exc):
+            _mark_failed(dataset, InsufficientStorage.default_message)
+        else:
+            _mark_failed(dataset, "Internal error while parsing the uploads.")
         raise
     for session in sessions.values():
         session.path.unlink(missing_ok=True)
