@@ -246,7 +246,8 @@ DRAMATIQ_MIDDLEWARE = [
 ]
 if BROKER_URL.startswith("redis"):
     DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        # Dramatiq's RedisBroker whose idle consumers wake on enqueue instead of polling.
+        "BROKER": "apps.core.broker.WakingRedisBroker",
         "OPTIONS": {"url": BROKER_URL},
         "MIDDLEWARE": DRAMATIQ_MIDDLEWARE,
     }
