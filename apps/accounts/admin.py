@@ -30,6 +30,19 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
                 self.request.orchard_auth_throttled = exc
             raise ValidationError(str(exc.detail), code="throttled") from None
 
+    def confirm_login_allowed(self, user):
+        """Who may log in is the admin site's policy when it has one (`may_log_in`: the console
+        site lets project admins in, scoped to their projects); else Django's (staff only)."""
+        may_log_in = getattr(admin.site, "may_log_in", None)
+        if may_log_in is None:
+            return super().confirm_login_allowed(user)
+        if not user.is_active or not may_log_in(user):
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )
+
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 

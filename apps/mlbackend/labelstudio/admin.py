@@ -1,6 +1,8 @@
 """Admin pages of Label Studio backends, their trained versions and stored annotations."""
 
 from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html as _format_html
 
 from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, LabelStudioModelVersion
 
@@ -25,7 +27,17 @@ class LabelStudioBackendAdmin(admin.ModelAdmin):
         "version",
         "label_studio_url",
         "created_at",
+        "console_link",
     ]
+
+    @admin.display(description="console")
+    def console_link(self, obj):
+        try:
+            url = reverse("admin:console-backend", args=[obj.pk])
+        except NoReverseMatch:  # the console site is not installed
+            return "-"
+        return _format_html('<a href="{}">open</a>', url)
+
     list_filter = ["allow_private_networks", "train_on_annotation", "created_at"]
     search_fields = ["id", "name", "project__id", "label_studio_url"]
     list_select_related = ["project", "cluster", "experiment"]
