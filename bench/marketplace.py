@@ -233,3 +233,96 @@ def marketplace(ctx: Context) -> list[Row]:
             goal="ratio = 1",
         ),
     ]
+
+
+@row("marketplace.push")
+def marketplace_push(ctx: Context) -> list[Row]:
+    """(3) compute push: a `compute_push` job delivering one learnuplet to a compute API on
+    loopback (outbox row, resolve + address check, pinned POST, bookkeeping) versus a bare
+    `http.client` POST of the same bytes to the same server."""
+    django_env.setup()
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from django.conf import settings
+
+    from apps.accounts.models import User
+    from apps.accounts.services import project_create
+    from apps.marketplace import services
+    from apps.marketplace.models import ComputeEndpoint, ComputePush
+    from apps.tasks.services import task_run
+
+    class Accept(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(202)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    settings.MARKETPLACE_COMPUTE_ALLOW_PRIVATE = True
+    settings.MARKETPLACE_BUILTIN_COMPUTE = False
+    owner = User.objects.create_user(f"bench-push-{time.time_ns()}", password="x" * 20)
+    project = project_create(actor=owner, name=f"bench-push-{time.time_ns()}")
+    ComputeEndpoint.objects.create(project=project, owner=owner, url=f"http://127.0.0.1:{port}")
+    access, problem = _market(
+        project, owner, data=[str(uuid.uuid4())], test=[str(uuid.uuid4())], size=1
+    )
+    pushes = 5 if ctx.quick else 50
+
+    def orchard_pushes() -> float:
+        rows = []
+        for _ in range(pushes):
+            services.algo_create(
+                access=access, uuid=str(uuid.uuid4()), name="ext", problem_uuid=str(problem.uuid)
+            )
+            rows.append(ComputePush.objects.filter(project=project).latest("id"))
+        start = time.perf_counter()
+        for push in rows:
+            task_run(str(push.task_id))
+        elapsed = (time.perf_counter() - start) / pushes
+        if ComputePush.objects.filter(pk__in=[p.pk for p in rows], state="delivered").count() != (
+            pushes
+        ):
+            raise RuntimeError("a push was not delivered")
+        return elapsed
+
+    def plain_posts() -> float:
+        body = ComputePush.objects.filter(project=project).latest("id").body.encode()
+        start = time.perf_counter()
+        for _ in range(pushes):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/learn", body, {"Content-Type": "application/json"})
+            conn.getresponse().read()
+            conn.close()
+        return (time.perf_counter() - start) / pushes
+
+    try:
+        orchard, plain = [], []
+        for _ in range(ctx.repeats):
+            orchard.append(orchard_pushes())
+            plain.append(plain_posts())
+    finally:
+        server.shutdown()
+    return [
+        Row(
+            "marketplace.push",
+            "one learnuplet POSTed to a compute API on loopback",
+            statistics.median(orchard) * 1e3,
+            statistics.median(plain) * 1e3,
+            "ms",
+            notes=(
+                "compute_push job in-process (claim, outbox row, DNS + address check, pinned "
+                "POST, delivered bookkeeping) vs a bare http.client POST of the same bytes"
+            ),
+        )
+    ]

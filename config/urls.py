@@ -8,6 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.accounts.admin import admin_login
+from apps.core.api.negotiation import SchemaFormatNegotiation
 
 API_APPS = [
     "accounts",
@@ -43,7 +44,11 @@ urlpatterns = [
     # The admin login with its credential checks throttled (before the site's own login route).
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=SchemaFormatNegotiation),
+        name="schema",
+    ),
     # HTML pages: no OPTIONS (DRF's metadata answer cannot be rendered as their template).
     path(
         "api/docs/",

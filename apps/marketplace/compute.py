@@ -6,8 +6,11 @@ the same services as `POST /learndone` / `POST /preddone`. Registered in `Market
 
 - learnuplet: start from `model_start` (the algo's cluster weights at rank 0, else the Checkpoint
   of that id), train on the concatenated `train_data` datasets, measure accuracy per train and
-  test data (`train_perf`, `test_perf`, maps {data uuid: accuracy}) and on all test data together
-  (`perf`), and save the model as the Checkpoint whose id is `model_end`.
+  test data (`train_perf`, `test_perf`, maps {data uuid: accuracy}) and on all of the problem's
+  test data together (`perf`: accuracy over every test sample, so every rank and algo of a problem
+  is measured on the same data), and save the model as the Checkpoint whose id is `model_end`.
+  The task's result (and its "perf" event) also names the model it started from and the sample
+  count behind each figure.
 - preduplet: load the Checkpoint `model`, predict every data's samples, and store the classes
   (and logits) as a request result whose id is the `prediction_storage_uuid`
   (`/api/projects/{id}/results/{prediction_storage_uuid}`).
@@ -188,15 +191,29 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
         return float(evaluate(model, _scaled(x, scale), labels)[1])
 
     train_perf = {u: accuracy(x, labels) for u, (x, labels) in train.items()}
-    test_perf, hits, total = {}, 0.0, 0
+    # `perf` is the accuracy over every sample of the problem's test data together (the same
+    # data for every rank and algo of the problem, so perfs compare); per file in `test_perf`.
+    test_perf, hits, total, test_samples = {}, 0.0, 0, {}
     for u in uplet.test_data:
         x, labels = _labelled(datasets[u])
         test_perf[u] = accuracy(x, labels)
+        test_samples[u] = len(labels)
         hits += test_perf[u] * len(labels)
         total += len(labels)
-    perf = hits / total if total else 0.0
+    if not total:
+        raise ValidationFailed.for_field("test_data", "the problem's test data hold no samples.")
+    perf = hits / total
     _save_model(uplet, cluster, model, scale, perf)
-    ctx.record("perf", {"perf": perf, "train_perf": train_perf, "test_perf": test_perf})
+    figures = {
+        "perf": perf,
+        "metric": "accuracy",
+        "train_perf": train_perf,
+        "test_perf": test_perf,
+        "train_samples": {u: len(labels) for u, (_, labels) in train.items()},
+        "test_samples": test_samples,
+        "model_start": str(uplet.model_start),
+    }
+    ctx.record("perf", figures)
     services.learnuplet_report(
         uplet=uplet,
         account=None,
@@ -208,8 +225,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     return {
         "learnuplet": str(uplet.uuid),
         "rank": uplet.rank,
-        "perf": perf,
-        "model_start": str(uplet.model_start),
+        **figures,
         "model_end": str(uplet.model_end),
         "epochs_completed": fitted.epochs_completed,
         "input_scale": scale,
@@ -263,18 +279,19 @@ def _predict(ctx, uplet: Preduplet) -> dict[str, Any]:
     from ml.training import resolve_device
 
     device = resolve_device(ctx.device)
-    datasets = _datasets(uplet, uplet.data)
+    data = uplet.data_uuids
+    datasets = _datasets(uplet, data)
     model, scale = _load_model(uplet, ctx.cluster, uplet.model)
     scale = float(scale or 1.0)
     logits, parts, offset = [], [], 0
-    for i, u in enumerate(uplet.data):
+    for i, u in enumerate(data):
         ctx.check()
         x, _ = dataset_arrays(datasets[u])
         out = predict_logits(model, _scaled(x, scale), device=device).numpy()
         logits.append(out.astype(np.float32))
         parts.append({"data": u, "offset": offset, "count": len(out)})
         offset += len(out)
-        ctx.progress((i + 1) / len(uplet.data))
+        ctx.progress((i + 1) / len(data))
     logits_all = np.concatenate(logits)
     classes = logits_all.argmax(axis=1).astype(np.int64)
     result = request_result_store(

@@ -7,7 +7,8 @@ auth mapped to Orchard accounts, and errors as the protocol writes them: `{"Erro
 | missing or wrong credentials                                      | 401 (`WWW-Authenticate: Basic realm="orchestrator"`) |
 | too many failed credential checks (AUTH_FAILURE_RATE) per client address or account | 429 (`Retry-After`) |
 | a role that may not do this (a viewer writing, a non-compute account on a compute route) | 403 |
-| an unknown route or uuid (also another project's)                 | 404 |
+| an unknown route or document uuid (also another project's)        | 404 |
+| an unknown uplet on `worker/`, `learndone/`, `preddone/` (upstream's answer) | 400 |
 | a known route with another method                                 | 405 |
 | anything else (logged, message hidden)                            | 500 |
 """

@@ -99,8 +99,9 @@ class Data(TenantModel):
 class Uplet(TenantModel):
     """What learnuplets and preduplets share: the status machine and who took them.
 
-    `todo -> pending` (a worker claims it: `worker`, `claimed_by`) `-> done | failed`; every
-    transition is one conditional UPDATE, so of two racing workers exactly one wins.
+    `todo -> pending` (a worker claims it: `worker`, `claimed_by`, `claimed_at`) `-> done |
+    failed`, and `failed -> done` (a late success report, as upstream accepts); every transition
+    is one conditional UPDATE, so of two racing workers exactly one wins.
     """
 
     uuid = models.UUIDField()
@@ -119,6 +120,9 @@ class Uplet(TenantModel):
     task = models.ForeignKey(
         "tasks.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # When a worker (or the built-in compute) claimed it: the claim -> done time is
+    # `timestamp_done - claimed_at`.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     timestamp_done = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -127,8 +131,9 @@ class Uplet(TenantModel):
 
 class Learnuplet(Uplet):
     """One training step of an algo: train `model_start` on `train_data`, test on `test_data`,
-    save `model_end`. Ranks of one algo are trained in order; rank r+1 starts from the best model
-    of the ranks before it (its `model_start` stays empty until rank r has finished)."""
+    save `model_end`. Rank r+1 starts from the best model of the algo so far (its `model_start`
+    stays empty until rank r has finished), except the first rank of each batch series (a new
+    algo's rank 0, new data's first rank), which gets its `model_start` at creation."""
 
     algo = models.ForeignKey(Algo, on_delete=models.CASCADE, related_name="learnuplets")
     rank = models.PositiveIntegerField()
@@ -154,7 +159,11 @@ class Learnuplet(Uplet):
 
 
 class Preduplet(Uplet):
-    """A prediction request: run `model` (the problem's best model) on `data`."""
+    """A prediction request: run `model` (the problem's best model) on `data`.
+
+    `data` is stored as it was requested: one uuid string (upstream's later form, the Go
+    client's `OrchestratorPrediction`) or a list of uuids (the protocol page's form); use
+    `data_uuids` for the list either way."""
 
     model = models.UUIDField()
     data = models.JSONField(default=list)
@@ -169,3 +178,65 @@ class Preduplet(Uplet):
 
     def __str__(self) -> str:
         return f"preduplet {self.uuid} ({self.status})"
+
+    @property
+    def data_uuids(self) -> list[str]:
+        return [self.data] if isinstance(self.data, str) else list(self.data or [])
+
+
+class ComputeEndpoint(TenantModel):
+    """The compute API of a project (an unmodified morpheo-compute `api`): every uplet of the
+    project that becomes runnable is POSTed to `{url}/learn` or `{url}/pred`, as upstream's
+    orchestrator does with its `COMPUTE_URL`. Without one (or disabled) the built-in compute
+    runs what it can. One per project."""
+
+    url = models.URLField(max_length=500)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project"], name="unique_compute_endpoint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {self.url}"
+
+
+class PushState(models.TextChoices):
+    PENDING = "pending", "Pending (not delivered yet)"
+    DELIVERED = "delivered", "Delivered (the compute API answered 2xx)"
+    FAILED = "failed", "Failed (refused, or out of attempts)"
+
+
+class ComputePush(TenantModel):
+    """The outbox: one POST of one uplet to a compute API, recorded in the same transaction that
+    made the uplet runnable, so a restart never loses it (at-least-once). A `compute_push` job
+    of the task engine delivers it (`apps.marketplace.push`); `body` holds the exact bytes."""
+
+    class Kind(models.TextChoices):
+        LEARN = "learn", "learnuplet (POST /learn)"
+        PRED = "pred", "preduplet (POST /pred)"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    uplet_uuid = models.UUIDField(db_index=True)
+    url = models.URLField(max_length=520)
+    body = models.TextField()
+    state = models.CharField(
+        max_length=16, choices=PushState.choices, default=PushState.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    # The compute API's last HTTP status (None: no answer) and what went wrong, for the admin.
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    task = models.ForeignKey(
+        "tasks.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["project", "state"], name="mkt_push_state")]
+
+    def __str__(self) -> str:
+        return f"push {self.kind} {self.uplet_uuid} ({self.state})"

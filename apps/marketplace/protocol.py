@@ -81,7 +81,8 @@ def preduplet_document(uplet: Preduplet) -> dict[str, Any]:
         "problem": str(uplet.problem.uuid),
         "workflow": str(uplet.workflow),
         "model": str(uplet.model),
-        "data": list(uplet.data),
+        # One uuid or a list, as it was requested (see Preduplet).
+        "data": uplet.data if isinstance(uplet.data, str) else list(uplet.data),
         "worker": _str(uplet.worker),
         "status": uplet.status,
         "prediction_storage_uuid": _str(uplet.prediction_storage_uuid),
@@ -130,6 +131,15 @@ class Body:
                 raise ValidationFailed.for_field(name, "is required.")
             return None
         return as_uuid(value, name)
+
+    def uuid_or_uuids(self, name: str) -> str | list[str]:
+        """One uuid (kept a string) or a non-empty list of uuids."""
+        value = self.data.get(name)
+        if isinstance(value, str):
+            return as_uuid(value, name)
+        if value is not None and not isinstance(value, list):
+            raise ValidationFailed.for_field(name, "must be a uuid or a list of uuids.")
+        return self.uuids(name, empty=False)
 
     def uuids(self, name: str, *, single: bool = False, empty: bool = True) -> list[str]:
         """A list of uuids (or one uuid when `single`), without duplicates."""

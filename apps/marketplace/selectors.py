@@ -159,8 +159,15 @@ def collection_list(*, access: ProjectAccess, collection: Collection, filters) -
     rows = list(qs.order_by("created_at", "id").distinct())
     # List fields hold JSON lists; "contains" is checked here so that SQLite serves it too.
     for path, value in contains:
-        rows = [r for r in rows if value in (getattr(r, path) or [])]
+        rows = [r for r in rows if value in _as_list(getattr(r, path))]
     return rows
+
+
+def _as_list(value) -> list:
+    """A list field's value (a preduplet's `data` may be one uuid string)."""
+    if isinstance(value, str):
+        return [value]
+    return list(value or [])
 
 
 def document_get(*, access: ProjectAccess, collection: Collection, uuid: str):

@@ -1,19 +1,30 @@
 """Writes of the marketplace: registering problems, algos and data, creating uplets, and their
 status machine. Both the `/orchestrator/` gateway and the built-in compute go through here.
 
-Learnuplet rules (protocol page "Learnuplet rules"):
+Learnuplet rules (protocol page "Learnuplet rules", relaxed where upstream's clients rely on it):
 - An algo's training data are its problem's data minus the problem's test data, in registration
   order, cut into batches of `size_train_dataset`: one learnuplet per batch, ranks 0..n-1, all
   `todo`, each with a fresh `model_end`.
-- Ranks of one algo are trained in order. Only the first unfinished rank has a `model_start`:
-  rank 0 starts from the algo itself (`algo.uuid`); when a rank is done or failed, the next one
-  starts from the `model_end` of the best-performing done learnuplet of the algo so far (the
-  algo itself while none is done), so a chain continues from the best model and never stalls.
-- New data for a problem append learnuplets to every algo of the problem (ranks continue).
+- The first learnuplet of each new batch series gets its `model_start` at creation (upstream
+  does the same): rank 0 of a new algo starts from the algo itself (`algo.uuid`); the first rank
+  appended by new data starts from the best done model of the algo so far (the algo itself while
+  none is done). Upstream points it at the last rank's `model_end`, a model that may not exist
+  yet; Orchard names one that does.
+- When rank r is done or failed, rank r+1 (while still `todo`) starts from the `model_end` of the
+  best-performing done learnuplet of the algo so far (the algo itself while none is done), so a
+  chain continues from the best model and never stalls. A late `done` for a failed rank updates
+  rank r+1 again when the best model changed, as upstream does.
+- Known data registered for another problem are linked to it (upstream links them too); a
+  (data, problem) pair that is already linked is refused. New data for a problem append
+  learnuplets to every algo of the problem (ranks continue).
 - A prediction uses the problem's best model (highest `perf` of its done learnuplets).
 
-Transitions are conditional UPDATEs: `todo -> pending` (claim), `pending -> done | failed`
-(report, only by the account that claimed the uplet, or a project admin).
+Transitions are conditional UPDATEs: `todo -> pending` (claim; any `todo` rank that has a
+`model_start`), `pending -> done | failed` and `failed -> done` (report, only by the account that
+claimed the uplet, or a project admin). `done` is final.
+
+Where runnable uplets go: to the project's compute API when it has one (`ComputeEndpoint`: an
+outbox row and a `compute_push` job, `apps.marketplace.push`), else to the built-in compute.
 """
 
 from __future__ import annotations
@@ -117,7 +128,6 @@ def algo_create(
     )
     train = [u for u in selectors.problem_data_uuids(problem) if u not in set(problem.test_dataset)]
     created = _append_learnuplets(algo, train)
-    _advance(algo)
     return algo, created
 
 
@@ -132,7 +142,9 @@ def data_create(
     *, access: ProjectAccess, uuids: Sequence[str], problem_uuids: Sequence[str]
 ) -> tuple[list[Data], int]:
     """Register data for problems; every algo of those problems gets learnuplets for the new
-    training data. Returns (new data, new learnuplets)."""
+    training data. A data uuid the project already knows is linked to the named problems (as
+    upstream does), unless it already belongs to one of them. Returns (the data in request
+    order, new learnuplets)."""
     from apps.datasets.models import Dataset
 
     project = access.project
@@ -143,17 +155,36 @@ def data_create(
     missing = [u for u in problem_uuids if u not in found]
     if missing:
         raise ValidationFailed.for_field("problems", f"problem {missing[0]} does not exist.")
-    existing = list(
-        Data.objects.filter(project=project, uuid__in=uuids).values_list("uuid", flat=True)
+    known = {
+        str(row.uuid): row
+        for row in Data.objects.filter(project=project, uuid__in=uuids).prefetch_related("problems")
+    }
+    visible = set(
+        str(u)
+        for u in Data.objects.visible_to(access)
+        .filter(uuid__in=list(known))
+        .values_list("uuid", flat=True)
     )
-    if existing:
-        raise ValidationFailed.for_field("uuid", f"data {existing[0]} already exists.")
-    datasets = {str(d.pk): d for d in Dataset.objects.visible_to(access).filter(pk__in=uuids)}
+    for u in uuids:
+        row = known.get(u)
+        if row is None:
+            continue
+        if u not in visible:
+            raise ValidationFailed.for_field("uuid", f"data {u} already exists.")
+        linked = {str(p.uuid) for p in row.problems.all()}
+        already = [p for p in problem_uuids if p in linked]
+        if already:
+            raise ValidationFailed.for_field(
+                "uuid", f"data {u} is already registered for problem {already[0]}."
+            )
+    fresh = [u for u in uuids if u not in known]
+    datasets = {str(d.pk): d for d in Dataset.objects.visible_to(access).filter(pk__in=fresh)}
     Data.objects.bulk_create(
-        [Data(project=project, owner=access.user, uuid=u, dataset=datasets.get(u)) for u in uuids]
+        [Data(project=project, owner=access.user, uuid=u, dataset=datasets.get(u)) for u in fresh]
     )
     # Read back for the primary keys (bulk_create does not set them on every database).
-    rows = list(Data.objects.filter(project=project, uuid__in=uuids).order_by("id"))
+    by_uuid = {str(row.uuid): row for row in Data.objects.filter(project=project, uuid__in=uuids)}
+    rows = [by_uuid[u] for u in uuids]
     links = [
         Data.problems.through(data_id=row.pk, problem_id=problem.pk)
         for row in rows
@@ -168,7 +199,6 @@ def data_create(
         train = [u for u in ordered if u not in held_out]
         for algo in _locked_algos(problem):
             created += _append_learnuplets(algo, train)
-            _advance(algo)
     return rows, created
 
 
@@ -177,7 +207,8 @@ def _locked_algos(problem: Problem) -> list[Algo]:
 
 
 def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
-    """One `todo` learnuplet per batch of `size_train_dataset` data, ranks after the last one."""
+    """One `todo` learnuplet per batch of `size_train_dataset` data, ranks after the last one.
+    The first one gets its `model_start` at once (see the module) and is dispatched."""
     problem = algo.problem
     size = problem.size_train_dataset
     batches = [list(train[i : i + size]) for i in range(0, len(train), size)]
@@ -185,6 +216,7 @@ def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
         return 0
     last = algo.learnuplets.order_by("-rank").values_list("rank", flat=True).first()
     first_rank = 0 if last is None else last + 1
+    start = _start_model(algo)
     Learnuplet.objects.bulk_create(
         [
             Learnuplet(
@@ -195,7 +227,7 @@ def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
                 workflow=problem.workflow,
                 algo=algo,
                 rank=first_rank + i,
-                model_start=None,
+                model_start=start if i == 0 else None,
                 model_end=uuidlib.uuid4(),
                 train_data=batch,
                 test_data=list(problem.test_dataset),
@@ -203,24 +235,36 @@ def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
             for i, batch in enumerate(batches)
         ]
     )
+    first = Learnuplet.objects.select_related("algo", "problem").get(algo=algo, rank=first_rank)
+    _dispatch_learnuplet(first)
     return len(batches)
 
 
-def _advance(algo: Algo) -> Learnuplet | None:
-    """Give the first unfinished rank of `algo` its `model_start` once every rank before it has
-    finished: the best done model so far, else the algo itself. Dispatches it to the built-in
-    compute. Returns the learnuplet that became ready, if any."""
+def _start_model(algo: Algo):
+    """Where the next rank of `algo` starts: the best done model so far, else the algo itself."""
+    best = selectors.best_learnuplet(algo=algo)
+    return best.model_end if best is not None else algo.uuid
+
+
+def _advance(algo: Algo, finished: Learnuplet) -> Learnuplet | None:
+    """Rank r finished (done or failed): rank r+1, while still `todo`, starts from the best done
+    model so far. Dispatches it when its `model_start` changed. Returns it when it did."""
     following = (
-        Learnuplet.objects.filter(algo=algo)
-        .exclude(status__in=FINISHED_STATUSES)
-        .order_by("rank")
+        Learnuplet.objects.select_related("algo", "problem")
+        .filter(algo=algo, rank=finished.rank + 1, status=UpletStatus.TODO)
         .first()
     )
-    if following is None or following.model_start is not None:
+    if following is None:
         return None
-    best = selectors.best_learnuplet(algo=algo)
-    following.model_start = best.model_end if best is not None else algo.uuid
-    following.save(update_fields=["model_start", "updated_at"])
+    start = _start_model(algo)
+    if following.model_start == start:
+        return None
+    updated = Learnuplet.objects.filter(pk=following.pk, status=UpletStatus.TODO).update(
+        model_start=start, updated_at=timezone.now()
+    )
+    if not updated:  # claimed meanwhile: it runs from what it was given
+        return None
+    following.model_start = start
     _dispatch_learnuplet(following)
     return following
 
@@ -230,9 +274,10 @@ def _advance(algo: Algo) -> Learnuplet | None:
 
 @transaction.atomic
 def prediction_create(
-    *, access: ProjectAccess, data_uuids: Sequence[str], problem_uuid: str
+    *, access: ProjectAccess, data: str | Sequence[str], problem_uuid: str
 ) -> Preduplet:
-    """A `todo` preduplet running the problem's best model on `data_uuids`."""
+    """A `todo` preduplet running the problem's best model on `data` (one data uuid, as
+    upstream's later version and the Go client send it, or a list of them), stored as given."""
     problem = Problem.objects.visible_to(access).filter(uuid=problem_uuid).first()
     best = selectors.best_learnuplet(problem=problem) if problem is not None else None
     if best is None:
@@ -244,7 +289,7 @@ def prediction_create(
         problem=problem,
         workflow=problem.workflow,
         model=best.model_end,
-        data=list(data_uuids),
+        data=data if isinstance(data, str) else list(data),
     )
     _dispatch_preduplet(preduplet)
     return preduplet
@@ -265,7 +310,11 @@ def uplet_claim(
         claimable = claimable.filter(model_start__isnull=False)
     now = timezone.now()
     if not claimable.update(
-        status=UpletStatus.PENDING, worker=worker, claimed_by=account, updated_at=now
+        status=UpletStatus.PENDING,
+        worker=worker,
+        claimed_by=account,
+        claimed_at=now,
+        updated_at=now,
     ):
         uplet.refresh_from_db()
         kind = model._meta.model_name
@@ -284,16 +333,21 @@ def uplet_claim(
 def _finish(
     uplet: Learnuplet | Preduplet, *, account: User | None, as_admin: bool, fields: dict[str, Any]
 ) -> None:
-    """`pending -> done | failed`, conditional on the claim (same account unless `as_admin`)."""
+    """`pending -> done | failed`, or `failed -> done` (a late success report: upstream accepts
+    it and its test suite relies on it), conditional on the claim (same account unless
+    `as_admin`). `done` is final."""
     model = type(uplet)
     now = timezone.now()
-    finishing = model.objects.filter(pk=uplet.pk, status=UpletStatus.PENDING)
+    sources = [UpletStatus.PENDING]
+    if fields.get("status") == UpletStatus.DONE:
+        sources.append(UpletStatus.FAILED)
+    finishing = model.objects.filter(pk=uplet.pk, status__in=sources)
     if not as_admin:
         finishing = finishing.filter(claimed_by=account)
     if not finishing.update(timestamp_done=now, updated_at=now, **fields):
         uplet.refresh_from_db()
         kind = model._meta.model_name
-        if uplet.status == UpletStatus.PENDING:
+        if uplet.status in sources:
             raise Conflict(f"no update of {kind} {uplet.uuid}: another worker took it.")
         raise Conflict(f"no update of {kind} {uplet.uuid}: it is {uplet.status}, not pending.")
     uplet.refresh_from_db()
@@ -322,7 +376,7 @@ def learnuplet_report(
     if status == UpletStatus.DONE:
         fields.update(perf=perf, train_perf=train_perf, test_perf=test_perf)
     _finish(uplet, account=account, as_admin=as_admin, fields=fields)
-    _advance(algo)
+    _advance(algo, uplet)
     return uplet
 
 
@@ -353,9 +407,14 @@ def preduplet_report(
 
 
 def _dispatch_learnuplet(uplet: Learnuplet) -> None:
-    """Give a ready learnuplet to the built-in compute when it can run it (an Orchard model and
-    Orchard datasets); otherwise it waits for an HTTP compute worker."""
-    if not builtin_compute_enabled():
+    """A learnuplet became runnable: push it to the project's compute API when it has one;
+    otherwise give it to the built-in compute when it can run it (an Orchard model and Orchard
+    datasets), once; otherwise it waits for an HTTP compute worker."""
+    from apps.marketplace import push
+
+    if push.push_if_configured(uplet):
+        return
+    if uplet.task_id is not None or not builtin_compute_enabled():
         return
     algo = uplet.algo
     if not algo.is_builtin:
@@ -375,7 +434,10 @@ def _dispatch_learnuplet(uplet: Learnuplet) -> None:
 
 def _dispatch_preduplet(uplet: Preduplet) -> None:
     from apps.clusters.models import Checkpoint
+    from apps.marketplace import push
 
+    if push.push_if_configured(uplet):
+        return
     if not builtin_compute_enabled():
         return
     checkpoint = (
@@ -385,7 +447,7 @@ def _dispatch_preduplet(uplet: Preduplet) -> None:
     )
     if checkpoint is None or checkpoint.cluster is None:
         return
-    if selectors.datasets_for(project_id=uplet.project_id, uuids=uplet.data) is None:
+    if selectors.datasets_for(project_id=uplet.project_id, uuids=uplet.data_uuids) is None:
         return
     try:
         with transaction.atomic():

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from apps.accounts.authentication import JWTAuthentication
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
-from apps.core.exceptions import Forbidden, NotFound, ValidationFailed
+from apps.core.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.tenancy import get_or_not_found
 from apps.marketplace import selectors, services
 from apps.marketplace.http import OrchestratorBasicAuthentication, orchestrator_exception_handler
@@ -71,6 +71,15 @@ class OrchestratorView(OrchestratorMixin, ProjectScopedAPIView):
     def lookup(self, value: str):
         """The visible uplet/document `value` names, or NotFound (also for a malformed uuid)."""
         return get_or_not_found(self.get_queryset(), uuid=value)
+
+    def lookup_for_update(self, value: str, what: str):
+        """The visible uplet `value` names, for the compute routes (worker, learndone,
+        preddone): an unknown uplet (a malformed uuid, another project's) answers 400, as
+        upstream does, with upstream's message ("no update of learnuplet <uuid>")."""
+        try:
+            return self.lookup(value)
+        except NotFound:
+            raise Conflict(f"{what} {value[:64]}: no such {self.collection}.") from None
 
 
 # --- collections and documents ---------------------------------------------------------------
@@ -209,18 +218,21 @@ def _report_failed(view: OrchestratorView, uplet):
 
 
 class PredictionView(OrchestratorView):
-    """POST /prediction {data: [uuids], problem} -> {"new_preduplets": 1}."""
+    """POST /prediction {data: uuid, problem} -> 201 with the preduplet document (upstream's
+    later version, the Go client's `OrchestratorPrediction`); {data: [uuids], problem} -> 201
+    {"new_preduplets": 1} (the protocol page's form: one preduplet over the list)."""
 
     collection = "preduplet"
     queryset = Preduplet.objects.all()
 
     def post(self, request):
         body = Body(request.data, {"data", "problem"})
-        services.prediction_create(
-            access=self.access,
-            data_uuids=body.uuids("data", empty=False),
-            problem_uuid=body.uuid("problem"),
+        data = body.uuid_or_uuids("data")
+        preduplet = services.prediction_create(
+            access=self.access, data=data, problem_uuid=body.uuid("problem")
         )
+        if isinstance(data, str):
+            return Response(self.document(preduplet), status=201)
         return Response({"new_preduplets": 1}, status=201)
 
 
@@ -231,12 +243,15 @@ class _WorkerView(OrchestratorView):
     """POST /worker/<uplet>/<uuid> {worker}: todo -> pending (compute only); 400 if not todo.
 
     The Go client's `UpdateUpletStatus(..., "pending", ...)` sends `{"status": "pending"}`
-    instead of a worker: accepted, with the zero uuid as worker.
+    instead of a worker: accepted, with the zero uuid as worker. An unknown uplet is 400.
     """
+
+    tenancy_denied_statuses = (400,)
 
     def post(self, request, **kwargs):
         self.require_compute()
-        uplet = self.lookup(next(iter(kwargs.values())))
+        value = next(iter(kwargs.values()))
+        uplet = self.lookup_for_update(value, f"worker not set for {self.collection}")
         body = Body(request.data, {"worker", "status"})
         body.choice("status", (UpletStatus.PENDING.value,), required=False)
         if not body.has("worker") and not body.has("status"):
@@ -257,14 +272,17 @@ class PredupletWorkerView(_WorkerView):
 
 
 class LearnDoneView(OrchestratorView):
-    """POST /learndone/<uuid> {status: done, perf, train_perf, test_perf} or {status: failed}."""
+    """POST /learndone/<uuid> {status: done, perf, train_perf, test_perf} or {status: failed}.
+    `done` is accepted for a pending uplet and for a failed one (a late success, as upstream)."""
 
     collection = "learnuplet"
     queryset = Learnuplet.objects.all()
+    # An unknown uplet (also another project's) is 400, as upstream answers.
+    tenancy_denied_statuses = (400,)
 
     def post(self, request, learnuplet_uuid):
         self.require_compute()
-        uplet = self.lookup(learnuplet_uuid)
+        uplet = self.lookup_for_update(learnuplet_uuid, "no update of learnuplet")
         body = Body(request.data, {"status", "perf", "train_perf", "test_perf"})
         status = body.choice("status", FINISH_CHOICES)
         if status == UpletStatus.FAILED:
@@ -286,10 +304,11 @@ class PredDoneView(OrchestratorView):
 
     collection = "preduplet"
     queryset = Preduplet.objects.all()
+    tenancy_denied_statuses = (400,)
 
     def post(self, request, preduplet_uuid):
         self.require_compute()
-        uplet = self.lookup(preduplet_uuid)
+        uplet = self.lookup_for_update(preduplet_uuid, "no update of preduplet")
         body = Body(request.data, {"status", "prediction_storage_uuid"})
         status = body.choice("status", FINISH_CHOICES)
         services.preduplet_report(

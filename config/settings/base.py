@@ -57,7 +57,9 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin whose default site is the operator console (apps/console/site.py):
+    # the dashboard on the index, the console pages, project admins let in to their projects only.
+    "apps.console.adminconfig.OrchardAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -81,6 +83,7 @@ INSTALLED_APPS = [
     "apps.marketplace",
     "apps.mlbackend",
     "apps.hanami",
+    "apps.console",
 ]
 
 MIDDLEWARE = [
@@ -304,6 +307,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.PagePagination",
+    # `format` is a parameter of the studio plan (ZIP import, exports), not a renderer override.
+    "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exceptions.envelope_exception_handler",
@@ -401,6 +406,17 @@ LABELSTUDIO_FETCH_TIMEOUT_S = env.float("LABELSTUDIO_FETCH_TIMEOUT_S", default=1
 MARKETPLACE_BUILTIN_COMPUTE = env.bool("MARKETPLACE_BUILTIN_COMPUTE", default=True)
 MARKETPLACE_PROJECT = env("MARKETPLACE_PROJECT", default="")
 MARKETPLACE_BASIC_AUTH_CACHE_S = env.int("MARKETPLACE_BASIC_AUTH_CACHE_S", default=60)
+# Marketplace compute push (apps/marketplace/push.py): uplets POSTed to a project's compute API.
+# Private/loopback/link-local addresses only when the operator allows them; retries with backoff.
+MARKETPLACE_COMPUTE_ALLOW_PRIVATE = env.bool("MARKETPLACE_COMPUTE_ALLOW_PRIVATE", default=False)
+MARKETPLACE_COMPUTE_PUSH_ATTEMPTS = env.int("MARKETPLACE_COMPUTE_PUSH_ATTEMPTS", default=8)
+MARKETPLACE_COMPUTE_PUSH_BACKOFF_S = env.float("MARKETPLACE_COMPUTE_PUSH_BACKOFF_S", default=1.0)
+MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S = env.float(
+    "MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S", default=60.0
+)
+MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S = env.float("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S", default=10.0)
+# Operator console: lifetime of the short token a console page fetches for its live connection.
+CONSOLE_TOKEN_MINUTES = env.int("CONSOLE_TOKEN_MINUTES", default=10)
 # Studio SSE streams re-check the database this often when no live event arrives.
 TRAINING_SSE_POLL_S = env.float("TRAINING_SSE_POLL_S", default=1.0)
 

@@ -363,3 +363,11 @@ def test_a_nul_on_the_gateways_is_refused_in_their_shapes(world):
     orchestrator.client.raise_request_exception = False
     response = orchestrator.post("problem", {"name": "p\u0000"})
     assert response.status_code == 400 and "NUL" in response.json()["Error"]
+
+
+def test_the_schema_keeps_its_format_parameter(client):
+    """`?format=` is no renderer override elsewhere (the studio plan's parameter), but the schema
+    still honours `?format=json` as documentation tools send it."""
+    r = client.get("/api/schema/?format=json")
+    assert r.status_code == 200 and "json" in r["Content-Type"]
+    assert r.json()["openapi"].startswith("3.")

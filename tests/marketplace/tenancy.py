@@ -55,12 +55,26 @@ def _preduplet(project, user) -> str:
     services.uplet_claim(uplet=uplet, worker=str(uuid.uuid4()), account=user)
     services.learnuplet_report(uplet=uplet, account=user, status="done", perf=0.5)
     preduplet = services.prediction_create(
-        access=access, data_uuids=[str(uuid.uuid4())], problem_uuid=str(algo.problem.uuid)
+        access=access, data=[str(uuid.uuid4())], problem_uuid=str(algo.problem.uuid)
     )
     return str(preduplet.uuid)
 
 
+def _push(project, user) -> str:
+    """A failed push of the victim's project (its compute API was refused)."""
+    from apps.marketplace.models import ComputeEndpoint, ComputePush, PushState
+
+    ComputeEndpoint.objects.get_or_create(
+        project=project, defaults={"url": "http://compute.invalid:8000", "owner": user}
+    )
+    _learnuplet(project, user)
+    push = ComputePush.objects.filter(project=project).latest("id")
+    ComputePush.objects.filter(pk=push.pk).update(state=PushState.FAILED)
+    return str(push.pk)
+
+
 URL_KWARGS = {
+    "push_id": _push,
     "problem_uuid": lambda project, user: str(_problem(project, user)[1].uuid),
     "algo_uuid": lambda project, user: str(_algo(project, user)[1].uuid),
     "data_uuid": _data,

@@ -258,8 +258,12 @@ def test_unknown_documents_routes_and_methods(owner_orch):
     for method in ("DELETE", "PUT", "OPTIONS"):
         r = owner_orch.send(method, "problem")
         assert r.status_code == 405 and set(r.json()) == {"Error"}, method
-    r = owner_orch.post(f"learndone/{new_uuid()}", {"status": "failed"})
-    assert r.status_code == 404 and set(r.json()) == {"Error"}
+    # The compute routes answer an unknown uplet with 400 and upstream's message.
+    unknown = new_uuid()
+    r = owner_orch.post(f"learndone/{unknown}", {"status": "failed"})
+    assert r.status_code == 400 and r.json()["Error"].startswith(
+        f"no update of learnuplet {unknown}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -347,7 +351,7 @@ def test_malformed_json_and_non_finite_numbers(owner_orch, compute_orch, market)
         r = compute_orch.post(f"worker/learnuplet/{first}", body)
         assert r.status_code == 400, body
     r = compute_orch.post(f"preddone/{new_uuid()}", {"status": "done"})
-    assert r.status_code == 404
+    assert r.status_code == 400
 
 
 def test_the_body_is_json_whatever_the_content_type(owner_orch):

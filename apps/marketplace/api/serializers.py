@@ -2,7 +2,16 @@
 
 from rest_framework import serializers
 
-from apps.marketplace.models import Algo, Data, Learnuplet, Preduplet, Problem, UpletStatus
+from apps.marketplace.models import (
+    Algo,
+    ComputeEndpoint,
+    ComputePush,
+    Data,
+    Learnuplet,
+    Preduplet,
+    Problem,
+    UpletStatus,
+)
 
 
 class _OwnedSerializer(serializers.ModelSerializer):
@@ -61,6 +70,19 @@ class _UpletSerializer(_OwnedSerializer):
     claimed_by = serializers.CharField(source="claimed_by.username", read_only=True, default=None)
     # A plain string in the schema: an enum named "status" would collide with other apps'.
     status = serializers.CharField(read_only=True, help_text="todo, pending, done or failed")
+    claim_to_done_s = serializers.SerializerMethodField(
+        help_text="Seconds from the claim (todo -> pending) to the report (done or failed)."
+    )
+
+    def get_claim_to_done_s(self, obj) -> float | None:
+        return claim_to_done_s(obj)
+
+
+def claim_to_done_s(uplet) -> float | None:
+    """Seconds from an uplet's claim to its report; None until both happened."""
+    if uplet.claimed_at is None or uplet.timestamp_done is None:
+        return None
+    return round((uplet.timestamp_done - uplet.claimed_at).total_seconds(), 3)
 
 
 _UPLET_FIELDS = [
@@ -74,7 +96,9 @@ _UPLET_FIELDS = [
     "owner",
     "visibility",
     "created_at",
+    "claimed_at",
     "timestamp_done",
+    "claim_to_done_s",
 ]
 
 
@@ -103,7 +127,10 @@ class LearnupletSerializer(_UpletSerializer):
 
 
 class PredupletSerializer(_UpletSerializer):
-    data = serializers.ListField(child=serializers.UUIDField(), read_only=True)
+    data = serializers.SerializerMethodField(help_text="The data uuids (a list).")
+
+    def get_data(self, obj) -> list[str]:
+        return obj.data_uuids
 
     class Meta:
         model = Preduplet
@@ -115,3 +142,40 @@ class UpletFilterSerializer(serializers.Serializer):
     problem = serializers.UUIDField(required=False)
     algo = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=UpletStatus.choices, required=False)
+
+
+class ComputeEndpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ComputeEndpoint
+        fields = ["url", "enabled", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+class ComputeEndpointInputSerializer(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=500, help_text="The compute API's base URL (pushes go to {url}/learn, /pred)."
+    )
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class ComputePushSerializer(serializers.ModelSerializer):
+    task_id = serializers.UUIDField(read_only=True, allow_null=True)
+    state = serializers.CharField(read_only=True, help_text="pending, delivered or failed")
+
+    class Meta:
+        model = ComputePush
+        fields = [
+            "id",
+            "kind",
+            "uplet_uuid",
+            "url",
+            "state",
+            "attempts",
+            "last_status",
+            "last_error",
+            "last_attempt_at",
+            "delivered_at",
+            "task_id",
+            "created_at",
+        ]
+        read_only_fields = fields

@@ -1,3 +1,4 @@
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from apps.marketplace.api import views
@@ -11,5 +12,13 @@ router.register(
     _PREFIX + "/learnuplets", views.LearnupletViewSet, basename="marketplace-learnuplet"
 )
 router.register(_PREFIX + "/preduplets", views.PredupletViewSet, basename="marketplace-preduplet")
+router.register(_PREFIX + "/pushes", views.ComputePushViewSet, basename="marketplace-push")
 
-urlpatterns = router.urls
+urlpatterns = [
+    re_path(
+        r"^" + _PREFIX + r"/compute$",
+        views.ComputeEndpointView.as_view(),
+        name="marketplace-compute",
+    ),
+    *router.urls,
+]
