@@ -14,6 +14,7 @@ def sqlite_full():
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's own 'database or disk is full' (the embedded mode)")
     with connection.cursor() as cursor:
+        cursor.execute("VACUUM")  # no free pages left over from earlier tests to fill first
         pages = cursor.execute("PRAGMA page_count").fetchone()[0]
         cursor.execute(f"PRAGMA max_page_count = {pages}")  # no page more: SQLITE_FULL
     yield
@@ -21,7 +22,8 @@ def sqlite_full():
         cursor.execute("PRAGMA max_page_count = 1073741823")
 
 
-def test_a_write_on_a_full_sqlite_disk_is_507(world, sqlite_full):
+def test_a_write_on_a_full_sqlite_disk_is_507(world, settings, sqlite_full):
+    settings.UPLOAD_SESSIONS_MAX_OPEN = 10_000  # the disk, not this limit, must stop the loop
     client = client_for(world.owner)
     status = None
     for i in range(200):  # until the free space inside the last pages is used up too
