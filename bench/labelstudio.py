@@ -152,3 +152,219 @@ def labelstudio(ctx: Context) -> list[Row]:
             notes="backend lookup + JSON vs a bare JSON view",
         ),
     ]
+
+
+# --- predict with task data served over HTTP; image classification on few annotations ----------
+
+IMAGE_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="digit" toName="image">
+    <Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
+    <Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
+  </Choices>
+</View>"""
+
+
+def _digit_pngs(count: int) -> list[bytes]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    out = []
+    for i in range(count):
+        pixels = (images[i % len(images)] * (255 / 16)).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="L").resize((32, 32)).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+class _Uploads:
+    """A Label Studio stand-in on loopback serving `/data/upload/1/<i>.png`, each answer after
+    `delay` seconds (Label Studio served one upload in about 0.2 s in the issue's trial)."""
+
+    def __init__(self, files: dict[str, bytes], delay: float):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if delay:
+                    time.sleep(delay)
+                body = files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            # socketserver's backlog of 5 drops concurrent connects (1 s SYN retries); Django's
+            # runserver, which `label-studio start` uses, listens with 10.
+            request_queue_size = 64
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@row("labelstudio_http")
+def labelstudio_http(ctx: Context) -> list[Row]:
+    import base64
+
+    django_env.setup()
+    from django.test import Client
+
+    from apps.accounts.models import User
+    from apps.accounts.services import project_create
+    from apps.clusters.services import cluster_create
+    from apps.mlbackend.labelstudio.services import backend_create
+    from ml.templates import DIGITS_64_128_10
+
+    owner = User.objects.create_user("bench-ls-http", password="x" * 12)
+    project = project_create(actor=owner, name="bench-ls-http")
+    cluster = cluster_create(
+        project=project, actor=owner, name="digits", template_text=DIGITS_64_128_10, seed=0
+    )
+    backend = backend_create(
+        project=project,
+        actor=owner,
+        name="bench",
+        cluster=cluster,
+        label_config=IMAGE_CONFIG,
+        allow_private_networks=True,
+    )
+    big = 70 if ctx.quick else 700
+    pngs = _digit_pngs(big)
+    files = {f"/data/upload/1/{i}.png": data for i, data in enumerate(pngs)}
+    client = Client()
+
+    def predict(tasks) -> tuple[float, int]:
+        body = json.dumps({"tasks": tasks, "project": "1.1", "label_config": IMAGE_CONFIG})
+        start = time.perf_counter()
+        r = client.post(f"/ml/{backend.pk}/predict", body, content_type="application/json")
+        seconds = time.perf_counter() - start
+        assert r.status_code == 200, r.content[:300]
+        return seconds, sum(1 for item in r.json()["results"] if item["result"])
+
+    def uploaded(n):
+        return [{"id": i, "data": {"image": f"/data/upload/1/{i}.png"}} for i in range(n)]
+
+    def inline(n):
+        uris = [f"data:image/png;base64,{base64.b64encode(p).decode()}" for p in pngs[:n]]
+        return [{"id": i, "data": {"image": uri}} for i, uri in enumerate(uris)]
+
+    rows = []
+    fast = _Uploads(files, delay=0.0)
+    try:
+        backend.label_studio_url = fast.url
+        backend.save()
+        predict(inline(1))  # load the model once
+        for n in (1, 32):
+            over_http = statistics.median(predict(uploaded(n))[0] for _ in range(ctx.repeats))
+            in_place = statistics.median(predict(inline(n))[0] for _ in range(ctx.repeats))
+            rows.append(
+                Row(
+                    f"labelstudio.predict_http_{n}",
+                    f"{n} uploaded images (loopback) vs inline",
+                    over_http * 1e3,
+                    in_place * 1e3,
+                    "ms",
+                    goal="< 2x inline" if n == 32 else "",
+                    notes="fetched by the bounded pool vs the same images as data: URIs",
+                )
+            )
+    finally:
+        fast.close()
+    slow = _Uploads(files, delay=0.2)
+    try:
+        backend.label_studio_url = slow.url
+        backend.save()
+        seconds, predicted = predict(uploaded(big))
+        in_place, _ = predict(inline(big))
+    finally:
+        slow.close()
+    rows.append(
+        Row(
+            f"labelstudio.predict_http_{big}",
+            f"{big} uploads, 0.2 s each on the LS side",
+            seconds,
+            in_place,
+            "s",
+            goal="< 100 s (Label Studio's predict timeout)",
+            notes=f"{predicted}/{big} predicted; baseline: the same images inline; one at a "
+            f"time they took {big * 0.2:.0f} s",
+        )
+    )
+    project.delete()
+    owner.delete()
+    return rows
+
+
+@row("labelstudio_digits")
+def labelstudio_digits(ctx: Context) -> list[Row]:
+    """Held-out accuracy of the digits network trained as a Label Studio backend trains it
+    (annotations -> `training_options` -> `ml.training.fit`) on 5, 20, 25 and 30 annotated
+    images per class, against scikit-learn's logistic regression on the same split and inputs."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    django_env.setup()
+    from apps.mlbackend.labelstudio.handlers import training_options
+    from ml.inference import predict_classes
+    from ml.networks import build_network
+    from ml.templates import DIGITS_64_128_10, parse_template
+    from ml.training import TrainConfig, fit
+
+    torch.set_num_threads(1)
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # as decoded from Label Studio
+    y = digits.target
+    old = {"epochs": 30, "batch_size": 16, "learning_rate": 2e-3, "optimizer": "adam", "seed": 0}
+    seeds = range(1 if ctx.quick else 4)
+    rows = []
+    for per_class in (5, 20, 25, 30):
+        scores = {"orchard": [], "before": [], "sklearn": []}
+        for seed in seeds:
+            order = np.random.default_rng(seed).permutation(len(y))
+            train = np.concatenate([order[y[order] == c][:per_class] for c in range(10)])
+            test = np.setdiff1d(order, train)
+            lr = LogisticRegression(max_iter=2000).fit(x[train].reshape(len(train), -1), y[train])
+            scores["sklearn"].append(
+                float((lr.predict(x[test].reshape(len(test), -1)) == y[test]).mean())
+            )
+            for name, options in (
+                ("orchard", training_options({}, samples=len(train), device="cpu")),
+                ("before", old),
+            ):
+                model = build_network(parse_template(DIGITS_64_128_10), seed=seed)
+                fit(model, x[train], y[train], TrainConfig.from_dict(options))
+                scores[name].append(float((predict_classes(model, x[test]) == y[test]).mean()))
+        mean = {k: float(np.mean(v)) for k, v in scores.items()}
+        rows.append(
+            Row(
+                f"labelstudio.digits_{per_class}",
+                f"held-out accuracy, {per_class} per class",
+                mean["orchard"] * 100,
+                mean["sklearn"] * 100,
+                "%",
+                goal=">= scikit-learn (ratio >= 1)" if per_class >= 20 else "",
+                notes=f"before this change {mean['before'] * 100:.1f} %; mean of {len(seeds)} "
+                "splits, the rest of the 1,797 digits held out",
+            )
+        )
+    return rows

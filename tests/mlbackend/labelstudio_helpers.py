@@ -83,6 +83,9 @@ class TaskDataServer:
         self.require_token = require_token
         self.delay = delay
         self.requests: list[tuple[str, dict]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._count = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,11 +93,21 @@ class TaskDataServer:
                 pass
 
             def do_GET(self):
+                with server._count:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._get()
+                finally:
+                    with server._count:
+                        server.in_flight -= 1
+
+            def _get(self):
                 import time
 
                 server.requests.append((self.path, dict(self.headers)))
                 if server.delay:
-                    time.sleep(server.delay)
+                    time.sleep(server.delay)  # a slow Label Studio, on the server's side
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
@@ -119,6 +132,7 @@ class TaskDataServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             block_on_close = False
+            request_queue_size = 64  # concurrent fetches: the default 5 drops connects
 
             def handle_error(self, request, client_address):
                 pass  # a client that gave up (size or time limit) is expected here
@@ -137,6 +151,49 @@ class TaskDataServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class LabelStudioClient:
+    """Sends what Label Studio sends to one backend URL (the plain one, or its secret URL)."""
+
+    def __init__(self, backend_id: str, basic_auth=None, *, secret: str | None = None):
+        from django.test import Client
+
+        self.base = f"/ml/{backend_id}" + (f"/s/{secret}" if secret else "")
+        self.client = Client()
+        self.headers = ls_headers(basic_auth)
+
+    def get(self, route, **query):
+        return self.client.get(f"{self.base}/{route}", query, **self.headers)
+
+    def post(self, route, body):
+        import json
+
+        return self.client.post(
+            f"{self.base}/{route}",
+            json.dumps(body),
+            content_type="application/json",
+            **self.headers,
+        )
+
+
+def no_connection_check(monkeypatch) -> None:
+    """Skip /setup's check against Label Studio (tested in test_labelstudio_connect.py) in tests
+    about something else, whose Label Studio hostname answers nothing."""
+    from apps.mlbackend.labelstudio import services
+
+    monkeypatch.setattr(services, "check_label_studio", lambda **kwargs: None)
+
+
+def export_path(ls_project: int) -> str:
+    """The path of Label Studio's JSON export of a project's annotated tasks."""
+    return f"/api/projects/{ls_project}/export?exportType=JSON&download_all_tasks=false"
+
+
+def json_bytes(value) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
 
 
 # --- what Label Studio 1.23 sends ----------------------------------------------------------------
@@ -265,9 +322,11 @@ def ls_annotation(annotation_id: int, task_id: int, from_name: str, to_name: str
     }
 
 
-def setup_body(label_config: str, hostname: str = "http://localhost:8080") -> dict:
+def setup_body(
+    label_config: str, hostname: str = "http://localhost:8080", project: str = LS_PROJECT_UID
+) -> dict:
     return {
-        "project": LS_PROJECT_UID,
+        "project": project,
         "schema": label_config,
         "hostname": hostname,
         "access_token": LS_TOKEN,
@@ -275,17 +334,21 @@ def setup_body(label_config: str, hostname: str = "http://localhost:8080") -> di
     }
 
 
-def predict_body(tasks: list[dict], label_config: str, context=None) -> dict:
+def predict_body(
+    tasks: list[dict], label_config: str, context=None, project: str = LS_PROJECT_UID
+) -> dict:
     return {
         "tasks": tasks,
-        "project": LS_PROJECT_UID,
+        "project": project,
         "label_config": label_config,
         "params": {"login": None, "password": None, "context": context},
     }
 
 
-def webhook_body(action: str, label_config: str, annotation=None, task=None) -> dict:
-    body = {"action": action, "project": ls_project(label_config)}
+def webhook_body(
+    action: str, label_config: str, annotation=None, task=None, project_id: int = 7
+) -> dict:
+    body = {"action": action, "project": {**ls_project(label_config), "id": project_id}}
     if annotation is not None:
         body["annotation"] = annotation
     if task is not None:

@@ -14,7 +14,12 @@ def _labelstudio_backend(project, user):
     return make_backend(project, user, basic_auth=("ls", "s3cret-pass")).pk
 
 
-LABELSTUDIO_URL_KWARGS = {"backend_id": _labelstudio_backend}
+def _labelstudio_secret(project, user):
+    """A secret URL's secret that is not the backend's (the attacker does not know it)."""
+    return "not-the-backends-secret-0123456789abcdef"
+
+
+LABELSTUDIO_URL_KWARGS = {"backend_id": _labelstudio_backend, "secret": _labelstudio_secret}
 
 # --- labelprop half ------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def test_aliases_nesting_several_controls_and_from_name():
         ("<View><Image name='i' value='$image'/></View>", "no <Choices>"),
         (
             "<View><Image name='i' value='$image'/>"
-            "<RectangleLabels name='r' toName='i'><Label value='a'/></RectangleLabels></View>",
+            "<KeyPointLabels name='r' toName='i'><Label value='a'/></KeyPointLabels></View>",
             "no <Choices>",
         ),
         (
@@ -132,3 +132,33 @@ def test_hashed_ngrams_bad_arguments(kwargs, message):
         hashed_char_ngrams(["x"], **kwargs)
     with pytest.raises(ValueError, match="not a string"):
         hashed_char_ngrams([b"bytes"], 8)
+
+
+def test_named_entities_and_rectangles_are_interfaces_too():
+    ner = parse_interface(
+        "<View><Labels name='l' toName='t'><Label value='PER'/><Label value='LOC' alias='L'/>"
+        "</Labels><Text name='t' value='$text'/></View>"
+    )
+    assert (ner.kind, ner.from_name, ner.to_name, ner.data_key, ner.labels) == (
+        "ner",
+        "l",
+        "t",
+        "text",
+        ("PER", "L"),
+    )
+    boxes = parse_interface(
+        "<View><Image name='i' value='$img'/><RectangleLabels name='r' toName='i'>"
+        "<Label value='Car'/></RectangleLabels></View>"
+    )
+    assert (boxes.kind, boxes.from_name, boxes.data_key, boxes.labels) == (
+        "detection",
+        "r",
+        "img",
+        ("Car",),
+    )
+    # Choices win when a config has both (classification was served before).
+    both = parse_interface(
+        "<View><Text name='t' value='$text'/><Labels name='l' toName='t'><Label value='A'/>"
+        "</Labels><Choices name='c' toName='t'><Choice value='X'/></Choices></View>"
+    )
+    assert (both.kind, both.from_name) == ("text", "c")

@@ -38,10 +38,14 @@ FAST_TRAINING = {"epochs": 60, "learning_rate": 0.01, "batch_size": 8}
 def _runner_in_test_transaction(settings):
     # Training runs are executed with task_run() inside the test's transaction, which a
     # heartbeat thread (its own connection) cannot see.
+    from apps.mlbackend.labelstudio.connect import clear_check_cache
+
     settings.TASK_HEARTBEAT_INTERVAL_S = 3600
     runtime.clear_cache()
+    clear_check_cache()
     yield
     runtime.clear_cache()
+    clear_check_cache()
 
 
 class LabelStudio:
@@ -62,6 +66,14 @@ class LabelStudio:
             content_type="application/json",
             **self.headers,
         )
+
+
+def _no_connection_check(monkeypatch):
+    """/setup's check against Label Studio (test_labelstudio_connect.py) needs a Label Studio;
+    these tests are about what /setup stores."""
+    from apps.mlbackend.labelstudio import services
+
+    monkeypatch.setattr(services, "check_label_studio", lambda **kwargs: None)
 
 
 def _no_model_loading(monkeypatch):
@@ -91,6 +103,7 @@ def test_health_and_root_answer_up_without_loading_a_model(world, monkeypatch):
 def test_setup_adopts_config_host_and_token_without_loading_a_model(world, monkeypatch):
     backend = make_backend(world.project, world.owner, config="")
     _no_model_loading(monkeypatch)
+    _no_connection_check(monkeypatch)
     r = LabelStudio(backend.pk).post(
         "setup", setup_body(IMAGE_CONFIG, "http://ls.example.com:8080/")
     )
@@ -133,7 +146,10 @@ def test_setup_with_a_wrong_label_config_answers_400_and_changes_nothing(world, 
     assert fresh.label_config == IMAGE_CONFIG and fresh.label_studio_url == ""
 
 
-def test_setup_hostname_is_pinned_by_allowed_hosts_and_a_new_host_drops_the_token(world):
+def test_setup_hostname_is_pinned_by_allowed_hosts_and_a_new_host_drops_the_token(
+    world, monkeypatch
+):
+    _no_connection_check(monkeypatch)
     pinned = make_backend(world.project, world.owner, allowed_hosts=["ls.example.com"])
     ls = LabelStudio(pinned.pk)
     assert (
@@ -213,7 +229,9 @@ def test_predict_images_fetched_from_label_studio_with_its_token(world):
         assert r.status_code == 200, r.content
         labels = _check_predictions(r.json(), ("choice", "image"), 3, "1.0.0")
         assert set(labels) <= {"Horizontal", "Vertical"}
-        assert sorted(path for path, _ in server.requests) == sorted(files)
+        # /setup checked the token on Label Studio's API, then the files were fetched with it.
+        assert server.requests[0][0] == "/api/projects/7/"
+        assert sorted(path for path, _ in server.requests[1:]) == sorted(files)
         assert all(h["Authorization"] == f"Token {LS_TOKEN}" for _, h in server.requests)
 
 
@@ -231,18 +249,22 @@ def test_predict_text_and_interactive_context(world):
     _check_predictions(r.json(), ("sentiment", "text"), 1, "1.0.0")
 
 
-def test_predict_refuses_urls_outside_the_policy(world):
+def test_predict_refuses_urls_outside_the_policy_task_by_task(world, monkeypatch):
+    _no_connection_check(monkeypatch)
     backend = make_backend(world.project, world.owner)
     ls = LabelStudio(backend.pk)
     ls.post("setup", setup_body(IMAGE_CONFIG, "http://localhost:8080"))
-    for url, detail in [
+    cases = [
         ("http://169.254.169.254/latest/meta-data/", "not allowed"),
         ("file:///etc/passwd", "scheme"),
         ("/data/upload/7/a.png", "private, loopback"),  # localhost without the allowance
-    ]:
-        r = ls.post("predict", predict_body([ls_task(1, {"image": url})], IMAGE_CONFIG))
-        assert r.status_code == 400, (url, r.content)
-        assert r.json()["status"] == 400 and detail in r.json()["detail"]
+    ]
+    tasks = [ls_task(i + 1, {"image": url}) for i, (url, _) in enumerate(cases)]
+    r = ls.post("predict", predict_body(tasks, IMAGE_CONFIG))
+    assert r.status_code == 200, r.content
+    for item, (url, detail) in zip(r.json()["results"], cases, strict=True):
+        assert item["result"] == [] and detail in item["error"], (url, item)
+        assert "model_version" not in item  # Label Studio may predict it again later
 
 
 @pytest.mark.parametrize(
@@ -250,13 +272,6 @@ def test_predict_refuses_urls_outside_the_policy(world):
     [
         ({"tasks": []}, 400, "tasks: must be a non-empty list"),
         ({"tasks": "x"}, 400, "tasks: must be a non-empty list"),
-        ({"tasks": [{"id": 1}]}, 400, "must be an object with a `data` object"),
-        ({"tasks": [{"id": 3, "data": {"img": "x"}}]}, 400, "task 3 has no 'image'"),
-        (
-            {"tasks": [{"id": 3, "data": {"image": "data:image/png;base64,AAAA"}}]},
-            400,
-            "not a readable image",
-        ),
         (
             {"tasks": [{"id": 1, "data": {"image": "x"}}], "label_config": "<View>"},
             400,
@@ -270,6 +285,24 @@ def test_predict_bad_input(world, body, status, detail):
     r = LabelStudio(backend.pk).post("predict", body)
     assert r.status_code == status
     assert r.json()["status"] == status and detail in r.json()["detail"], r.json()
+
+
+@pytest.mark.parametrize(
+    "task, detail",
+    [
+        ({"id": 1}, "must be an object with a `data` object"),
+        ({"id": 3, "data": {"img": "x"}}, "task 3 has no 'image'"),
+        ({"id": 3, "data": {"image": "data:image/png;base64,AAAA"}}, "not a readable image"),
+    ],
+)
+def test_predict_a_bad_task_gets_its_error_and_the_others_their_predictions(world, task, detail):
+    backend = make_backend(world.project, world.owner)
+    good = ls_task(9, {"image": data_uri(stripes_png(True))})
+    r = LabelStudio(backend.pk).post("predict", predict_body([good, task], IMAGE_CONFIG))
+    assert r.status_code == 200, r.content
+    first, second = r.json()["results"]
+    assert len(first["result"]) == 1 and first["model_version"] == "1.0.0"
+    assert second["result"] == [] and detail in second["error"], second
 
 
 # --- errors of the surface -----------------------------------------------------------------------

@@ -106,6 +106,8 @@ class LabelStudio123:
                     return self._answer(
                         401, {"detail": "Authentication credentials were not provided."}
                     )
+                if self.path == "/api/projects/2/":
+                    return self._answer(200, {"id": 2, "title": "Stripes"})
                 if self.path not in UPLOADS:
                     return self._answer(404, {"detail": "Not found."})
                 return self._answer(200, UPLOADS[self.path], "image/png")
@@ -126,11 +128,15 @@ class LabelStudio123:
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
+    from apps.mlbackend.labelstudio.connect import clear_check_cache
+
     runtime.clear_cache()
     fetch.clear_token_cache()
+    clear_check_cache()
     yield
     runtime.clear_cache()
     fetch.clear_token_cache()
+    clear_check_cache()
 
 
 def setup_body(hostname: str, extra_params=None) -> dict:
@@ -163,19 +169,41 @@ def _post(backend_id, route, body):
     )
 
 
-def test_legacy_token_refused_by_label_studio_answers_502_naming_the_remedy(world):
+def test_legacy_token_refused_by_label_studio_fails_the_connection_naming_the_remedy(world):
     with LabelStudio123() as ls:
         backend = make_backend(
             world.project, world.owner, config=IMAGE_CONFIG, allow_private_networks=True
         )
+        r = _post(backend.pk, "setup", setup_body(ls.url))
+        # Label Studio shows /setup's error in its connect dialog, before any prediction.
+        assert r.status_code == 400
+        detail = r.json()["detail"]
+        assert r.json()["status"] == 400 and "refused the access token" in detail
+        assert '"label_studio_api_key"' in detail and "legacy" in detail
+        assert ls.requests[0][1] == "/api/projects/2/"
+        assert ls.requests[0][2]["Authorization"] == f"Token {LEGACY_TOKEN}"
+        backend.refresh_from_db()
+        assert backend.access_token == "" and backend.label_studio_url == ""
+
+
+def test_legacy_token_refused_at_predict_time_answers_each_task_naming_the_remedy(
+    world, monkeypatch
+):
+    from apps.mlbackend.labelstudio import services
+
+    with LabelStudio123() as ls:
+        backend = make_backend(
+            world.project, world.owner, config=IMAGE_CONFIG, allow_private_networks=True
+        )
+        monkeypatch.setattr(services, "check_label_studio", lambda **kwargs: None)
         assert _post(backend.pk, "setup", setup_body(ls.url)).status_code == 200
         r = _post(backend.pk, "predict", predict_body())
-        assert r.status_code == 502
-        detail = r.json()["detail"]
-        assert r.json()["status"] == 502 and "refused the access token" in detail
-        assert "HTTP" not in detail and "/data/upload" not in detail  # details: server log only
-        assert '"label_studio_api_key"' in detail and "legacy" in detail
-        assert ls.requests[0][2]["Authorization"] == f"Token {LEGACY_TOKEN}"
+        assert r.status_code == 200
+        for item in r.json()["results"]:
+            detail = item["error"]
+            assert item["result"] == [] and "refused the access token" in detail
+            assert "HTTP" not in detail and "/data/upload" not in detail  # server log only
+            assert '"label_studio_api_key"' in detail and "legacy" in detail
 
 
 def test_personal_access_token_in_extra_params_is_exchanged_and_sent_as_bearer(world):
@@ -197,12 +225,15 @@ def test_personal_access_token_in_extra_params_is_exchanged_and_sent_as_bearer(w
         _method, path, headers, sent = refreshes[0]
         assert path == "/api/token/refresh/" and json.loads(sent) == {"refresh": PAT}
         assert headers["Content-Type"] == "application/json"
-        uploads = [req for req in ls.requests if req[0] == "GET"]
+        uploads = [req for req in ls.requests if req[0] == "GET" and "/data/" in req[1]]
         assert sorted(p for _m, p, _h, _b in uploads) == sorted(list(UPLOADS) * 2)
         assert all(h["Authorization"] == f"Bearer {ACCESS}" for _m, _p, h, _b in uploads)
 
 
-def test_a_setup_without_the_key_goes_back_to_label_studios_token(world):
+def test_a_setup_without_the_key_goes_back_to_label_studios_token(world, monkeypatch):
+    from apps.mlbackend.labelstudio import services
+
+    monkeypatch.setattr(services, "check_label_studio", lambda **kwargs: None)
     backend = make_backend(world.project, world.owner, config=IMAGE_CONFIG)
     _post(backend.pk, "setup", setup_body("http://localhost:8767", {"label_studio_api_key": PAT}))
     _post(backend.pk, "setup", setup_body("http://localhost:8767", {"other": 1}))

@@ -93,8 +93,11 @@ def _predict_error(backend, hostname, path) -> str:
     response = _post(
         backend.pk, "predict", predict_body([ls_task(1, {"image": path})], IMAGE_CONFIG)
     )
-    assert response.status_code == 502, response.content
-    return response.json()["detail"]
+    # Per-task results (issue #16): the batch answers 200, the task carries its error.
+    assert response.status_code == 200, response.content
+    (item,) = response.json()["results"]
+    assert item["result"] == []
+    return item["error"]
 
 
 def _closed_port() -> int:

@@ -31,6 +31,7 @@ class LabelStudioBackendViewSet(ProjectScopedViewSet):
     def safely_filter_queryset(self, queryset):
         return selectors.with_served_run(
             queryset.select_related("owner")
+            .prefetch_related("ls_projects")
             .annotate(annotation_count=Count("annotations"))
             .order_by("-created_at")
         )

@@ -10,6 +10,7 @@ images unchanged. Texts go through `ml.text.hashed_char_ngrams` into the input s
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -56,13 +57,24 @@ class ModelSpec:
 
     def check_fits(self, kind: str, labels) -> None:
         """ValidationFailed unless this model can serve a `kind` interface with `labels`."""
-        if self.outputs != len(labels):
+        if kind in ("ner", "detection"):
+            outside = "text outside every entity" if kind == "ner" else "background"
+            if self.outputs != len(labels) + 1:
+                raise ValidationFailed.for_field(
+                    "label_config",
+                    f"The label config has {len(labels)} labels, so the model needs "
+                    f"{len(labels) + 1} outputs (output i is label i, the last one is "
+                    f"{outside}); it has {self.outputs}.",
+                )
+            if kind == "ner":
+                return
+        if kind != "detection" and self.outputs != len(labels):
             raise ValidationFailed.for_field(
                 "label_config",
                 f"The label config has {len(labels)} choices but the model has {self.outputs} "
                 "outputs; they must match (output i is choice i).",
             )
-        if kind == "image" and self.image_shape is None:
+        if kind in ("image", "detection") and self.image_shape is None:
             raise ValidationFailed.for_field(
                 "label_config",
                 f"The model takes {self.input_size} values, which is not an image "
@@ -77,6 +89,18 @@ class ModelSpec:
         for i, data in enumerate(images):
             out[i] = decode_image(data, channels=channels, height=height, width=width)
         return out
+
+    def grid(self, cells: int) -> ModelSpec:
+        """This model's spec for whole images of `cells` x `cells` of its inputs (detection)."""
+        assert self.image_shape is not None
+        channels, height, width = self.image_shape
+        return dataclasses.replace(self, image_shape=(channels, height * cells, width * cells))
+
+    def token_batch(self, tokens) -> np.ndarray:
+        """Per-token features of one text's tokens (named entities), `(n, input_size)`."""
+        from ml.ner import token_features
+
+        return token_features(tokens, self.input_size)
 
     def text_batch(self, texts: list[str]) -> np.ndarray:
         from ml.text import hashed_char_ngrams

@@ -79,9 +79,12 @@ class FetchFailed(OrchardError):
 
     code, status, default_message = "FETCH_FAILED", 502, "Could not fetch the task data."
 
-    def __init__(self, detail: str | None = None, *, public: str | None = None) -> None:
+    def __init__(
+        self, detail: str | None = None, *, public: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(public or self.default_message)
         self.detail = detail or self.message
+        self.status = status  # the HTTP status the server answered, None when none answered
         logger.warning("Label Studio backend: fetching task data failed: %s", self.detail)
 
 
@@ -178,9 +181,13 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             url = urljoin(url, location)
             continue
         if status == 401 and origin == policy.label_studio_origin:
-            raise FetchFailed(f"{origin[1]} answered HTTP 401 for {url}", public=LS_TOKEN_REFUSED)
+            raise FetchFailed(
+                f"{origin[1]} answered HTTP 401 for {url}", public=LS_TOKEN_REFUSED, status=401
+            )
         if status != 200:
-            raise FetchFailed(f"{origin[1]}:{origin[2]} answered HTTP {status} for {url}")
+            raise FetchFailed(
+                f"{origin[1]}:{origin[2]} answered HTTP {status} for {url}", status=status
+            )
         return body
     raise FetchFailed(f"More than {MAX_REDIRECTS} redirects fetching {url}")
 
@@ -375,7 +382,9 @@ def _access_token(policy: FetchPolicy, refresh: str, deadline: float | None) -> 
             access = None
     if not isinstance(access, str) or not access:
         raise FetchFailed(
-            f"Label Studio answered HTTP {status} to /{REFRESH_PATH}", public=LS_EXCHANGE_FAILED
+            f"Label Studio answered HTTP {status} to /{REFRESH_PATH}",
+            public=LS_EXCHANGE_FAILED,
+            status=401 if status in (400, 401, 403) else status,
         )
     expires = (jwt_claims(access) or {}).get("exp")
     expires_at = float(expires) - _ACCESS_MARGIN_S if isinstance(expires, int | float) else now + 60

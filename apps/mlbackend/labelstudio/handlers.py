@@ -1,7 +1,11 @@
 """The `labelstudio_train` task kind: fit the backend's model on its stored annotations.
 
 Runs on the job engine like every task (queued on the model's host, one run of a model at a
-time). It reads the annotations whose label belongs to the backend's label config, turns their
+time), for one Label Studio project of the backend (`params.ls_project`; none: its first). It
+first reads the project's annotated tasks from Label Studio's API (`connect.py`; webhooks may
+never have reached Orchard) and stores them next to those received by webhook (a failed read is
+reported and training goes on with the stored ones). It reads the annotations whose label
+belongs to the project's label config, turns their
 task data into inputs (texts featurized, images fetched under the backend's fetch policy; a task
 whose data cannot be fetched is skipped and reported), fits the model from its current weights
 with `ml.training.fit`, and records the result as the backend's next version (new weights, a
@@ -22,34 +26,175 @@ MAX_SKIPPED_REPORTED = 20
 
 
 def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
-    from apps.mlbackend.models import LabelStudioBackend
+    from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
 
-    unknown = sorted(set(params) - {"backend_id"})
+    unknown = sorted(set(params) - {"backend_id", "ls_project"})
     if unknown:
         raise ValidationFailed.for_field("params", f"Unknown option(s): {', '.join(unknown)}.")
-    backend_id = params.get("backend_id")
-    if (
-        cluster is None
-        or not isinstance(backend_id, str)
-        or not LabelStudioBackend.objects.filter(pk=backend_id, cluster=cluster).exists()
-    ):
+    backend_id, key = params.get("backend_id"), params.get("ls_project")
+    if key is None:
+        bound = LabelStudioBackend.objects.filter(pk=backend_id, cluster=cluster)
+    else:
+        bound = LabelStudioProject.objects.filter(
+            backend_id=backend_id, ls_project=key, cluster=cluster
+        )
+    if cluster is None or not isinstance(backend_id, str) or not bound.exists():
         raise ValidationFailed.for_field(
             "params", "backend_id must name a Label Studio backend bound to this cluster."
         )
 
 
-def _training_set(ctx, backend, interface, spec):
-    """(inputs, labels, skipped) from the backend's usable annotations."""
-    from apps.mlbackend.labelstudio.services import fetch_policy, label_of, task_inputs
+def training_options(params: dict[str, Any], *, samples: int, device: str) -> dict[str, Any]:
+    """The TrainConfig options of a run on `samples` annotations: the backend's train_params
+    over the defaults; without `epochs` there, enough epochs for AUTO_MIN_STEPS steps."""
+    from apps.mlbackend.labelstudio.services import (
+        AUTO_MAX_EPOCHS,
+        AUTO_MIN_STEPS,
+        TRAIN_DEFAULTS,
+    )
 
+    options = {**TRAIN_DEFAULTS, **params, "device": device}
+    if "epochs" not in params:
+        batch_size = options["batch_size"]
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+            batches = max(1, math.ceil(samples / batch_size))
+            wanted = math.ceil(AUTO_MIN_STEPS / batches)
+            options["epochs"] = max(TRAIN_DEFAULTS["epochs"], min(AUTO_MAX_EPOCHS, wanted))
+    return options
+
+
+def _read_from_label_studio(ctx, backend, scope, interface) -> dict[str, Any]:
+    """Store the project's annotated tasks read from Label Studio's API; what happened."""
+    from apps.mlbackend.labelstudio.connect import export_annotated_tasks, ls_project_key
+    from apps.mlbackend.labelstudio.services import (
+        _scope_key,
+        annotation_upsert,
+        fetch_policy,
+    )
+
+    key = _scope_key(backend, scope) or ls_project_key(backend.ls_project)
+    if not (scope.label_studio_url and scope.access_token and key.isdigit()):
+        return {"read": 0, "error": "The Label Studio host, token or project is unknown."}
+    ctx.progress(0.0, stage="reading annotations from Label Studio")
+    try:
+        tasks = export_annotated_tasks(policy=fetch_policy(scope), ls_project=key)
+    except OrchardError as exc:
+        return {"read": 0, "error": exc.message}
+    read = 0
+    stored_key = _scope_key(backend, scope)
+    for task in tasks:
+        ctx.check()
+        for annotation in task.get("annotations") or []:
+            try:
+                annotation_upsert(
+                    backend=backend,
+                    annotation=annotation,
+                    task=task,
+                    ls_project=stored_key,
+                    interface=interface,
+                )
+            except ValidationFailed:
+                continue
+            read += 1
+    return {"read": read, "error": None}
+
+
+def _token_set(ctx, backend, scope, interface, spec):
+    """(token features, token classes, skipped) of a named-entity project's annotations: every
+    token of an annotated text, in the class of the span that covers it (or outside)."""
+    from apps.mlbackend.labelstudio.services import scope_annotations, spans_of
+    from ml.ner import token_classes, tokenize
+
+    inputs, classes, skipped = [], [], []
+    annotations = scope_annotations(backend, scope).filter(was_cancelled=False)
+    for row in annotations.order_by("annotation_id"):
+        ctx.check()
+        spans = spans_of(row.result, interface)
+        text = (row.task_data or {}).get(interface.data_key)
+        if not spans:
+            continue
+        if not isinstance(text, str):
+            skipped.append({"annotation_id": row.annotation_id, "error": "The task has no text."})
+            continue
+        tokens = tokenize(text)
+        if tokens:
+            inputs.append(spec.token_batch(tokens))
+            classes.append(token_classes(tokens, spans, interface.labels))
+    if not inputs:
+        raise ValidationFailed(
+            "No usable annotations: none has a span of the backend's label config."
+        )
+    return np.concatenate(inputs), np.concatenate(classes), skipped
+
+
+def _cell_set(ctx, backend, scope, interface, spec):
+    """(cells, classes, skipped) of an object-detection project's annotations: every grid cell
+    of an annotated image in the class of the rectangle over its centre (or background), and
+    each rectangle's own crop in its label's class."""
+    from apps.mlbackend.labelstudio.services import (
+        detection_grid,
+        fetch_policy,
+        rectangles_of,
+        scope_annotations,
+        task_inputs,
+    )
+    from ml.detection import cell_classes, crop, grid_patches
+
+    grid = detection_grid()
+    grid_spec = spec.grid(grid)
+    index = {label: i for i, label in enumerate(interface.labels)}
+    patch = spec.image_shape[1:]
+    policy = fetch_policy(scope)
+    inputs, classes, skipped = [], [], []
+    annotations = scope_annotations(backend, scope).filter(was_cancelled=False)
+    for row in annotations.order_by("annotation_id"):
+        ctx.check()
+        rectangles = rectangles_of(row.result, interface)
+        value = (row.task_data or {}).get(interface.data_key)
+        if not rectangles or value is None:
+            continue
+        try:
+            image = task_inputs(grid_spec, interface, [value], policy)[0]
+        except OrchardError as exc:
+            skipped.append({"annotation_id": row.annotation_id, "error": exc.message})
+            continue
+        inputs.append(grid_patches(image, grid))
+        classes.append(cell_classes(rectangles, interface.labels, grid))
+        for rectangle in rectangles:
+            piece = crop(image, rectangle, patch) if rectangle[4] in index else None
+            if piece is not None:
+                inputs.append(piece[None])
+                classes.append(np.asarray([index[rectangle[4]]], dtype=np.int64))
+    if not inputs:
+        raise ValidationFailed(
+            "No usable annotations: none has a rectangle of the backend's label config and "
+            "loadable task data." + (f" First error: {skipped[0]['error']}" if skipped else "")
+        )
+    return np.concatenate(inputs), np.concatenate(classes), skipped
+
+
+def _training_set(ctx, backend, scope, interface, spec):
+    """(inputs, labels, skipped) from the project's usable annotations."""
+    from apps.mlbackend.labelstudio.services import (
+        fetch_policy,
+        label_of,
+        scope_annotations,
+        task_inputs,
+    )
+
+    if interface.kind == "ner":
+        return _token_set(ctx, backend, scope, interface, spec)
+    if interface.kind == "detection":
+        return _cell_set(ctx, backend, scope, interface, spec)
     index = {label: i for i, label in enumerate(interface.labels)}
     rows = []
-    for row in backend.annotations.filter(was_cancelled=False).order_by("annotation_id"):
+    annotations = scope_annotations(backend, scope).filter(was_cancelled=False)
+    for row in annotations.order_by("annotation_id"):
         label = label_of(row.result, interface)
         value = (row.task_data or {}).get(interface.data_key)
         if label in index and value is not None:
             rows.append((row.annotation_id, value, index[label]))
-    policy = fetch_policy(backend)
+    policy = fetch_policy(scope)
     inputs, labels, skipped = [], [], []
     for done, (annotation_id, value, label) in enumerate(rows):
         ctx.check()
@@ -72,8 +217,8 @@ def train(ctx) -> dict[str, Any]:
     from apps.mlbackend.labelstudio import runtime
     from apps.mlbackend.labelstudio.features import ModelSpec
     from apps.mlbackend.labelstudio.label_config import Interface
-    from apps.mlbackend.labelstudio.services import TRAIN_DEFAULTS, version_record
-    from apps.mlbackend.models import LabelStudioBackend
+    from apps.mlbackend.labelstudio.services import version_record
+    from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
     from ml.training import TrainConfig, fit
 
     backend = (
@@ -81,22 +226,34 @@ def train(ctx) -> dict[str, Any]:
         .filter(pk=ctx.params.get("backend_id"), project_id=ctx.task.project_id)
         .first()
     )
-    if backend is None or backend.cluster_id is None or not backend.interface:
+    scope = backend
+    key = ctx.params.get("ls_project")
+    if backend is not None and key is not None:
+        scope = (
+            LabelStudioProject.objects.select_related("cluster", "checkpoint")
+            .filter(backend=backend, ls_project=key)
+            .first()
+        )
+        if scope is not None:
+            scope.backend = backend
+    if scope is None or scope.cluster_id is None or not scope.interface:
         raise ValidationFailed("The backend was deleted, or has no model or label config.")
-    cluster = backend.cluster
-    interface = Interface.from_dict(backend.interface)
+    cluster = scope.cluster
+    interface = Interface.from_dict(scope.interface)
     spec = ModelSpec.of(cluster)
     spec.check_fits(interface.kind, interface.labels)
-    x, y, skipped = _training_set(ctx, backend, interface, spec)
+    from_api = _read_from_label_studio(ctx, backend, scope, interface)
+    ctx.record("label_studio", from_api)
+    x, y, skipped = _training_set(ctx, backend, scope, interface, spec)
     ctx.record("data", {"samples": len(x), "skipped": len(skipped)})
 
     try:
         config = TrainConfig.from_dict(
-            {**TRAIN_DEFAULTS, **(backend.train_params or {}), "device": ctx.device}
+            training_options(backend.train_params or {}, samples=len(x), device=ctx.device)
         )
     except (TypeError, ValueError) as exc:
         raise ValidationFailed.for_field("train_params", str(exc)) from None
-    model = runtime.load_weights(cluster, backend.checkpoint)
+    model = runtime.load_weights(cluster, scope.checkpoint)
     batches = max(1, math.ceil(len(x) / config.batch_size))
     polls_per_epoch = max(1, batches // config.stop_check_every)
     state = {"epoch": 0, "polls": 0}
@@ -119,6 +276,8 @@ def train(ctx) -> dict[str, Any]:
     outcome = fit(model, x, y, config, should_stop=should_stop, on_epoch_end=on_epoch_end)
     summary: dict[str, Any] = {
         "backend_id": backend.pk,
+        "ls_project": key,
+        "from_label_studio": from_api,
         "samples": int(len(x)),
         "skipped": skipped[:MAX_SKIPPED_REPORTED],
         "skipped_count": len(skipped),
@@ -143,6 +302,7 @@ def train(ctx) -> dict[str, Any]:
         task=ctx.task,
         labels=list(interface.labels),
         metrics=metrics,
+        scope=scope,
     )
     summary.update(metrics)
     summary["model_version"] = version.name

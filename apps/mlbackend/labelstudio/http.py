@@ -4,13 +4,13 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 
 | error                                                         | status |
 |---------------------------------------------------------------|--------|
-| malformed JSON, ValidationFailed (bad input, label config, refused task URL) | 400 |
+| malformed JSON, ValidationFailed (bad input, label config, /setup's failed check) | 400 |
 | Unauthorized (per-backend Basic credentials), with `WWW-Authenticate: Basic` | 401 |
 | NotFound (unknown backend id, unknown route method -> 405)    | 404    |
 | Conflict (training in progress elsewhere, unbound model, an experiment without a completed run, training an experiment-bound backend) | 409 |
 | PayloadTooLarge (request body or fetched task data)           | 413    |
 | Throttled (too many failed credential checks: AUTH_FAILURE_RATE), with `Retry-After` | 429 |
-| FetchFailed (the allowed task URL did not answer)             | 502    |
+| FetchFailed (an allowed URL did not answer; /predict answers each task's own instead) | 502 |
 | anything else (logged, message hidden)                        | 500    |
 """
 

@@ -42,7 +42,9 @@ class LabelConfigError(ValueError):
 class Interface:
     """What a backend predicts: one Choices control over one image or text object."""
 
-    kind: str  # "image" | "text"
+    # "image" | "text" (classification), "ner" (named entities over a text), "detection"
+    # (rectangles over an image)
+    kind: str
     from_name: str
     to_name: str
     data_key: str
@@ -118,49 +120,91 @@ def _data_key(value: str | None, name: str) -> str:
     return value[1:]
 
 
-def _interface_of(root: ElementTree.Element, from_name: str | None) -> Interface:
+def _objects(root: ElementTree.Element) -> dict[str, ElementTree.Element]:
     objects = {}
     for element in root.iter():
         name = element.get("name")
         if name and (element.tag in IMAGE_TAGS or element.tag in TEXT_TAGS):
             objects[name] = element
-    candidates = []
-    for control in root.iter("Choices"):
+    return objects
+
+
+def _candidates(root, objects, tag: str, from_name: str | None, allowed_objects):
+    found = []
+    for control in root.iter(tag):
         name = control.get("name")
         targets = [t.strip() for t in (control.get("toName") or "").split(",") if t.strip()]
         if not name or not targets:
-            raise LabelConfigError("every <Choices> needs a name and a toName")
+            raise LabelConfigError(f"every <{tag}> needs a name and a toName")
         if from_name is not None and name != from_name:
             continue
-        target = next((t for t in targets if t in objects), None)
-        if target is not None:
-            candidates.append((control, objects[target]))
-    if not candidates:
-        wanted = f" named {from_name!r}" if from_name else ""
-        raise LabelConfigError(
-            f"no <Choices>{wanted} over an <Image> or <Text>: only image and text "
-            "classification are supported"
+        target = next(
+            (t for t in targets if t in objects and objects[t].tag in allowed_objects), None
         )
-    control, obj = candidates[0]
+        if target is not None:
+            found.append((control, objects[target]))
+    return found
+
+
+def _labels_of(control: ElementTree.Element, item_tag: str) -> list[str]:
     labels = []
-    for choice in control.iter("Choice"):
+    for choice in control.iter(item_tag):
         label = choice.get("alias") or choice.get("value")
         if not label:
-            raise LabelConfigError(f"a <Choice> of {control.get('name')!r} has no value")
+            raise LabelConfigError(f"a <{item_tag}> of {control.get('name')!r} has no value")
         if label in labels:
-            raise LabelConfigError(f"the choice {label!r} appears twice")
+            raise LabelConfigError(f"the {item_tag.lower()} {label!r} appears twice")
         labels.append(label)
     if not labels:
-        raise LabelConfigError(f"<Choices name={control.get('name')!r}> has no <Choice>")
+        raise LabelConfigError(f"<{control.tag} name={control.get('name')!r}> has no <{item_tag}>")
     if len(labels) > MAX_LABELS:
-        raise LabelConfigError(f"more than {MAX_LABELS} choices")
-    return Interface(
-        kind="image" if obj.tag in IMAGE_TAGS else "text",
-        from_name=control.get("name"),
-        to_name=obj.get("name"),
-        data_key=_data_key(obj.get("value"), obj.get("name")),
-        labels=tuple(labels),
-        multiple=(control.get("choice") or "single") == "multiple",
+        raise LabelConfigError(f"more than {MAX_LABELS} {item_tag.lower()}s")
+    return labels
+
+
+def _interface_of(root: ElementTree.Element, from_name: str | None) -> Interface:
+    objects = _objects(root)
+    candidates = _candidates(root, objects, "Choices", from_name, IMAGE_TAGS | TEXT_TAGS)
+    if candidates:
+        control, obj = candidates[0]
+        return Interface(
+            kind="image" if obj.tag in IMAGE_TAGS else "text",
+            from_name=control.get("name"),
+            to_name=obj.get("name"),
+            data_key=_data_key(obj.get("value"), obj.get("name")),
+            labels=tuple(_labels_of(control, "Choice")),
+            multiple=(control.get("choice") or "single") == "multiple",
+        )
+    # Named entities: <Labels> over a plain <Text> (character offsets; HyperText uses XPaths).
+    spans = _candidates(root, objects, "Labels", from_name, frozenset({"Text"}))
+    if spans:
+        control, obj = spans[0]
+        return Interface(
+            kind="ner",
+            from_name=control.get("name"),
+            to_name=obj.get("name"),
+            data_key=_data_key(obj.get("value"), obj.get("name")),
+            labels=tuple(_labels_of(control, "Label")),
+            multiple=False,
+        )
+    # Object detection: <RectangleLabels> over an <Image>.
+    boxes = _candidates(root, objects, "RectangleLabels", from_name, IMAGE_TAGS)
+    if boxes:
+        control, obj = boxes[0]
+        return Interface(
+            kind="detection",
+            from_name=control.get("name"),
+            to_name=obj.get("name"),
+            data_key=_data_key(obj.get("value"), obj.get("name")),
+            labels=tuple(_labels_of(control, "Label")),
+            multiple=False,
+        )
+    wanted = f" named {from_name!r}" if from_name else ""
+    raise LabelConfigError(
+        f"no <Choices>{wanted} over an <Image> or <Text>, <Labels>{wanted} over a <Text> or "
+        f"<RectangleLabels>{wanted} over an <Image>: only image and text classification "
+        "(Choices), named entities (Labels over Text) and object detection (RectangleLabels "
+        "over Image) are supported"
     )
 
 

@@ -51,15 +51,28 @@ def with_served_run(queryset: QuerySet[LabelStudioBackend]) -> QuerySet[LabelStu
 
 
 def backend_versions(*, backend: LabelStudioBackend) -> QuerySet[LabelStudioModelVersion]:
-    return LabelStudioModelVersion.objects.filter(backend=backend).order_by("number")
+    """Every trained version of the backend, of all its Label Studio projects."""
+    return LabelStudioModelVersion.objects.filter(backend=backend).order_by(
+        "ls_project_id", "number"
+    )
 
 
-def version_names(*, backend: LabelStudioBackend) -> list[str]:
+def backend_projects(*, backend: LabelStudioBackend) -> QuerySet:
+    """The further Label Studio projects the backend serves (each with its own model)."""
+    from apps.mlbackend.models import LabelStudioProject
+
+    return LabelStudioProject.objects.filter(backend=backend).order_by("created_at")
+
+
+def version_names(*, backend: LabelStudioBackend, scope=...) -> list[str]:
     """The model versions predictions can name, oldest first: every trained version that kept
-    its checkpoint, and the current one (`1.0.0` before any training). An experiment-bound
-    backend names its experiment's completed runs (`0.0.0` while there is none)."""
+    its checkpoint, and the current one (`1.0.0` before any training), of one Label Studio
+    project (`scope`: the backend itself for its first project, the default; a
+    LabelStudioProject row; or None for a project it does not serve yet). An experiment-bound backend names its
+    experiment's completed runs (`0.0.0` while there is none)."""
     from apps.mlbackend.models.labelstudio import (
         NO_RUN_VERSION,
+        LabelStudioProject,
         model_version_name,
         run_version_name,
     )
@@ -68,10 +81,18 @@ def version_names(*, backend: LabelStudioBackend) -> list[str]:
         runs = served_runs(experiment_id=backend.experiment_id).select_related(None)
         names = [run_version_name(n, pk) for pk, n in runs.values_list("pk", "number")]
         return names[::-1] or [NO_RUN_VERSION]
+    if scope is None:
+        return [model_version_name(0)]
+    if scope is ...:
+        scope = backend
     numbers = backend_versions(backend=backend).filter(checkpoint__isnull=False)
+    if isinstance(scope, LabelStudioProject):
+        numbers = numbers.filter(ls_project=scope)
+    else:
+        numbers = numbers.filter(ls_project__isnull=True)
     return [
         model_version_name(n)
-        for n in sorted({*numbers.values_list("number", flat=True), backend.version})
+        for n in sorted({*numbers.values_list("number", flat=True), scope.version})
     ]
 
 

@@ -11,8 +11,33 @@ from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, Lab
 from apps.training.models import Experiment
 
 
+class LabelStudioProjectSerializer(serializers.Serializer):
+    ls_project = serializers.CharField(help_text="Label Studio's project id.")
+    cluster_id = serializers.UUIDField(allow_null=True, help_text="Its own model.")
+    checkpoint_id = serializers.UUIDField(allow_null=True)
+    model_version = serializers.CharField()
+    interface = serializers.JSONField()
+    label_studio_url = serializers.CharField()
+    last_setup_at = serializers.DateTimeField(allow_null=True)
+    last_predict = serializers.JSONField()
+
+
 class BackendSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="The URL to paste into Label Studio.")
+    secret_url = serializers.SerializerMethodField(
+        help_text="The URL to paste into Label Studio instead of `url` when the backend has Basic "
+        "credentials: the annotation webhook Label Studio creates under it is authenticated by "
+        "the secret in it (Label Studio sends webhooks without credentials). Shown to those "
+        "who may change the backend; null for others."
+    )
+    last_predict = serializers.JSONField(
+        read_only=True,
+        help_text="The last /predict batch of the backend's first Label Studio project: tasks, "
+        "predicted, failed, seconds, and the failed tasks with their reasons.",
+    )
+    projects = serializers.SerializerMethodField(
+        help_text="Further Label Studio projects served by this URL, each with its own model."
+    )
     cluster_id = serializers.UUIDField(read_only=True, allow_null=True)
     checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
     experiment_id = serializers.CharField(read_only=True, allow_null=True)
@@ -32,6 +57,7 @@ class BackendSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "url",
+            "secret_url",
             "cluster_id",
             "checkpoint_id",
             "experiment_id",
@@ -50,6 +76,8 @@ class BackendSerializer(serializers.ModelSerializer):
             "last_setup_at",
             "version",
             "model_version",
+            "last_predict",
+            "projects",
             "annotation_count",
             "owner",
             "visibility",
@@ -73,7 +101,21 @@ class BackendSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, obj) -> str:
-        path = f"/ml/{obj.pk}/"
+        return self._absolute(f"/ml/{obj.pk}/")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_secret_url(self, obj) -> str | None:
+        access = self.context.get("access")
+        if access is None or not access.can_edit(obj):
+            return None
+        return self._absolute(f"/ml/{obj.pk}/s/{obj.webhook_secret}/")
+
+    @extend_schema_field(LabelStudioProjectSerializer(many=True))
+    def get_projects(self, obj) -> list[dict]:
+        rows = obj.ls_projects.all()
+        return LabelStudioProjectSerializer(rows, many=True).data
+
+    def _absolute(self, path: str) -> str:
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
 

@@ -14,17 +14,27 @@ router.register(
 )
 api_urlpatterns = router.urls
 
-PREFIX = "ml/<str:backend_id>/"
+ROUTES = [
+    ("", views.HealthView, "root"),
+    ("health", views.HealthView, "health"),
+    ("setup", views.SetupView, "setup"),
+    ("predict", views.PredictView, "predict"),
+    ("webhook", views.WebhookView, "webhook"),
+    ("versions", views.VersionsView, "versions"),
+    ("metrics", views.MetricsView, "metrics"),
+    ("train", views.TrainView, "train"),
+    ("is_training", views.IsTrainingView, "is-training"),
+]
+# Every route twice: under the plain URL and under the secret URL (see views.py).
+PREFIXES = [
+    ("ml/<str:backend_id>/", "labelstudio"),
+    ("ml/<str:backend_id>/s/<str:secret>/", "labelstudio-secret"),
+]
 gateway_urlpatterns = [
-    path(PREFIX, views.HealthView.as_view(), name="labelstudio-root"),
-    path(PREFIX + "health", views.HealthView.as_view(), name="labelstudio-health"),
-    path(PREFIX + "setup", views.SetupView.as_view(), name="labelstudio-setup"),
-    path(PREFIX + "predict", views.PredictView.as_view(), name="labelstudio-predict"),
-    path(PREFIX + "webhook", views.WebhookView.as_view(), name="labelstudio-webhook"),
-    path(PREFIX + "versions", views.VersionsView.as_view(), name="labelstudio-versions"),
-    path(PREFIX + "metrics", views.MetricsView.as_view(), name="labelstudio-metrics"),
-    path(PREFIX + "train", views.TrainView.as_view(), name="labelstudio-train"),
-    path(PREFIX + "is_training", views.IsTrainingView.as_view(), name="labelstudio-is-training"),
+    path(prefix + route, view.as_view(), name=f"{name}-{suffix}")
+    for prefix, name in PREFIXES
+    for route, view, suffix in ROUTES
+] + [
     # Last: any other path under a backend answers a JSON 404, not Django's HTML page.
     re_path(r"^ml/(?P<backend_id>[^/]+)(?:/.*)?$", views.UnknownRouteView.as_view()),
 ]

@@ -6,8 +6,11 @@ the backend URL and calls `health` (and `/`), `setup`, `predict`, `webhook`, `ve
 errors `{"status", "detail"}` (see `http.py`).
 
 There is no Orchard user here: the backend id names the backend, and when the backend has Basic
-credentials every route (health included, like label-studio-ml-backend) needs them. The views
-only parse, call one service and answer.
+credentials every route (health included, like label-studio-ml-backend) needs them. Every route
+is also served under the backend's secret URL `/ml/<id>/s/<secret>/`: a wrong secret is 401, and
+the right one authenticates `webhook` alone (Label Studio sends webhooks without credentials;
+pasting the secret URL into Label Studio makes the webhook it creates carry the secret). The
+views only parse, call one service and answer.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class LabelStudioView(GlobalAPIView):
     def get_exception_handler(self):
         return labelstudio_exception_handler
 
+    # Routes a right secret URL authenticates without Basic credentials.
+    secret_is_enough = False
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.backend = selectors.backend_for_gateway(kwargs.get("backend_id", ""))
@@ -63,13 +69,15 @@ class LabelStudioView(GlobalAPIView):
             backend=self.backend,
             authorization=request.META.get("HTTP_AUTHORIZATION"),
             client=client_ident(request),
+            secret=kwargs.get("secret"),
+            webhook=self.secret_is_enough,
         )
 
 
 class HealthView(LabelStudioView):
     """GET /health and GET /: up, without loading any model."""
 
-    def get(self, request, backend_id):
+    def get(self, request, backend_id, secret=None):
         return Response(
             {
                 "status": "UP",
@@ -82,7 +90,7 @@ class HealthView(LabelStudioView):
 class SetupView(LabelStudioView):
     """POST /setup {project, schema, hostname, access_token, extra_params} -> {model_version}."""
 
-    def post(self, request, backend_id):
+    def post(self, request, backend_id, secret=None):
         data = _body(request)
         return Response(
             services.backend_setup(
@@ -99,7 +107,7 @@ class SetupView(LabelStudioView):
 class PredictView(LabelStudioView):
     """POST /predict {tasks, project, label_config, params} -> {results: [one per task]}."""
 
-    def post(self, request, backend_id):
+    def post(self, request, backend_id, secret=None):
         data = _body(request)
         return Response(
             services.backend_predict(
@@ -108,6 +116,7 @@ class PredictView(LabelStudioView):
                 label_config=data.get("label_config"),
                 params=data.get("params"),
                 model_version=data.get("model_version"),
+                project=data.get("project"),
             )
         )
 
@@ -115,7 +124,9 @@ class PredictView(LabelStudioView):
 class WebhookView(LabelStudioView):
     """POST /webhook {action, annotation, task, project} -> 201 {result, status: ok}."""
 
-    def post(self, request, backend_id):
+    secret_is_enough = True
+
+    def post(self, request, backend_id, secret=None):
         status, answer = services.backend_webhook(backend=self.backend, payload=request.data)
         return Response(answer, status=status)
 
@@ -123,18 +134,21 @@ class WebhookView(LabelStudioView):
 class VersionsView(LabelStudioView):
     """GET /versions (and the old POST {project}) -> {versions: [...]}."""
 
-    def get(self, request, backend_id):
-        return Response({"versions": selectors.version_names(backend=self.backend)})
+    def get(self, request, backend_id, secret=None):
+        return self._answer(request.query_params.get("project"))
 
-    def post(self, request, backend_id):
-        _body(request)
-        return self.get(request, backend_id)
+    def post(self, request, backend_id, secret=None):
+        return self._answer(_body(request).get("project"))
+
+    def _answer(self, project):
+        scope = services.scope_for(self.backend, project, create=False)
+        return Response({"versions": selectors.version_names(backend=self.backend, scope=scope)})
 
 
 class MetricsView(LabelStudioView):
     """GET /metrics -> a small JSON summary."""
 
-    def get(self, request, backend_id):
+    def get(self, request, backend_id, secret=None):
         return Response(
             {
                 "model_version": self.backend.model_version,
@@ -147,7 +161,7 @@ class TrainView(LabelStudioView):
     """Old POST /train {annotations: [tasks with annotations], project, label_config, params}
     -> 201 {job}; 400 when there are no annotations."""
 
-    def post(self, request, backend_id):
+    def post(self, request, backend_id, secret=None):
         answer = services.backend_train_legacy(backend=self.backend, payload=request.data)
         return Response(answer, status=201)
 
@@ -155,14 +169,18 @@ class TrainView(LabelStudioView):
 class IsTrainingView(LabelStudioView):
     """Old GET /is_training?project= -> {is_training, model_version, job, status, progress}."""
 
-    def get(self, request, backend_id):
-        return Response(services.backend_training_status(backend=self.backend))
+    def get(self, request, backend_id, secret=None):
+        return Response(
+            services.backend_training_status(
+                backend=self.backend, project=request.query_params.get("project")
+            )
+        )
 
 
 class UnknownRouteView(LabelStudioView):
     """Anything else under /ml/<id>/: a JSON 404 (Label Studio shows the body; never HTML)."""
 
-    def _unknown(self, request, backend_id):
+    def _unknown(self, request, backend_id, secret=None):
         raise NotFound(f"No such ML backend route: {request.path}")
 
     get = post = put = patch = delete = _unknown

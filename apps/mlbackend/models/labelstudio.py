@@ -1,8 +1,9 @@
 """Label Studio ML backends: project-owned objects that Label Studio calls at `/ml/<id>/`.
 
 A backend serves one Orchard model (a cluster, optionally starting from a checkpoint) or one
-experiment of the training studio, under one label config (a Choices control over an image or a
-text). Annotations Label Studio sends by webhook are stored per backend; training a model-bound
+experiment of the training studio, under one label config (Choices over an image or a text,
+Labels over a text, RectangleLabels over an image). A model-bound backend keeps each further
+Label Studio project that uses its URL apart (LabelStudioProject: its own config and model). Annotations Label Studio sends by webhook are stored per backend; training a model-bound
 backend on them writes a new checkpoint and bumps the backend's `version` (the `model_version`
 Label Studio shows is `1.<version>.0`). An experiment-bound backend serves the `best` checkpoint of
 the experiment's latest completed run, and its `model_version` names that run
@@ -14,7 +15,19 @@ from django.db import models
 from apps.core.ids import id_default
 from apps.core.models import TenantModel, TimeStampedModel
 
-__all__ = ["LabelStudioAnnotation", "LabelStudioBackend", "LabelStudioModelVersion"]
+__all__ = [
+    "LabelStudioAnnotation",
+    "LabelStudioBackend",
+    "LabelStudioModelVersion",
+    "LabelStudioProject",
+]
+
+
+def new_webhook_secret() -> str:
+    """A random secret for a backend's secret URL (`/ml/<id>/s/<secret>/`)."""
+    from django.utils.crypto import get_random_string
+
+    return get_random_string(40)
 
 
 class LabelStudioBackend(TenantModel):
@@ -87,6 +100,21 @@ class LabelStudioBackend(TenantModel):
     ls_project = models.CharField(max_length=64, blank=True)
     last_setup_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
+    base_checkpoint = models.ForeignKey(
+        "clusters.Checkpoint",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The weights a further Label Studio project's own model starts from (the "
+        "checkpoint bound through the API; empty: the model's initial weights).",
+    )
+    # The secret of the backend's secret URL `/ml/<id>/s/<secret>/`: Label Studio creates the
+    # annotation webhook under the URL it was given and sends it without Basic credentials, so a
+    # backend with credentials accepts webhooks under its secret URL instead.
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    # The last /predict batch: {at, tasks, predicted, failed, errors: [{task_id, error}]}.
+    last_predict = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -139,11 +167,86 @@ def run_version_name(number: int, run_id: str) -> str:
     return f"{int(number)}.0.0-{run_id}"
 
 
+class LabelStudioProject(TimeStampedModel):
+    """A further Label Studio project served by one backend URL, with its own model.
+
+    The first Label Studio project that sets a model-bound backend up is served by the backend's
+    own fields (`ls_project`, `label_config`, `cluster`, `checkpoint`, `version`...). Every other
+    project gets one of these rows: its own label config, Label Studio host and token, and its
+    own model (a copy of the backend's architecture starting from `base_checkpoint`), trained
+    only on its own annotations, so that projects never mix their models or labels.
+    """
+
+    backend = models.ForeignKey(
+        LabelStudioBackend, on_delete=models.CASCADE, related_name="ls_projects"
+    )
+    ls_project = models.CharField(max_length=64, help_text="Label Studio's project id.")
+    cluster = models.ForeignKey(
+        "clusters.Cluster", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    checkpoint = models.ForeignKey(
+        "clusters.Checkpoint", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    label_config = models.TextField(blank=True)
+    interface = models.JSONField(default=dict, blank=True)
+    label_studio_url = models.CharField(max_length=500, blank=True)
+    access_token = models.CharField(max_length=500, blank=True)
+    last_setup_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    last_predict = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["backend", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backend", "ls_project"], name="unique_ls_backend_project"
+            )
+        ]
+        verbose_name = "Label Studio project of a backend"
+
+    def __str__(self) -> str:
+        return f"{self.backend_id} project {self.ls_project}"
+
+    # What the services read from a scope (a backend serves its first project itself).
+    experiment_id = None
+    served_run = None
+
+    @property
+    def model_version(self) -> str:
+        return model_version_name(self.version)
+
+    @property
+    def project_id(self):
+        return self.backend.project_id
+
+    @property
+    def from_name(self) -> str:
+        return self.backend.from_name
+
+    @property
+    def allowed_hosts(self):
+        return self.backend.allowed_hosts
+
+    @property
+    def allow_private_networks(self) -> bool:
+        return self.backend.allow_private_networks
+
+
 class LabelStudioModelVersion(TimeStampedModel):
-    """A trained version of a backend: the checkpoint it wrote and its training figures."""
+    """A trained version of a backend (or of one of its further Label Studio projects): the
+    checkpoint it wrote and its training figures."""
 
     backend = models.ForeignKey(
         LabelStudioBackend, on_delete=models.CASCADE, related_name="versions"
+    )
+    ls_project = models.ForeignKey(
+        LabelStudioProject,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="versions",
+        help_text="The further Label Studio project this version belongs to (empty: the "
+        "backend's first project).",
     )
     number = models.PositiveIntegerField()
     checkpoint = models.ForeignKey(
@@ -158,7 +261,16 @@ class LabelStudioModelVersion(TimeStampedModel):
     class Meta:
         ordering = ["backend", "number"]
         constraints = [
-            models.UniqueConstraint(fields=["backend", "number"], name="unique_ls_backend_version")
+            models.UniqueConstraint(
+                fields=["backend", "number"],
+                condition=models.Q(ls_project__isnull=True),
+                name="unique_ls_backend_version",
+            ),
+            models.UniqueConstraint(
+                fields=["ls_project", "number"],
+                condition=models.Q(ls_project__isnull=False),
+                name="unique_ls_project_version",
+            ),
         ]
         verbose_name = "Label Studio model version"
 
