@@ -401,6 +401,13 @@ EXPORT_TIME_LIMIT_S = env.int("EXPORT_TIME_LIMIT_S", default=1800)
 # Label Studio backends: the largest task file fetched, and one fetch's total deadline.
 LABELSTUDIO_FETCH_MAX_BYTES = env.int("LABELSTUDIO_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
 LABELSTUDIO_FETCH_TIMEOUT_S = env.float("LABELSTUDIO_FETCH_TIMEOUT_S", default=10.0)
+LABELSTUDIO_FETCH_CONCURRENCY = env.int("LABELSTUDIO_FETCH_CONCURRENCY", default=8)
+LABELSTUDIO_PREDICT_DEADLINE_S = env.float("LABELSTUDIO_PREDICT_DEADLINE_S", default=80.0)
+LABELSTUDIO_SETUP_CHECK_TIMEOUT_S = env.float("LABELSTUDIO_SETUP_CHECK_TIMEOUT_S", default=2.0)
+LABELSTUDIO_EXPORT_MAX_BYTES = env.int("LABELSTUDIO_EXPORT_MAX_BYTES", default=256 * 1024 * 1024)
+LABELSTUDIO_EXPORT_TIMEOUT_S = env.float("LABELSTUDIO_EXPORT_TIMEOUT_S", default=120.0)
+LABELSTUDIO_MAX_PROJECTS = env.int("LABELSTUDIO_MAX_PROJECTS", default=20)
+LABELSTUDIO_DETECTION_GRID = env.int("LABELSTUDIO_DETECTION_GRID", default=4)
 # Marketplace: built-in compute on the job engine, the default project of Basic-authenticated
 # orchestrator requests, and how long good Basic credentials are remembered (0: off).
 MARKETPLACE_BUILTIN_COMPUTE = env.bool("MARKETPLACE_BUILTIN_COMPUTE", default=True)
