@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run team test lint check bench bench-quick worker
+.PHONY: setup run team test lint check bench bench-quick worker parts-map
 
 setup: $(VENV)/.installed
 
@@ -50,3 +50,7 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m bench --quick
+
+## Redraw the parts map (docs/architecture.md) from the imports; the check runs in the tests.
+parts-map: setup
+	$(BIN)/python scripts/partsmap.py --write
