@@ -32,6 +32,6 @@ application = RememberLoopMiddleware(
 )
 
 if settings.INPROCESS_WORKER:
-    from apps.core.worker import start_inprocess_worker
+    from apps.tasks.embedded import start_inprocess_worker
 
     start_inprocess_worker()

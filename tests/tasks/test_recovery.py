@@ -84,7 +84,7 @@ def test_sweeper_resends_a_lost_message_that_blocked_its_cluster(world, kinds, s
 
 @transactional
 def test_inprocess_worker_recovers_at_start(world, kinds, stub_broker, settings):
-    from apps.core.worker import start_inprocess_worker, stop_inprocess_worker
+    from apps.tasks.embedded import start_inprocess_worker, stop_inprocess_worker
 
     settings.TASK_SWEEP_INTERVAL_S = 3600  # only the recovery at start can send anything
     queued = _create(world)
@@ -104,7 +104,7 @@ def test_inprocess_worker_recovers_at_start(world, kinds, stub_broker, settings)
 
 @transactional
 def test_inprocess_worker_sweeps_on_an_interval(world, kinds, stub_broker, settings, monkeypatch):
-    from apps.core.worker import start_inprocess_worker, stop_inprocess_worker
+    from apps.tasks.embedded import start_inprocess_worker, stop_inprocess_worker
 
     settings.TASK_SWEEP_INTERVAL_S = 0.05
     sweeps = []

@@ -1,4 +1,5 @@
-"""The embedded mode's in-process Dramatiq worker (a thread pool in the ASGI process).
+"""The embedded mode's in-process Dramatiq worker (a thread pool in the ASGI process), part of the
+job engine.
 
 Its broker lives in memory, so a restart forgets every message: when the worker starts, a sweeper
 thread at once re-queues the active tasks whose heartbeat is stale and re-sends every queued task,
