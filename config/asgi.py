@@ -31,6 +31,12 @@ application = RememberLoopMiddleware(
     )
 )
 
+# Clusters already in DIRECT mode load their model now, in the background, not inside the first
+# direct-io handshake (daphne gives a handshake 5 s).
+from apps.clusters.directio import warm_in_background  # noqa: E402
+
+warm_in_background()
+
 if settings.INPROCESS_WORKER:
     from apps.tasks.embedded import start_inprocess_worker
 

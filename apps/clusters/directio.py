@@ -199,6 +199,7 @@ class DirectRuntime:
 # -- the per-process registry -----------------------------------------------------------------
 
 _runtimes: dict[str, DirectRuntime] = {}
+DIRECTIO_WARM_MAX = 64  # clusters warmed at server start (the rest load on first connection)
 _registry_lock = threading.Lock()
 
 
@@ -252,13 +253,61 @@ def runtime_open(cluster: Cluster) -> DirectRuntime:
         return runtime
 
 
+def runtime_warm(cluster_id: str) -> bool:
+    """Load the runtime of a DIRECT cluster before anyone connects (when it enters DIRECT mode,
+    and at server start), so that no websocket handshake waits for a model load: daphne gives
+    a handshake 5 s, and a first load (torch, weights, a GPU) can take longer. The runtime then
+    stays loaded while the cluster is in DIRECT mode (`runtime_close` unloads it). Returns
+    whether a runtime is loaded now; never raises (a load that fails is retried, with its
+    error, by the first connection)."""
+    from apps.clusters.models import Cluster, ClusterMode
+
+    try:
+        cluster = Cluster.objects.filter(pk=cluster_id).first()
+        if cluster is None or cluster.mode != ClusterMode.DIRECT:
+            return False
+        with _registry_lock:
+            runtime = _runtimes.get(str(cluster.pk))
+            if runtime is None or runtime.closed:
+                _runtimes[str(cluster.pk)] = _load(cluster)
+        return True
+    except Exception:
+        logger.warning("direct io: could not warm cluster %s", cluster_id, exc_info=True)
+        return False
+
+
+def warm_in_background(cluster_ids: list[str] | None = None) -> threading.Thread:
+    """`runtime_warm` each cluster (None: every cluster in DIRECT mode, at most DIRECTIO_WARM_MAX)
+    in a daemon thread with its own database connection."""
+
+    def run():
+        from django.db import connection
+
+        from apps.clusters.models import Cluster, ClusterMode
+
+        try:
+            ids = cluster_ids
+            if ids is None:
+                direct = Cluster.objects.filter(mode=ClusterMode.DIRECT).order_by("-updated_at")
+                ids = list(direct.values_list("pk", flat=True)[:DIRECTIO_WARM_MAX])
+            for cluster_id in ids:
+                runtime_warm(str(cluster_id))
+        except Exception:  # no table yet (before migrate), no database: nothing to warm
+            logger.info("direct io: clusters not warmed", exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="directio-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def runtime_release(runtime: DirectRuntime) -> None:
-    """Detach a connection; the last one writes the weights back and unloads the model."""
+    """Detach a connection; the last one writes the weights back (the model stays loaded while
+    the cluster is in DIRECT mode, so the next connection attaches at once)."""
     with _registry_lock:
         runtime.connections = max(0, runtime.connections - 1)
         last = runtime.connections == 0
-        if last and _runtimes.get(runtime.cluster_id) is runtime:
-            del _runtimes[runtime.cluster_id]
     if last:
         try:
             runtime.flush()

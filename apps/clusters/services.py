@@ -257,6 +257,9 @@ def cluster_set_mode(*, cluster: Cluster, mode: str) -> Cluster:
         cluster.save(update_fields=["mode", "updated_at"])
         if mode == ClusterMode.TASK:
             _announce_direct_closed(cluster)
+    if mode == ClusterMode.DIRECT:  # loaded now, not inside the first socket's handshake
+        pk = str(cluster.pk)
+        transaction.on_commit(lambda: directio.warm_in_background([pk]))
     return cluster
 
 

@@ -89,7 +89,8 @@ async def test_json_request_and_train_frames(world, direct_cluster):
     # The last connection wrote the weights back: a new version of the cluster.
     cluster = await sync_to_async(Cluster.objects.get)(pk=direct_cluster.pk)
     assert cluster.version == 1
-    assert directio.runtime_get(str(cluster.pk)) is None
+    # The model stays loaded while the cluster is in DIRECT mode: the next socket attaches at once.
+    assert directio.runtime_get(str(cluster.pk)) is not None
 
 
 async def test_binary_frames(world, direct_cluster):
@@ -152,7 +153,8 @@ async def test_refused_in_task_mode_and_for_other_projects(world):
     assert (connected, code) == (False, 4404)
     _, connected, code = await _connect(world.outsider, world.other_project, cluster)
     assert (connected, code) == (False, 4404)
-    assert directio.runtime_get(str(cluster.pk)) is None, "no model loaded for refused sockets"
+    runtime = directio.runtime_get(str(cluster.pk))  # maybe warmed by set_mode, never attached
+    assert runtime is None or runtime.connections == 0, "refused sockets attached to the model"
 
 
 async def test_viewers_may_request_but_not_train(world, direct_cluster):
@@ -259,3 +261,23 @@ async def test_training_writes_weights_back_periodically(world, direct_cluster, 
     assert cluster.version == 1
     assert directio.runtime_get(str(direct_cluster.pk)) is not None, "still loaded"
     await comm.disconnect()
+
+
+async def test_entering_direct_mode_warms_the_model_before_any_socket(world):
+    """The model loads when the cluster enters DIRECT mode (and at server start), not inside the
+    first socket's handshake, which daphne gives 5 s."""
+    cluster = await sync_to_async(make_cluster)(world.project, world.member)
+    assert directio.runtime_get(str(cluster.pk)) is None
+    await sync_to_async(_set_mode)(world.member, world.project, cluster, "DIRECT")
+
+    def warmed():
+        directio.warm_in_background([str(cluster.pk)]).join(60)
+        return directio.runtime_get(str(cluster.pk))
+
+    runtime = await sync_to_async(warmed)()
+    assert runtime is not None and runtime.connections == 0
+    comm, connected, _ = await _connect(world.member, world.project, cluster)
+    assert connected and directio.runtime_get(str(cluster.pk)) is runtime  # attached, not loaded
+    await comm.disconnect()
+    await sync_to_async(_set_mode)(world.member, world.project, cluster, "TASK")
+    assert directio.runtime_get(str(cluster.pk)) is None
