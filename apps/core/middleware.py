@@ -11,6 +11,7 @@ Content-Type says (a client cannot lift the limit by declaring `application/octe
 
 import json
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
@@ -41,16 +42,29 @@ def body_limit(path: str, content_type: str) -> tuple[str, int]:
     return "API_MAX_BODY_BYTES", int(settings.API_MAX_BODY_BYTES)
 
 
-def too_large_body(path: str, name: str, limit: int) -> tuple[str, bytes]:
-    """The 413 answer (content type, body) in the format of the surface that owns `path`."""
+def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, bytes]:
+    """The 413 answer (content type, body) in the format of the surface that owns `path`.
+
+    A view may render its own: a class attribute `too_large_answer(caller, url_name, message)`
+    returning (content type, body) or None (`caller` is the request, or the ASGI scope; it may
+    touch the database). labelprop's session routes answer a refused session's token there, so
+    the napari client shows the reason instead of polling for it forever."""
     message = f"Request body exceeds the limit of {limit} bytes ({name})."
+    match = _match(path)
+    func = match.func if match is not None else None
+    view = getattr(func, "cls", None) or getattr(func, "view_class", None)
+    hook = getattr(view, "too_large_answer", None)
+    if hook is not None and caller is not None:
+        answer = hook(caller, match.url_name, message)
+        if answer is not None:
+            return answer
     if path.startswith("/api/"):
         answer = {"status": "error", "error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}
     elif path.startswith("/ml/"):  # Label Studio ML backends: label-studio-ml-backend's errors
         answer = {"status": 413, "detail": message}
     elif path.startswith("/orchestrator"):  # the Morpheo orchestrator's `{"Error": ...}`
         answer = {"Error": message}
-    elif (getattr(_match(path), "url_name", None) or "").startswith("labelprop-"):
+    elif (getattr(match, "url_name", None) or "").startswith("labelprop-"):
         return "text/plain; charset=utf-8", message.encode()  # labelprop answers short texts
     else:  # Hanami and anything else
         answer = {"error": message}
@@ -69,7 +83,7 @@ class BodySizeLimitMiddleware:
         except ValueError:
             too_large = False
         if too_large:
-            content_type, body = too_large_body(request.path_info, name, limit)
+            content_type, body = too_large_body(request.path_info, name, limit, request)
             return HttpResponse(body, status=413, content_type=content_type)
         return self.get_response(request)
 
@@ -119,7 +133,9 @@ class BodySizeLimitASGIMiddleware:
         return await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, scope, send, name, limit):
-        content_type, body = too_large_body(_path_info(scope), name, limit)
+        content_type, body = await sync_to_async(too_large_body)(
+            _path_info(scope), name, limit, scope
+        )
         await send(
             {
                 "type": "http.response.start",
