@@ -7,6 +7,7 @@ task context. Registered in `TasksConfig.ready()`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -61,7 +62,21 @@ def _input_scale(cluster, x: np.ndarray) -> float:
 
 
 def _scaled(x, scale: float) -> np.ndarray:
-    # A private, writable copy: datasets are memory-mapped read-only.
+    """The training inputs as float32 rows. A dataset already in range (scale 1, the stored
+    MNIST/volume pixels) is not copied: a copy-on-write map of the same file, whose pages the
+    page cache shares with every reader (a 60k-sample task kept a private float32 copy beside
+    the map: 460 -> 820 MiB of worker memory). Other scales need a scaled copy."""
+    if (
+        scale == 1.0
+        and isinstance(x, np.memmap)
+        and x.filename
+        and x.dtype == np.float32
+        and x.flags.c_contiguous
+        # The whole mapped array only: a slice of a memmap keeps its parent's offset.
+        and x.offset + x.nbytes == os.path.getsize(x.filename)
+    ):
+        shared = np.memmap(x.filename, dtype=np.float32, mode="c", offset=x.offset, shape=x.shape)
+        return shared.reshape(len(shared), -1)
     x = np.array(x, dtype=np.float32).reshape(len(x), -1)
     if scale != 1.0:
         x *= np.float32(scale)
