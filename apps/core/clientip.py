@@ -88,8 +88,8 @@ def _peer_and_forwarded(request_or_scope: Any) -> tuple[str | None, list[str]]:
         ]
         return peer, forwarded
     meta = getattr(request_or_scope, "META", None) or {}
-    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
-    return meta.get("REMOTE_ADDR"), [forwarded] if forwarded else []
+    header = meta.get("HTTP_X_FORWARDED_FOR")
+    return meta.get("REMOTE_ADDR"), [header] if header else []
 
 
 def client_address(request_or_scope: Any) -> _Address | None:

@@ -50,7 +50,11 @@ def publish(group: str, event: dict) -> None:
     message = {"type": "orchard.event", "event": event}
     try:
         loop = _server_loop
-        if isinstance(layer, InMemoryChannelLayer) and _foreign_thread_of(loop):
+        if (
+            loop is not None
+            and isinstance(layer, InMemoryChannelLayer)
+            and _foreign_thread_of(loop)
+        ):
             future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
             future.result(timeout=_HANDOFF_TIMEOUT_S)
         else:

@@ -81,7 +81,7 @@ def memory_guard(what: str, setting_name: str | None = None) -> Iterator[None]:
 class BoundedReader:
     """A read-only view of `raw` that returns at most `limit` bytes in total."""
 
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
+    def __init__(self, raw: IO[bytes] | BoundedReader, limit: int) -> None:
         self.raw, self.left, self.count = raw, max(0, int(limit)), 0
 
     def read(self, n: int = -1) -> bytes:
@@ -163,7 +163,9 @@ def _label(name: str) -> str:
     return f"array {name!r}" if name else "the array"
 
 
-def read_npy_header(raw: IO[bytes], *, field: str, name: str, limits: ArrayLimits) -> ArrayHeader:
+def read_npy_header(
+    raw: IO[bytes] | BoundedReader, *, field: str, name: str, limits: ArrayLimits
+) -> ArrayHeader:
     """Parse and check an npy header from `raw` (positioned at the magic string), reading at
     most the header's bytes. Object dtypes, unknown versions and arrays over the limits are
     refused before any data is read."""
@@ -266,12 +268,12 @@ def zip_entry_count(fileobj: BinaryIO) -> int | None:
     try:
         position = fileobj.tell()
         try:
-            record = zipfile._EndRecData(fileobj)
+            record = zipfile._EndRecData(fileobj)  # type: ignore[attr-defined]
         finally:
             fileobj.seek(position)
     except (OSError, AttributeError, struct.error):
         return None
-    return int(record[zipfile._ECD_ENTRIES_TOTAL]) if record else None
+    return int(record[zipfile._ECD_ENTRIES_TOTAL]) if record else None  # type: ignore[attr-defined]
 
 
 def open_zip(fileobj: BinaryIO, *, field: str, max_members: int, members_setting: str):
@@ -346,8 +348,8 @@ def load_npz(
     read. With `extract_to` (a private directory) members are streamed there and memory-mapped,
     so memory stays bounded by a chunk; otherwise they are read into arrays of their declared
     size, which the limits bound."""
-    close = isinstance(file, str | Path)
-    fileobj = open(file, "rb") if close else file
+    fileobj: BinaryIO = open(file, "rb") if isinstance(file, str | Path) else file
+    close = fileobj is not file
     try:
         archive = open_zip(
             fileobj,

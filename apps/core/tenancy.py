@@ -85,7 +85,7 @@ def require_edit(access: ProjectAccess, obj: Any, message: str | None = None) ->
     access.require_edit(obj, message)
 
 
-def project_access(*, user: User, project_id: str) -> ProjectAccess:
+def project_access(*, user: User, project_id: str | None) -> ProjectAccess:
     """Resolve `user`'s rights in `project_id`; NotFound for a missing or foreign project."""
     from apps.accounts.models import Membership, Project
 
@@ -97,6 +97,7 @@ def project_access(*, user: User, project_id: str) -> ProjectAccess:
         .filter(project_id=project_id, user=user)
         .first()
     )
+    project: Project | None
     if membership is not None:
         project = membership.project
     elif user.is_superuser:

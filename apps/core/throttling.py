@@ -149,8 +149,8 @@ class CredentialAttempt:
             raise CredentialsThrottled(wait=self._wait(over, duration))
         return self
 
-    def __exit__(self, *exc_info) -> bool:
-        return False  # not succeeded(): the attempt stays counted as a failure
+    def __exit__(self, *exc_info) -> None:
+        return None  # not succeeded(): the attempt stays counted as a failure
 
     def succeeded(self) -> None:
         for key in self.reserved:
