@@ -1,26 +1,35 @@
-"""Label propagation through a 3D volume by learned slice-to-slice registration (pure torch).
+"""Label propagation through a 3D volume: learned slice-to-slice registration, shape
+interpolation along the fields, and the annotated slices' intensities (pure torch + scipy's
+distance transform).
 
 A user annotates a few slices of a volume along one axis; the labels are carried to every other
-slice by registering neighbouring slices and following the deformations:
+slice:
 
+- Slices are normalised (1st-99th percentiles) and smoothed by a Gaussian whose width follows the
+  noise level estimated on them (:func:`prepare_slices`), in training and propagation alike, so
+  that the registration matches anatomy, not noise.
 - :class:`RegistrationNet`, a small 2D U-Net, takes a pair of slices (moving, fixed) and predicts
   a dense displacement field; :func:`warp` applies it with ``torch.nn.functional.grid_sample``.
-- :func:`train_registration` fits it on a volume's neighbouring slice pairs (both directions)
-  without labels: a local normalised cross-correlation between the warped moving slice and the
-  fixed one, plus a smoothness penalty on the field's gradients (Adam, clipped gradients; the
-  epoch with the lowest loss is kept, so a late divergence is not). A checkpoint
-  (:func:`checkpoint_to_bytes`, safetensors) is fully convolutional, so it can be reused on other
-  volumes and slice sizes, as a start for further training or directly for propagation.
-- :func:`propagate` composes the fields slice after slice from each annotated slice upwards
-  (``Y_up``, increasing index along the axis) and downwards (``Y_down``), warps the annotation's
-  one-hot map once through the composed field (no accumulated re-sampling of labels), and fuses
-  both directions (``Y_fused``) by distance weighting: the nearer annotated slice weighs more. With
-  ``criteria="ncc"`` the weights are further scaled by how well each direction's warped image
-  matches the target slice (``reduction``: per pixel, locally averaged, or per slice).
+  :func:`train_registration` fits it on a volume's neighbouring slice pairs (both directions)
+  without labels: local normalised cross-correlation at full and half resolution plus a
+  smoothness penalty (Adam, clipped gradients; the best epoch is kept). A checkpoint
+  (:func:`checkpoint_to_bytes`, safetensors) records the working size really trained at and is
+  fully convolutional, so it can be reused on other volumes.
+- :func:`propagate` carries each annotated slice's signed distance maps (one per label) upwards
+  (``Y_up``) and downwards (``Y_down``) through the fields composed slice after slice. The
+  annotations check the fields: over each gap, a direction that carries one annotation onto the
+  next worse than leaving it in place is blended back towards plain shape interpolation and
+  weighs less in the fusion. ``Y_fused`` interpolates the two directions' signed distances,
+  weighted by the distance to each annotation (``criteria="ncc"``: also by how well each
+  direction's warped image matches the slice). Finally, every output is corrected by the
+  labels' intensities as the annotated slices show them (inside each label and in a ring
+  around it, interpolated between annotated slices): a label may move away from where the
+  propagation put it by a margin that grows with the distance to the annotations, where the
+  image says so (:func:`_corrected_logits`). Hints are extra annotated slices.
 
-:func:`make_volume` generates test volumes with known labels (ellipses drifting and growing from
-slice to slice, noisy images) and :func:`nearest_slice_labels` the naive baseline (copy the
-nearest annotated slice) that :func:`dice` compares against.
+:mod:`ml.volumes_synth` generates the volumes the method is measured on (bench/labelprop.py);
+:func:`nearest_slice_labels` and :func:`sdf_interpolation_labels` are the baselines that
+:func:`dice` compares against.
 """
 
 from __future__ import annotations
@@ -53,9 +62,13 @@ __all__ = [
     "dice",
     "make_volume",
     "nearest_slice_labels",
+    "noise_level",
     "normalise_intensities",
+    "prepare_slices",
     "propagate",
     "registration_loss",
+    "sdf_interpolation_labels",
+    "signed_distance",
     "sparse_annotation",
     "train_registration",
     "warp",
@@ -213,12 +226,23 @@ def warp(image: Tensor, flow: Tensor, grid: Tensor | None = None) -> Tensor:
     )
 
 
+def box_filter(x: Tensor, window: int) -> Tensor:
+    """Mean over ``window`` x ``window`` boxes (odd), borders replicated, by cumulative sums
+    (several times faster than a stride-1 avg_pool2d on CPUs)."""
+    r = window // 2
+    p = F.pad(x, (r + 1, r, r + 1, r), mode="replicate")
+    c = p.cumsum(-1)
+    c = c[..., window:] - c[..., :-window]
+    c = c.cumsum(-2)
+    c = c[..., window:, :] - c[..., :-window, :]
+    return c / float(window * window)
+
+
 def local_ncc(a: Tensor, b: Tensor, window: int = 9, eps: float = 1e-5) -> Tensor:
     """Local normalised cross-correlation map (B, 1, H, W) in -1..1 over ``window``-pixel boxes."""
-    pad = window // 2
 
     def box(x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, window, stride=1, padding=pad, count_include_pad=False)
+        return box_filter(x, window)
 
     mu_a, mu_b = box(a), box(b)
     var_a = (box(a * a) - mu_a * mu_a).clamp_min(0)
@@ -240,10 +264,19 @@ def _smoothness(flow: Tensor) -> Tensor:
 def registration_loss(
     net: nn.Module, moving: Tensor, fixed: Tensor, config: LabelPropConfig
 ) -> Tensor:
-    """Image dissimilarity (1 - local NCC) of the warped moving slice, plus smoothness."""
+    """Image dissimilarity of the warped moving slice at two scales (1 - local NCC at full
+    and at half resolution: the coarse term sees anatomy rather than noise), plus smoothness.
+    Callers pass smoothed slices (:func:`prepare_slices`)."""
     flow = net(moving, fixed)
     warped = warp(moving, flow)
     dissimilarity = 1.0 - local_ncc(warped, fixed, config.ncc_window).mean()
+    if min(moving.shape[-2:]) >= 16:
+        coarse = max(3, (config.ncc_window // 2) | 1)
+        dissimilarity = (
+            dissimilarity
+            + 1.0
+            - local_ncc(F.avg_pool2d(warped, 2), F.avg_pool2d(fixed, 2), coarse).mean()
+        )
     return dissimilarity + config.smooth_weight * _smoothness(flow)
 
 
@@ -277,6 +310,38 @@ def normalise_intensities(img: np.ndarray) -> np.ndarray:
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def noise_level(slices: Tensor) -> float:
+    """Robust estimate of the Gaussian noise's sigma in (N, 1, H, W) slices (0..1 intensities):
+    the median absolute deviation of horizontal neighbour differences (edges are outliers)."""
+    d = (slices[..., :, 1:] - slices[..., :, :-1]).flatten()
+    if d.numel() > 2_000_000:
+        d = d[:: d.numel() // 2_000_000 + 1]
+    mad = (d - d.median()).abs().median()
+    return float(1.4826 * mad / math.sqrt(2.0))
+
+
+def smoothing_sigma(noise: float) -> float:
+    """Gaussian smoothing (pixels) applied before registration, more for noisier images: the
+    similarity then measures anatomy, not noise."""
+    return float(min(3.0, 0.6 + 10.0 * max(0.0, noise)))
+
+
+def smooth(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (N, C, H, W), reflecting at the borders."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    radius = min(radius, (min(x.shape[-2:]) - 1) // 2) or 1
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def _slices(img: np.ndarray, z_axis: int, size: int, device: torch.device) -> Tensor:
     """(Z, 1, size, size) normalised slices along ``z_axis``."""
     vol = np.moveaxis(normalise_intensities(img), z_axis, 0)
@@ -284,6 +349,17 @@ def _slices(img: np.ndarray, z_axis: int, size: int, device: torch.device) -> Te
     if tuple(t.shape[-2:]) != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=True)
     return t
+
+
+def prepare_slices(
+    img: np.ndarray, z_axis: int, size: int, device: torch.device
+) -> tuple[Tensor, float]:
+    """(Z, 1, size, size) normalised slices, smoothed for the noise level estimated on them
+    (a Gaussian of :func:`smoothing_sigma` pixels at 128, scaled with ``size``), and that level:
+    what registration sees, in training and in propagation alike."""
+    slices = _slices(img, z_axis, size, device)
+    noise = noise_level(slices)
+    return smooth(slices, smoothing_sigma(noise) * size / 128.0), noise
 
 
 def annotated_slices(mask: np.ndarray, z_axis: int = 0) -> list[int]:
@@ -303,6 +379,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False
+    size: int = 0  # the working size the slices were trained at (recorded in checkpoints)
 
 
 def train_registration(
@@ -335,9 +412,9 @@ def train_registration(
     started = time.perf_counter()
     if depth < 2:
         net.eval()
-        return TrainResult(net, 0, [], time.perf_counter() - started)
+        return TrainResult(net, 0, [], time.perf_counter() - started, size=size)
 
-    slices = _slices(img, z_axis, size, device)
+    slices, _noise = prepare_slices(img, z_axis, size, device)
     lower = torch.arange(depth - 1, device=device)
     moving_index = torch.cat([lower, lower + 1])
     fixed_index = torch.cat([lower + 1, lower])
@@ -382,7 +459,7 @@ def train_registration(
         # A late divergence (all samples pushed to the border) is not kept: the best epoch is.
         net.load_state_dict(best[1])
     net.eval()
-    return TrainResult(net, completed, losses, time.perf_counter() - started, stopped)
+    return TrainResult(net, completed, losses, time.perf_counter() - started, stopped, size)
 
 
 # --- propagation ---------------------------------------------------------------------------------
@@ -398,6 +475,8 @@ class Propagation:
     annotated: list[int]
     labels: list[int]
     seconds: float = 0.0
+    noise: float = 0.0
+    hint_slices: list[int] = field(default_factory=list)
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """The protocol's npz members (uint8)."""
@@ -406,6 +485,30 @@ class Propagation:
             "Y_down": self.y_down.astype(np.uint8),
             "Y_fused": self.y_fused.astype(np.uint8),
         }
+
+
+def signed_distance(binary: np.ndarray) -> np.ndarray:
+    """Signed distance (pixels, float32) to the boundary of a 2D mask: negative inside; the
+    slice's diagonal (outside) for an empty mask."""
+    from scipy.ndimage import distance_transform_edt
+
+    binary = np.asarray(binary, dtype=bool)
+    if not binary.any():
+        return np.full(binary.shape, float(np.hypot(*binary.shape)), dtype=np.float32)
+    if binary.all():
+        return np.full(binary.shape, -float(np.hypot(*binary.shape)), dtype=np.float32)
+    outside = distance_transform_edt(~binary)
+    inside = distance_transform_edt(binary)
+    return (outside - inside + 0.5 * (inside > 0) - 0.5 * (outside > 0)).astype(np.float32)
+
+
+def _labels_from_sdf(phi: Tensor, palette: np.ndarray) -> np.ndarray:
+    """(1, L, H, W) signed distances of L labels -> label map: the label of the smallest
+    negative distance, background where none is negative."""
+    best, index = phi[0].min(dim=0)
+    out = palette[1:][index.cpu().numpy()]
+    out[(best >= 0).cpu().numpy()] = 0
+    return out
 
 
 @torch.no_grad()
@@ -423,7 +526,7 @@ def _fields(net: nn.Module, slices: Tensor, chunk: int = 16) -> tuple[Tensor, Te
 
 
 def _compose(coords: Tensor, flow: Tensor, grid: Tensor) -> Tensor:
-    """G'(x) = G(x + u(x)) for a sampling grid G (1, H, W, 2) and a field u (1, 2, H, W)."""
+    """G'(x) = G(x + u(x)) for sampling grids G (B, H, W, 2) and fields u (B, 2, H, W)."""
     return warp(coords.permute(0, 3, 1, 2), flow, grid).permute(0, 2, 3, 1)
 
 
@@ -431,53 +534,229 @@ def _sample(image: Tensor, coords: Tensor) -> Tensor:
     return F.grid_sample(image, coords, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+@dataclass
+class IntensityModel:
+    """How the intensities of one annotated slice's labels differ from their surroundings:
+    per label, the median and robust spread (MAD) of the smoothed image inside it and in a
+    ring just outside it (``None`` where the label is absent)."""
+
+    stats: list[tuple[float, float, float, float] | None]
+
+
+def _class_stats(image: Tensor, labels: Tensor, values: list[int], ring: int) -> IntensityModel:
+    """``image`` (H, W) smoothed, ``labels`` (H, W) at the same size."""
+    stats: list[tuple[float, float, float, float] | None] = []
+    for value in values:
+        inside = labels == value
+        if int(inside.sum()) < 4:
+            stats.append(None)
+            continue
+        grown = F.max_pool2d(inside[None, None].float(), 2 * ring + 1, 1, ring)[0, 0] > 0
+        outside = grown & ~inside
+        if int(outside.sum()) < 4:
+            stats.append(None)
+            continue
+        a, b = image[inside], image[outside]
+        mid_a, mid_b = a.median(), b.median()
+        spread_a = 1.4826 * (a - mid_a).abs().median()
+        spread_b = 1.4826 * (b - mid_b).abs().median()
+        stats.append((float(mid_a), float(spread_a), float(mid_b), float(spread_b)))
+    return IntensityModel(stats)
+
+
+def _interpolated_stats(
+    models: list[tuple[float, IntensityModel]], label_index: int
+) -> tuple[float, float, float, float] | None:
+    """A label's statistics at a slice between annotated ones, from (weight, model) pairs."""
+    present = [(w, m.stats[label_index]) for w, m in models if m.stats[label_index] is not None]
+    if not present:
+        return None
+    total = sum(w for w, _ in present)
+    mixed = [sum(w * s[i] for w, s in present) / total for i in range(4)]  # type: ignore[index]
+    return mixed[0], mixed[1], mixed[2], mixed[3]
+
+
+# Intensity-guided correction: how far a label may move from where the propagation put it
+# grows with the distance (in slices) to the annotation it came from.
+PRIOR_TAU_PX = 1.5
+PRIOR_TAU_PER_SLICE = 0.4
+LIKELIHOOD_WEIGHT = 0.5
+LIKELIHOOD_CLIP = 8.0
+MIN_SPREAD = 0.05
+RING_PX = 6
+
+
+def _corrected_logits(
+    phi: Tensor,
+    image: Tensor,
+    models: list[tuple[float, IntensityModel]],
+    distance: float,
+    scale: float,
+) -> Tensor:
+    """(1, L, H, W) label logits: the propagated signed distances as a prior whose sharpness
+    falls with ``distance`` to the annotations, plus the (tempered, clipped) log-likelihood
+    ratio of each pixel's smoothed intensity under the label's intensities versus those of
+    its surroundings, as measured on the annotated slices. Where the intensities do not tell
+    the label from its surroundings, the ratio is ~0 and the propagation decides alone."""
+    tau = (PRIOR_TAU_PX + PRIOR_TAU_PER_SLICE * distance) * scale
+    logits = -phi / tau
+    out = []
+    for i in range(phi.shape[1]):
+        stats = _interpolated_stats(models, i)
+        if stats is None:
+            out.append(logits[:, i])
+            continue
+        mid_in, spread_in, mid_out, spread_out = stats
+        spread_in, spread_out = max(spread_in, MIN_SPREAD), max(spread_out, MIN_SPREAD)
+        llr = (
+            -0.5 * ((image - mid_in) / spread_in) ** 2
+            + 0.5 * ((image - mid_out) / spread_out) ** 2
+            + math.log(spread_out / spread_in)
+        ).clamp(-LIKELIHOOD_CLIP, LIKELIHOOD_CLIP)
+        out.append(logits[:, i] + LIKELIHOOD_WEIGHT * llr[:, 0])
+    return torch.stack(out, dim=1)
+
+
+def _fill_absent(phi: Tensor, other: Tensor | None) -> Tensor:
+    """A label absent from one annotated slice but present at the other end: instead of an
+    'infinitely far' distance, take the other end's shape shrunk to nothing (its distances
+    shifted so that its deepest point sits on the boundary), so it grows or vanishes smoothly."""
+    if other is None:
+        return phi
+    absent = (phi.amin(dim=(-2, -1), keepdim=True) > 0) & (
+        other.amin(dim=(-2, -1), keepdim=True) < 0
+    )
+    if not bool(absent.any()):
+        return phi
+    shrunk = other - other.amin(dim=(-2, -1), keepdim=True)
+    return torch.where(absent, shrunk, phi)
+
+
 @torch.no_grad()
 def _one_way(
-    slices: Tensor, onehot: dict[int, Tensor], fields: Tensor, order: range, grid: Tensor
-) -> tuple[dict[int, Tensor], dict[int, Tensor], dict[int, int]]:
-    """Carry each annotated slice along ``order`` until the next annotated one.
-
-    The sampling grid is composed slice after slice (G_z(x) = G_prev(x + u_z(x))) and the
-    source annotation is warped once through it, so labels are interpolated once, not once per
-    slice. Returns the label probabilities, the warped source image and the distance to the
-    source of every slice reached.
-    """
-    probs: dict[int, Tensor] = {}
+    slices: Tensor, sdf: dict[int, Tensor], fields: Tensor, order: range, grid: Tensor
+) -> tuple[dict[int, Tensor], dict[int, Tensor], dict[int, int], dict[int, Tensor]]:
+    """Carry each annotated slice's signed distances along ``order`` until the next annotated
+    one, through the sampling grid composed slice after slice (G_z(x) = G_prev(x + u_z(x)));
+    the source is resampled once per slice, never re-warped. Returns the distances, the
+    warped source image and the distance (in slices) to the source of every slice reached,
+    and, for every annotated slice reached from another, what arrived there (to check the
+    fields against the annotation)."""
+    phis: dict[int, Tensor] = {}
     images: dict[int, Tensor] = {}
     distance: dict[int, int] = {}
+    arrivals: dict[int, Tensor] = {}
     source: int | None = None
     coords = grid
     for z in order:
-        if z in onehot:
+        if source is not None:
+            coords = _compose(coords, fields[z : z + 1], grid)
+            if z in sdf:
+                arrivals[z] = _sample(sdf[source], coords)
+            else:
+                phis[z] = _sample(sdf[source], coords)
+                images[z] = _sample(slices[source : source + 1], coords)
+                distance[z] = abs(z - source)
+        if z in sdf:
             source, coords = z, grid
+    return phis, images, distance, arrivals
+
+
+def _overlap(phi: Tensor, target: Tensor) -> float:
+    """Mean Dice of the labels (phi < 0) of two (1, L, H, W) signed distance stacks."""
+    a, b = phi[0] < 0, target[0] < 0
+    sizes = a.sum(dim=(-2, -1)) + b.sum(dim=(-2, -1))
+    common = (a & b).sum(dim=(-2, -1))
+    present = sizes > 0
+    if not bool(present.any()):
+        return 1.0
+    return float((2.0 * common[present] / sizes[present]).mean())
+
+
+# A direction's fields are trusted over a gap as far as they carry the annotation at one end
+# onto the one at the other end better than leaving it in place does (Dice): equal, half and
+# half with the unwarped annotation; TRUST_MARGIN better or more, fully.
+TRUST_MARGIN = 0.05
+# In the fusion, a direction not trusted at all still weighs this much of its distance weight.
+MIN_CONFIDENCE = 0.25
+
+
+def _trust(arrived: Tensor, source: Tensor, target: Tensor) -> float:
+    gain = _overlap(arrived, target) - _overlap(source, target)
+    return float(min(1.0, max(0.0, 0.5 + 0.5 * gain / TRUST_MARGIN)))
+
+
+def _checked(
+    phis: dict[int, Tensor],
+    images: dict[int, Tensor],
+    arrivals: dict[int, Tensor],
+    sdf: dict[int, Tensor],
+    slices: Tensor,
+    gaps: list[tuple[int, int]],
+) -> dict[int, float]:
+    """Blend one direction's warped distances and images, gap by gap, with its unwarped
+    source by how much its fields are trusted there (:func:`_trust`); returns the trust of
+    every slice in a checked gap. ``gaps``: (source, arrival) annotated slice pairs."""
+    trust: dict[int, float] = {}
+    for source, end in gaps:
+        if end not in arrivals:
             continue
-        if source is None:
-            continue
-        coords = _compose(coords, fields[z : z + 1], grid)
-        probs[z] = _sample(onehot[source], coords)
-        images[z] = _sample(slices[source : source + 1], coords)
-        distance[z] = abs(z - source)
-    return probs, images, distance
+        weight = _trust(arrivals[end], sdf[source], sdf[end])
+        step = 1 if end > source else -1
+        for z in range(source + step, end, step):
+            trust[z] = weight
+            if weight < 1.0 and z in phis:
+                phis[z] = weight * phis[z] + (1.0 - weight) * sdf[source]
+                images[z] = weight * images[z] + (1.0 - weight) * slices[source : source + 1]
+    return trust
 
 
 def _similarity_weight(warped: Tensor, target: Tensor, reduction: str, window: int) -> Tensor:
-    """How well a direction's warped image matches the target: (1, 1, H, W) or (1, 1, 1, 1)."""
+    """How well a direction's warped image matches the target: (1, 1, H, W) or (1, 1, 1, 1),
+    smoothed so that a noisy pixel cannot flip the fused label."""
     ncc = local_ncc(warped, target, window).clamp(-1.0, 1.0)
     weight = ((ncc + 1.0) / 2.0).clamp_min(1e-3)
     if reduction == "mean":
         return weight.mean(dim=(-2, -1), keepdim=True)
-    if reduction == "local_mean":
-        k = 4 * (window // 2) + 1
-        return F.avg_pool2d(weight, k, stride=1, padding=k // 2, count_include_pad=False)
-    return weight
+    k = 4 * (window // 2) + 1 if reduction == "local_mean" else window
+    return box_filter(weight, k)
+
+
+def merge_hints(mask: np.ndarray, hints: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+    """The annotations: ``mask``, plus the slices of ``hints`` (axis 0) that the mask leaves
+    empty, taken as extra annotated slices. Returns the merged labels and the hint slices."""
+    if hints is None:
+        return mask, []
+    hints = np.asarray(hints)
+    if hints.shape != mask.shape:
+        raise LabelPropError(
+            f"hints shape {tuple(hints.shape)} does not match mask shape {tuple(mask.shape)}"
+        )
+    has_mask = mask.reshape(mask.shape[0], -1).any(axis=1)
+    has_hint = hints.reshape(hints.shape[0], -1).any(axis=1)
+    extra = [int(z) for z in np.flatnonzero(has_hint & ~has_mask)]
+    if not extra:
+        return mask, []
+    merged = mask.copy()
+    merged[extra] = hints[extra].astype(mask.dtype)
+    return merged, extra
+
+
+def _check_labels(array: np.ndarray, name: str) -> None:
+    if not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.bool_):
+        if not np.all(np.mod(array, 1) == 0):
+            raise LabelPropError(f"{name} must hold integer labels")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise LabelPropError(f"{name} labels must lie in 0..255")
 
 
 @torch.no_grad()
 def propagate(
-    net: RegistrationNet,
+    net: RegistrationNet | None,
     img: np.ndarray,
     mask: np.ndarray,
     *,
+    hints: np.ndarray | None = None,
     z_axis: int = 0,
     size: int = 256,
     label: int = 0,
@@ -485,8 +764,19 @@ def propagate(
     reduction: str = "none",
     device: torch.device | str = "cpu",
     ncc_window: int = 9,
+    intensity: bool = True,
 ) -> Propagation:
-    """Propagate the annotated slices of ``mask`` through ``img`` along ``z_axis``.
+    """Propagate the annotated slices of ``mask`` (and of ``hints``, as extra annotated slices
+    where the mask has none) through ``img`` along ``z_axis``.
+
+    Slices are normalised and smoothed by the estimated noise level; the network (``size``: its
+    working size; None: identity fields) registers neighbouring slices. Each annotated slice's
+    signed distance maps are carried up and down through the composed fields. ``Y_up`` and
+    ``Y_down`` are each direction alone; ``Y_fused`` interpolates the two directions' signed
+    distances with weights by distance to each annotation (with ``criteria="ncc"`` also by how
+    well each direction's warped image matches the slice, reduced by ``reduction``). With
+    ``intensity``, every output is then corrected by the labels' intensities as the annotated
+    slices show them (:func:`_corrected_logits`): the annotations supervise the result.
 
     ``label``: 0 propagates every label; another value only that one (the others are dropped).
     Annotated slices are copied unchanged into all three outputs; slices that only one direction
@@ -505,12 +795,17 @@ def propagate(
         raise LabelPropError(f"criteria must be one of {', '.join(CRITERIA)}, got {criteria!r}")
     if reduction not in REDUCTIONS:
         raise LabelPropError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype, np.bool_):
-        if not np.all(np.mod(mask, 1) == 0):
-            raise LabelPropError("mask must hold integer labels")
-    if mask.size and (mask.min() < 0 or mask.max() > 255):
-        raise LabelPropError("mask labels must lie in 0..255")
+    _check_labels(mask, "mask")
     mask = np.moveaxis(mask.astype(np.int64), z_axis, 0)
+    if hints is not None:
+        hints = np.asarray(hints)
+        if hints.shape != img.shape:
+            raise LabelPropError(
+                f"hints shape {tuple(hints.shape)} does not match img shape {tuple(img.shape)}"
+            )
+        _check_labels(hints, "hints")
+        hints = np.moveaxis(hints.astype(np.int64), z_axis, 0)
+    mask, hint_slices = merge_hints(mask, hints)
     if label:
         mask = np.where(mask == int(label), mask, 0)
     values = [int(v) for v in np.unique(mask) if v != 0]
@@ -519,58 +814,106 @@ def propagate(
         raise LabelPropError(f"no slice of the mask holds {what}: annotate at least one slice")
     depth, height, width = mask.shape
     device = torch.device(device)
-    size = working_size(size, (height, width))
-    slices = _slices(img, z_axis, size, device)
-    lookup = np.zeros(256, dtype=np.int64)
-    lookup[values] = np.arange(1, len(values) + 1)
-    channels = len(values) + 1
+    # Labels are carried at the slice's own resolution (at most MAX_SIZE); the network works at
+    # its own size and its fields are resampled (they are smooth).
+    label_size = working_size(max(height, width), (height, width))
+    scale = label_size / 128.0
+    smoothed, noise = prepare_slices(img, z_axis, label_size, device)
+    palette = np.array([0, *values], dtype=np.uint8)
     annotated = [int(z) for z in np.flatnonzero(mask.reshape(depth, -1).any(axis=1))]
 
-    onehot: dict[int, Tensor] = {}
+    sdf: dict[int, Tensor] = {}
+    models: dict[int, IntensityModel] = {}
     for z in annotated:
-        index = torch.from_numpy(lookup[mask[z]]).to(device)
-        hot = F.one_hot(index, channels).permute(2, 0, 1)[None].float()
-        if (height, width) != (size, size):
-            hot = F.interpolate(hot, size=(size, size), mode="bilinear", align_corners=True)
-        onehot[z] = hot
+        maps = np.stack([signed_distance(mask[z] == v) for v in values])
+        t = torch.from_numpy(maps).to(device)[None]
+        labels_z = torch.from_numpy(mask[z]).to(device)
+        if (height, width) != (label_size, label_size):
+            t = F.interpolate(t, size=(label_size, label_size), mode="bilinear", align_corners=True)
+            t = t * (label_size / max(height, width))
+            labels_z = F.interpolate(
+                labels_z[None, None].float(), size=(label_size, label_size), mode="nearest"
+            )[0, 0].long()
+        sdf[z] = t
+        if intensity:
+            models[z] = _class_stats(
+                smoothed[z, 0], labels_z, values, max(2, round(RING_PX * scale))
+            )
 
-    net = net.to(device).eval()
-    up_fields, down_fields = _fields(net, slices)
-    grid = identity_grid(size, size, device)
-    p_up, w_up, d_up = _one_way(slices, onehot, up_fields, range(depth), grid)
-    p_down, w_down, d_down = _one_way(slices, onehot, down_fields, range(depth - 1, -1, -1), grid)
+    if net is not None:
+        net_size = working_size(size, (height, width))
+        net_input = smoothed
+        if net_size != label_size:
+            net_input = F.interpolate(smoothed, size=(net_size, net_size), mode="area")
+        up_fields, down_fields = _fields(net.to(device).eval(), net_input)
+        if net_size != label_size:
+            up_fields = F.interpolate(
+                up_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
+            )
+            down_fields = F.interpolate(
+                down_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
+            )
+    else:
+        up_fields = torch.zeros(depth, 2, label_size, label_size, device=device)
+        down_fields = torch.zeros_like(up_fields)
 
-    palette = np.array([0, *values], dtype=np.uint8)
+    grid = identity_grid(label_size, label_size, device)
+    p_up, w_up, d_up, arrived_up = _one_way(smoothed, sdf, up_fields, range(depth), grid)
+    p_down, w_down, d_down, arrived_down = _one_way(
+        smoothed, sdf, down_fields, range(depth - 1, -1, -1), grid
+    )
+    del up_fields, down_fields
+    # The annotations check the fields: a direction that does not carry one annotation onto
+    # the next falls back (partly or wholly) to shape interpolation over that gap.
+    pairs = list(zip(annotated, annotated[1:], strict=False))
+    trust_up = _checked(p_up, w_up, arrived_up, sdf, smoothed, pairs)
+    trust_down = _checked(p_down, w_down, arrived_down, sdf, smoothed, [(b, a) for a, b in pairs])
+
     y_up = np.zeros((depth, height, width), dtype=np.uint8)
     y_down = np.zeros_like(y_up)
     y_fused = np.zeros_like(y_up)
 
-    def labels_of(prob: Tensor) -> np.ndarray:
-        if (height, width) != (size, size):
-            prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=True)
-        return palette[prob[0].argmax(dim=0).cpu().numpy()]
+    def labels_of(phi: Tensor, z: int, weights: list[tuple[float, int]]) -> np.ndarray:
+        """Labels of slice z from signed distances; ``weights``: (weight, annotated slice) of
+        the annotations it came from."""
+        if intensity:
+            distance = min(abs(z - a) for _, a in weights)
+            phi = -_corrected_logits(
+                phi, smoothed[z : z + 1], [(w, models[a]) for w, a in weights], distance, scale
+            )
+        if (height, width) != (label_size, label_size):
+            phi = F.interpolate(phi, size=(height, width), mode="bilinear", align_corners=True)
+        return _labels_from_sdf(phi, palette)
 
     for z in range(depth):
-        if z in onehot:
-            y_up[z] = y_down[z] = y_fused[z] = palette[lookup[mask[z]]]
+        if z in sdf:
+            y_up[z] = y_down[z] = y_fused[z] = palette[np.searchsorted(palette, mask[z])]
             continue
         up, down = p_up.get(z), p_down.get(z)
+        below = z - d_up[z] if up is not None else None
+        above = z + d_down[z] if down is not None else None
+        if up is not None and down is not None:
+            up, down = _fill_absent(up, down), _fill_absent(down, up)
         if up is not None:
-            y_up[z] = labels_of(up)
+            y_up[z] = labels_of(up, z, [(1.0, below)])
         if down is not None:
-            y_down[z] = labels_of(down)
+            y_down[z] = labels_of(down, z, [(1.0, above)])
         if up is None or down is None:
             y_fused[z] = y_up[z] if up is not None else y_down[z]
             continue
-        # The nearer annotation weighs more: weight of one side = distance to the other side.
+        # The nearer annotation weighs more: weight of one side = distance to the other side;
+        # a side whose fields failed the annotations' check (see _checked) weighs less.
         a, b = float(d_down[z]), float(d_up[z])
-        weight_up = up.new_full((1, 1, 1, 1), a / (a + b))
-        weight_down = up.new_full((1, 1, 1, 1), b / (a + b))
+        confidence_up = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_up.get(z, 1.0)
+        confidence_down = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_down.get(z, 1.0)
+        weight_up = up.new_full((1, 1, 1, 1), confidence_up * a / (a + b))
+        weight_down = up.new_full((1, 1, 1, 1), confidence_down * b / (a + b))
         if criteria == "ncc":
-            target = slices[z : z + 1]
+            target = smoothed[z : z + 1]
             weight_up = weight_up * _similarity_weight(w_up[z], target, reduction, ncc_window)
             weight_down = weight_down * _similarity_weight(w_down[z], target, reduction, ncc_window)
-        y_fused[z] = labels_of(weight_up * up + weight_down * down)
+        phi = (weight_up * up + weight_down * down) / (weight_up + weight_down)
+        y_fused[z] = labels_of(phi, z, [(a / (a + b), below), (b / (a + b), above)])
 
     def back(volume: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.moveaxis(volume, 0, z_axis))
@@ -582,6 +925,8 @@ def propagate(
         annotated,
         values,
         time.perf_counter() - started,
+        noise,
+        hint_slices,
     )
 
 
@@ -726,3 +1071,33 @@ def dice(
         total = int(p.sum()) + int(t.sum())
         scores.append(1.0 if total == 0 else 2.0 * int((p & t).sum()) / total)
     return float(np.mean(scores)) if scores else 1.0
+
+
+def sdf_interpolation_labels(mask: np.ndarray, z_axis: int = 0) -> np.ndarray:
+    """The shape-interpolation baseline: each label's signed distance map is interpolated
+    linearly between the two annotated slices around every slice (outside the annotated range,
+    the nearest annotated slice is copied); a voxel takes the label of the most negative
+    distance, background where none is negative."""
+    annotated = annotated_slices(mask, z_axis)
+    if not annotated:
+        raise LabelPropError("no annotated slice")
+    vol = np.moveaxis(np.asarray(mask), z_axis, 0)
+    values = [int(v) for v in np.unique(vol[annotated]) if v != 0]
+    palette = np.array([0, *values], dtype=vol.dtype)
+    out = np.zeros_like(vol)
+    maps = {z: np.stack([signed_distance(vol[z] == v) for v in values]) for z in annotated}
+    for z in range(vol.shape[0]):
+        if z in maps:
+            out[z] = vol[z]
+            continue
+        below = [a for a in annotated if a < z]
+        above = [b for b in annotated if b > z]
+        if not below or not above:
+            out[z] = vol[below[-1] if below else above[0]]
+            continue
+        a, b = below[-1], above[0]
+        t = (z - a) / (b - a)
+        phi = (1 - t) * maps[a] + t * maps[b]
+        index = phi.argmin(axis=0)
+        out[z] = np.where(phi.min(axis=0) < 0, palette[1:][index], 0)
+    return np.ascontiguousarray(np.moveaxis(out, 0, z_axis))

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import uuid
+from urllib.parse import urljoin
 
 import numpy as np
 from django.test import Client
@@ -110,13 +111,17 @@ class Napari:
         body, content_type = multipart({"arrays": npz_bytes(**arrays), "params": raw})
         return self.client.generic("POST", "/" + route, body, content_type, **self.extra)
 
-    def _arrays(self, img, labels) -> tuple[dict, dict]:
+    def _arrays(self, img, labels, hints=None) -> tuple[dict, dict]:
         params: dict = {}
+        arrays = {"mask": labels.astype("uint8")}
         digest = md5(img)
         if digest in self.list_hash():
             params["hash"] = digest
-            return {"mask": labels.astype("uint8")}, params
-        return {"img": img.astype("float32"), "mask": labels.astype("uint8")}, params
+        else:
+            arrays["img"] = img.astype("float32")
+        if hints is not None:  # `if hints != '': arrays['hints'] = hints_data.astype('uint8')`
+            arrays["hints"] = hints.astype("uint8")
+        return arrays, params
 
     def inference(
         self,
@@ -129,6 +134,7 @@ class Napari:
         criteria="ncc",
         reduction="none",
         gpu=True,
+        hints=None,
     ):
         """inference_function(): answers the response (its text is the token)."""
         params = {
@@ -139,7 +145,7 @@ class Napari:
             "reduction": reduction,
             "device": "cuda" if gpu else "cpu",
         }
-        arrays, extra = self._arrays(img, labels)
+        arrays, extra = self._arrays(img, labels, hints)
         return self.post_arrays("inference", arrays, {**params, **extra})
 
     def training(
@@ -210,3 +216,98 @@ def load_npz(content: bytes) -> dict[str, np.ndarray]:
     """What the client does with the download: np.load(io.BytesIO(content))."""
     with np.load(io.BytesIO(content), encoding="latin1") as data:
         return {k: data[k] for k in data.files}
+
+
+def refusal(napari: Napari, response) -> str:
+    """What the napari client shows for a refused `/inference` or `/training`: it takes the body
+    for a token and polls `/get_session_list` until the token is in it, then downloads; the
+    download is not an npz, so it shows its text ("Server-side error: ..."). Returns that text
+    (the reason), after checking each step of the loop ends."""
+    token = response.content.decode()
+    assert str(uuid.UUID(token)) == token, token
+    assert napari.session_exists(token)
+    download = napari.download(token)
+    assert download.status_code == 409
+    text = download.content.decode()
+    assert text.startswith("Session failed: Request refused (")
+    assert response["X-Labelprop-Error"][:40] in text
+    return text
+
+
+class ServerSideError(Exception):
+    """What napari-labelprop-remote raises (and napari shows) when the download is no npz."""
+
+
+class RealClient:
+    """napari-labelprop-remote's `inference_function` / `training_function`, call for call,
+    with `requests` against a running server: post the npz and params as `files=`, take the
+    answer's text for the token whatever its status, poll `/get_session_list` until the token
+    is in it (the widget sleeps 5 s between polls, forever; here the polls are counted and the
+    test fails instead of hanging), download `?token=` + token and np.load it, else raise
+    "Server-side error: " + the text."""
+
+    def __init__(self, base_url: str, max_polls: int = 3) -> None:
+        self.url = base_url.rstrip("/") + "/"
+        self.max_polls = max_polls
+
+    def _get(self, route: str, **kwargs):
+        import requests
+
+        return requests.get(urljoin(self.url, route), timeout=10, **kwargs)
+
+    def _hashes(self) -> list[str]:
+        return self._get("list_hash").text.split(",")
+
+    def _session_exists(self, token: str) -> bool:
+        return token in self._get("get_session_list").text
+
+    def _run(self, route: str, img, labels, params: dict, arrays_bytes: bytes | None = None):
+        import requests
+
+        arrays = {"mask": labels.astype("uint8")}
+        digest = md5(img)
+        if digest in self._hashes():
+            params["hash"] = digest
+        else:
+            arrays["img"] = img.astype("float32")
+        buf = io.BytesIO(arrays_bytes if arrays_bytes is not None else npz_bytes(**arrays))
+        response = requests.post(
+            urljoin(self.url, route),
+            files={"arrays": buf, "params": json.dumps(params).encode("utf-8")},
+            timeout=60,
+        )
+        token = response.text
+        polls = 0
+        while not self._session_exists(token):
+            polls += 1
+            assert polls < self.max_polls, f"the client would poll forever for {token!r}"
+        download = self._get("download_inference?token=" + token)
+        try:
+            data = np.load(io.BytesIO(download.content), encoding="latin1")
+            return data["Y_up"], data["Y_down"], data["Y_fused"]
+        except Exception:
+            raise ServerSideError("Server-side error: " + download.text) from None
+
+    def inference(self, img, labels, *, checkpoint: str, z_axis: int = 0, **kwargs):
+        params = {
+            "z_axis": z_axis,
+            "checkpoint": checkpoint,
+            "criteria": "ncc",
+            "reduction": "none",
+            "device": "cuda",
+        }
+        return self._run("inference", img, labels, params, **kwargs)
+
+    def training(self, img, labels, *, name: str = "", shape: int = 256, max_epochs: int = 10):
+        params = {
+            "pretrained_ckpt": "",
+            "shape": shape,
+            "z_axis": 0,
+            "max_epochs": max_epochs,
+            "name": name,
+            "pretraining": False,
+            "criteria": "ncc",
+            "reduction": "none",
+            "device": "cuda",
+        }
+        return self._run("training", img, labels, params)

@@ -19,6 +19,7 @@ from tests.mlbackend.labelprop_helpers import (
     enable,
     multipart,
     npz_bytes,
+    refusal,
     small_volume,
 )
 
@@ -67,6 +68,16 @@ def _nothing_stored() -> bool:
     )
 
 
+def _only_refusals() -> bool:
+    """Refused requests leave failed sessions (the client's token) and nothing else."""
+    return not (
+        LabelpropSession.objects.exclude(state="failed").exists()
+        or LabelpropSession.objects.exclude(volume=None).exists()
+        or LabelpropVolume.objects.exists()
+        or Task.objects.exists()
+    )
+
+
 # --- the npz is checked from its headers ---------------------------------------------------------
 
 
@@ -77,30 +88,32 @@ def test_npy_header_declaring_32_gib_is_refused_not_a_500(napari, route):
     fake = _header((2048, 2048, 2048)) + b"\0" * 64
     response = _post(napari, _npz_of({"img": fake, "mask": _header((2,), "|u1") + b"\0\0"}), route)
     assert response.status_code == 413, response.content
-    assert "LABELPROP_MAX_VOXELS" in _text(response) and "'img'" in _text(response)
-    assert _nothing_stored()
+    reason = refusal(napari, response)
+    assert "LABELPROP_MAX_VOXELS" in reason and "'img'" in reason
+    assert _only_refusals()
 
 
 def test_declared_bytes_and_entry_count_are_limited(napari, settings):
     zeros = np.zeros((16, 64, 64), dtype=np.float32)  # 256 KiB that compress to ~1 KiB
     settings.LABELPROP_MAX_NPZ_BYTES = 200_000
     response = _post(napari, npz_bytes(img=zeros, mask=zeros.astype(np.uint8)))
-    assert response.status_code == 413 and "LABELPROP_MAX_NPZ_BYTES" in _text(response)
+    assert response.status_code == 413 and "LABELPROP_MAX_NPZ_BYTES" in refusal(napari, response)
     settings.LABELPROP_MAX_NPZ_BYTES = 10**9
     settings.LABELPROP_NPZ_MAX_MEMBERS = 3
     small = np.zeros(2, dtype=np.uint8)
     response = _post(napari, npz_bytes(img=small, mask=small, hints=small, extra=small))
-    assert response.status_code == 413 and "LABELPROP_NPZ_MAX_MEMBERS" in _text(response)
-    assert _nothing_stored()
+    assert response.status_code == 413
+    assert "LABELPROP_NPZ_MAX_MEMBERS" in refusal(napari, response)
+    assert _only_refusals()
 
 
 def test_zip_entry_and_npy_header_must_agree(napari):
     # The header declares 8 float32 (32 bytes), the member holds 4: refused before reading.
     lying = _header((2, 2, 2)) + b"\0" * 4
     response = _post(napari, _npz_of({"img": lying, "mask": lying}))
-    assert response.status_code == 400 and "declares" in _text(response), response.content
-    assert len(_text(response)) < 300
-    assert _nothing_stored()
+    assert response.status_code == 400, response.content
+    assert "declares" in refusal(napari, response) and len(_text(response)) < 300
+    assert _only_refusals()
 
 
 def test_memory_error_answers_413_not_500(napari, monkeypatch):
@@ -113,8 +126,9 @@ def test_memory_error_answers_413_not_500(napari, monkeypatch):
     img, _, mask = small_volume()
     response = _post(napari, npz_bytes(img=img.astype("float32"), mask=mask.astype("uint8")))
     assert response.status_code == 413, response.content
-    assert "memory" in _text(response) and "LABELPROP_MAX_VOXELS" in _text(response)
-    assert _nothing_stored()
+    reason = refusal(napari, response)
+    assert "memory" in reason and "LABELPROP_MAX_VOXELS" in reason
+    assert _only_refusals()
 
 
 def test_a_valid_request_still_reads_every_array(napari):

@@ -22,6 +22,7 @@ from tests.mlbackend.labelprop_helpers import (
     md5,
     multipart,
     npz_bytes,
+    refusal,
     run_session_task,
     small_volume,
 )
@@ -105,8 +106,11 @@ def test_a_read_only_service_identity_cannot_write(world, settings):
     assert napari.send_ckpt("x.ckpt", checkpoint_bytes()).status_code == 403
     assert napari.set_ckpt_dir("other").status_code == 403
     response = napari.inference(img, mask, checkpoint="x.ckpt")
-    assert response.status_code == 403 and _text(response)
-    assert LabelpropSession.objects.count() == LabelpropVolume.objects.count() == 0
+    assert response.status_code == 403
+    assert "read-only" in refusal(napari, response)  # the client shows it, never polls forever
+    # The refusal is a failed session, nothing else: no volume, no files, no task.
+    assert LabelpropSession.objects.get().state == "failed"
+    assert LabelpropVolume.objects.count() == Task.objects.count() == 0
 
 
 # --- the routes ----------------------------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_training_stores_a_checkpoint_then_inference_uses_it(napari):
     checkpoint = LabelpropCheckpoint.objects.get(name="mine.ckpt")
     assert checkpoint.metadata["volume_hash"] == md5(img) and checkpoint.metadata["epochs"] == 2
 
-    # Reuse: propagate with it, and train again from it (same name: replaced, like upstream).
+    # Reuse: propagate with it, and train again from it (same name: versioned, never replaced).
     token2 = _text(napari.inference(img, mask, checkpoint="mine.ckpt", label=1))
     assert run_session_task(token2).state == "finished"
     only_one = load_npz(b"".join(napari.download(token2).streaming_content))
@@ -201,8 +205,11 @@ def test_training_stores_a_checkpoint_then_inference_uses_it(napari):
         )
     )
     assert run_session_task(token3).state == "finished"
-    assert napari.list_ckpts() == ["mine.ckpt"]
-    assert LabelpropCheckpoint.objects.get().metadata["pretrained"] == "mine.ckpt"
+    assert napari.list_ckpts() == ["mine-2.ckpt", "mine.ckpt"]
+    again = LabelpropCheckpoint.objects.get(name="mine-2.ckpt")
+    assert again.metadata["pretrained"] == "mine.ckpt"
+    assert LabelpropSession.objects.get(pk=token3).summary["checkpoint"] == "mine-2.ckpt"
+    assert LabelpropCheckpoint.objects.get(name="mine.ckpt").metadata["epochs"] == 2  # intact
 
 
 def test_training_without_a_name_gets_one(napari):
@@ -215,7 +222,7 @@ def test_training_without_a_name_gets_one(napari):
 
 def test_checkpoint_directories_stay_inside_project_storage(napari, stored_checkpoint):
     assert napari.list_ckpts() == ["base.ckpt"]
-    for bad in ("/etc", "../default", "a/b", "..", "", "C:\\ckpts"):
+    for bad in ("..", "", "/", "C:", "~", "./.."):
         response = napari.set_ckpt_dir(bad)
         assert response.status_code == 400, bad
         assert "Unallowed checkpoint directory" in _text(response)
@@ -225,6 +232,18 @@ def test_checkpoint_directories_stay_inside_project_storage(napari, stored_check
     assert napari.list_ckpts() == [""]  # empty: "".split(",")
     assert _text(napari.set_ckpt_dir("default")) == "ok"
     assert napari.list_ckpts() == ["base.ckpt"]
+    # What the widget sends, upstream-style server paths: their last part names a location in
+    # the project's storage ("ok", as the widget expects), never the server path itself.
+    for path, name in [
+        ("/home/me/label_prop_checkpoints", "label_prop_checkpoints"),
+        ("~/ckpts/", "ckpts"),
+        ("C:\\Users\\me\\ckpts", "ckpts"),
+        ("/etc", "etc"),
+        ("../default", "default"),
+    ]:
+        assert _text(napari.set_ckpt_dir(path)) == "ok", path
+        assert _text(napari.get("get_ckpt_dir")) == name
+    assert napari.list_ckpts() == ["base.ckpt"]  # back in "default"
 
 
 def test_send_ckpt_accepts_only_labelprop_checkpoints(napari, tmp_path):
@@ -232,17 +251,36 @@ def test_send_ckpt_accepts_only_labelprop_checkpoints(napari, tmp_path):
     response = napari.send_ckpt("upstream.ckpt", pickled)
     assert response.status_code == 400 and "not a labelprop checkpoint" in _text(response)
     assert LabelpropCheckpoint.objects.count() == 0
-    # Names are shown comma-joined: unsafe characters are replaced, .ckpt is added.
-    assert napari.send_ckpt("my model,v2", checkpoint_bytes()).content == b"ok"
-    assert napari.list_ckpts() == ["my_model_v2.ckpt"]
+
+
+def test_checkpoint_names_are_kept_as_given_and_never_overwritten(napari):
+    first, second = checkpoint_bytes(seed=0), checkpoint_bytes(seed=1)
+    for name in ("ünï.ckpt", "my model v2.ckpt", "plain"):
+        assert napari.send_ckpt(name, first).content == b"ok", name
+    assert napari.list_ckpts() == ["my model v2.ckpt", "plain.ckpt", "ünï.ckpt"]
+    # A duplicate is refused (the widget says "Checkpoint not sent"); the stored one is intact.
+    response = napari.send_ckpt("ünï.ckpt", second)
+    assert response.status_code == 400 and "already" in _text(response)
+    stored = LabelpropCheckpoint.objects.get(name="ünï.ckpt")
+    from apps.mlbackend.labelprop import storage
+
+    assert storage.checkpoint_path(stored).read_bytes() == first
+    # A comma cannot be listed by /list_ckpts: refused, never silently rewritten.
+    response = napari.send_ckpt("a,b.ckpt", first)
+    assert response.status_code == 400 and "comma" in _text(response)
+    assert LabelpropCheckpoint.objects.count() == 3
+    # Inference names it exactly as listed.
+    img, _labels, mask = small_volume()
+    token = _text(napari.inference(img, mask, checkpoint="ünï.ckpt", gpu=False))
+    assert run_session_task(token).state == "finished"
 
 
 # --- bad input -----------------------------------------------------------------------------------
 
 
-def _no_rows():
+def _only_refusals():
     return (
-        LabelpropSession.objects.count() == 0
+        not LabelpropSession.objects.exclude(state="failed").exists()
         and LabelpropVolume.objects.count() == 0
         and Task.objects.count() == 0
     )
@@ -273,7 +311,8 @@ def test_malformed_requests_are_refused_with_a_short_text(napari, route, setting
     for what, (body, content_type) in cases.items():
         response = napari.client.generic("POST", "/" + route, body, content_type)
         assert response.status_code == 400, (what, response.content)
-        assert len(_text(response)) < 200 and "<html" not in _text(response)
+        reason = refusal(napari, response)  # a token the client finds, then the reason
+        assert len(reason) < 400 and "<html" not in reason
     response = napari.client.generic("POST", "/" + route, b"{}", "application/json")
     assert response.status_code == 415
     # Sizes are checked from the zip's headers before anything is decompressed.
@@ -282,8 +321,8 @@ def test_malformed_requests_are_refused_with_a_short_text(napari, route, setting
     response = napari.client.generic(
         "POST", "/" + route, *multipart({"arrays": big, "params": params})
     )
-    assert response.status_code == 413 and "LABELPROP_MAX_VOXELS" in _text(response)
-    assert _no_rows()
+    assert response.status_code == 413 and "LABELPROP_MAX_VOXELS" in refusal(napari, response)
+    assert _only_refusals()
 
 
 def _failed(napari, response) -> str:

@@ -1,10 +1,13 @@
 """Task kinds of the labelprop half, run by the job engine like every task:
 
 - `labelprop_propagate` (/inference): load the named checkpoint, propagate the session's mask
-  through its volume with `ml.labelprop.propagate`, store `Y_up`/`Y_down`/`Y_fused` as an npz.
+  (and its hints, as extra annotated slices) through its volume with `ml.labelprop.propagate`,
+  store `Y_up`/`Y_down`/`Y_fused` as an npz.
 - `labelprop_train` (/training): train the registration network on the volume (from scratch or
   from `pretrained_ckpt`), store it as a checkpoint in the project's current checkpoint
-  directory (as it was when the request came) under the requested name, then propagate with it as above.
+  directory (as it was when the request came) under the requested name (a name already there
+  gets the next free `-2`, `-3`, ...: nothing is overwritten), recording the working size
+  really trained at, then propagate with it as above.
 
 The task's params carry the session id and the options the service already checked. Devices:
 `"cuda"` runs on the GPU when this worker has one, else on the CPU (recorded as an event).
@@ -39,7 +42,7 @@ def _device(ctx) -> str:
 
 
 def _inputs(ctx):
-    """The session, its volume (memory-mapped) and its mask."""
+    """The session, its volume (memory-mapped), its mask and its hints (None when not sent)."""
     from apps.mlbackend.labelprop import storage
     from apps.mlbackend.models import LabelpropSession
 
@@ -53,8 +56,11 @@ def _inputs(ctx):
     if session.volume is None:
         raise Conflict("The session's volume was deleted.")
     img = np.load(storage.volume_path(session.volume), mmap_mode="r", allow_pickle=False)
-    mask = np.load(storage.session_dir(session) / storage.MASK_FILE, allow_pickle=False)
-    return session, img, mask
+    directory = storage.session_dir(session)
+    mask = np.load(directory / storage.MASK_FILE, allow_pickle=False)
+    hints_path = directory / storage.HINTS_FILE
+    hints = np.load(hints_path, allow_pickle=False) if hints_path.exists() else None
+    return session, img, mask, hints
 
 
 def _load_checkpoint(ctx):
@@ -74,7 +80,7 @@ def _load_checkpoint(ctx):
     return checkpoint, net
 
 
-def _propagate(ctx, net, img, mask, device: str):
+def _propagate(ctx, net, img, mask, hints, device: str):
     from ml.labelprop import LabelPropError, propagate
 
     params = ctx.params
@@ -83,6 +89,7 @@ def _propagate(ctx, net, img, mask, device: str):
             net,
             img,
             mask,
+            hints=hints,
             z_axis=int(params["z_axis"]),
             size=int(params["size"]),
             label=int(params.get("label", 0)),
@@ -98,15 +105,17 @@ def propagate_task(ctx) -> dict[str, Any]:
     """/inference: propagate with a stored checkpoint."""
     from apps.mlbackend.labelprop.services import session_finish
 
-    session, img, mask = _inputs(ctx)
+    session, img, mask, hints = _inputs(ctx)
     checkpoint, net = _load_checkpoint(ctx)
     device = _device(ctx)
     ctx.progress(0.1, stage="propagating")
     ctx.check()
-    result = _propagate(ctx, net, img, mask, device)
+    result = _propagate(ctx, net, img, mask, hints, device)
     summary = {
         "annotated_slices": result.annotated,
+        "hint_slices": result.hint_slices,
         "labels": result.labels,
+        "noise": round(result.noise, 4),
         "seconds": round(result.seconds, 3),
         "device": device,
         "checkpoint": checkpoint.name,
@@ -120,7 +129,7 @@ def train_task(ctx) -> dict[str, Any]:
     from apps.mlbackend.labelprop import services
     from ml.labelprop import LabelPropConfig, build_net, checkpoint_to_bytes, train_registration
 
-    session, img, mask = _inputs(ctx)
+    session, img, mask, hints = _inputs(ctx)
     params = ctx.params
     pretrained = None
     if params.get("checkpoint_id"):
@@ -150,9 +159,10 @@ def train_task(ctx) -> dict[str, Any]:
     )
     if trained.stopped:
         return {"session_id": str(session.pk), "stopped": True}
+    # Never overwrites: a name already in the directory gets the next free "-2", "-3", ...
     name = params.get("name") or services.default_checkpoint_name(session)
     metadata = {
-        "size": config.size,
+        "size": trained.size,  # the size really used (the request's, capped by the slices)
         "z_axis": int(params["z_axis"]),
         "epochs": trained.epochs_completed,
         "final_loss": trained.losses[-1] if trained.losses else None,
@@ -172,10 +182,13 @@ def train_task(ctx) -> dict[str, Any]:
     )
     ctx.progress(0.9, stage="propagating")
     ctx.check()
-    result = _propagate(ctx, trained.net, img, mask, device)
+    result = _propagate(ctx, trained.net, img, mask, hints, device)
     summary = {
         "annotated_slices": result.annotated,
+        "hint_slices": result.hint_slices,
         "labels": result.labels,
+        "noise": round(result.noise, 4),
+        "size": trained.size,
         "epochs": trained.epochs_completed,
         "losses": trained.losses,
         "train_seconds": round(trained.seconds, 3),

@@ -2,7 +2,12 @@
 error texts), npz bytes from `/download_inference`, JSON from `/get_session_info`.
 
 The napari client shows any body it cannot read as an npz as "Server-side error: <body>", so
-every error is a short plain-text message, never an HTML page or a JSON envelope:
+every error is a short plain-text message, never an HTML page or a JSON envelope. On
+`/inference` and `/training` the client takes any answer for a session token and polls for
+it: there, once the surface answers the caller, a refusal keeps its status but its body is the
+token of a session failed with the message (`views._SessionStartView`; the message is also in
+the `X-Labelprop-Error` header). A refusal of the whole surface (404, 503, a cross-site 403)
+reads the same on every route, `/get_session_list` included, which ends the client's loop too.
 
 | error                                                             | status |
 |-------------------------------------------------------------------|--------|
@@ -60,6 +65,12 @@ class TextNegotiation(DefaultContentNegotiation):
 
 def text(body: str, status: int = 200) -> HttpResponse:
     return HttpResponse(body, status=status, content_type=TEXT)
+
+
+def header_safe(message: str, limit: int = 300) -> str:
+    """A message as an HTTP header value: printable ASCII only, bounded."""
+    cleaned = "".join(c if " " <= c <= "~" else "?" for c in str(message))
+    return cleaned[:limit]
 
 
 def status_and_message(exc: Exception) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import unicodedata
 import uuid
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -148,7 +149,7 @@ def checkpoint_names(*, access: ProjectAccess) -> list[str]:
 def checkpoint_get(*, access: ProjectAccess, name: str) -> LabelpropCheckpoint:
     """A checkpoint of the current directory by name; a path is reduced to its last part (the
     client may send one), so nothing outside the project's storage is ever named."""
-    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = unicodedata.normalize("NFC", str(name).replace("\\", "/").rsplit("/", 1)[-1].strip())
     return LabelpropCheckpoint.objects.get_visible(
         access, directory=ckpt_dir(access=access), name=base
     )

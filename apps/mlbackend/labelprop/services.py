@@ -7,7 +7,14 @@ request asks is checked next (volume known, shapes matching, checkpoint present,
 range): a request the napari client could really send but that cannot run becomes a session
 that failed from the start, because that client polls `/get_session_list` for the token it was
 answered and shows `/download_inference`'s text as the error; a bare 400 would leave it polling
-forever.
+forever. For the same reason the view answers a refused request (400, 403, 413, 500) with the
+token of a session failed from the start (`session_refuse`).
+
+Checkpoint names are kept as given (only commas and control characters are refused: the list
+is comma-joined; files are named by id) and never overwritten: `/send_ckpt` refuses a name
+already in the directory, a training takes the next free `<name>-2.ckpt`, `-3`, ...
+`/set_ckpt_dir` takes what the widget sends, upstream-style a server path, and selects the
+project storage location named by its last part.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -51,10 +59,17 @@ MAX_SIZE = 4096
 MAX_EPOCHS = 1000
 MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024
 CKPT_SUFFIX = ".ckpt"
+MAX_NAME_CHARS = 200  # LabelpropCheckpoint.name's max_length
+MAX_PARAMS_BYTES = 64 * 1024
 _DIR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DIR_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_DIR_REFUSED = (
+    "Unallowed checkpoint directory: name one of the project's storage locations (a path "
+    "selects the location named by its last part; letters, digits, '.', '_', '-')."
+)
 _HASH_RE = re.compile(r"^[0-9a-f]{32}$")
-# Checkpoint names are shown comma-joined: anything but these characters becomes "_".
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# Checkpoint names are shown comma-joined: a comma (or a control character) cannot be kept.
+_NAME_FORBIDDEN = re.compile(r"[,\x00-\x1f\x7f-\x9f]")
 _NUMERIC = "biuf"
 
 
@@ -88,6 +103,8 @@ def read_params(raw: bytes | str | None) -> dict[str, Any]:
     """The `params` part: a JSON object (400 otherwise)."""
     if raw is None:
         raise ValidationFailed.for_field("params", "missing (a JSON part named 'params').")
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise ValidationFailed.for_field("params", f"larger than {MAX_PARAMS_BYTES} bytes.")
     try:
         value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
@@ -141,18 +158,47 @@ def _bool(params: dict, name: str, default: bool) -> bool:
     return value
 
 
-def checkpoint_name(raw: Any, *, fallback: str = "") -> str:
-    """A checkpoint's listed name: the last path part, unsafe characters replaced, ending in
-    `.ckpt` (upstream's extension); `fallback` when nothing is left."""
+def checkpoint_name(raw: Any, *, field_name: str = "name") -> str:
+    """A checkpoint's listed name, as the user gave it: the last part of a path (the client
+    may send one), Unicode kept (NFC), `.ckpt` (upstream's extension) added when missing; ""
+    when nothing is given. The name is only a row's field (files are named by id), so nothing
+    is rewritten; refused (400) are commas (`/list_ckpts` joins names with them), control
+    characters and names longer than MAX_NAME_CHARS."""
     if not isinstance(raw, str):
-        raise ValidationFailed.for_field("name", "must be a string.")
-    base = raw.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if base.endswith(CKPT_SUFFIX):
-        base = base[: -len(CKPT_SUFFIX)]
-    base = _NAME_UNSAFE.sub("_", base).strip("._")[:120]
-    if not base:
-        base = fallback
-    return f"{base}{CKPT_SUFFIX}" if base else ""
+        raise ValidationFailed.for_field(field_name, "must be a string.")
+    base = unicodedata.normalize("NFC", raw.replace("\\", "/").rsplit("/", 1)[-1].strip())
+    if base in ("", CKPT_SUFFIX):
+        return ""
+    if _NAME_FORBIDDEN.search(base):
+        raise ValidationFailed.for_field(
+            field_name,
+            f"{base!r}: a checkpoint name may not hold commas or control characters "
+            "(/list_ckpts joins the names with commas).",
+        )
+    if not base.endswith(CKPT_SUFFIX):
+        base += CKPT_SUFFIX
+    if len(base) > MAX_NAME_CHARS:
+        raise ValidationFailed.for_field(
+            field_name, f"a checkpoint name may be at most {MAX_NAME_CHARS} characters long."
+        )
+    return base
+
+
+def ckpt_dir_name(raw: Any) -> str:
+    """The storage location a `/set_ckpt_dir` value selects. The client sends what its user
+    typed, upstream-style a server path (`/data/ckpts`, `~/label_prop_checkpoints`,
+    `C:\\ckpts\\`): its last part names a location inside the project's storage (never the
+    server path itself); characters other than letters, digits, '.', '_', '-' become '_'."""
+    if not isinstance(raw, str):
+        raise ValidationFailed.for_field("ckpt_dir", _DIR_REFUSED)
+    parts = [p for p in raw.replace("\\", "/").split("/") if p.strip()]
+    last = parts[-1].strip() if parts else ""
+    if last.endswith(":"):  # a bare drive letter ("C:")
+        last = ""
+    name = _DIR_UNSAFE.sub("_", last).strip("._-")[:64] if last not in (".", "..") else ""
+    if not name or not _DIR_RE.fullmatch(name) or set(name) <= {"."}:
+        raise ValidationFailed.for_field("ckpt_dir", _DIR_REFUSED)
+    return name
 
 
 def _image(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -277,6 +323,40 @@ def _checkpoint(access: ProjectAccess, name: str, field_name: str) -> LabelpropC
 # --- starting sessions ---------------------------------------------------------------------------
 
 
+REFUSAL_MAX_CHARS = 1000
+
+
+def session_refuse(
+    *,
+    access: ProjectAccess,
+    kind: str,
+    status: int,
+    message: str,
+    params: dict[str, Any] | None = None,
+) -> LabelpropSession | None:
+    """Record a refused `/inference` or `/training` request as a session failed from the start
+    (no volume, no files, no task), so that the napari client, which takes any answer for a
+    token and polls for it, finds it in `/get_session_list` and shows the reason that
+    `/download_inference` gives. None when even that row cannot be written (the database is
+    down): the caller answers the plain error text."""
+    info = {k: v for k, v in (params or {}).items() if k != "hash"}
+    error = f"Request refused ({status}): {message}"[:REFUSAL_MAX_CHARS]
+    try:
+        return LabelpropSession.objects.create(
+            project=access.project,
+            owner=access.user,
+            kind=kind,
+            params=info,
+            state=LabelpropSessionState.FAILED,
+            error=error,
+            summary={"refused": status},
+            finished_at=timezone.now(),
+        )
+    except Exception:  # any database failure: fall back to the plain answer
+        logger.exception("labelprop: cannot record a refused request")
+        return None
+
+
 def session_start(
     *,
     access: ProjectAccess,
@@ -380,17 +460,25 @@ def _queue_for(device) -> str:
 
 
 def ckpt_dir_set(*, access: ProjectAccess, name: str | None) -> str:
-    """Select the checkpoint directory: a name inside the project's storage (created when new),
-    never a server path."""
+    """Select the checkpoint directory: a location inside the project's storage (created when
+    new), named by the value's last path part (`ckpt_dir_name`), never a server path."""
     access.require_write()
-    if not isinstance(name, str) or not _DIR_RE.fullmatch(name) or ".." in name:
-        raise ValidationFailed.for_field(
-            "ckpt_dir",
-            "Unallowed checkpoint directory: name one of the project's storage locations "
-            "(letters, digits, '.', '_', '-'; no path).",
-        )
+    name = ckpt_dir_name(name)
     LabelpropWorkspace.objects.update_or_create(project=access.project, defaults={"ckpt_dir": name})
     return name
+
+
+class CheckpointExists(ValidationFailed):
+    """A checkpoint of that name is already in the directory (never overwritten)."""
+
+
+VERSIONS_MAX = 1000
+
+
+def _versioned(name: str, version: int) -> str:
+    stem = name[: -len(CKPT_SUFFIX)] if name.endswith(CKPT_SUFFIX) else name
+    suffix = f"-{version}{CKPT_SUFFIX}"
+    return stem[: MAX_NAME_CHARS - len(suffix)] + suffix
 
 
 def checkpoint_store(
@@ -401,9 +489,11 @@ def checkpoint_store(
     name: str,
     data: bytes,
     metadata: dict[str, Any],
+    versioned: bool = True,
 ) -> LabelpropCheckpoint:
-    """Store checkpoint bytes under `name` in `directory`, replacing a checkpoint of that name
-    (like upstream, which overwrites the file)."""
+    """Store checkpoint bytes under `name` in `directory`. A checkpoint of that name is never
+    overwritten: the new one takes the first free `<stem>-2.ckpt`, `-3`, ... (`versioned`, what
+    a training does: its work is not lost) or is refused (CheckpointExists, 400)."""
     checkpoint = LabelpropCheckpoint(
         id=uuid.uuid4(),
         project_id=project_id,
@@ -416,23 +506,41 @@ def checkpoint_store(
     path = storage.checkpoint_path(checkpoint)
     atomic_write(path, data)
     try:
-        with transaction.atomic():
-            for old in LabelpropCheckpoint.objects.select_for_update().filter(
-                project_id=project_id, directory=directory, name=name
-            ):
-                old_path = storage.checkpoint_path(old)
-                old.delete()
-                transaction.on_commit(lambda p=old_path: p.unlink(missing_ok=True))
-            checkpoint.save(force_insert=True)
+        taken = set(
+            LabelpropCheckpoint.objects.filter(
+                project_id=project_id, directory=directory
+            ).values_list("name", flat=True)
+        )
+        for version in range(1, VERSIONS_MAX + 1):
+            candidate = name if version == 1 else _versioned(name, version)
+            if candidate in taken:
+                if not versioned:
+                    raise CheckpointExists.for_field(
+                        "ckpt",
+                        f"a checkpoint named {name!r} is already in the directory "
+                        f"{directory!r}: rename the file (checkpoints are never overwritten).",
+                    )
+                continue
+            checkpoint.name = candidate
+            try:
+                with transaction.atomic():
+                    checkpoint.save(force_insert=True)
+                return checkpoint
+            except IntegrityError:  # stored concurrently under that name: take the next
+                if not versioned:
+                    raise CheckpointExists.for_field(
+                        "ckpt", f"a checkpoint named {name!r} is already in {directory!r}."
+                    ) from None
+        raise CheckpointExists.for_field("name", f"too many versions of {name!r}.")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return checkpoint
 
 
 def checkpoint_upload(*, access: ProjectAccess, filename: str | None, fileobj) -> str:
     """`/send_ckpt`: store an uploaded labelprop checkpoint (safetensors written by Orchard)
-    under its file name in the current directory. Pickled checkpoints are never loaded."""
+    under its file name in the current directory (a name already there is refused, never
+    overwritten). Pickled checkpoints are never loaded."""
     from ml.labelprop import LabelPropError, checkpoint_from_bytes
 
     access.require_write()
@@ -440,7 +548,7 @@ def checkpoint_upload(*, access: ProjectAccess, filename: str | None, fileobj) -
         raise ValidationFailed.for_field("ckpt", "missing (a file part named 'ckpt').")
     if getattr(fileobj, "size", 0) > MAX_CHECKPOINT_BYTES:
         raise PayloadTooLarge("ckpt: larger than a labelprop checkpoint can be.")
-    name = checkpoint_name(filename or "")
+    name = checkpoint_name(filename or "", field_name="ckpt")
     if not name:
         raise ValidationFailed.for_field("ckpt", "the file needs a name.")
     data = fileobj.read(MAX_CHECKPOINT_BYTES + 1)
@@ -457,6 +565,7 @@ def checkpoint_upload(*, access: ProjectAccess, filename: str | None, fileobj) -
         name=name,
         data=data,
         metadata=metadata,
+        versioned=False,
     )
     return checkpoint.name
 

@@ -10,17 +10,21 @@ ALLOWED_HOSTS or it is listed in LABELPROP_ALLOWED_ORIGINS: the client sends no 
 
 `/inference` and `/training` answer a session token at once; the work runs as a task on the job
 engine and the client polls `/get_session_list` (finished and failed sessions) then downloads the
-npz. No route waits for a task. Answers are plain text (see `http.py`), except the npz bytes of
-`/download_inference` and the JSON of `/get_session_info`.
+npz. No route waits for a task. A refused request is answered the token of a failed session
+too (with the refusal's status), whose download is the reason: the client shows it. Answers
+are plain text (see `http.py`), except the npz bytes of `/download_inference` and the JSON of
+`/get_session_info`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import ClassVar
 
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 
@@ -32,10 +36,14 @@ from apps.mlbackend.labelprop import selectors, services, storage
 from apps.mlbackend.labelprop.http import (
     PlainTextRenderer,
     TextNegotiation,
+    header_safe,
     labelprop_exception_handler,
+    status_and_message,
     text,
 )
 from apps.mlbackend.models import LabelpropSessionKind, LabelpropSessionState
+
+logger = logging.getLogger(__name__)
 
 
 def _part(request, name: str):
@@ -47,12 +55,14 @@ def _part(request, name: str):
     return value
 
 
-def _bytes(part) -> bytes | None:
+def _bytes(part, limit: int) -> bytes | None:
+    """A part's bytes, at most `limit` + 1 of them (the reader refuses more)."""
     if part is None:
         return None
     if hasattr(part, "read"):
-        return part.read()
-    return part.encode("utf-8") if isinstance(part, str) else bytes(part)
+        return part.read(limit + 1)
+    data = part.encode("utf-8") if isinstance(part, str) else bytes(part)
+    return data[: limit + 1]
 
 
 @extend_schema(exclude=True)
@@ -138,14 +148,56 @@ class SendCheckpointView(LabelpropView):
 
 
 class _SessionStartView(LabelpropView):
+    """`/inference` and `/training`. The napari client takes whatever body it is answered for a
+    session token and polls `/get_session_list` until that text appears in it, whatever the
+    status: a refusal answered as an error text would leave it polling forever. So once the
+    surface has resolved its access (a refusal of the whole surface, 404 / 503 / a cross-site
+    403, reads the same on every route, `/get_session_list` included, and ends the loop by
+    itself), every refusal keeps its status but its body is the token of a session failed
+    from the start, whose `/download_inference` text is the reason (also in the
+    `X-Labelprop-Error` header for other clients)."""
+
     kind: ClassVar[str]
     accepts_uploads = True  # the npz volumes: bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
+
+    @staticmethod
+    def too_large_answer(caller, url_name: str, message: str):
+        """The body-limit 413 that apps.core.middleware answers before any view runs: a failed
+        session's token too (see the class docstring), else None (the plain text)."""
+        token = body_too_large(caller, url_name, message)
+        return ("text/plain; charset=utf-8", token.encode()) if token else None
+
+    def initial(self, request, *args, **kwargs):
+        self._refusal_tokens = False
+        super().initial(request, *args, **kwargs)
+        self._refusal_tokens = True
+
+    def handle_exception(self, exc):
+        if getattr(self, "_refusal_tokens", False) and not isinstance(exc, MethodNotAllowed):
+            status, message = status_and_message(exc)
+            if status == 500:
+                logger.error("labelprop %s refused with 500", self.kind, exc_info=exc)
+            session = services.session_refuse(
+                access=self.access,
+                kind=self.kind,
+                status=status,
+                message=message,
+                params=getattr(self, "_params", None),
+            )
+            if session is not None:
+                response = text(str(session.pk), status)
+                response["X-Labelprop-Error"] = header_safe(message)
+                return response
+        return super().handle_exception(exc)
 
     def post(self, request):
         self.access.require_write()
         with memory_guard("arrays", "LABELPROP_MAX_VOXELS"):
+            params = services.read_params(
+                _bytes(_part(request, "params"), services.MAX_PARAMS_BYTES)
+            )
+            self._params = params
             arrays = services.read_npz(_part(request, "arrays"))
-            params = services.read_params(_bytes(_part(request, "params")))
             session = services.session_start(
                 access=self.access, kind=self.kind, arrays=arrays, params=params
             )
@@ -199,3 +251,35 @@ class SessionInfoView(LabelpropView):
         response = text(json.dumps(session.params))
         response["Content-Type"] = "application/json"
         return response
+
+
+_SESSION_ROUTES = {
+    "labelprop-inference": LabelpropSessionKind.INFERENCE,
+    "labelprop-training": LabelpropSessionKind.TRAINING,
+}
+
+
+def body_too_large(request_or_scope, url_name: str, message: str) -> str | None:
+    """The body of the 413 that `apps.core.middleware` answers, before any view runs, for a
+    labelprop route whose body is over UPLOAD_MAX_BYTES: for `/inference` and `/training`, the
+    token of a refused session (so the napari client shows `message` instead of polling for
+    it forever) when the surface answers this caller; None otherwise (the plain message).
+    Takes a request or an ASGI scope; touches the database (call it through sync_to_async
+    from async code)."""
+    kind = _SESSION_ROUTES.get(url_name)
+    if kind is None:
+        return None
+    if isinstance(request_or_scope, dict):
+        headers = dict(request_or_scope.get("headers") or [])
+        origin = headers.get(b"origin")
+        origin = origin.decode("latin-1") if origin is not None else None
+    else:
+        origin = request_or_scope.META.get("HTTP_ORIGIN")
+    try:
+        access = selectors.gateway_access(remote_addr=client_ip(request_or_scope))
+    except Exception:  # off, not allowed or misconfigured: the plain text
+        return None
+    if not selectors.origin_allowed(origin):
+        return None
+    session = services.session_refuse(access=access, kind=kind, status=413, message=message)
+    return str(session.pk) if session is not None else None

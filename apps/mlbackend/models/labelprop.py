@@ -49,8 +49,10 @@ class LabelpropVolume(TenantModel):
 class LabelpropCheckpoint(TenantModel):
     """Weights of the registration network (`ml.labelprop`), stored as `<id>.safetensors`.
 
-    `name` is what `/list_ckpts` shows and requests name (it ends in `.ckpt`, like upstream's
-    files, although the content is safetensors); it is unique within a checkpoint directory.
+    `name` is what `/list_ckpts` shows and requests name, kept as the user gave it (it ends in
+    `.ckpt`, like upstream's files, although the content is safetensors); it is unique within a
+    checkpoint directory and a checkpoint is never overwritten (see `services.checkpoint_store`).
+    `metadata["size"]` is the working size the network was really trained at.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
