@@ -30,15 +30,14 @@ outbox row and a `compute_push` job, `apps.marketplace.push`), else to the built
 from __future__ import annotations
 
 import logging
-import os
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.conf import setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors
 from apps.marketplace.models import (
@@ -64,9 +63,7 @@ PREDUPLET_KIND = "preduplet"
 def builtin_compute_enabled() -> bool:
     """`MARKETPLACE_BUILTIN_COMPUTE` (setting, else environment; default on): whether new
     runnable uplets get a job on the job engine."""
-    value = getattr(settings, "MARKETPLACE_BUILTIN_COMPUTE", None)
-    if value is None:
-        value = os.environ.get("MARKETPLACE_BUILTIN_COMPUTE", "1")
+    value = setting("MARKETPLACE_BUILTIN_COMPUTE", "1")
     if isinstance(value, str):
         return value.strip().lower() not in ("0", "false", "no", "off", "")
     return bool(value)

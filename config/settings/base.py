@@ -17,8 +17,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# Created when the apps load (apps.core.apps), not when settings are imported.
 DATA_DIR = Path(env("ORCHARD_DATA_DIR", default=str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def install_secret(data_dir: Path) -> str:
@@ -28,6 +28,7 @@ def install_secret(data_dir: Path) -> str:
     into place), so processes starting together agree on one key."""
     path = data_dir / "secret_key"
     if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
         tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -169,7 +170,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(DATA_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "media/"
 STORAGES = {
@@ -411,6 +411,9 @@ LABELSTUDIO_DETECTION_GRID = env.int("LABELSTUDIO_DETECTION_GRID", default=4)
 # Marketplace: built-in compute on the job engine, the default project of Basic-authenticated
 # orchestrator requests, and how long good Basic credentials are remembered (0: off).
 MARKETPLACE_BUILTIN_COMPUTE = env.bool("MARKETPLACE_BUILTIN_COMPUTE", default=True)
+# The built-in compute's training options (a dict of ml.training.TrainConfig fields; a Django
+# setting only, e.g. {"epochs": 5} in a settings override).
+MARKETPLACE_TRAIN: dict = {}
 MARKETPLACE_PROJECT = env("MARKETPLACE_PROJECT", default="")
 MARKETPLACE_BASIC_AUTH_CACHE_S = env.int("MARKETPLACE_BASIC_AUTH_CACHE_S", default=60)
 # Marketplace compute push (apps/marketplace/push.py): uplets POSTed to a project's compute API.

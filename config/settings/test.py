@@ -11,7 +11,6 @@ INPROCESS_WORKER = False
 # Resume checkpoints after every epoch, so the kill-and-resume tests have one to resume from.
 TASK_CHECKPOINT_INTERVAL_S = env.float("TASK_CHECKPOINT_INTERVAL_S", default=0)
 DATA_DIR = Path(env("ORCHARD_DATA_DIR", default=str(DATA_DIR.parent / "var" / "test")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = DATA_DIR / "media"
 REST_FRAMEWORK = {**REST_FRAMEWORK}  # noqa: F405
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"login": "5/min"}
