@@ -48,7 +48,7 @@ def _ts(value: str) -> float:
 
 
 def _demo(dep) -> tuple[str, dict]:
-    projects = dep.ok(dep.get("/api/projects"))["items"]
+    projects = dep.ok(dep.get("/api/projects"))  # the plan's list
     project = next(p for p in projects if p["name"].lower() == "demo")["id"]
     datasets = dep.ok(dep.get(f"/api/projects/{project}/datasets"))["items"]
     return project, {d["name"]: d["id"] for d in datasets}

@@ -160,3 +160,150 @@ def make_augment(
     if len(shape) != 3:
         raise ValueError(f"augmentation needs an image input size (C, H, W) or (H, W), got {shape}")
     return Augmenter(config, shape)  # type: ignore[arg-type]
+
+
+# --- the training-studio plan's augmentation pipelines ------------------------------------------
+
+# Transforms of the plan (torchvision.transforms.v2 names) that Orchard applies, on the device.
+PLAN_TRANSFORMS = (
+    "Resize",
+    "CenterCrop",
+    "RandomResizedCrop",
+    "RandomHorizontalFlip",
+    "RandomVerticalFlip",
+    "RandomRotation",
+    "RandomAffine",
+    "ColorJitter",
+    "ToTensor",
+    "Normalize",
+)
+
+
+@dataclass(frozen=True)
+class PlanPipeline:
+    """What a plan pipeline (``[{"name", "params"}, ...]``) means for Orchard's training: the
+    image size the network sees (``size`` as (H, W), from the last Resize / CenterCrop /
+    RandomResizedCrop, None: the data's own), the random augmentation (an :class:`AugmentConfig`)
+    and the normalisation ``(x - mean) / std`` applied after pixels are scaled to 0..1."""
+
+    size: tuple[int, int] | None
+    augment: AugmentConfig
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+
+def _plan_size(name: str, params: Mapping[str, Any]) -> tuple[int, int]:
+    size = params.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if (
+        not isinstance(size, list | tuple)
+        or len(size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096 for v in size)
+    ):
+        raise ValueError(f"{name}: size must be [H, W] (1..4096), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _plan_number(name: str, params: Mapping[str, Any], key: str, default: float, top: float):
+    value = params.get(key, default)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        value = (
+            max(abs(float(v)) for v in value)
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            else value
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= top:
+        raise ValueError(f"{name}: {key} must be a number between 0 and {top:g}, got {value!r}")
+    return float(value)
+
+
+def _plan_probability(name: str, params: Mapping[str, Any]) -> bool:
+    p = _plan_number(name, params, "p", 0.5, 1.0)
+    return p > 0
+
+
+def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeline:
+    """Read one plan pipeline; ValueError naming the step that Orchard cannot apply.
+
+    Flips are applied with probability 0.5 whatever ``p`` (> 0) says; rotations, affine shifts and
+    zooms, brightness and contrast are drawn uniformly up to the given bounds per sample. In a
+    validation pipeline (``train=False``) random steps are refused: validation is deterministic.
+    """
+    if not isinstance(steps, list):
+        raise ValueError("must be a list of {name, params} steps")
+    size: tuple[int, int] | None = None
+    mean = std = None
+    options: dict[str, Any] = {}
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping) or not isinstance(step.get("name"), str):
+            raise ValueError(f"step {i}: must be an object with a name and params")
+        unknown = sorted(set(step) - {"name", "params"})
+        if unknown:
+            raise ValueError(f"step {i}: unknown key(s) {', '.join(unknown)}")
+        name, params = step["name"], step.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{name}: params must be an object")
+        if name not in PLAN_TRANSFORMS:
+            raise ValueError(f"{name} is not supported (supported: {', '.join(PLAN_TRANSFORMS)})")
+        if not train and name.startswith(("Random", "ColorJitter")):
+            raise ValueError(f"{name} is random; a val pipeline must be deterministic")
+        if name in ("Resize", "CenterCrop"):
+            size = _plan_size(name, params)
+        elif name == "RandomResizedCrop":
+            size = _plan_size(name, params)
+            scale = params.get("scale", [0.08, 1.0])
+            if (
+                not isinstance(scale, list | tuple)
+                or len(scale) != 2
+                or not all(isinstance(v, int | float) and 0 < v <= 1 for v in scale)
+            ):
+                raise ValueError(f"{name}: scale must be [low, high] in (0, 1], got {scale!r}")
+            options["scale"] = min(AUGMENT_LIMITS["scale"], 1.0 - math.sqrt(min(scale)))
+        elif name == "RandomHorizontalFlip":
+            options["hflip"] = _plan_probability(name, params)
+        elif name == "RandomVerticalFlip":
+            options["vflip"] = _plan_probability(name, params)
+        elif name == "RandomRotation":
+            options["rotate"] = _plan_number(name, params, "degrees", 0.0, 180.0)
+        elif name == "RandomAffine":
+            options["rotate"] = _plan_number(name, params, "degrees", 0.0, 180.0)
+            translate = params.get("translate") or [0.0, 0.0]
+            if not isinstance(translate, list | tuple) or not all(
+                isinstance(v, int | float) and 0 <= v <= 0.5 for v in translate
+            ):
+                raise ValueError(f"{name}: translate must be [dx, dy] in 0..0.5")
+            options["shift"] = float(max(translate)) if translate else 0.0
+            zoom = params.get("scale")
+            if zoom is not None:
+                if not isinstance(zoom, list | tuple) or not all(
+                    isinstance(v, int | float) and 0.5 <= v <= 1.5 for v in zoom
+                ):
+                    raise ValueError(f"{name}: scale must be [low, high] in 0.5..1.5")
+                options["scale"] = float(max(abs(1.0 - v) for v in zoom))
+        elif name == "ColorJitter":
+            unknown = sorted(set(params) - {"brightness", "contrast", "saturation", "hue"})
+            if unknown:
+                raise ValueError(f"{name}: unknown param(s) {', '.join(unknown)}")
+            options["brightness"] = _plan_number(name, params, "brightness", 0.0, 1.0)
+            options["contrast"] = _plan_number(name, params, "contrast", 0.0, 1.0)
+            # saturation / hue are accepted and not applied (Orchard's jitter is per image).
+        elif name == "Normalize":
+            mean, std = params.get("mean"), params.get("std")
+            for key, value in (("mean", mean), ("std", std)):
+                if (
+                    not isinstance(value, list | tuple)
+                    or len(value) not in (1, channels)
+                    or not all(
+                        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+                    )
+                ):
+                    raise ValueError(
+                        f"{name}: {key} must be a list of 1 or {channels} numbers, got {value!r}"
+                    )
+            if any(v <= 0 for v in std):
+                raise ValueError(f"{name}: std must be positive")
+            mean = tuple(float(v) for v in mean) * (channels if len(mean) == 1 else 1)
+            std = tuple(float(v) for v in std) * (channels if len(std) == 1 else 1)
+        # ToTensor: pixels are always scaled to 0..1 before anything else.
+    return PlanPipeline(size=size, augment=AugmentConfig(**options), mean=mean, std=std)

@@ -18,6 +18,7 @@ reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -36,6 +37,7 @@ from ml.data import as_tensors, model_device
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
+    "PRECISIONS",
     "SCHEDULERS",
     "EpochResult",
     "FitResult",
@@ -44,13 +46,18 @@ __all__ = [
     "fit",
     "learning_rate_at",
     "make_optimizer",
+    "precision_check",
     "resolve_device",
     "train_step",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "step")
-LOSSES = ("cross_entropy", "mse")
+SCHEDULERS = ("cosine", "step", "multistep", "poly")
+LOSSES = ("cross_entropy", "mse", "focal", "label_smoothing")
+# Training precisions (Lightning's names); "16"/"bf16" mean the mixed ones. Half precision
+# ("16-mixed") autocasts on CUDA only; "bf16-mixed" autocasts on CUDA and on the CPU.
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+_PRECISION_ALIASES = {"32-true": "32", "16": "16-mixed", "bf16": "bf16-mixed"}
 _DEVICE_RE = re.compile(r"(cpu|cuda|gpu)(?::(\d+))?")
 
 
@@ -59,10 +66,17 @@ class TrainConfig:
     """Hyper-parameters of a training run. Invalid values raise ValueError on creation.
 
     ``device``: ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"`` or ``"gpu:N"``.
-    ``scheduler``: None (constant rate), ``"cosine"`` (to zero over ``epochs``) or ``"step"``
-    (times ``gamma`` every ``step_size`` epochs; default a third of the epochs).
-    ``loss``: ``"cross_entropy"`` on class indices (one-hot labels are converted) or ``"mse"``
-    on float targets shaped like the model output.
+    ``scheduler``: None (constant rate), ``"cosine"`` (to zero over ``epochs``), ``"step"``
+    (times ``gamma`` every ``step_size`` epochs; default a third of the epochs), ``"multistep"``
+    (times ``gamma`` at each of ``milestones``) or ``"poly"`` (``(1 - t)**poly_power``).
+    ``warmup_epochs``: the rate rises linearly over the first N epochs, then the scheduler runs
+    over the remaining ones.
+    ``loss``: ``"cross_entropy"`` on class indices (one-hot labels are converted), ``"focal"``
+    (gamma 2), ``"label_smoothing"`` (cross entropy with ``label_smoothing``) or ``"mse"`` on
+    float targets shaped like the model output.
+    ``early_stopping_patience``: stop after that many epochs without the monitored loss (the
+    validation loss, else the training loss) improving by ``early_stopping_min_delta``; 0: off.
+    ``precision``: see PRECISIONS.
     """
 
     epochs: int = 20
@@ -77,6 +91,13 @@ class TrainConfig:
     loss: str = "cross_entropy"
     step_size: int | None = None
     gamma: float = 0.1
+    milestones: list[int] | None = None
+    poly_power: float = 0.9
+    warmup_epochs: int = 0
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 1e-4
+    label_smoothing: float = 0.1
+    precision: str = "32"
     stop_check_every: int = 16
     eval_batch_size: int = 1024
 
@@ -108,6 +129,26 @@ class TrainConfig:
             raise ValueError(
                 f"step_size must be None or a positive integer, got {self.step_size!r}"
             )
+        for name in ("warmup_epochs", "early_stopping_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("poly_power", "early_stopping_min_delta"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if not (isinstance(self.label_smoothing, int | float) and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.milestones is not None and (
+            not isinstance(self.milestones, list | tuple)
+            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)
+        ):
+            raise ValueError(
+                f"milestones must be a list of positive epochs, got {self.milestones!r}"
+            )
+        self.precision = _PRECISION_ALIASES.get(str(self.precision), str(self.precision))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}")
         if not isinstance(self.device, str) or _DEVICE_RE.fullmatch(self.device.lower()) is None:
@@ -140,6 +181,9 @@ class EpochResult:
     val_accuracy: float | None
     seconds: float
     learning_rate: float | None = None
+    val_f1: float | None = None
+    val_precision: float | None = None
+    val_recall: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The result as a JSON-friendly dict."""
@@ -156,6 +200,7 @@ class FitResult:
     best_epoch: int | None
     best_val_accuracy: float | None
     optimizer: torch.optim.Optimizer = field(repr=False)
+    early_stopped: bool = False
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         """The optimizer state, to pass back as ``fit(..., optimizer_state=...)`` to resume."""
@@ -199,13 +244,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def learning_rate_at(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based ``epoch`` under ``config.scheduler`` (stateless, for resuming)."""
+    """Learning rate of 0-based ``epoch`` under ``config.scheduler`` after ``warmup_epochs``
+    (stateless, for resuming): a linear warm-up to the base rate, then the schedule runs over
+    the remaining epochs."""
     base = config.learning_rate
+    warmup = min(config.warmup_epochs, config.epochs - 1)
+    if epoch < warmup:
+        return base * (epoch + 1) / (warmup + 1)
+    epoch, total = epoch - warmup, max(1, config.epochs - warmup)
     if config.scheduler == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / total))
     if config.scheduler == "step":
-        step = config.step_size or max(1, config.epochs // 3)
+        step = config.step_size or max(1, total // 3)
         return base * config.gamma ** (epoch // step)
+    if config.scheduler == "multistep":
+        milestones = config.milestones or [max(1, total // 2), max(1, (3 * total) // 4)]
+        return base * config.gamma ** sum(1 for m in milestones if epoch >= m)
+    if config.scheduler == "poly":
+        return base * max(0.0, 1.0 - epoch / total) ** config.poly_power
     return base
 
 
@@ -225,6 +281,7 @@ def fit(
     augment: Callable[[Tensor], Tensor] | None = None,
     device_ids: Sequence[int] | None = None,
     wants_checkpoint: Callable[[int], bool] | None = None,
+    early_stopping_state: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on a whole dataset; see the module docstring for the contract.
 
@@ -240,12 +297,16 @@ def fit(
     :mod:`ml.augment`); validation data is never augmented. ``device_ids`` (two or more CUDA
     indices, the first being ``config.device``) splits every batch across those GPUs with
     ``torch.nn.DataParallel`` (see :mod:`ml.parallel`); state dicts stay the plain model's.
+
+    ``early_stopping_state`` (a dict, updated in place: ``best_loss``, ``bad_epochs``) carries
+    early stopping across a resume; pass the one saved with the checkpoint.
     """
     config = config if config is not None else TrainConfig()
     config.validate()
     if not 0 <= start_epoch <= config.epochs:
         raise ValueError(f"start_epoch must be between 0 and epochs ({config.epochs})")
     device = resolve_device(config.device)
+    precision_check(config.precision, device)
     task = "regression" if config.loss == "mse" else "classification"
     x, y = as_tensors(x_train, y_train, device=device, task=task)
     assert y is not None
@@ -275,6 +336,15 @@ def fit(
     best_epoch: int | None = None
     best_val_accuracy: float | None = None
     epochs_completed = start_epoch
+    early = early_stopping_state if early_stopping_state is not None else {}
+    early.setdefault("best_loss", None)
+    early.setdefault("bad_epochs", 0)
+    early_stopped = False
+    scaler = (
+        torch.amp.GradScaler("cuda")
+        if config.precision == "16-mixed" and device.type == "cuda"
+        else None
+    )
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         lr = learning_rate_at(config, epoch)
@@ -283,16 +353,17 @@ def fit(
         with _epoch_rng(config.seed, epoch, device):
             order = _permutation(n, config.seed, epoch, device)
             totals = _train_epoch(
-                runner, optimizer, x, y, order, config, predictions, should_stop, augment
+                runner, optimizer, x, y, order, config, predictions, should_stop, augment, scaler
             )
         if totals is None:
             stopped = True
             break
         train_loss, train_correct = totals
         val_loss = val_accuracy = None
+        scores: dict[str, float | None] = {}
         if val is not None:
-            val_loss, val_accuracy = _evaluate_tensors(
-                runner, val[0], val[1], config.loss, config.eval_batch_size
+            val_loss, val_accuracy, scores = _evaluate_scores(
+                runner, val[0], val[1], config, config.eval_batch_size
             )
             if best_val_accuracy is None or val_accuracy > best_val_accuracy:
                 best_epoch, best_val_accuracy = epoch + 1, val_accuracy
@@ -305,14 +376,25 @@ def fit(
             val_accuracy=val_accuracy,
             seconds=time.perf_counter() - started,
             learning_rate=lr,
+            **scores,
         )
         history.append(result)
+        if config.early_stopping_patience:
+            monitored = val_loss if val_loss is not None else result.loss
+            best_loss = early["best_loss"]
+            if best_loss is None or monitored < best_loss - config.early_stopping_min_delta:
+                early["best_loss"], early["bad_epochs"] = monitored, 0
+            else:
+                early["bad_epochs"] += 1
+            early_stopped = early["bad_epochs"] >= config.early_stopping_patience
         if on_epoch_end is not None:
             on_epoch_end(result)
         if on_checkpoint is not None and (wants_checkpoint is None or wants_checkpoint(epoch + 1)):
             on_checkpoint(
                 epoch + 1, _cpu_copy(model.state_dict()), _cpu_copy(optimizer.state_dict())
             )
+        if early_stopped:
+            break
         if should_stop is not None and epoch + 1 < config.epochs and should_stop():
             stopped = True
             break
@@ -324,7 +406,28 @@ def fit(
         best_epoch=best_epoch,
         best_val_accuracy=best_val_accuracy,
         optimizer=optimizer,
+        early_stopped=early_stopped,
     )
+
+
+def precision_check(precision: str, device: torch.device) -> None:
+    """ValueError when ``precision`` cannot run on ``device`` (half precision needs CUDA)."""
+    precision = _PRECISION_ALIASES.get(str(precision), str(precision))
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if precision == "16-mixed" and device.type != "cuda":
+        raise ValueError("precision '16-mixed' needs a CUDA GPU (use '32' or 'bf16-mixed')")
+    if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision 'bf16-mixed' is not supported by {device}")
+
+
+def _autocast(precision: str, device: torch.device):
+    """The autocast context of a precision (a no-op for "32")."""
+    if precision == "16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train_step(
@@ -402,13 +505,14 @@ def _train_epoch(
     predictions: Tensor | None,
     should_stop: Callable[[], bool] | None,
     augment: Callable[[Tensor], Tensor] | None = None,
+    scaler: Any = None,
 ) -> tuple[float, float] | None:
     """One pass over ``x[order]``: summed loss and number of hits, or None when stopped.
 
     Loss and hits stay on the device until the single read-back at the end; for classification
     each batch only writes its argmax into ``predictions``, compared with the labels once.
     """
-    loss_fn = F.mse_loss if config.loss == "mse" else F.cross_entropy
+    loss_fn = _loss_function(config)
     batch_size, every = config.batch_size, config.stop_check_every
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
@@ -419,11 +523,17 @@ def _train_epoch(
         if augment is not None:
             xb = augment(xb)
         yb = y.index_select(0, index)
-        out = model(xb)
-        loss = loss_fn(out, yb)
+        with _autocast(config.precision, x.device):
+            out = model(xb)
+            loss = loss_fn(out.float(), yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         loss_sum.add_(loss.detach(), alpha=xb.shape[0])
         if predictions is None:
             correct += _regression_hits(out.detach(), yb)
@@ -456,6 +566,67 @@ def _parallel_runner(
     return data_parallel(model, ids)
 
 
+def _focal_loss(out: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
+    """Focal loss (Lin et al.): cross entropy down-weighted by (1 - p_true)**gamma."""
+    log_p = F.log_softmax(out, dim=1).gather(1, target.reshape(-1, 1).long()).squeeze(1)
+    return (-((1.0 - log_p.exp()) ** gamma) * log_p).mean()
+
+
+def _loss_function(config: TrainConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    if config.loss == "mse":
+        return F.mse_loss
+    if config.loss == "focal":
+        return _focal_loss
+    if config.loss == "label_smoothing":
+        smoothing = float(config.label_smoothing)
+        return lambda out, target: F.cross_entropy(out, target, label_smoothing=smoothing)
+    return F.cross_entropy
+
+
+def _evaluate_scores(
+    model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, batch_size: int
+) -> tuple[float, float, dict[str, float | None]]:
+    """Validation loss, accuracy and (classification) macro F1 / precision / recall: the class
+    predictions stay on the device and one confusion matrix is read back."""
+    n = x.shape[0]
+    if n == 0 or config.loss == "mse":
+        loss, accuracy = _evaluate_tensors(model, x, y, config.loss, batch_size)
+        return loss, accuracy, {}
+    loss_fn = _loss_function(config)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _autocast(config.precision, x.device):
+            loss_sum = torch.zeros((), device=x.device)
+            preds = []
+            width = 0
+            for start in range(0, n, batch_size):
+                out = model(x[start : start + batch_size]).float()
+                width = out.shape[1]
+                loss_sum += loss_fn(out, y[start : start + batch_size]) * out.shape[0]
+                preds.append(out.argmax(dim=1))
+            pred = torch.cat(preds)
+            matrix = torch.bincount(y.long() * width + pred, minlength=width * width)
+            loss_total = float(loss_sum)
+            confusion = matrix.reshape(width, width).double().cpu()
+    finally:
+        model.train(was_training)
+    tp = confusion.diagonal()
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    present = support > 0
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0 * tp)
+    k = max(1, int(present.sum()))
+    scores = {
+        "val_f1": float(f1[present].sum()) / k,
+        "val_precision": float(precision[present].sum()) / k,
+        "val_recall": float(recall[present].sum()) / k,
+    }
+    return loss_total / n, float(tp.sum()) / n, scores
+
+
 def _class_hits(out: Tensor, target: Tensor) -> Tensor:
     return (out.argmax(dim=1) == target).sum()
 
@@ -473,7 +644,7 @@ def _evaluate_tensors(
     n = x.shape[0]
     if n == 0:
         return 0.0, 0.0
-    loss_fn = F.mse_loss if loss == "mse" else F.cross_entropy
+    loss_fn = _loss_function(TrainConfig(loss=loss)) if loss in LOSSES else F.cross_entropy
     hits = _regression_hits if loss == "mse" else _class_hits
     was_training = model.training
     model.eval()
@@ -527,6 +698,10 @@ def _check_targets(model: nn.Module, x: Tensor, y: Tensor, loss: str) -> Tensor:
 def _step_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
     if loss == "mse":
         return F.mse_loss(out, y.reshape(out.shape).to(out.dtype))
+    if loss == "focal":
+        return _focal_loss(out, y.reshape(-1).long())
+    if loss == "label_smoothing":
+        return F.cross_entropy(out, y.reshape(-1).long(), label_smoothing=0.1)
     if y.is_floating_point() and y.shape == out.shape:
         return F.cross_entropy(out, y)  # one-hot or probability rows
     return F.cross_entropy(out, y.reshape(-1).long())

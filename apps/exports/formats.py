@@ -116,8 +116,19 @@ FORMATS: dict[str, FormatSpec] = {
 }
 
 
+# Formats the studio plan lists that Orchard does not produce (plan/08-export: "Coming Soon").
+UNAVAILABLE_FORMATS: dict[str, str] = {
+    "tensorrt": "TensorRT",
+    "openvino": "OpenVINO",
+}
+
+
 def format_catalogue() -> list[dict[str, Any]]:
-    """Every format with its options and defaults (what `GET /api/export/formats` lists)."""
+    """Every format (what `GET /api/export/formats` lists), as the plan's registry lists them:
+    `name` (the id a create request sends), `display_name`, `available`; then, for the formats
+    Orchard produces, `id`, `extension`, `description`, `validation` (what the check after the
+    export compares) and the options with their defaults. The plan's formats Orchard does not
+    produce (TensorRT, OpenVINO) are listed with `available: false`."""
     catalogue = []
     for spec in FORMATS.values():
         options = []
@@ -133,12 +144,27 @@ def format_catalogue() -> list[dict[str, Any]]:
             options.append(entry)
         catalogue.append(
             {
+                "name": spec.id,
+                "display_name": spec.name,
+                "available": True,
                 "id": spec.id,
-                "name": spec.name,
                 "extension": spec.extension,
                 "description": spec.description,
-                "parity_check": spec.parity_check,
+                "validation": spec.parity_check,
                 "options": options,
+            }
+        )
+    for fmt, display in UNAVAILABLE_FORMATS.items():
+        catalogue.append(
+            {
+                "name": fmt,
+                "display_name": display,
+                "available": False,
+                "id": fmt,
+                "extension": "",
+                "description": f"{display} is not produced by this server.",
+                "validation": "",
+                "options": [],
             }
         )
     return catalogue

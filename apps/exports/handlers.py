@@ -93,13 +93,16 @@ def _run(ctx, row: Export, directory: Path) -> dict[str, Any]:
         sample_shape: list[int] | None = list(row.options["input_shape"][1:])
     else:
         sample_shape = network_sample_shape(network)
-    inputs, inputs_info, notes = _parity_inputs(row, network, sample_shape)
+    dataset = _model_dataset(row, network)
+    inputs, inputs_info, notes = _parity_inputs(row, network, sample_shape, dataset)
     ctx.check()
 
     ctx.progress(0.3, stage="exporting")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"model{FORMATS[row.format].extension}"
-    metadata = {"orchard": json.dumps(_file_metadata(row, network), sort_keys=True)}
+    preprocessing = preprocessing_of(network, sample_shape, dataset)
+    details["preprocessing"] = preprocessing
+    metadata = file_metadata_props(_file_metadata(row, network, preprocessing), preprocessing)
     options = row.options
     with _EXPORT_LOCK:
         if row.format == ExportFormat.ONNX:
@@ -217,17 +220,88 @@ def _input_scale(network: dict[str, Any]) -> float:
     return float(scale) if scale else 1.0
 
 
-def _file_metadata(row: Export, network: dict[str, Any]) -> dict[str, Any]:
-    """What travels inside the file: enough to rebuild the network and feed it like training."""
+def _file_metadata(
+    row: Export, network: dict[str, Any], preprocessing: dict[str, Any]
+) -> dict[str, Any]:
+    """What travels inside the file: enough to rebuild the network and to feed it exactly as
+    training did (`preprocessing`; `input_scale` is its `scale`, from raw values)."""
     return {
-        "format": "orchard.export.v1",
+        "format": "orchard.export.v2",
         "export_id": row.pk,
         "source": network.get("source"),
         "template": network.get("template", ""),
         "config": network.get("config", {}),
         "shape": network.get("shape", {}),
         "input_size": network_sample_shape(network),
-        "input_scale": _input_scale(network),
+        "input_scale": preprocessing["scale"],
+        "class_names": list(network.get("class_names") or []),
+        "preprocessing": preprocessing,
+    }
+
+
+def file_metadata_props(orchard: dict[str, Any], preprocessing: dict[str, Any]) -> dict[str, str]:
+    """The file's str -> str metadata (ONNX `metadata_props`, TorchScript extra files, safetensors
+    header): the whole description under `orchard`, and the preprocessing under plain keys a
+    consumer reads without parsing Orchard's document (`scale`, `mean`, `std` as JSON)."""
+    props = {
+        "orchard": json.dumps(orchard, sort_keys=True),
+        "preprocessing": json.dumps(preprocessing, sort_keys=True),
+        "layout": preprocessing["layout"],
+        "input_kind": preprocessing["input"],
+        "scale": json.dumps(preprocessing["scale"]),
+        "mean": json.dumps(preprocessing["mean"]),
+        "std": json.dumps(preprocessing["std"]),
+        "formula": preprocessing["formula"],
+    }
+    if preprocessing.get("color"):
+        props["color"] = preprocessing["color"]
+        props["resize"] = json.dumps(preprocessing["resize"])
+    if orchard.get("class_names"):
+        props["class_names"] = json.dumps(orchard["class_names"])
+    return props
+
+
+def preprocessing_of(
+    network: dict[str, Any], sample_shape: list[int] | None, dataset
+) -> dict[str, Any]:
+    """Exactly what turns a raw sample into the model's input, as training and evaluation did.
+
+    `input = (raw * scale - mean[c]) / std[c]`, c the channel (axis 1), float32, batch first.
+    Raw is, for an image dataset, the decoded pixels (0..255, converted to `color`, resized to
+    `resize` [H, W] with bilinear resampling) in `layout` NCHW; for MNIST idx data the uint8
+    pixels (row-major, shaped like the input); for CSV and other tensors the stored values.
+    `mean`/`std` hold one value per channel (0 and 1 when training did not normalise)."""
+    from apps.datasets.models import Dataset
+
+    scale = _input_scale(network)
+    kind = getattr(dataset, "kind", None)
+    shape = list(sample_shape or [])
+    info: dict[str, Any] = {"input": "values", "dtype": "float32"}
+    if kind == Dataset.Kind.IMAGES and len(shape) == 3:
+        scale /= 255.0
+        info.update(
+            input="pixels",
+            color="L" if shape[0] == 1 else "RGB",
+            resize=shape[1:],
+            resample="bilinear",
+        )
+    elif kind == Dataset.Kind.MNIST and (dataset.metadata or {}).get("source_dtype") == "uint8":
+        scale /= 255.0
+        info["input"] = "pixels"
+    channels = shape[0] if len(shape) >= 2 else 1
+    normalize = network.get("normalize") or {}
+    mean, std = normalize.get("mean"), normalize.get("std")
+    if mean is None or std is None:
+        mean, std = [0.0] * channels, [1.0] * channels
+    layout = {1: "NC", 2: "NCL", 3: "NCHW", 4: "NCDHW"}.get(len(shape), "N...")
+    return {
+        **info,
+        "layout": layout,
+        "input_shape": shape,
+        "scale": float(scale),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "formula": "input = (raw * scale - mean[c]) / std[c]",
     }
 
 
@@ -235,7 +309,7 @@ def _file_metadata(row: Export, network: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parity_inputs(
-    row: Export, network: dict[str, Any], sample_shape: list[int] | None
+    row: Export, network: dict[str, Any], sample_shape: list[int] | None, dataset
 ) -> tuple[np.ndarray | None, dict[str, Any], list[str]]:
     """(inputs or None, what they were, notes)."""
     if sample_shape is None:  # safetensors of a network with several inputs or outputs
@@ -252,7 +326,6 @@ def _parity_inputs(
     else:
         count = int(row.options["input_shape"][0])
     notes: list[str] = []
-    dataset = _model_dataset(row, network)
     if dataset is not None:
         try:
             x = _dataset_samples(dataset, sample_shape, count)
@@ -263,6 +336,12 @@ def _parity_inputs(
             scale = _input_scale(network)
             if scale != 1.0:
                 x = x * np.float32(scale)
+            normalize = network.get("normalize") or {}
+            if normalize.get("mean") is not None and normalize.get("std") is not None:
+                per_channel = (1, len(normalize["mean"])) + (1,) * (x.ndim - 2)
+                mean = np.asarray(normalize["mean"], dtype=np.float32).reshape(per_channel)
+                std = np.asarray(normalize["std"], dtype=np.float32).reshape(per_channel)
+                x = (x - mean) / std
             return (
                 np.ascontiguousarray(x, dtype=np.float32),
                 {

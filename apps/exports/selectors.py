@@ -178,7 +178,17 @@ def _run_source(
     )
 
 
-_NETWORK_KEYS = ("source", "template", "config", "shape", "cluster_id", "input_size", "input_scale")
+_NETWORK_KEYS = (
+    "source",
+    "template",
+    "config",
+    "shape",
+    "cluster_id",
+    "input_size",
+    "input_scale",
+    "normalize",
+    "class_names",
+)
 
 
 def network_of_cluster(cluster: Cluster) -> dict[str, Any]:

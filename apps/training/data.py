@@ -163,3 +163,12 @@ def item_names(dataset: Dataset, indices: np.ndarray) -> np.ndarray:
         return names[indices] if len(names) else np.zeros(0, dtype="<U1")
     width = max(1, len(str(max(0, dataset.num_samples - 1))))
     return np.char.zfill(indices.astype(str), width) if len(indices) else np.zeros(0, "<U1")
+
+
+def normalize(x: np.ndarray, mean, std) -> None:
+    """`(x - mean) / std` per channel (axis 1), in place; nothing when mean is None."""
+    if mean is None or std is None or not x.size:
+        return
+    shape = (1, len(mean)) + (1,) * (x.ndim - 2)
+    x -= np.asarray(mean, dtype=np.float32).reshape(shape)
+    x /= np.asarray(std, dtype=np.float32).reshape(shape)

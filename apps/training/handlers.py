@@ -23,7 +23,7 @@ import numpy as np
 
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.tasks import registry
-from apps.training.models import Evaluation, Run
+from apps.training.models import Evaluation, Run, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,19 @@ class RunReporter:
         return self.ctx.should_stop()
 
     def on_epoch_end(self, result, **extra: Any) -> None:
+        """Record the plan's `epoch_end` event: {epoch, max_epochs, metrics}."""
         self.epoch, self.polls = result.epoch, 0
-        metrics = result.as_dict()
         self.progress(result.epoch / self.epochs, epoch=result.epoch, loss=result.loss)
-        self.record("epoch_end", {"run_id": self.run_id, **metrics, "epochs": self.epochs, **extra})
+        self.record(
+            "epoch_end",
+            {
+                "epoch": result.epoch,
+                "max_epochs": self.epochs,
+                "metrics": epoch_metrics(result),
+                "run_id": self.run_id,
+                **extra,
+            },
+        )
 
     def close(self) -> None:
         """Store and publish everything queued, then stop the thread."""
@@ -123,6 +132,22 @@ class RunReporter:
                     )
         finally:
             connection.close()
+
+
+def epoch_metrics(result) -> dict[str, Any]:
+    """One epoch's metrics under the plan's names (plan/06-experiment-tracking/01)."""
+    metrics = {
+        "train_loss": result.loss,
+        "train_accuracy": result.accuracy,
+        "val_loss": result.val_loss,
+        "val_accuracy": result.val_accuracy,
+        "val_f1": result.val_f1,
+        "val_precision": result.val_precision,
+        "val_recall": result.val_recall,
+        "lr": result.learning_rate,
+        "duration_s": result.seconds,
+    }
+    return {k: v for k, v in metrics.items() if v is not None}
 
 
 # --- checkpoints and resume state ----------------------------------------------------------------
@@ -221,11 +246,14 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     scale = data.input_scale(train.x)
     if scale != 1.0:
         train.x *= np.float32(scale)
+    normalize = config.get("normalize") or {}
+    data.normalize(train.x, normalize.get("mean"), normalize.get("std"))
     val = None
     if split is not None:
         val_rows = data.subset_indices(dataset, split, "val")
         if len(val_rows):
             val = data.load_subset(dataset, input_size=input_size, indices=val_rows, scale=scale)
+            data.normalize(val.x, normalize.get("mean"), normalize.get("std"))
     elif config.get("val_dataset_id"):
         other = Dataset.objects.filter(
             pk=config["val_dataset_id"], project_id=run.project_id
@@ -233,6 +261,7 @@ def _load_training_data(run: Run, config: dict[str, Any]):
         if other is not None:
             rows = data.subset_indices(other, None, "all")
             val = data.load_subset(other, input_size=input_size, indices=rows, scale=scale)
+            data.normalize(val.x, normalize.get("mean"), normalize.get("std"))
     return train, val, scale
 
 
@@ -281,11 +310,14 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
 
     from apps.clusters.models import Cluster
     from apps.clusters.runtime import cluster_build_model, cluster_metadata, cluster_store_weights
+    from apps.training.services import train_options
     from ml.augment import make_augment
     from ml.checkpoints import state_to_bytes
+    from ml.networks import freeze_backbone
     from ml.training import TrainConfig, fit
 
     config = dict(run.config)
+    options = dict(config.get("options") or {})
     cluster = run.cluster
     if cluster is None:
         raise ValidationFailed.for_field("cluster_id", "the run's model was deleted.")
@@ -303,16 +335,21 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
         scheduler=config.get("scheduler") or None,
         seed=config.get("seed"),
         device=ctx.device,
+        **train_options(options),
     )
     model = cluster_build_model(cluster)
+    if options.get("freeze_backbone"):
+        freeze_backbone(model)
     start_epoch, optimizer_state = 0, None
     best = {"epoch": run.best_epoch, "value": run.best_value}
+    early_stopping: dict[str, Any] = {}
     resume = read_resume(run)
     if resume is not None:
         model_state, optimizer_state, meta = resume
         model.load_state_dict(model_state)
         start_epoch = int(meta.get("epoch", 0))
         best = {"epoch": meta.get("best_epoch"), "value": meta.get("best_value")}
+        early_stopping = dict(meta.get("early_stopping") or {})
     metric = "val_accuracy" if val is not None else "accuracy"
     epochs = train_config.epochs
     batches = max(1, math.ceil(len(train.x) / train_config.batch_size))
@@ -333,6 +370,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
         "input_size": list(config["input_size"]),
         "input_scale": scale,
         "class_names": list(config.get("class_names") or []),
+        "normalize": config.get("normalize") or {"mean": None, "std": None},
     }
     pending: dict[str, Any] = {}
 
@@ -366,6 +404,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
                 "best_epoch": best["epoch"],
                 "best_value": best["value"],
                 "input_scale": scale,
+                "early_stopping": dict(early_stopping),
             },
         )
         _retrying(lambda: Run.objects.filter(pk=run.pk).update(**fields, updated_at=timezone.now()))
@@ -385,6 +424,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
         on_checkpoint=on_checkpoint,
         augment=augment,
         device_ids=_device_ids(config, ctx.device),
+        early_stopping_state=early_stopping,
     )
     summary: dict[str, Any] = {
         "run_id": run.pk,
@@ -395,6 +435,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
         "best_value": best["value"],
         "input_scale": scale,
         "stopped": result.stopped,
+        "early_stopped": result.early_stopped,
     }
     if ctx.lost:
         return summary
@@ -413,7 +454,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
             reporter.record(
                 "status",
                 {
-                    "status": "stopped",
+                    "status": RunStatus.STOPPED.value,
                     "run_id": run.pk,
                     "epochs_completed": result.epochs_completed,
                 },
@@ -423,6 +464,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
     last = result.last
     if last is not None:
         summary["final"] = last.as_dict()
+        summary["final_metrics"] = epoch_metrics(last)
     reporter.record("complete", {"status": "completed", **summary})
     return summary
 
@@ -478,6 +520,11 @@ def studio_evaluate(ctx) -> dict[str, Any]:
 
     indices = data.subset_indices(dataset, evaluation.split, evaluation.split_subset)
     subset = data.load_subset(dataset, input_size=input_size, indices=indices, scale=scale)
+    normalize = meta.get("normalize") or {}
+    data.normalize(subset.x, normalize.get("mean"), normalize.get("std"))
+    _retrying(
+        lambda: Evaluation.objects.filter(pk=evaluation.pk).update(num_samples=len(indices))
+    )  # the total of the plan's progress {processed, total}
     ctx.record("status", {"status": "running", "num_samples": len(indices)})
     chunks = []
     n = len(subset.x)
@@ -499,7 +546,7 @@ def studio_evaluate(ctx) -> dict[str, Any]:
     confidence = probs.max(axis=1) if n else np.zeros(0, np.float32)
     error = (1.0 - probs[np.arange(n), true]).astype(np.float32) if n else np.zeros(0, np.float32)
     loss = float(-np.log(np.clip(probs[np.arange(n), true], 1e-12, 1.0)).mean()) if n else 0.0
-    report = classification_report(pred, true, num_classes, class_names)
+    report = plan_results(classification_report(pred, true, num_classes, class_names))
     report.update(
         loss=loss,
         checkpoint=evaluation.checkpoint_name,
@@ -520,6 +567,29 @@ def studio_evaluate(ctx) -> dict[str, Any]:
     )
     ctx.record("complete", {"status": "completed", "accuracy": report["accuracy"]})
     return {"evaluation_id": evaluation.pk, "accuracy": report["accuracy"], "num_samples": n}
+
+
+def plan_results(report: dict[str, Any]) -> dict[str, Any]:
+    """The plan's aggregate classification metrics (plan/07-evaluation/02): accuracy, the macro
+    averages, the confusion matrix and `per_class` keyed by class name; Orchard's extras
+    (`classes` in order, `macro_avg`, `weighted_avg`, `num_samples`) follow."""
+    per_class = report["per_class"]
+    macro = report["macro_avg"]
+    return {
+        "accuracy": report["accuracy"],
+        "f1_macro": macro["f1"],
+        "precision_macro": macro["precision"],
+        "recall_macro": macro["recall"],
+        "confusion_matrix": report["confusion_matrix"],
+        "per_class": {
+            c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")}
+            for c in per_class
+        },
+        "classes": [c["name"] for c in per_class],
+        "num_samples": report["num_samples"],
+        "macro_avg": macro,
+        "weighted_avg": report["weighted_avg"],
+    }
 
 
 def register_kinds() -> None:

@@ -19,7 +19,8 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
-    STOPPED = "stopped", "Stopped"
+    # The plan calls a stopped run "cancelled" (the member keeps Orchard's name).
+    STOPPED = "cancelled", "Cancelled"
 
 
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED})
@@ -71,6 +72,10 @@ class Experiment(TenantModel):
     augmentation = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(null=True, blank=True, default=0)
     devices = models.JSONField(default=list, blank=True)
+    # The plan's options without a column of their own: pretrained, freeze_backbone, dropout,
+    # momentum, warmup_epochs, step_size, gamma, poly_power, milestones, early_stopping_patience,
+    # loss, precision and the plan's `augmentations` pipelines ({"train": [...], "val": [...]}).
+    options = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.core.tenancy import ProjectAccess
@@ -28,7 +28,14 @@ def experiment_list(*, access: ProjectAccess) -> QuerySet[Experiment]:
     return (
         Experiment.objects.visible_to(access)
         .select_related("owner", "split")
-        .annotate(runs_count=Count("runs"))
+        .annotate(
+            runs_count=Count("runs"),
+            latest_task_state=Subquery(
+                Run.objects.filter(experiment=OuterRef("pk"))
+                .order_by("-created_at")
+                .values("task__state")[:1]
+            ),
+        )
         .order_by("-created_at", "pk")
     )
 
@@ -108,18 +115,45 @@ def run_metrics(*, run: Run) -> dict[str, Any]:
         rows = TaskEvent.objects.filter(task_id=run.task_id, kind="epoch_end").order_by("seq")
         for data in rows.values_list("data", flat=True):
             if isinstance(data, dict) and isinstance(data.get("epoch"), int):
-                epochs[data["epoch"]] = {k: v for k, v in data.items() if k not in ("run_id",)}
-    history = [epochs[k] for k in sorted(epochs)]
+                epochs[data["epoch"]] = _plan_epoch(data)
     return {
+        # The plan's metrics.json: {"epochs": [{epoch, train_loss, val_loss, ...}]}.
+        "epochs": [epochs[k] for k in sorted(epochs)],
         "run_id": run.pk,
         "status": run.status,
-        "epochs": int(run.config.get("epochs", 0) or 0),
+        "max_epochs": int(run.config.get("epochs", 0) or 0),
         "epochs_completed": run.epochs_completed,
         "best_epoch": run.best_epoch,
-        "best_metric": run.best_metric or None,
-        "best_value": run.best_value,
-        "history": history,
+        "best_metric": {run.best_metric: run.best_value} if run.best_metric else None,
+        # Orchard's earlier names (loss, accuracy, learning_rate, seconds), for the admin.
+        "history": [_legacy_epoch(epochs[k]) for k in sorted(epochs)],
     }
+
+
+def _legacy_epoch(epoch: dict[str, Any]) -> dict[str, Any]:
+    names = {v: k for k, v in _LEGACY_METRICS.items()}
+    return {names.get(k, k): v for k, v in epoch.items()}
+
+
+_LEGACY_METRICS = {
+    "loss": "train_loss",
+    "accuracy": "train_accuracy",
+    "learning_rate": "lr",
+    "seconds": "duration_s",
+}
+
+
+def _plan_epoch(data: dict[str, Any]) -> dict[str, Any]:
+    """One stored epoch_end event as a metrics.json epoch (events of older runs were flat)."""
+    if isinstance(data.get("metrics"), dict):
+        return {"epoch": data["epoch"], **data["metrics"]}
+    out = {"epoch": data["epoch"]}
+    for key, value in data.items():
+        if key in ("val_loss", "val_accuracy") and value is not None:
+            out[key] = value
+        elif key in _LEGACY_METRICS and value is not None:
+            out[_LEGACY_METRICS[key]] = value
+    return out
 
 
 # --- evaluations ---------------------------------------------------------------------------------
@@ -140,17 +174,24 @@ def evaluation_get(*, access: ProjectAccess, eval_id: str) -> Evaluation:
 # --- per-item evaluation results ---------------------------------------------------------------
 
 ITEM_SORTS = ("filename", "confidence", "error")
-_ITEM_ARRAYS = ("indices", "names", "true", "pred", "confidence", "error")
+_ITEM_ARRAYS = ("indices", "names", "true", "pred", "confidence", "error", "probs")
 
 
 class EvaluationItems:
     """A read-only sequence of an evaluation's per-item rows in the requested order, built from
     its memory-mapped NumPy arrays (slicing materialises only the requested page)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], order: np.ndarray, labels: list[str]):
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        order: np.ndarray,
+        labels: list[str],
+        dataset_id=None,
+    ):
         self.arrays = arrays
         self.order = order
         self.labels = labels
+        self.dataset_id = dataset_id
 
     def __len__(self) -> int:
         return int(len(self.order))
@@ -163,20 +204,39 @@ class EvaluationItems:
             raise TypeError("EvaluationItems supports slices only")
         rows = self.order[key]
         a = self.arrays
+        paths = [str(a["names"][i]) for i in rows.tolist()]
+        plan_names = {p: p for p in paths}
+        if self.dataset_id is not None and any("/" in p for p in paths):
+            from apps.datasets.api.serializers import plan_filenames
+
+            plan_names = plan_filenames(self.dataset_id, paths)
         out = []
         for i in rows.tolist():
             true, pred = int(a["true"][i]), int(a["pred"][i])
+            confidence = float(a["confidence"][i])
+            probs = np.asarray(a["probs"][i], dtype=np.float64)
             out.append(
                 {
+                    # The plan's per-image result (plan/07-evaluation/01), then Orchard's extras.
+                    "filename": plan_names[str(a["names"][i])],
+                    "ground_truth": {"class_id": true, "class_name": self._label(true)},
+                    "prediction": {
+                        "class_id": pred,
+                        "class_name": self._label(pred),
+                        "confidence": confidence,
+                    },
+                    "correct": true == pred,
+                    "probabilities": {
+                        self._label(k): float(p) for k, p in enumerate(probs.tolist())
+                    },
                     "index": int(a["indices"][i]),
-                    "filename": str(a["names"][i]),
+                    "path": str(a["names"][i]),
                     "true_class": true,
                     "true_label": self._label(true),
                     "predicted_class": pred,
                     "predicted_label": self._label(pred),
-                    "confidence": float(a["confidence"][i]),
+                    "confidence": confidence,
                     "error": float(a["error"][i]),
-                    "correct": true == pred,
                 }
             )
         return out
@@ -201,7 +261,10 @@ def evaluation_items(
         raise ValidationFailed.for_field("sort_by", f"must be one of {', '.join(ITEM_SORTS)}.")
     if sort_order not in ("asc", "desc"):
         raise ValidationFailed.for_field("sort_order", "must be asc or desc.")
-    labels = [str(c["name"]) for c in (evaluation.results or {}).get("per_class", [])]
+    results = evaluation.results or {}
+    labels = [str(c) for c in results.get("classes") or []] or [
+        str(c["name"]) for c in results.get("per_class", []) if isinstance(c, dict) and "name" in c
+    ]
     directory = evaluation_dir(evaluation)
     paths = {name: directory / f"{name}.npy" for name in _ITEM_ARRAYS}
     if evaluation.status != "completed" or not all(p.exists() for p in paths.values()):
@@ -227,4 +290,4 @@ def evaluation_items(
         values = np.asarray(arrays[sort_by])[rows].astype(np.float64)
         key = -values if sort_order == "desc" else values
         order = rows[np.lexsort((names, key))]
-    return EvaluationItems(arrays, order, labels)
+    return EvaluationItems(arrays, order, labels, evaluation.dataset_id)

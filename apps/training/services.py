@@ -23,6 +23,7 @@ from apps.core.tenancy import ProjectAccess
 from apps.datasets.models import Dataset, Split
 from apps.tasks.models import PENDING_STATES, Task
 from apps.training import data as training_data
+from apps.training.exceptions import CheckpointNotFound, GpuNotAvailable
 from apps.training.models import Evaluation, Experiment, Run
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ CONFIG_FIELDS = (
     "augmentation",
     "seed",
     "devices",
+    "options",
 )
 
 
@@ -181,15 +183,21 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
             )
         split = Split.objects.filter(dataset=dataset, index=split_index).first()
         if split is None:
+            from apps.datasets.exceptions import SplitNotFound
+
             count = Split.objects.filter(dataset=dataset).count()
-            raise ValidationFailed.for_field(
-                "split_index", f"split {split_index} does not exist (the dataset has {count})."
-            )
+            message = f"split {split_index} does not exist (the dataset has {count})."
+            raise SplitNotFound(f"split_index: {message}", details={"split_index": [message]})
         if not len(training_data.subset_indices(dataset, split, "train")):
             raise ValidationFailed.for_field("split_index", "the split has no train items.")
     out["split"] = split
 
-    input_size = training_data.check_input_size(dataset, values.get("input_size"))
+    options = _check_options(values.get("options") or {})
+    pipeline = _plan_pipelines(dataset, options)
+    requested_size = values.get("input_size")
+    if pipeline is not None and pipeline["size"] is not None:
+        requested_size = list(pipeline["size"])
+    input_size = training_data.check_input_size(dataset, requested_size)
     out["input_size"] = input_size
 
     val_dataset = values.get("val_dataset")
@@ -219,7 +227,16 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
     architecture = values.get("architecture") or (
         Experiment.ARCHITECTURE_TEMPLATE if template.strip() else DEFAULT_ARCHITECTURE
     )
+    if options.get("pretrained"):
+        raise ValidationFailed.for_field(
+            "model.pretrained",
+            "pretrained weights are not available: Orchard builds the architectures from torch "
+            "layers and downloads nothing, so every network starts from random weights; set "
+            "pretrained to false.",
+        )
     if architecture == Experiment.ARCHITECTURE_TEMPLATE:
+        if options.get("dropout"):
+            raise ValidationFailed.for_field("dropout", "a template network takes no dropout.")
         if not template.strip():
             raise ValidationFailed.for_field(
                 "template", "required when the architecture is 'template'."
@@ -234,25 +251,34 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
             )
         if template.strip():
             raise ValidationFailed.for_field("template", "only with the architecture 'template'.")
-        _check_architecture(architecture, input_size, num_classes)
+        from ml.networks import architecture_source
+
+        source = architecture_source(architecture, dropout=options.get("dropout") or 0.0)
+        if len(source) > 32:
+            raise ValidationFailed.for_field("dropout", "at most three decimals.")
+        _check_architecture(source, input_size, num_classes)
     out["architecture"], out["template"] = architecture, template if template.strip() else ""
 
     # -- optimisation
     defaults = {f.name: f.get_default() for f in Experiment._meta.fields}
-    options = {
+    hyper = {
         name: defaults[name] if values.get(name) is None else values[name]
         for name in ("optimizer", "learning_rate", "weight_decay", "epochs", "batch_size")
     }
     scheduler = values.get("scheduler") or None
     seed = values.get("seed") if "seed" in values else defaults["seed"]
+    extras = train_options(options)
     try:
-        TrainConfig(**options, scheduler=scheduler, seed=seed)
+        TrainConfig(**hyper, scheduler=scheduler, seed=seed, **extras)
     except (ValueError, TypeError) as exc:
-        raise _field_error(exc, (*options, "scheduler", "seed"), "learning_rate") from None
-    out.update(options, scheduler=scheduler or "", seed=seed)
+        raise _field_error(exc, (*hyper, "scheduler", "seed", *extras), "learning_rate") from None
+    out.update(hyper, scheduler=scheduler or "", seed=seed)
 
     try:
-        augmentation = AugmentConfig.from_dict(values.get("augmentation") or {})
+        if pipeline is not None:
+            augmentation = pipeline["augment"]
+        else:
+            augmentation = AugmentConfig.from_dict(values.get("augmentation") or {})
     except (ValueError, TypeError) as exc:
         raise ValidationFailed.for_field("augmentation", str(exc)) from None
     if augmentation.enabled and len(input_size) not in (2, 3):
@@ -265,9 +291,122 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
     try:
         parse_devices(devices)
     except DeviceListError as exc:
+        wants_gpu = any(str(d).strip().lower().startswith(("gpu", "cuda")) for d in devices)
+        if wants_gpu and not _cuda_count():
+            raise GpuNotAvailable(f"devices: {exc}", details={"devices": [str(exc)]}) from None
         raise ValidationFailed.for_field("devices", str(exc)) from None
     out["devices"] = [str(d).strip().lower().replace("cuda:", "gpu:") for d in devices]
+    precision = options.get("precision") or "32"
+    if precision in ("16-mixed", "16") and not out["devices"][0].startswith("gpu"):
+        raise GpuNotAvailable(
+            "hardware.precision: '16-mixed' needs a GPU device (use '32' or 'bf16-mixed' on "
+            "the CPU).",
+            details={"hardware.precision": ["'16-mixed' needs a GPU device."]},
+        )
+    out["options"] = options
     return out
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "pretrained": (bool,),
+    "freeze_backbone": (bool,),
+    "dropout": (int, float),
+    "momentum": (int, float),
+    "warmup_epochs": (int,),
+    "step_size": (int,),
+    "gamma": (int, float),
+    "poly_power": (int, float),
+    "milestones": (list,),
+    "early_stopping_patience": (int,),
+    "loss": (str,),
+    "precision": (str,),
+    "augmentations": (dict,),
+}
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's plan options, with only known names of the right types (None: unset)."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in OPTION_TYPES:
+            raise ValidationFailed.for_field(name, "unknown option.")
+        if value is None:
+            continue
+        types = OPTION_TYPES[name]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise ValidationFailed.for_field(name, "has the wrong type.")
+        out[name] = value
+    dropout = out.get("dropout")
+    if dropout is not None and not 0.0 <= dropout <= 0.9:
+        raise ValidationFailed.for_field("dropout", "must be between 0.0 and 0.9.")
+    return out
+
+
+def train_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig arguments of an experiment's options (unset ones left to TrainConfig)."""
+    names = (
+        "momentum",
+        "warmup_epochs",
+        "step_size",
+        "gamma",
+        "poly_power",
+        "milestones",
+        "early_stopping_patience",
+        "loss",
+        "precision",
+    )
+    return {name: options[name] for name in names if options.get(name) is not None}
+
+
+def _plan_pipelines(dataset: Dataset, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan's `augmentations` of the options, checked: None without them; else the input
+    size (H, W) or None, the train augmentation and the normalisation (mean, std) or None."""
+    from ml.augment import parse_plan_pipeline
+
+    pipelines = options.get("augmentations")
+    if pipelines is None:
+        return None
+    unknown = sorted(set(pipelines) - {"train", "val"})
+    if unknown:
+        raise ValidationFailed.for_field("augmentations", f"unknown key(s) {', '.join(unknown)}.")
+    channels = int(dataset.input_shape[0]) if training_data.is_image(dataset) else 1
+    parsed = {}
+    for which in ("train", "val"):
+        try:
+            parsed[which] = parse_plan_pipeline(
+                pipelines.get(which) or [], channels=channels, train=which == "train"
+            )
+        except ValueError as exc:
+            raise ValidationFailed.for_field(f"augmentations.{which}", str(exc)) from None
+    train, val = parsed["train"], parsed["val"]
+    if (train.mean, train.std) != (val.mean, val.std):
+        raise ValidationFailed.for_field(
+            "augmentations", "train and val must end with the same Normalize (or neither)."
+        )
+    if train.size and val.size and train.size != val.size:
+        raise ValidationFailed.for_field(
+            "augmentations",
+            f"train gives {list(train.size)} images, val {list(val.size)}: the network takes one "
+            "size.",
+        )
+    size = val.size or train.size
+    if size is not None and not training_data.is_image(dataset):
+        raise ValidationFailed.for_field("augmentations", "Resize needs an image dataset.")
+    return {"size": size, "augment": train.augment, "mean": train.mean, "std": train.std}
+
+
+def run_preprocessing(dataset: Dataset, options: dict[str, Any]) -> dict[str, Any]:
+    """The normalisation (mean, std per channel, or None) of a validated configuration."""
+    pipeline = _plan_pipelines(dataset, options)
+    if pipeline is None or pipeline["mean"] is None:
+        return {"mean": None, "std": None}
+    return {"mean": list(pipeline["mean"]), "std": list(pipeline["std"])}
 
 
 def _current_values(experiment: Experiment) -> dict[str, Any]:
@@ -289,9 +428,12 @@ def experiment_create(
     visibility: str | None = None,
     config: dict[str, Any],
 ) -> Experiment:
-    """Create an experiment from a configuration (see `experiment_validate`)."""
+    """Create an experiment from a configuration (see `experiment_validate`); without a name it
+    is called "Experiment N" (N: the project's experiment count plus one)."""
     fields = experiment_validate(access=access, values=config)
     extra = {"visibility": visibility} if visibility else {}
+    if not (name or "").strip():
+        name = f"Experiment {Experiment.objects.filter(project=access.project).count() + 1}"
     return Experiment.objects.create(
         project=access.project,
         owner=actor,
@@ -310,6 +452,8 @@ def experiment_update(
     configuration is validated again; runs keep the snapshot they started with."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     config_changes = {k: v for k, v in changes.items() if k in CONFIG_FIELDS}
+    if "options" in config_changes:
+        config_changes["options"] = {**(experiment.options or {}), **config_changes["options"]}
     if config_changes:
         values = {**_current_values(experiment), **config_changes}
         if "dataset" in config_changes and "split_index" not in config_changes:
@@ -373,6 +517,8 @@ def run_snapshot(experiment: Experiment, fields: dict[str, Any]) -> dict[str, An
         "devices": list(fields["devices"]),
         "num_classes": int(dataset.num_classes),
         "class_names": [str(c) for c in dataset.class_names],
+        "options": dict(fields["options"]),
+        "normalize": run_preprocessing(dataset, fields["options"]),
     }
 
 
@@ -396,11 +542,15 @@ def _run_cluster(*, access: ProjectAccess, actor, experiment: Experiment, config
             visibility=experiment.visibility,
         )
     else:
+        from ml.networks import architecture_source
+
         cluster = cluster_create_from_architecture(
             project=access.project,
             actor=actor,
             name=name,
-            architecture=config["architecture"],
+            architecture=architecture_source(
+                config["architecture"], dropout=config["options"].get("dropout") or 0.0
+            ),
             input_shape=config["input_size"],
             num_classes=config["num_classes"],
             seed=config["seed"],
@@ -562,7 +712,7 @@ def evaluation_create(
     try:
         ckpt = run_checkpoint_get(run=run, which=checkpoint)
     except Exception as exc:  # NotFound: no epoch completed yet
-        raise ValidationFailed.for_field("checkpoint", getattr(exc, "message", str(exc))) from None
+        raise CheckpointNotFound(getattr(exc, "message", str(exc))) from None
     config = run.config or {}
     if dataset is None:
         dataset = Dataset.objects.filter(pk=config.get("dataset_id"), project=run.project).first()
@@ -584,9 +734,9 @@ def evaluation_create(
     if split_index is not None:
         split = Split.objects.filter(dataset=dataset, index=split_index).first()
         if split is None:
-            raise ValidationFailed.for_field(
-                "split_index", f"split {split_index} does not exist for this dataset."
-            )
+            from apps.datasets.exceptions import SplitNotFound
+
+            raise SplitNotFound(f"Split {split_index} does not exist for this dataset.")
     subset = split_subset or ("test" if split is not None else "all")
     if subset != "all" and split is None:
         raise ValidationFailed.for_field(

@@ -29,11 +29,44 @@ def test_create_project_answers_exactly_as_the_seed(world):
 
 
 def test_list_shows_only_my_projects_paginated(world):
-    data = client_for(world.member).get("/api/projects").json()["data"]
+    # The plan answers the list itself; `X-Total-Count` says how many exist.
+    r = client_for(world.member).get("/api/projects")
+    assert [p["id"] for p in r.json()["data"]] == [world.project.pk]
+    assert r["X-Total-Count"] == "1" and not r.has_header("Link")
+    assert {
+        p["id"] for p in client_for(world.global_admin).get("/api/projects").json()["data"]
+    } == {
+        world.project.pk,
+        world.other_project.pk,
+    }
+    # Orchard's page object when a page is asked for.
+    data = client_for(world.member).get("/api/projects?page=1").json()["data"]
     assert [p["id"] for p in data["items"]] == [world.project.pk]
     assert data["total"] == 1 and data["page"] == 1
-    everything = client_for(world.global_admin).get("/api/projects").json()["data"]
+    everything = client_for(world.global_admin).get("/api/projects?page_size=10").json()["data"]
     assert everything["total"] == 2
+
+
+def test_the_plan_list_is_capped_and_says_so(world, settings):
+    settings.PAGE_SIZE_MAX = 1
+    r = client_for(world.global_admin).get("/api/projects")
+    assert len(r.json()["data"]) == 1 and r["X-Total-Count"] == "2"
+    assert r["Link"] == '</api/projects?page=2&page_size=1>; rel="next"'
+
+
+@pytest.mark.parametrize(
+    "task", ["object_detection", "segmentation", "anomaly_detection", "regression", "detection"]
+)
+def test_tasks_the_studio_cannot_train_are_refused(world, task):
+    r = client_for(world.member).post("/api/projects", {"name": "p", "task": task}, format="json")
+    assert r.status_code == 422, r.content
+    error = r.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "cannot be trained" in error["details"]["task"][0]
+    r = client_for(world.owner).patch(
+        f"/api/projects/{world.project.pk}", {"task": task}, format="json"
+    )
+    assert r.status_code == 422
 
 
 def test_page_size_is_capped_and_validated(world, settings):

@@ -29,18 +29,23 @@ def _import(client, world, data: bytes):
 def imported(world):
     client = client_for(world.owner)
     r = _import(client, world, class_zip({"cat": 5, "dog": 3, "bird": 2}, top="animals"))
-    assert r.status_code == 201, r.json()
+    assert r.status_code == 200, r.json()
     return client
 
 
 def test_zip_import_and_stats(world, imported):
     stats = imported.get(_base(world)).json()["data"]
     assert stats["num_images"] == 10 and stats["num_classes"] == 3
-    assert [(c["name"], c["count"]) for c in stats["classes"]] == [
+    assert [(c["name"], c["count"]) for c in stats["class_counts"]] == [
         ("bird", 2),
         ("cat", 5),
         ("dog", 3),
     ]
+    # The plan's dataset.json fields.
+    assert stats["classes"] == ["bird", "cat", "dog"] and stats["version"] == "1.0"
+    assert stats["id"] == str(Dataset.objects.get().pk) and stats["source_format"] == "folder"
+    assert stats["task"] == "classification" and stats["imported_at"].endswith("Z")
+    assert stats["image_stats"]["num_images"] == 10
     assert stats["total_size"] == sum(DatasetItem.objects.values_list("size", flat=True))
     assert stats["split_names"] == []
     ds = Dataset.objects.get()
@@ -51,14 +56,14 @@ def test_zip_import_and_stats(world, imported):
 
 def test_second_import_adds_and_refuses_duplicates(world, imported):
     r = _import(imported, world, zip_bytes({"fish/a.png": png_bytes()}))
-    assert r.status_code == 201 and r.json()["data"]["num_images"] == 11
+    assert r.status_code == 200 and r.json()["data"]["num_images"] == 11
     r = _import(imported, world, zip_bytes({"fish/a.png": png_bytes()}))
     assert r.status_code == 409
 
 
 def test_empty_project_stats_and_clear(world, imported):
     other = client_for(world.owner)
-    assert imported.delete(_base(world)).status_code == 204
+    assert imported.delete(_base(world)).status_code == 200
     stats = other.get(_base(world)).json()["data"]
     assert stats["num_images"] == 0 and stats["dataset_id"] is None
     assert not Dataset.objects.exists() and not DatasetItem.objects.exists()
@@ -69,10 +74,25 @@ def test_listing_sort_filter_search_paginate(world, imported):
     url = f"{_base(world)}/images"
     page = imported.get(url).json()["data"]
     assert page["total"] == 10 and page["page_size"] == 50
-    names = [i["filename"] for i in page["items"]]
+    names = [i["path"] for i in page["items"]]
     assert names == sorted(names) and names[0] == "bird/img000.png"
     item = page["items"][0]
-    assert set(item) == {"filename", "class", "size", "width", "height", "splits"}
+    assert set(item) == {
+        "filename",
+        "width",
+        "height",
+        "split",
+        "annotations",
+        "path",
+        "class",
+        "size",
+    }  # the plan's image, then Orchard's extras
+    # The plan's name has no class folder, unless another class folder holds the same name.
+    assert item["filename"] == "bird/img000.png"
+    plan_names = {i["path"]: i["filename"] for i in page["items"]}
+    assert plan_names["cat/img004.png"] == "img004.png"
+    assert plan_names["dog/img002.png"] == "dog/img002.png"
+    assert item["annotations"] == [{"type": "label", "class_id": 0, "class_name": "bird"}]
     assert item["class"] == "bird" and item["height"] == 4
 
     r = imported.get(url, {"sort_by": "class", "sort_order": "desc"}).json()["data"]
@@ -84,7 +104,7 @@ def test_listing_sort_filter_search_paginate(world, imported):
     r = imported.get(url, {"filter_class": "cat"}).json()["data"]
     assert r["total"] == 5 and {i["class"] for i in r["items"]} == {"cat"}
     r = imported.get(url, {"search": "IMG001"}).json()["data"]
-    assert sorted(i["filename"] for i in r["items"]) == [
+    assert sorted(i["path"] for i in r["items"]) == [
         "bird/img001.png",
         "cat/img001.png",
         "dog/img001.png",
@@ -114,25 +134,42 @@ def test_image_file_thumbnail_info(world, imported):
     assert body == DatasetItem.objects.get(filename="cat/img002.png").path.read_bytes()
     info = imported.get(url + "/info").json()["data"]
     assert info == {
-        "filename": "cat/img002.png",
-        "class": "cat",
-        "size": len(body),
+        "filename": "cat/img002.png",  # dog/img002.png exists too
         "width": 8,
         "height": 4,
-        "splits": [],
+        "split": [],
+        "annotations": [{"type": "label", "class_id": 1, "class_name": "cat"}],
+        "path": "cat/img002.png",
+        "class": "cat",
+        "size": len(body),
     }
     r = imported.get(f"{_base(world)}/thumbnails/cat/img002.png")
     assert r.status_code == 200 and r["Content-Type"] == "image/png"
     thumb = Image.open(io.BytesIO(b"".join(r.streaming_content)))
     assert max(thumb.size) <= 128
     assert imported.get(f"{_base(world)}/images/cat/nope.png").status_code == 404
+    # The plan's bare name: unique -> the image; held by several class folders -> 409.
+    DatasetItem.objects.exclude(filename__endswith="img002.png").filter(
+        filename__endswith="img001.png"
+    ).exclude(class_name="cat").delete()
+    r = imported.get(f"{_base(world)}/images/img001.png")
+    assert r.status_code == 200
+    assert imported.get(f"{_base(world)}/images/img001.png/info").json()["data"]["filename"] == (
+        "img001.png"
+    )
+    assert (
+        b"".join(r.streaming_content)
+        == DatasetItem.objects.get(filename="cat/img001.png").path.read_bytes()
+    )
+    r = imported.get(f"{_base(world)}/images/img000.png/info")
+    assert r.status_code == 409 and "cat/img000.png" in r.json()["error"]["message"]
     assert imported.get(f"{_base(world)}/thumbnails/../../etc/passwd").status_code == 404
 
 
 def test_large_jpeg_thumbnail_is_cached(world):
     client = client_for(world.owner)
     big = png_bytes(size=(300, 200), fmt="JPEG")
-    assert _import(client, world, zip_bytes({"a/big.jpg": big})).status_code == 201
+    assert _import(client, world, zip_bytes({"a/big.jpg": big})).status_code == 200
     url = f"{_base(world)}/thumbnails/a/big.jpg"
     r = client.get(url)
     assert r["Content-Type"] == "image/jpeg"
@@ -150,7 +187,7 @@ def test_image_arrays_are_decoded_and_cached(world):
         "b/2.png": png_bytes(size=(4, 3), color=(0, 255, 0)),
         "b/3.png": png_bytes(size=(8, 6), color=(0, 0, 255)),
     }
-    assert _import(client, world, zip_bytes(entries)).status_code == 201
+    assert _import(client, world, zip_bytes(entries)).status_code == 200
     ds = Dataset.objects.get()
     x, y = dataset_arrays(ds)
     assert x.shape == (3, 3, 3, 4) and x.dtype == np.float32 and y.tolist() == [0, 1, 1]

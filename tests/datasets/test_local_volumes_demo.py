@@ -41,7 +41,7 @@ def roots(tmp_path, settings):
 def test_local_import_inside_a_root(world, roots):
     root, _ = roots
     r = _local(client_for(world.owner), world, root / "set")
-    assert r.status_code == 201, r.json()
+    assert r.status_code == 200, r.json()
     assert r.json()["data"]["num_images"] == 4 and r.json()["data"]["num_classes"] == 2
 
 

@@ -18,10 +18,10 @@ def export_url(project, *parts) -> str:
     return "/".join([f"/api/export/{project.pk}", *parts])
 
 
-def create_export(client, project, expect: int = 201, **body):
+def create_export(client, project, expect: int = 200, **body):
     response = client.post(export_url(project), body, format="json")
     assert response.status_code == expect, response.content
-    return response.json()["data"] if expect == 201 else response.json()["error"]
+    return response.json()["data"] if expect == 200 else response.json()["error"]
 
 
 def wait_export(client, project, export_id, timeout: float = 60.0) -> dict:

@@ -26,8 +26,10 @@ def _error(world, expect: int, **body) -> dict:
 def test_formats_catalogue(world):
     r = client_for(world.viewer).get("/api/export/formats")
     assert r.status_code == 200 and r.json()["status"] == "ok"
-    formats = {f["id"]: f for f in r.json()["data"]["formats"]}
-    assert list(formats) == ["onnx", "torchscript", "safetensors"]
+    formats = {f["name"]: f for f in r.json()["data"]}  # the plan's registry: a list
+    assert list(formats) == ["onnx", "torchscript", "safetensors", "tensorrt", "openvino"]
+    assert [f["available"] for f in formats.values()] == [True, True, True, False, False]
+    assert formats["onnx"]["display_name"] == "ONNX"
     onnx = {o["name"]: o for o in formats["onnx"]["options"]}
     assert list(onnx) == ["opset_version", "input_shape", "dynamic_axes", "simplify"]
     assert onnx["opset_version"]["default"] == 17
@@ -41,7 +43,7 @@ def test_formats_catalogue(world):
     assert onnx["simplify"]["available"] is True
     assert [o["name"] for o in formats["torchscript"]["options"]] == ["input_shape"]
     assert formats["safetensors"]["options"] == []
-    assert "rtol 1e-3 / atol 1e-5" in formats["onnx"]["parity_check"]
+    assert "rtol 1e-3 / atol 1e-5" in formats["onnx"]["validation"]
     assert client_for(None).get("/api/export/formats").status_code == 401
 
 
@@ -49,6 +51,13 @@ def test_unknown_format(world, cluster):
     error = _error(world, 422, cluster_id=str(cluster.pk), format="tflite")
     assert error["code"] == "VALIDATION_ERROR"
     assert "format" in error["details"] and "onnx" in error["details"]["format"][0]
+
+
+@pytest.mark.parametrize("fmt", ["tensorrt", "openvino"])
+def test_a_format_of_the_plan_orchard_does_not_produce(world, cluster, fmt):
+    error = _error(world, 422, cluster_id=str(cluster.pk), format=fmt)
+    assert error["code"] == "EXPORT_FORMAT_UNAVAILABLE"
+    assert f"'{fmt}' is not yet available" in error["message"]
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,19 @@ def test_architectures_on_small_and_mnist_images(name: str, shape: tuple[int, ..
 
 
 def test_registry() -> None:
-    assert architecture_names() == ["cnn_small", "lenet", "mlp", "resnet_tiny"]
+    assert architecture_names() == [
+        "cnn_small",
+        "efficientnet_b0",
+        "efficientnet_b3",
+        "lenet",
+        "mlp",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet_tiny",
+    ]
     assert set(ARCHITECTURES) == set(architecture_names())
     assert all(spec.description for spec in ARCHITECTURES.values())
     assert build_architecture("mlp", input_shape=(64,), num_classes=3)(torch.rand(2, 64)).shape == (

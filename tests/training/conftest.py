@@ -89,13 +89,13 @@ def run_url(project, run_id, *parts) -> str:
 def create_experiment(client, project, **config):
     body = {"name": "exp", **config}
     r = client.post(exp_url(project), body, format="json")
-    assert r.status_code == 201, r.content
+    assert r.status_code == 200, r.content
     return r.json()["data"]
 
 
 def start_run(client, project, exp_id):
     r = client.post(exp_url(project, exp_id, "run"), format="json")
-    assert r.status_code == 201, r.content
+    assert r.status_code == 200, r.content
     return r.json()["data"]
 
 

@@ -35,7 +35,7 @@ def _finished_run(client, project, **config):
 
 def _evaluate(client, project, **body):
     r = client.post(_eval_url(project), body, format="json")
-    assert r.status_code == 201, r.content
+    assert r.status_code == 200, r.content
     created = r.json()["data"]
     assert created["eval_id"].startswith("eval-") and created["status"] == "pending"
     return wait_for(
@@ -83,8 +83,10 @@ def test_evaluation_on_a_test_dataset(world, small_digits, stub_worker):
     assert matrix.shape == (10, 10) and matrix.sum() == 100
     assert report["accuracy"] == pytest.approx(np.trace(matrix) / 100)
     assert result["accuracy"] == report["accuracy"] > 0.5
-    for row in report["per_class"]:
-        assert set(row) == {"class", "name", "precision", "recall", "f1", "support"}
+    assert list(report["per_class"]) == [str(i) for i in range(10)]  # the plan: keyed by class
+    for row in report["per_class"].values():
+        assert set(row) == {"precision", "recall", "f1", "support"}
+    assert report["f1_macro"] == report["macro_avg"]["f1"]
 
     # Per-item results: paginated, in filename order by default.
     page = _items(client, world.project, result["id"], page_size=7)
@@ -92,7 +94,11 @@ def test_evaluation_on_a_test_dataset(world, small_digits, stub_worker):
     first = page["items"][0]
     assert first["filename"] == "00" and first["index"] == 0  # zero-padded row numbers
     assert set(first) == {
+        "ground_truth",
+        "prediction",
+        "probabilities",
         "index",
+        "path",
         "filename",
         "true_class",
         "true_label",
@@ -145,7 +151,7 @@ def test_evaluation_on_a_test_dataset(world, small_digits, stub_worker):
     evaluation = Evaluation.objects.get(pk=result["id"])
     directory, task_id = evaluation_dir(evaluation), evaluation.task_id
     assert (directory / "probs.npy").exists()
-    assert client.delete(_eval_url(world.project, result["id"])).status_code == 204
+    assert client.delete(_eval_url(world.project, result["id"])).status_code == 200
     assert not Evaluation.objects.exists() and not Task.objects.filter(pk=task_id).exists()
     assert not directory.exists()
     assert client.get(_eval_url(world.project, result["id"])).status_code == 404
@@ -162,7 +168,7 @@ def test_evaluation_of_an_image_split_and_request_validation(world, image_set, s
         batch_size=8,
         augmentation={"shift": 0.1, "hflip": True, "noise": 0.01},
     )
-    assert run["best_metric"] == "val_accuracy"
+    assert list(run["best_metric"]) == ["val_accuracy"]
     assert run["config"]["augmentation"] == {"shift": 0.1, "hflip": True, "noise": 0.01}
     assert run["config"]["split_name"] == "60-20-20" and run["config"]["input_size"] == [1, 8, 8]
     result = _evaluate(client, world.project, experiment_id=exp["id"], run_id=run["id"])
@@ -171,12 +177,16 @@ def test_evaluation_of_an_image_split_and_request_validation(world, image_set, s
     stats = client.get(f"/api/splits/{world.project.pk}/0").json()["data"]["stats"]
     assert (result["split_index"], result["split_subset"]) == (0, "test")
     assert result["num_samples"] == stats["test"] > 0
+    assert result["progress"] == {"processed": stats["test"], "total": stats["test"]}  # plan
     items = _items(client, world.project, result["id"])["items"]
-    names = [i["filename"] for i in items]
+    names = [i["path"] for i in items]  # sorted by the class folder and name
     assert names == sorted(names) and all("/" in n for n in names)
+    # The plan's names lose the class folder unless it is needed: here every class folder holds
+    # the same names.
+    assert [i["filename"] for i in items] == names
     assert {i["true_label"] for i in items} == {"bars", "dots", "ring"}
     desc = _items(client, world.project, result["id"], sort_order="desc")["items"]
-    assert [i["filename"] for i in desc] == names[::-1]
+    assert [i["path"] for i in desc] == names[::-1]
     on_all = _evaluate(
         client, world.project, experiment_id=exp["id"], run_id=run["id"], split_subset="all"
     )
@@ -189,11 +199,21 @@ def test_evaluation_of_an_image_split_and_request_validation(world, image_set, s
         assert field in r.json()["error"]["details"], r.content
 
     refused({"checkpoint": "middle"}, "checkpoint")
-    refused({"split_index": 4}, "split_index")
+    r = client.post(
+        _eval_url(world.project),
+        {"experiment_id": exp["id"], "run_id": run["id"], "split_index": 4},
+        format="json",
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "SPLIT_NOT_FOUND"), r.content
     refused({"split_subset": "holdout"}, "split_subset")
     refused({"batch_size": 0}, "batch_size")
-    refused({"experiment_id": "exp-000000000000"}, "run_id")
-    refused({"run_id": "run-000000000000"}, "run_id")
+    for body, code in (
+        ({"experiment_id": "exp-000000000000"}, "EXPERIMENT_NOT_FOUND"),
+        ({"run_id": "run-000000000000"}, "RUN_NOT_FOUND"),
+    ):
+        full = {"experiment_id": exp["id"], "run_id": run["id"], **body}
+        r = client.post(_eval_url(world.project), full, format="json")
+        assert (r.status_code, r.json()["error"]["code"]) == (404, code), r.content
     refused({"bogus": 1}, "bogus")
     from tests.training.conftest import make_mnist
 
@@ -214,8 +234,11 @@ def test_a_run_without_checkpoints_and_results_before_the_end(world, small_digit
         {"experiment_id": exp["id"], "run_id": run["run_id"]},
         format="json",
     )
-    assert r.status_code == 422
-    assert r.json()["error"]["details"] == {"checkpoint": ["The run has no 'best' checkpoint yet."]}
+    assert r.status_code == 404  # the plan's CHECKPOINT_NOT_FOUND
+    assert r.json()["error"] == {
+        "code": "CHECKPOINT_NOT_FOUND",
+        "message": "The run has no 'best' checkpoint yet.",
+    }
     viewer = client_for(world.viewer)
     r = viewer.post(
         _eval_url(world.project),

@@ -59,14 +59,18 @@ def test_a_run_trains_records_metrics_and_checkpoints(world, small_digits, stub_
     done = _wait_status(client, world.project, started["run_id"], {"completed", "failed"})
     assert done["status"] == "completed", done["error"]
     assert done["epochs_completed"] == 3 and done["progress"] == 1.0
-    assert done["best_metric"] == "val_accuracy" and 1 <= done["best_epoch"] <= 3
-    assert [m["epoch"] for m in done["metrics"]] == [1, 2, 3]
-    assert all(m["val_accuracy"] is not None for m in done["metrics"])
-    assert done["best_value"] == max(m["val_accuracy"] for m in done["metrics"])
+    assert list(done["best_metric"]) == ["val_accuracy"] and 1 <= done["best_epoch"] <= 3
+    epochs = done["metrics"]["epochs"]
+    assert [m["epoch"] for m in epochs] == [1, 2, 3]
+    assert all(m["val_accuracy"] is not None and "val_f1" in m for m in epochs)
+    assert done["best_value"] == max(m["val_accuracy"] for m in epochs)
+    assert done["best_metric"]["val_accuracy"] == done["best_value"]
+    assert done["final_metrics"] == {k: v for k, v in epochs[-1].items() if k != "epoch"}
+    assert done["checkpoints"]["last"]["epoch"] == 3 and done["error"] is None
     assert done["config"]["architecture"] == "mlp" and done["config"]["class_names"][0] == "0"
 
     metrics = client.get(run_url(world.project, done["id"], "metrics")).json()["data"]
-    assert metrics["history"] == done["metrics"] and metrics["epochs"] == 3
+    assert metrics["epochs"] == epochs and metrics["max_epochs"] == 3
     assert _kinds(done["id"]) == ["status", "epoch_end", "epoch_end", "epoch_end", "complete"]
 
     run = Run.objects.get(pk=done["id"])
@@ -112,11 +116,11 @@ def test_stop_resume_in_progress_and_delete(world, small_digits, stub_worker):
     wait_for(lambda: _kinds(run_id).count("epoch_end") >= 2)
     r = client.post(run_url(world.project, run_id, "stop"))
     assert r.status_code == 200
-    stopped = _wait_status(client, world.project, run_id, {"stopped", "completed"})
-    assert stopped["status"] == "stopped"
+    stopped = _wait_status(client, world.project, run_id, {"cancelled", "completed"})
+    assert stopped["status"] == "cancelled"
     first = stopped["epochs_completed"]
     assert 2 <= first < 400 and stopped["last_checkpoint_id"]
-    assert _kinds(run_id)[-1] == "status"  # {"status": "stopped"}
+    assert _kinds(run_id)[-1] == "status"  # {"status": "cancelled"}
 
     r = client.post(run_url(world.project, run_id, "resume"))
     assert r.status_code == 200, r.content
@@ -131,15 +135,15 @@ def test_stop_resume_in_progress_and_delete(world, small_digits, stub_worker):
     assert event["resumed_from_epoch"] >= first and event["status"] == "running"
     wait_for(lambda: Run.objects.get(pk=run_id).epochs_completed > first)
     client.post(run_url(world.project, run_id, "stop"))
-    again = _wait_status(client, world.project, run_id, {"stopped", "completed"})
+    again = _wait_status(client, world.project, run_id, {"cancelled", "completed"})
     assert again["epochs_completed"] > first
-    epochs = [m["epoch"] for m in again["metrics"]]
+    epochs = [m["epoch"] for m in again["metrics"]["epochs"]]
     assert epochs == list(range(1, again["epochs_completed"] + 1))  # continued, not restarted
 
     # Deleting the run removes its task, events, model and checkpoints.
     run = Run.objects.get(pk=run_id)
     ids = (run.task_id, run.cluster_id, run.best_checkpoint_id, run.last_checkpoint_id)
-    assert client.delete(run_url(world.project, run_id)).status_code == 204
+    assert client.delete(run_url(world.project, run_id)).status_code == 200
     assert not Run.objects.filter(pk=run_id).exists()
     assert not Task.objects.filter(pk=ids[0]).exists()
     assert not TaskEvent.objects.filter(task_id=ids[0]).exists()
@@ -155,7 +159,7 @@ def test_a_stopped_pending_run_and_a_second_run(world, small_digits, stub_broker
     exp = create_experiment(client, world.project, dataset_id=str(train.pk), epochs=2, **FAST)
     run_id = start_run(client, world.project, exp["id"])["run_id"]
     r = client.post(run_url(world.project, run_id, "stop"))
-    assert r.json()["data"]["status"] == "stopped"
+    assert r.json()["data"]["status"] == "cancelled"
     second = start_run(client, world.project, exp["id"])
     assert second["number"] == 2 and second["status"] == "pending"
     # A completed or pending run is not resumable.
@@ -184,7 +188,7 @@ def test_a_failing_run_ends_failed_with_the_reason_and_keeps_its_checkpoint(
     run_id = start_run(client, world.project, exp["id"])["run_id"]
     failed = _wait_status(client, world.project, run_id, {"failed", "completed"})
     assert failed["status"] == "failed"
-    assert failed["error"] == "RuntimeError: simulated device failure"
+    assert failed["error"] == {"type": "RuntimeError", "message": "simulated device failure"}
     assert failed["epochs_completed"] == 2
     last = Checkpoint.objects.get(pk=failed["last_checkpoint_id"])
     assert last.metadata["epoch"] == 2
@@ -196,7 +200,7 @@ def test_a_failing_run_ends_failed_with_the_reason_and_keeps_its_checkpoint(
     assert client.post(run_url(world.project, run_id, "resume")).status_code == 200
     done = _wait_status(client, world.project, run_id, {"completed", "failed"})
     assert done["status"] == "completed", done["error"]
-    assert [m["epoch"] for m in done["metrics"]] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in done["metrics"]["epochs"]] == [1, 2, 3, 4]
     assert done["last_checkpoint_id"] == failed["last_checkpoint_id"]  # same checkpoint row
     assert Checkpoint.objects.get(pk=done["last_checkpoint_id"]).metadata["epoch"] == 4
 

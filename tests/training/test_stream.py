@@ -113,7 +113,7 @@ async def test_stopping_a_pending_run_ends_the_stream(world, small_digits, stub_
     run = await sync_to_async(Run.objects.select_related("task").get)(pk=run_id)
     await sync_to_async(services.run_stop)(run=run)
     events = await sse.events_until_end()
-    assert [(e.event, e.data["status"]) for e in events] == [("status", "stopped")]
+    assert [(e.event, e.data["status"]) for e in events] == [("status", "cancelled")]
     await sse.close()
 
 

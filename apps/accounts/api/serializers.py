@@ -4,8 +4,42 @@ from apps.accounts.models import Membership, Project, User
 from apps.core.api.serializers import StrictModelSerializer, StrictSerializer
 from apps.core.tenancy import Role
 
+# The task types of the studio plan (plan/02-data-layer/00-storage-layout.md, project.json).
+PLAN_TASKS = (
+    "classification",
+    "anomaly_detection",
+    "object_detection",
+    "oriented_object_detection",
+    "segmentation",
+    "instance_segmentation",
+    "regression",
+)
+# The ones a project may be created with: the studio trains and evaluates classification only.
+TRAINABLE_TASKS = ("classification",)
+
+
+def validate_task(value: str) -> str:
+    """The plan's VALIDATION_ERROR (422) for a task the plan does not know, and for one this
+    server cannot train (every plan task but classification), with a message saying which."""
+    if value in TRAINABLE_TASKS:
+        return value
+    if value in PLAN_TASKS or value in Project.Task.values:
+        raise serializers.ValidationError(
+            f"Task '{value}' cannot be trained on this server: the training studio trains and "
+            f"evaluates {', '.join(TRAINABLE_TASKS)} only."
+        )
+    raise serializers.ValidationError(f"'{value}' is not a task (tasks: {', '.join(PLAN_TASKS)}).")
+
 
 class ProjectSerializer(StrictModelSerializer):
+    task = serializers.CharField(
+        max_length=32,
+        required=False,
+        default="classification",
+        validators=[validate_task],
+        help_text="classification (the plan's other tasks are refused: they cannot be trained).",
+    )
+
     class Meta:
         model = Project
         fields = ["id", "name", "task", "created_at"]
@@ -14,10 +48,12 @@ class ProjectSerializer(StrictModelSerializer):
 
 
 class ProjectUpdateSerializer(StrictModelSerializer):
+    task = serializers.CharField(max_length=32, required=False, validators=[validate_task])
+
     class Meta:
         model = Project
         fields = ["name", "task"]
-        extra_kwargs = {"name": {"required": False}, "task": {"required": False}}
+        extra_kwargs = {"name": {"required": False}}
 
 
 class UserSerializer(StrictModelSerializer):

@@ -1,5 +1,6 @@
 """Auth, projects, users and memberships of the main API."""
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
@@ -118,6 +119,10 @@ class MeView(GlobalAPIView):
         return Response(s.UserSerializer(request.user).data)
 
 
+# Query parameters that ask for Orchard's page object instead of the plan's plain list.
+_PAGE_PARAMS = ("page", "page_size", "cursor", "count")
+
+
 class ProjectViewSet(
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
@@ -141,6 +146,25 @@ class ProjectViewSet(
 
     def get_object(self):
         return project_access(user=self.request.user, project_id=self.kwargs["project_id"]).project
+
+    @extend_schema(
+        responses=s.ProjectSerializer(many=True),
+        description="The plan answers the list itself (newest first, at most PAGE_SIZE_MAX; "
+        "`X-Total-Count` says how many exist and `Link` names the next page). With `page`, "
+        "`page_size`, `cursor` or `count` the answer is Orchard's page object instead.",
+    )
+    def list(self, request):
+        queryset = self.get_queryset()
+        if any(name in request.query_params for name in _PAGE_PARAMS):
+            page = self.paginate_queryset(queryset)
+            return self.get_paginated_response(s.ProjectSerializer(page, many=True).data)
+        limit = settings.PAGE_SIZE_MAX
+        rows = list(queryset[: limit + 1])
+        response = Response(s.ProjectSerializer(rows[:limit], many=True).data)
+        response["X-Total-Count"] = str(queryset.count() if len(rows) > limit else len(rows))
+        if len(rows) > limit:
+            response["Link"] = f'</api/projects?page=2&page_size={limit}>; rel="next"'
+        return response
 
     def perform_create(self, serializer):
         if self.request.user.is_service_account:

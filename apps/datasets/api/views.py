@@ -4,6 +4,7 @@ under `/api/projects/{project_id}/datasets`, with chunked upload sessions."""
 
 from __future__ import annotations
 
+from django.db.models import Max, Min
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,10 +14,11 @@ from rest_framework.response import Response
 
 from apps.core.api.parsers import JSONParser  # refuses NUL strings and too deep bodies
 from apps.core.api.views import ProjectScopedAPIView
-from apps.core.exceptions import NotFound, ValidationFailed
+from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.tenancy import require_edit
 from apps.datasets import selectors, services
 from apps.datasets.api import serializers as s
+from apps.datasets.exceptions import DatasetNotImported, SplitNotFound
 from apps.datasets.models import Dataset, DatasetItem, Split, UploadSession
 
 _UUID_PARAMS = {
@@ -269,21 +271,56 @@ class UploadDetailView(ProjectScopedAPIView):
 # -- studio: the project's image dataset --------------------------------------------------------
 
 
+def _plan_info(access, dataset: Dataset | None, source_format: str | None = None) -> dict:
+    """The plan's dataset.json view (without its `images`: see /images), then Orchard's stats
+    (`classes` of the plan are names; Orchard's per-class counts are `class_counts`)."""
+    stats = selectors.dataset_stats(dataset)
+    stats["class_counts"] = stats.pop("classes")
+    info = {
+        "version": "1.0",
+        "id": str(dataset.pk) if dataset else None,
+        "task": access.project.task,
+        "source_format": None,
+        "source_path": None,
+        "imported_at": None,
+        "classes": list(dataset.class_names) if dataset else [],
+        "split_names": stats["split_names"],
+        "image_stats": None,
+    }
+    if dataset is not None:
+        meta = dataset.metadata or {}
+        agg = dataset.items.aggregate(
+            min_width=Min("width"),
+            max_width=Max("width"),
+            min_height=Min("height"),
+            max_height=Max("height"),
+        )
+        types = dataset.items.values_list("content_type", flat=True).distinct()
+        formats = sorted({t.split("/")[-1].replace("jpeg", "jpg") for t in types if t})
+        info.update(
+            source_format=source_format or meta.get("source_format") or "folder",
+            source_path=meta.get("source_path"),
+            imported_at=dataset.updated_at.isoformat().replace("+00:00", "Z"),
+            image_stats={"num_images": stats["num_images"], **agg, "formats": formats},
+        )
+    return {**info, **stats}
+
+
 class StudioDatasetView(ProjectScopedAPIView):
     """The project's image dataset: stats and class list (GET), clear it (DELETE)."""
 
     queryset = Dataset.objects.all()
 
-    @extend_schema(responses=s.DatasetStatsSerializer)
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, project_id):
-        return Response(selectors.dataset_stats(selectors.studio_dataset(access=self.access)))
+        return Response(_plan_info(self.access, selectors.studio_dataset(access=self.access)))
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def delete(self, request, project_id):
         dataset = _studio_dataset_to_change(self.access)
         if dataset is not None:
             services.dataset_delete(dataset=dataset)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"deleted": dataset is not None})
 
 
 class StudioImportLocalView(ProjectScopedAPIView):
@@ -292,14 +329,17 @@ class StudioImportLocalView(ProjectScopedAPIView):
     queryset = Dataset.objects.all()
     parser_classes = [JSONParser]
 
-    @extend_schema(request=s.LocalImportSerializer, responses={201: s.DatasetStatsSerializer})
+    @extend_schema(request=s.LocalImportSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, project_id):
         data = _validated(s.LocalImportSerializer, request.data)
         dataset = _studio_dataset_to_change(self.access)
         dataset = services.dataset_import_images_local(
-            project=self.access.project, actor=request.user, path=data["path"], dataset=dataset
+            project=self.access.project,
+            actor=request.user,
+            path=data.get("source_path") or data["path"],
+            dataset=dataset,
         )
-        return Response(selectors.dataset_stats(dataset), status=status.HTTP_201_CREATED)
+        return Response(_plan_info(self.access, dataset, data.get("format") or "folder"))
 
 
 class StudioImportUploadView(ProjectScopedAPIView):
@@ -309,14 +349,21 @@ class StudioImportUploadView(ProjectScopedAPIView):
     parser_classes = [MultiPartParser]
     accepts_uploads = True  # bodies up to UPLOAD_MAX_BYTES (apps.core.middleware)
 
-    @extend_schema(request=s.ZipImportSerializer, responses={201: s.DatasetStatsSerializer})
+    @extend_schema(
+        request=s.ZipImportSerializer,
+        parameters=[OpenApiParameter("format", OpenApiTypes.STR, description="folder (default)")],
+        responses=OpenApiTypes.OBJECT,
+    )
     def post(self, request, project_id):
-        data = _validated(s.ZipImportSerializer, request.data)
+        body = request.data.copy() if hasattr(request.data, "copy") else dict(request.data)
+        if "format" in request.query_params and "format" not in body:
+            body["format"] = request.query_params["format"]
+        data = _validated(s.ZipImportSerializer, body)
         dataset = _studio_dataset_to_change(self.access)
         dataset = services.dataset_import_images_zip(
             project=self.access.project, actor=request.user, file=data["file"], dataset=dataset
         )
-        return Response(selectors.dataset_stats(dataset), status=status.HTTP_201_CREATED)
+        return Response(_plan_info(self.access, dataset, data.get("format") or "folder"))
 
 
 class ImageListView(ProjectScopedAPIView):
@@ -337,13 +384,36 @@ class ImageListView(ProjectScopedAPIView):
             search=query.get("search") or None,
         )
         page = self.paginate_queryset(qs)
-        return self.get_paginated_response(s.ImageItemSerializer(page, many=True).data)
+        context = {
+            "class_names": list(dataset.class_names or []),
+            "plan_filenames": s.plan_filenames(dataset.pk, [item.filename for item in page]),
+        }
+        return self.get_paginated_response(
+            s.ImageItemSerializer(page, many=True, context=context).data
+        )
 
 
 def _studio_image(access, filename: str) -> DatasetItem:
+    """An image by its path (class folder and name) or by the plan's bare file name."""
     dataset = selectors.studio_dataset(access=access)
     if dataset is None:
         raise NotFound("Image not found.")
+    filename = str(filename)
+    if "/" not in filename:
+        candidates = [f"{c}/{filename}" for c in dataset.class_names or []]
+        matches = list(
+            DatasetItem.objects.filter(dataset=dataset, filename__in=candidates)
+            .order_by("filename")
+            .values_list("filename", flat=True)[:5]
+        )
+        if len(matches) > 1:
+            raise Conflict(
+                f"Several images are named {filename!r}; give the class folder too: "
+                + ", ".join(matches[:5]),
+                details={"filename": matches},
+            )
+        if matches:
+            filename = matches[0]
     return selectors.image_get(dataset=dataset, filename=filename)
 
 
@@ -403,19 +473,18 @@ class SplitListView(ProjectScopedAPIView):
         stats = selectors.split_stats(dataset=dataset, splits=splits)
         return Response({"split_names": [sp.name for sp in splits], "splits": stats})
 
-    @extend_schema(request=s.SplitCreateSerializer, responses={201: s.SplitCreatedSerializer})
+    @extend_schema(request=s.SplitCreateSerializer, responses=s.SplitCreatedSerializer)
     def post(self, request, project_id):
         data = _validated(s.SplitCreateSerializer, request.data)
-        dataset = selectors.studio_dataset_get(access=self.access)
+        dataset = selectors.studio_dataset(access=self.access)
+        if dataset is None:
+            raise DatasetNotImported(f"Project {project_id} has no imported dataset.")
         _require_edit(self.access, dataset)
         split = services.split_create(
             dataset=dataset, name=data["name"], ratios=dict(data["ratios"]), seed=data["seed"]
         )
         detail = selectors.split_stats(dataset=dataset, splits=[split])[0]
-        return Response(
-            {"split_index": split.index, "name": split.name, "stats": detail["stats"]},
-            status=status.HTTP_201_CREATED,
-        )
+        return Response({"split_index": split.index, "name": split.name, "stats": detail["stats"]})
 
 
 class SplitPreviewView(ProjectScopedAPIView):
@@ -444,19 +513,23 @@ class SplitDetailView(ProjectScopedAPIView):
     def _split(self, split_index: int) -> tuple[Dataset, Split]:
         dataset = selectors.studio_dataset(access=self.access)
         if dataset is None:
-            raise NotFound("Split not found.")
-        return dataset, selectors.split_get(
-            access=self.access, dataset=dataset, split_index=split_index
-        )
+            raise SplitNotFound(f"Split {split_index} not found.")
+        try:
+            split = selectors.split_get(
+                access=self.access, dataset=dataset, split_index=split_index
+            )
+        except NotFound:
+            raise SplitNotFound(f"Split {split_index} not found.") from None
+        return dataset, split
 
     @extend_schema(responses=s.SplitDetailSerializer)
     def get(self, request, project_id, split_index):
         dataset, split = self._split(split_index)
         return Response(selectors.split_stats(dataset=dataset, splits=[split])[0])
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def delete(self, request, project_id, split_index):
         dataset, split = self._split(split_index)
         _require_edit(self.access, dataset)
         services.split_delete(split=split)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"split_index": split_index, "deleted": True})

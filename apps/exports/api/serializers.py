@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from apps.core.api.serializers import StrictSerializer
 from apps.core.tenancy import Visibility
-from apps.exports.formats import FORMATS
+from apps.exports.formats import FORMATS, UNAVAILABLE_FORMATS
 from apps.exports.models import Export, ExportFormat
 from apps.exports.selectors import RUN_CHECKPOINTS, export_state
 
@@ -22,10 +22,12 @@ class ExportCreateSerializer(StrictSerializer):
     cluster_id = serializers.CharField(max_length=64, required=False)
     checkpoint_id = serializers.CharField(max_length=64, required=False)
     format = serializers.ChoiceField(
-        choices=ExportFormat.choices,
+        choices=[*ExportFormat.values, *UNAVAILABLE_FORMATS],
         error_messages={
             "invalid_choice": f'Unknown format "{{input}}" (known: {", ".join(FORMATS)}).'
         },
+        help_text="onnx, torchscript or safetensors (tensorrt and openvino answer "
+        "EXPORT_FORMAT_UNAVAILABLE).",
     )
     options = serializers.DictField(
         required=False, default=dict, help_text="See GET /api/export/formats."
@@ -42,8 +44,11 @@ class ExportSourceSerializer(serializers.Serializer):
     checkpoint = serializers.CharField(source="run_checkpoint", allow_blank=True)
 
 
-class ParitySerializer(serializers.Serializer):
+class ValidationSerializer(serializers.Serializer):
+    """The plan's `validation` ({passed, max_diff}), with what Orchard's check compared."""
+
     passed = serializers.BooleanField()
+    max_diff = serializers.FloatField(allow_null=True, help_text="Largest absolute difference.")
     max_abs_diff = serializers.FloatField(allow_null=True)
     max_rel_diff = serializers.FloatField(allow_null=True)
     rtol = serializers.FloatField()
@@ -62,7 +67,12 @@ class ExportSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
-    parity = ParitySerializer(read_only=True, allow_null=True)
+    experiment_id = serializers.SerializerMethodField()
+    run_id = serializers.SerializerMethodField()
+    checkpoint = serializers.SerializerMethodField()
+    validation = serializers.SerializerMethodField()
+    output_file = serializers.SerializerMethodField()
+    output_size_mb = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
     task_id = serializers.UUIDField(read_only=True, allow_null=True)
     owner = serializers.CharField(source="owner.username", read_only=True, default=None)
@@ -72,14 +82,20 @@ class ExportSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "export_id",
-            "name",
+            "experiment_id",
+            "run_id",
+            "checkpoint",
             "format",
             "options",
-            "source",
+            "created_at",
             "status",
+            "output_file",
+            "output_size_mb",
+            "validation",
+            "name",
+            "source",
             "progress",
             "error",
-            "parity",
             "notes",
             "details",
             "filename",
@@ -89,7 +105,6 @@ class ExportSerializer(serializers.ModelSerializer):
             "task_id",
             "owner",
             "visibility",
-            "created_at",
             "started_at",
             "finished_at",
         ]
@@ -100,6 +115,37 @@ class ExportSerializer(serializers.ModelSerializer):
         if obj.pk not in cache:
             cache[obj.pk] = export_state(obj)
         return cache[obj.pk]
+
+    def get_experiment_id(self, obj) -> str | None:
+        return obj.experiment_id or None
+
+    def get_run_id(self, obj) -> str | None:
+        return obj.run_id or None
+
+    def get_checkpoint(self, obj) -> str | None:
+        """best or last (a run's checkpoint), else null."""
+        return obj.run_checkpoint or None
+
+    @extend_schema_field(ValidationSerializer(allow_null=True))
+    def get_validation(self, obj) -> dict | None:
+        """The check of the exported file against the original model (null until it ran):
+        `passed`, `max_diff`, then `max_rel_diff`, `rtol`, `atol`, `compared`, `inputs`
+        (dataset, random or none), `num_samples`, `input_shape`, `dataset_id`."""
+        if not obj.parity:
+            return None
+        parity = dict(obj.parity)
+        return {
+            "passed": bool(parity.pop("passed", False)),
+            "max_diff": parity.get("max_abs_diff"),
+            **parity,
+        }
+
+    def get_output_file(self, obj) -> str | None:
+        """The file's name in the export's folder (model.onnx, ...), once completed."""
+        return obj.file or None
+
+    def get_output_size_mb(self, obj) -> float | None:
+        return round(obj.size_bytes / 1e6, 3) if obj.file else None
 
     def get_status(self, obj) -> str:
         """pending, running, completed, failed or aborted."""
@@ -129,13 +175,11 @@ class FormatOptionSerializer(serializers.Serializer):
 
 
 class FormatSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The format's id, as a create request sends it.")
+    display_name = serializers.CharField()
+    available = serializers.BooleanField()
     id = serializers.CharField()
-    name = serializers.CharField()
     extension = serializers.CharField()
     description = serializers.CharField()
-    parity_check = serializers.CharField()
+    validation = serializers.CharField(help_text="What the check after the export compares.")
     options = FormatOptionSerializer(many=True)
-
-
-class FormatListSerializer(serializers.Serializer):
-    formats = FormatSerializer(many=True)

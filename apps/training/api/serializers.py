@@ -1,22 +1,85 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.api.serializers import ProjectRelatedField, StrictSerializer
 from apps.core.tenancy import Visibility
 from apps.datasets.models import Dataset
+from apps.training import plan
 from apps.training.models import Evaluation, Experiment, Run
 from apps.training.services import CONFIG_FIELDS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "step")
+SCHEDULERS = ("cosine", "step", "multistep", "poly")
+LOSSES = ("cross_entropy", "focal", "label_smoothing")
+PRECISIONS = ("32", "16-mixed", "bf16-mixed", "16", "bf16")
+
+
+# --- the plan's experiment groups ------------------------------------------------------------------
+
+
+class PlanModelSerializer(StrictSerializer):
+    backbone = serializers.CharField(
+        max_length=32,
+        required=False,
+        help_text="resnet18, resnet34, resnet50, efficientnet_b0, efficientnet_b3, "
+        "mobilenet_v3_small, mobilenet_v3_large, or Orchard's mlp, cnn_small, lenet, resnet_tiny.",
+    )
+    head = serializers.ChoiceField(choices=("classification", "fc_classifier"), required=False)
+    pretrained = serializers.BooleanField(
+        required=False, help_text="Must be false: no weights can be downloaded."
+    )
+    freeze_backbone = serializers.BooleanField(required=False)
+    dropout = serializers.FloatField(required=False, min_value=0.0, max_value=0.9)
+
+
+class PlanHyperparametersSerializer(StrictSerializer):
+    optimizer = serializers.ChoiceField(choices=OPTIMIZERS, required=False)
+    learning_rate = serializers.FloatField(required=False, min_value=0.0)
+    weight_decay = serializers.FloatField(required=False, min_value=0.0)
+    momentum = serializers.FloatField(required=False, min_value=0.0)
+    scheduler = serializers.ChoiceField(choices=(*SCHEDULERS, "none"), required=False)
+    warmup_epochs = serializers.IntegerField(required=False, min_value=0, max_value=100_000)
+    step_size = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    gamma = serializers.FloatField(required=False, min_value=0.0)
+    poly_power = serializers.FloatField(required=False, min_value=0.0)
+    milestones = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, allow_null=True, max_length=100
+    )
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_epochs = serializers.IntegerField(required=False, min_value=1, max_value=100_000)
+    early_stopping_patience = serializers.IntegerField(
+        required=False, min_value=0, max_value=100_000, help_text="0: off."
+    )
+    loss = serializers.ChoiceField(choices=LOSSES, required=False)
+    dropout = serializers.FloatField(required=False, min_value=0.0, max_value=0.9)
+
+
+class PlanAugmentationsSerializer(StrictSerializer):
+    train = serializers.ListField(child=serializers.DictField(), required=False, max_length=64)
+    val = serializers.ListField(child=serializers.DictField(), required=False, max_length=64)
+
+
+class PlanHardwareSerializer(StrictSerializer):
+    selected_devices = serializers.ListField(
+        child=serializers.CharField(max_length=16), required=False, allow_empty=False, max_length=64
+    )
+    precision = serializers.ChoiceField(choices=PRECISIONS, required=False)
 
 
 # --- experiments ---------------------------------------------------------------------------------
 
 
 class ExperimentWriteSerializer(StrictSerializer):
-    """An experiment's name and configuration; omitted options take their defaults on create."""
+    """An experiment's name and configuration, in the plan's groups (`model`, `hyperparameters`,
+    `augmentations`, `hardware`) and/or Orchard's flat fields; omitted options take their
+    defaults on create (the plan's for a plan-shaped or empty body, see apps.training.plan)."""
 
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    model = PlanModelSerializer(required=False)
+    hyperparameters = PlanHyperparametersSerializer(required=False)
+    augmentations = PlanAugmentationsSerializer(required=False)
+    hardware = PlanHardwareSerializer(required=False)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
     visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
     dataset_id = ProjectRelatedField(
@@ -82,12 +145,27 @@ class ExperimentWriteSerializer(StrictSerializer):
         help_text='["cpu"] or ["gpu:0", ...] (several GPUs: data parallel).',
     )
 
-    def changes(self) -> dict:
-        """Validated values keyed by the services' names (`dataset`, `val_dataset`, ...)."""
+    def validate_name(self, value: str) -> str:
+        if self.partial and not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+    def changes(self, *, defaults: bool = False) -> dict:
+        """Validated values keyed by the services' names (`dataset`, `val_dataset`, ...,
+        `options`); with `defaults`, the plan's defaults fill what the body leaves out."""
         data = dict(self.validated_data)
         for api, model in (("dataset_id", "dataset"), ("val_dataset_id", "val_dataset")):
             if api in data:
                 data[model] = data.pop(api)
+        columns, options = plan.flatten(data)
+        for group in plan.PLAN_GROUPS:
+            data.pop(group, None)
+        if defaults:
+            data = {**plan.PLAN_DEFAULT_COLUMNS, **data}
+            options = {**plan.PLAN_DEFAULT_OPTIONS, **options}
+        data.update(columns)
+        if options:
+            data["options"] = options
         return data
 
     @staticmethod
@@ -104,12 +182,16 @@ class ExperimentSerializer(serializers.ModelSerializer):
     scheduler = serializers.SerializerMethodField()
     owner = serializers.CharField(source="owner.username", read_only=True, default=None)
     runs_count = serializers.SerializerMethodField()
+    run_count = serializers.SerializerMethodField()
+    latest_run_status = serializers.SerializerMethodField()
 
     class Meta:
         model = Experiment
         fields = [
             "id",
             "name",
+            "run_count",
+            "latest_run_status",
             "description",
             "dataset_id",
             "split_index",
@@ -144,6 +226,25 @@ class ExperimentSerializer(serializers.ModelSerializer):
         count = getattr(obj, "runs_count", None)
         return int(count) if count is not None else obj.runs.count()
 
+    def get_run_count(self, obj) -> int:
+        return self.get_runs_count(obj)
+
+    def get_latest_run_status(self, obj) -> str | None:
+        if hasattr(obj, "latest_task_state"):
+            from apps.training.models import TASK_STATE_TO_STATUS
+
+            state = obj.latest_task_state
+            return None if state is None else str(TASK_STATE_TO_STATUS.get(state, "failed"))
+        run = obj.runs.select_related("task").order_by("-created_at").first()
+        return run.status if run is not None else None
+
+    def to_representation(self, obj):
+        """The plan's experiment.json (model, hyperparameters, augmentations, hardware), then
+        Orchard's flat fields as additions."""
+        data = super().to_representation(obj)
+        view = plan.plan_view(obj, data["split_index"])
+        return {**view, **{k: v for k, v in data.items() if k not in view}}
+
 
 # --- runs ----------------------------------------------------------------------------------------
 
@@ -159,9 +260,12 @@ class RunSerializer(serializers.ModelSerializer):
     cluster_id = serializers.UUIDField(read_only=True, allow_null=True)
     best_checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
     last_checkpoint_id = serializers.UUIDField(read_only=True, allow_null=True)
-    epochs = serializers.SerializerMethodField()
+    max_epochs = serializers.SerializerMethodField()
     started_at = serializers.SerializerMethodField()
     finished_at = serializers.SerializerMethodField()
+    completed_at = serializers.SerializerMethodField()
+    best_metric = serializers.SerializerMethodField()
+    best_metric_name = serializers.CharField(source="best_metric", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True, default=None)
 
     class Meta:
@@ -170,15 +274,18 @@ class RunSerializer(serializers.ModelSerializer):
             "id",
             "run_id",
             "experiment_id",
-            "number",
             "status",
-            "progress",
-            "stop_requested",
-            "error",
-            "epochs",
-            "epochs_completed",
+            "started_at",
+            "completed_at",
             "best_epoch",
             "best_metric",
+            "error",
+            "number",
+            "progress",
+            "stop_requested",
+            "max_epochs",
+            "epochs_completed",
+            "best_metric_name",
             "best_value",
             "best_checkpoint_id",
             "last_checkpoint_id",
@@ -189,7 +296,6 @@ class RunSerializer(serializers.ModelSerializer):
             "owner",
             "visibility",
             "created_at",
-            "started_at",
             "finished_at",
         ]
         read_only_fields = fields
@@ -200,11 +306,31 @@ class RunSerializer(serializers.ModelSerializer):
     def get_stop_requested(self, obj) -> bool:
         return bool(obj.task and obj.task.stop_requested)
 
-    def get_error(self, obj) -> str:
-        return obj.task.error if obj.task else "The run's task was deleted."
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_error(self, obj) -> dict | None:
+        """null, or the plan's {type, message} of a failed run."""
+        message = obj.task.error if obj.task else "The run's task was deleted."
+        if not message:
+            return None
+        kind, sep, rest = message.partition(": ")
+        if sep and kind.isidentifier() and kind[:1].isupper():
+            return {"type": kind, "message": rest}
+        return {"type": "Error", "message": message}
 
-    def get_epochs(self, obj) -> int:
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_best_metric(self, obj) -> dict | None:
+        """{name: value} of the best epoch (plan: {"val_accuracy": 0.956})."""
+        if not obj.best_metric or obj.best_value is None:
+            return None
+        return {obj.best_metric: obj.best_value}
+
+    def get_max_epochs(self, obj) -> int:
         return int((obj.config or {}).get("epochs") or 0)
+
+    def get_completed_at(self, obj) -> str | None:
+        if obj.status not in ("completed", "failed", "cancelled"):
+            return None
+        return self.get_finished_at(obj)
 
     def get_started_at(self, obj) -> str | None:
         value = obj.task.started_at if obj.task else None
@@ -216,38 +342,75 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class EpochMetricsSerializer(serializers.Serializer):
-    epoch = serializers.IntegerField()
-    loss = serializers.FloatField()
-    accuracy = serializers.FloatField()
-    val_loss = serializers.FloatField(allow_null=True)
-    val_accuracy = serializers.FloatField(allow_null=True)
-    learning_rate = serializers.FloatField(allow_null=True)
-    seconds = serializers.FloatField()
+    epoch = serializers.IntegerField(help_text="From 1.")
+    train_loss = serializers.FloatField()
+    train_accuracy = serializers.FloatField()
+    val_loss = serializers.FloatField(required=False)
+    val_accuracy = serializers.FloatField(required=False)
+    val_f1 = serializers.FloatField(required=False)
+    val_precision = serializers.FloatField(required=False)
+    val_recall = serializers.FloatField(required=False)
+    lr = serializers.FloatField()
+    duration_s = serializers.FloatField()
 
 
 class RunMetricsSerializer(serializers.Serializer):
+    epochs = EpochMetricsSerializer(many=True)
     run_id = serializers.CharField()
     status = serializers.CharField()
-    epochs = serializers.IntegerField()
+    max_epochs = serializers.IntegerField()
     epochs_completed = serializers.IntegerField()
     best_epoch = serializers.IntegerField(allow_null=True)
-    best_metric = serializers.CharField(allow_null=True)
-    best_value = serializers.FloatField(allow_null=True)
-    history = EpochMetricsSerializer(many=True)
+    best_metric = serializers.DictField(allow_null=True)
 
 
 class RunDetailSerializer(RunSerializer):
+    """The plan's run.json (with `final_metrics`, `checkpoints`) and the metrics document."""
+
+    final_metrics = serializers.SerializerMethodField()
+    checkpoints = serializers.SerializerMethodField()
     metrics = serializers.SerializerMethodField()
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "metrics"]
+        fields = [*RunSerializer.Meta.fields, "final_metrics", "checkpoints", "metrics"]
         read_only_fields = fields
 
-    def get_metrics(self, obj) -> list[dict]:
-        """Per-epoch metrics (as GET .../metrics `history`)."""
-        from apps.training.selectors import run_metrics
+    def _metrics(self, obj) -> dict:
+        if not hasattr(obj, "_plan_metrics"):
+            from apps.training.selectors import run_metrics
 
-        return run_metrics(run=obj)["history"]
+            obj._plan_metrics = run_metrics(run=obj)
+        return obj._plan_metrics
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_final_metrics(self, obj) -> dict | None:
+        epochs = self._metrics(obj)["epochs"]
+        if not epochs:
+            return None
+        return {k: v for k, v in epochs[-1].items() if k != "epoch"}
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_checkpoints(self, obj) -> dict:
+        """{best, last: {id, size_mb, epoch}} of the checkpoints written so far."""
+        from apps.clusters.models import Checkpoint
+
+        ids = {"best": obj.best_checkpoint_id, "last": obj.last_checkpoint_id}
+        rows = {c.pk: c for c in Checkpoint.objects.filter(pk__in=[i for i in ids.values() if i])}
+        out = {}
+        for which, pk in ids.items():
+            row = rows.get(pk)
+            if row is not None:
+                out[which] = {
+                    "id": str(row.pk),
+                    "size_mb": round(row.size_bytes / 1e6, 3),
+                    "epoch": (row.metadata or {}).get("epoch"),
+                }
+        return out
+
+    @extend_schema_field(RunMetricsSerializer)
+    def get_metrics(self, obj) -> dict:
+        """The metrics document (as GET .../metrics)."""
+        return self._metrics(obj)
 
 
 # --- evaluations ---------------------------------------------------------------------------------
@@ -277,6 +440,7 @@ class EvaluationCreateSerializer(StrictSerializer):
 
 class EvaluationSerializer(serializers.ModelSerializer):
     eval_id = serializers.CharField(source="id", read_only=True)
+    evaluation_id = serializers.CharField(source="id", read_only=True)
     experiment_id = serializers.CharField(read_only=True)
     run_id = serializers.CharField(read_only=True)
     checkpoint = serializers.CharField(source="checkpoint_name", read_only=True)
@@ -293,6 +457,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
         model = Evaluation
         fields = [
             "id",
+            "evaluation_id",
             "eval_id",
             "name",
             "experiment_id",
@@ -315,8 +480,14 @@ class EvaluationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_progress(self, obj) -> float:
-        return float(obj.task.progress) if obj.task else 0.0
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_progress(self, obj) -> dict:
+        """The plan's {processed, total} samples (total: 0 until the worker counted them)."""
+        total = int(obj.num_samples or 0)
+        if obj.status == "completed":
+            return {"processed": total, "total": total}
+        fraction = float(obj.task.progress) if obj.task else 0.0
+        return {"processed": min(total, int(fraction * total)), "total": total}
 
     def get_error(self, obj) -> str:
         return obj.task.error if obj.task else ""
@@ -340,7 +511,8 @@ class EvaluationDetailSerializer(EvaluationSerializer):
 
 class EvaluationItemSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Row of the sample in the dataset.")
-    filename = serializers.CharField()
+    filename = serializers.CharField(help_text="The image's name (without its class folder).")
+    path = serializers.CharField(help_text="Class folder and name (unique in the dataset).")
     true_class = serializers.IntegerField()
     true_label = serializers.CharField()
     predicted_class = serializers.IntegerField()

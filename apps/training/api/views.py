@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
@@ -14,9 +13,10 @@ from rest_framework.response import Response
 from apps.accounts.authentication import JWTAuthentication, user_for_token
 from apps.core.api.renderers import EnvelopeJSONRenderer
 from apps.core.api.views import ProjectScopedAPIView
-from apps.core.exceptions import ValidationFailed
-from apps.training import selectors, services
+from apps.core.exceptions import NotFound, ValidationFailed
+from apps.training import plan, selectors, services
 from apps.training.api import serializers as s
+from apps.training.exceptions import ExperimentNotFound, RunNotFound
 from apps.training.models import Evaluation, Experiment, Run
 from apps.training.streams import run_event_stream
 
@@ -27,6 +27,19 @@ _EVAL_ID = OpenApiParameter("eval_id", OpenApiTypes.STR, OpenApiParameter.PATH)
 
 def _validated(serializer) -> None:
     serializer.is_valid(raise_exception=True)
+
+
+def _object(view, error: type[NotFound]):
+    """`view.get_object()`, its NotFound carrying the plan's specific code."""
+    try:
+        return view.get_object()
+    except NotFound as exc:
+        raise error(exc.message if exc.message != NotFound.default_message else None) from None
+
+
+def _deleted(kind: str, object_id: str) -> Response:
+    """The plan answers every delete with an envelope and 200."""
+    return Response({"id": object_id, kind: object_id, "deleted": True})
 
 
 # --- experiments ---------------------------------------------------------------------------------
@@ -43,21 +56,22 @@ class ExperimentListView(ProjectScopedAPIView):
         page = self.paginate_queryset(selectors.experiment_list(access=self.access))
         return self.get_paginated_response(s.ExperimentSerializer(page, many=True).data)
 
-    @extend_schema(request=s.ExperimentWriteSerializer, responses={201: s.ExperimentSerializer})
+    @extend_schema(request=s.ExperimentWriteSerializer, responses=s.ExperimentSerializer)
     def post(self, request, project_id):
         data = s.ExperimentWriteSerializer(data=request.data, context=self.get_serializer_context())
         _validated(data)
-        config, other = data.split(data.changes())
+        body = request.data if isinstance(request.data, dict) else {}
+        config, other = data.split(data.changes(defaults=plan.is_plan_body(body)))
         experiment = services.experiment_create(
             access=self.access,
             actor=request.user,
-            name=other["name"],
+            name=other.get("name") or "",
             description=other.get("description", ""),
             visibility=other.get("visibility"),
             config=config,
         )
         experiment.runs_count = 0
-        return Response(s.ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+        return Response(s.ExperimentSerializer(experiment).data)
 
 
 class ExperimentDetailView(ProjectScopedAPIView):
@@ -72,13 +86,13 @@ class ExperimentDetailView(ProjectScopedAPIView):
 
     @extend_schema(parameters=[_EXP_ID])
     def get(self, request, project_id, exp_id):
-        return Response(s.ExperimentSerializer(self.get_object()).data)
+        return Response(s.ExperimentSerializer(_object(self, ExperimentNotFound)).data)
 
     @extend_schema(
         parameters=[_EXP_ID], request=s.ExperimentWriteSerializer, responses=s.ExperimentSerializer
     )
     def patch(self, request, project_id, exp_id):
-        experiment = self.get_object()
+        experiment = _object(self, ExperimentNotFound)
         data = s.ExperimentWriteSerializer(
             data=request.data, partial=True, context=self.get_serializer_context()
         )
@@ -88,10 +102,11 @@ class ExperimentDetailView(ProjectScopedAPIView):
         )
         return Response(s.ExperimentSerializer(experiment).data)
 
-    @extend_schema(parameters=[_EXP_ID], responses={204: None})
+    @extend_schema(parameters=[_EXP_ID], responses=OpenApiTypes.OBJECT)
     def delete(self, request, project_id, exp_id):
-        services.experiment_delete(experiment=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        experiment = _object(self, ExperimentNotFound)
+        services.experiment_delete(experiment=experiment)
+        return _deleted("experiment_id", exp_id)
 
 
 class ExperimentRunView(ProjectScopedAPIView):
@@ -101,12 +116,12 @@ class ExperimentRunView(ProjectScopedAPIView):
     serializer_class = s.RunSerializer
     lookup_url_kwarg = "exp_id"
 
-    @extend_schema(parameters=[_EXP_ID], request=None, responses={201: s.RunSerializer})
+    @extend_schema(parameters=[_EXP_ID], request=None, responses=s.RunSerializer)
     def post(self, request, project_id, exp_id):
         run = services.run_start(
-            access=self.access, actor=request.user, experiment=self.get_object()
+            access=self.access, actor=request.user, experiment=_object(self, ExperimentNotFound)
         )
-        return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
+        return Response(s.RunSerializer(run).data)
 
 
 class ExperimentRunsView(ProjectScopedAPIView):
@@ -118,7 +133,7 @@ class ExperimentRunsView(ProjectScopedAPIView):
 
     @extend_schema(parameters=[_EXP_ID], responses=s.RunSerializer(many=True))
     def get(self, request, project_id, exp_id):
-        runs = selectors.run_list(access=self.access, experiment=self.get_object())
+        runs = selectors.run_list(access=self.access, experiment=_object(self, ExperimentNotFound))
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(s.RunSerializer(page, many=True).data)
 
@@ -144,9 +159,12 @@ class RunListView(ProjectScopedAPIView):
     def get(self, request, project_id):
         experiment = None
         if request.query_params.get("experiment_id"):
-            experiment = selectors.experiment_get(
-                access=self.access, exp_id=request.query_params["experiment_id"]
-            )
+            try:
+                experiment = selectors.experiment_get(
+                    access=self.access, exp_id=request.query_params["experiment_id"]
+                )
+            except NotFound:
+                raise ExperimentNotFound() from None
         runs = selectors.run_list(
             access=self.access,
             experiment=experiment,
@@ -164,18 +182,21 @@ class _RunView(ProjectScopedAPIView):
     def safely_filter_queryset(self, queryset):
         return queryset.select_related("task", "owner", "experiment", "cluster")
 
+    def run(self) -> Run:
+        return _object(self, RunNotFound)
+
 
 class RunDetailView(_RunView):
     """A run's status and metrics; DELETE removes it with its model and checkpoints."""
 
     @extend_schema(parameters=[_RUN_ID], responses=s.RunDetailSerializer)
     def get(self, request, project_id, run_id):
-        return Response(s.RunDetailSerializer(self.get_object()).data)
+        return Response(s.RunDetailSerializer(self.run()).data)
 
-    @extend_schema(parameters=[_RUN_ID], responses={204: None})
+    @extend_schema(parameters=[_RUN_ID], responses=OpenApiTypes.OBJECT)
     def delete(self, request, project_id, run_id):
-        services.run_delete(run=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        services.run_delete(run=self.run())
+        return _deleted("run_id", run_id)
 
 
 class RunStopView(_RunView):
@@ -183,7 +204,7 @@ class RunStopView(_RunView):
 
     @extend_schema(parameters=[_RUN_ID], request=None, responses=s.RunSerializer)
     def post(self, request, project_id, run_id):
-        return Response(s.RunSerializer(services.run_stop(run=self.get_object())).data)
+        return Response(s.RunSerializer(services.run_stop(run=self.run())).data)
 
 
 class RunResumeView(_RunView):
@@ -191,7 +212,7 @@ class RunResumeView(_RunView):
 
     @extend_schema(parameters=[_RUN_ID], request=None, responses=s.RunSerializer)
     def post(self, request, project_id, run_id):
-        return Response(s.RunSerializer(services.run_resume(run=self.get_object())).data)
+        return Response(s.RunSerializer(services.run_resume(run=self.run())).data)
 
 
 class RunMetricsView(_RunView):
@@ -199,7 +220,7 @@ class RunMetricsView(_RunView):
 
     @extend_schema(parameters=[_RUN_ID], responses=s.RunMetricsSerializer)
     def get(self, request, project_id, run_id):
-        return Response(selectors.run_metrics(run=self.get_object()))
+        return Response(selectors.run_metrics(run=self.run()))
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -251,7 +272,7 @@ class RunStreamView(_RunView):
         },
     )
     def get(self, request, project_id, run_id):
-        run = self.get_object()
+        run = self.run()
         raw = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
         try:
             last_event_id = int(raw) if raw not in (None, "") else 0
@@ -288,7 +309,7 @@ class EvaluationListView(ProjectScopedAPIView):
         page = self.paginate_queryset(selectors.evaluation_list(access=self.access))
         return self.get_paginated_response(s.EvaluationSerializer(page, many=True).data)
 
-    @extend_schema(request=s.EvaluationCreateSerializer, responses={201: s.EvaluationSerializer})
+    @extend_schema(request=s.EvaluationCreateSerializer, responses=s.EvaluationSerializer)
     def post(self, request, project_id):
         data = s.EvaluationCreateSerializer(
             data=request.data, context=self.get_serializer_context()
@@ -296,14 +317,16 @@ class EvaluationListView(ProjectScopedAPIView):
         _validated(data)
         values = data.validated_data
         try:
+            selectors.experiment_get(access=self.access, exp_id=values["experiment_id"])
+        except NotFound:
+            raise ExperimentNotFound(f"Experiment {values['experiment_id']} not found.") from None
+        try:
             run = selectors.run_get(
                 access=self.access, run_id=values["run_id"], experiment_id=values["experiment_id"]
             )
-        except Exception as exc:
-            if getattr(exc, "code", "") != "NOT_FOUND":
-                raise
-            raise ValidationFailed.for_field(
-                "run_id", "Not found in this project (or not a run of that experiment)."
+        except NotFound:
+            raise RunNotFound(
+                f"Run {values['run_id']} not found (or not a run of that experiment)."
             ) from None
         evaluation = services.evaluation_create(
             access=self.access,
@@ -316,7 +339,7 @@ class EvaluationListView(ProjectScopedAPIView):
             batch_size=values["batch_size"],
             name=values.get("name", ""),
         )
-        return Response(s.EvaluationSerializer(evaluation).data, status=status.HTTP_201_CREATED)
+        return Response(s.EvaluationSerializer(evaluation).data)
 
 
 class _EvaluationView(ProjectScopedAPIView):
@@ -335,10 +358,10 @@ class EvaluationDetailView(_EvaluationView):
     def get(self, request, project_id, eval_id):
         return Response(s.EvaluationDetailSerializer(self.get_object()).data)
 
-    @extend_schema(parameters=[_EVAL_ID], responses={204: None})
+    @extend_schema(parameters=[_EVAL_ID], responses=OpenApiTypes.OBJECT)
     def delete(self, request, project_id, eval_id):
         services.evaluation_delete(evaluation=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return _deleted("evaluation_id", eval_id)
 
 
 def _bool_param(request, name: str) -> bool | None:
