@@ -223,7 +223,7 @@ def _plan_probability(name: str, params: Mapping[str, Any]) -> bool:
     return p > 0
 
 
-def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeline:
+def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeline:  # noqa: C901
     """Read one plan pipeline; ValueError naming the step that Orchard cannot apply.
 
     Flips are applied with probability 0.5 whatever ``p`` (> 0) says; rotations, affine shifts and

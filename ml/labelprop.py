@@ -751,7 +751,7 @@ def _check_labels(array: np.ndarray, name: str) -> None:
 
 
 @torch.no_grad()
-def propagate(
+def propagate(  # noqa: C901, PLR0913, PLR0915
     net: RegistrationNet | None,
     img: np.ndarray,
     mask: np.ndarray,

@@ -474,7 +474,7 @@ class _SqueezeExcite(nn.Module):
 class _InvertedResidual(nn.Module):
     """MobileNetV3 / EfficientNet block: 1x1 expand, depthwise k x k, squeeze-excite, 1x1 project."""
 
-    def __init__(self, cin, expanded, cout, k, stride, se, act, se_gate, se_divisor) -> None:
+    def __init__(self, cin, expanded, cout, k, stride, se, act, se_gate, se_divisor) -> None:  # noqa: PLR0913
         super().__init__()
         layers: list[nn.Module] = []
         if expanded != cin:

@@ -104,7 +104,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901
         """Raise ValueError naming the first invalid field."""
         positive_ints = ("epochs", "batch_size", "stop_check_every", "eval_batch_size")
         for name in positive_ints:
@@ -265,7 +265,7 @@ def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     return base
 
 
-def fit(
+def fit(  # noqa: C901, PLR0913, PLR0915
     model: nn.Module,
     x_train: np.ndarray | Tensor,
     y_train: np.ndarray | Tensor,
@@ -495,7 +495,7 @@ def evaluate(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _train_epoch(
+def _train_epoch(  # noqa: PLR0913
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     x: Tensor,

@@ -299,7 +299,7 @@ def dataset_import_mnist(*, project: Project, actor: User, name: str, images, la
 # -- CSV --------------------------------------------------------------------------------------
 
 
-def _parse_csv(
+def _parse_csv(  # noqa: C901, PLR0915
     file, label_column: str | None, input_columns: list[str] | None, staging: Path
 ) -> _Parsed:
     import csv

@@ -110,7 +110,7 @@ def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
 
 
 @transaction.atomic
-def task_create(
+def task_create(  # noqa: PLR0913
     *,
     project: Project,
     actor: User | None,

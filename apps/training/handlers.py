@@ -305,7 +305,7 @@ def studio_train(ctx) -> dict[str, Any]:
         reporter.close()
 
 
-def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
+def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR0915
     from django.utils import timezone
 
     from apps.clusters.models import Cluster

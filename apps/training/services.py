@@ -146,7 +146,7 @@ def _check_template(text: str, input_size: list[int], num_classes: int) -> None:
         )
 
 
-def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dict[str, Any]:
+def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0915
     """Check a whole experiment configuration and fill its defaults.
 
     `values` holds the CONFIG_FIELDS (missing ones take their defaults). Returns the model field
@@ -692,7 +692,7 @@ def run_delete(*, run: Run) -> None:
 
 
 @transaction.atomic
-def evaluation_create(
+def evaluation_create(  # noqa: PLR0913
     *,
     access: ProjectAccess,
     actor: User,

@@ -105,7 +105,7 @@ def _read(task_id: str, after: int) -> tuple[dict[str, Any] | None, list[tuple[i
         after = chunk[-1][0]
 
 
-async def run_event_stream(
+async def run_event_stream(  # noqa: C901, PLR0915
     *, run_id: str, task_id: str | None, last_event_id: int = 0, poll_s: float | None = None
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one run (see the module docstring)."""

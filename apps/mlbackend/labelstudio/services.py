@@ -179,7 +179,7 @@ def _credentials(user: str | None, password: str | None) -> tuple[str, str]:
 
 
 @transaction.atomic
-def backend_create(
+def backend_create(  # noqa: PLR0913
     *,
     project: Project,
     actor: User | None,
