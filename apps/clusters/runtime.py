@@ -7,13 +7,16 @@ so a reader sees either the old or the new weights, never half a file.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apps.core.storage import project_local_dir
+from apps.core.storage import (  # noqa: F401 - write_state/read_state/atomic_write re-exported
+    META_KEY,
+    atomic_write,
+    project_local_dir,
+    read_state,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,7 +24,6 @@ if TYPE_CHECKING:
     from apps.clusters.models import Cluster
 
 WEIGHTS_FILE = "weights.safetensors"
-META_KEY = "orchard"
 
 
 def cluster_dir(cluster: Cluster) -> Path:
@@ -94,42 +96,3 @@ def cluster_metadata(cluster: Cluster) -> dict[str, Any]:
         "cluster_id": str(cluster.pk),
         "cluster_version": cluster.version,
     }
-
-
-def write_state(path: Path, state: dict, metadata: dict[str, Any]) -> int:
-    """Write a state dict and JSON metadata as safetensors, atomically; returns the size."""
-    from ml.checkpoints import state_to_bytes
-
-    data = state_to_bytes(
-        {k: v.detach().cpu().contiguous() for k, v in state.items()},
-        {META_KEY: json.dumps(metadata)},
-    )
-    atomic_write(path, data)
-    return len(data)
-
-
-def read_state(path: Path) -> tuple[dict, dict[str, Any]]:
-    """Read a safetensors file written by `write_state`: (state dict, JSON metadata)."""
-    from ml.checkpoints import state_from_bytes
-
-    state, metadata = state_from_bytes(Path(path).read_bytes())
-    raw = (metadata or {}).get(META_KEY)
-    try:
-        meta = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-    except ValueError:
-        meta = {}
-    return state, meta
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

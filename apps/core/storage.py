@@ -2,9 +2,13 @@
 storage (local disk by default, any Django storage backend possible). Names are built from ids
 the platform generated, never from user input."""
 
+import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -52,3 +56,47 @@ def _safe(part: str) -> str:
     if not isinstance(part, str) or not _SAFE_PART.match(part) or ".." in part:
         raise ValueError(f"unsafe storage name part: {part!r}")
     return part
+
+
+# -- atomic files and saved states (checkpoints, resume state) ----------------------------------
+
+META_KEY = "orchard"
+
+
+def write_state(path: Path, state: dict, metadata: dict[str, Any]) -> int:
+    """Write a state dict and JSON metadata as safetensors, atomically; returns the size."""
+    from ml.checkpoints import state_to_bytes
+
+    data = state_to_bytes(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        {META_KEY: json.dumps(metadata)},
+    )
+    atomic_write(path, data)
+    return len(data)
+
+
+def read_state(path: Path) -> tuple[dict, dict[str, Any]]:
+    """Read a safetensors file written by `write_state`: (state dict, JSON metadata)."""
+    from ml.checkpoints import state_from_bytes
+
+    state, metadata = state_from_bytes(Path(path).read_bytes())
+    raw = (metadata or {}).get(META_KEY)
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    except ValueError:
+        meta = {}
+    return state, meta
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

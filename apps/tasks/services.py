@@ -576,12 +576,12 @@ class TaskContext:
 
     def save_resume(self, state: dict, metadata: dict[str, Any]) -> None:
         """Save tensors + JSON metadata to resume from after a lost worker (atomic replace)."""
-        from apps.clusters.runtime import write_state
+        from apps.core.storage import write_state
 
         write_state(self.resume_path, state, metadata)
 
     def load_resume(self) -> tuple[dict, dict[str, Any]] | None:
-        from apps.clusters.runtime import read_state
+        from apps.core.storage import read_state
 
         if not self.resume_path.exists():
             return None
@@ -1001,7 +1001,7 @@ def _save_npy(path: Path, array) -> None:
 
     import numpy as np
 
-    from apps.clusters.runtime import atomic_write
+    from apps.core.storage import atomic_write
 
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
