@@ -33,7 +33,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps/core
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy ml apps/core
 
 check: setup
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python manage.py check

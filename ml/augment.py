@@ -159,7 +159,7 @@ def make_augment(
         shape = (1, *shape)
     if len(shape) != 3:
         raise ValueError(f"augmentation needs an image input size (C, H, W) or (H, W), got {shape}")
-    return Augmenter(config, shape)  # type: ignore[arg-type]
+    return Augmenter(config, shape)
 
 
 # --- the training-studio plan's augmentation pipelines ------------------------------------------
@@ -301,6 +301,7 @@ def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeli
                     raise ValueError(
                         f"{name}: {key} must be a list of 1 or {channels} numbers, got {value!r}"
                     )
+            assert mean is not None and std is not None  # checked just above
             if any(v <= 0 for v in std):
                 raise ValueError(f"{name}: std must be positive")
             mean = tuple(float(v) for v in mean) * (channels if len(mean) == 1 else 1)

@@ -60,10 +60,10 @@ def state_to_bytes(
             raise TypeError("checkpoint metadata must map str to str")
     tensors: dict[str, Tensor] = {}
     seen: set[tuple[int, int]] = set()
-    for name, value in state_dict.items():
-        if not isinstance(value, Tensor):
+    for name, entry in state_dict.items():
+        if not isinstance(entry, Tensor):
             raise TypeError(f"state dict entry '{name}' is not a tensor")
-        tensor = value.detach().to("cpu")
+        tensor = entry.detach().to("cpu")
         # safetensors refuses views and shared storage (tied weights): give those their own copy.
         ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if (
@@ -72,7 +72,7 @@ def state_to_bytes(
             or tensor.untyped_storage().nbytes() != (tensor.numel() * tensor.element_size())
         ):
             tensor = tensor.clone(memory_format=torch.contiguous_format)
-        seen.add((tensor.untyped_storage().data_ptr(), tensor.storage_offset()))
+        seen.add((tensor.untyped_storage().data_ptr(), int(tensor.storage_offset())))
         tensors[name] = tensor
     return safetensors_save(tensors, metadata=meta)
 

@@ -93,8 +93,8 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (or buffer); CPU for a model without any."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

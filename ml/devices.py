@@ -28,7 +28,7 @@ import torch
 try:  # nvidia-ml-py; optional at run time
     import pynvml
 except ImportError:  # pragma: no cover - depends on the environment
-    pynvml = None  # type: ignore[assignment]
+    pynvml = None
 
 __all__ = ["list_devices"]
 

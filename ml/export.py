@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,7 +97,9 @@ def export_onnx(
     """
     if exporter not in ("auto", "legacy", "dynamo"):
         raise ValueError("exporter must be 'auto', 'legacy' or 'dynamo'")
-    axes = _normalise_axes(DEFAULT_DYNAMIC_AXES if dynamic_axes is None else dynamic_axes)
+    axes = _normalise_axes(
+        cast(Mapping, DEFAULT_DYNAMIC_AXES) if dynamic_axes is None else dynamic_axes
+    )
     # A dynamic axis traced at size 1 may get specialised; trace such an axis at size 2.
     shape = [int(d) for d in input_shape]
     for axis in axes.get(INPUT_NAME, {}):
@@ -340,9 +342,11 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> Tensor:
             f"input_shape must be the full example shape, batch first (e.g. (1, 3, 224, 224)), "
             f"got {shape}"
         )
-    if getattr(model, "input_names", None) is not None and len(model.input_names) != 1:
+    input_names = getattr(model, "input_names", None)
+    output_names = getattr(model, "output_names", None)
+    if input_names is not None and len(input_names) != 1:
         raise ValueError("only networks with a single input brick can be exported")
-    if getattr(model, "output_names", None) is not None and len(model.output_names) != 1:
+    if output_names is not None and len(output_names) != 1:
         raise ValueError("only networks with a single output brick can be exported")
     generator = torch.Generator().manual_seed(0)
     return torch.rand(shape, generator=generator).to(model_device(model))

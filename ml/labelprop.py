@@ -174,6 +174,7 @@ class RegistrationNet(nn.Module):
         self.dec0 = _block(2 * c + c, c)
         self.flow = nn.Conv2d(c, 2, 3, padding=1)
         nn.init.zeros_(self.flow.weight)
+        assert self.flow.bias is not None
         nn.init.zeros_(self.flow.bias)
 
     def forward(self, moving: Tensor, fixed: Tensor) -> Tensor:
@@ -216,7 +217,8 @@ def identity_grid(height: int, width: int, device: torch.device | str = "cpu") -
 def warp(image: Tensor, flow: Tensor, grid: Tensor | None = None) -> Tensor:
     """Sample ``image`` (B, C, H, W) at identity + ``flow`` (B, 2, H, W): out(x) = in(x + u(x))."""
     if grid is None:
-        grid = identity_grid(*image.shape[-2:], device=image.device)
+        height, width = image.shape[-2:]
+        grid = identity_grid(height, width, device=image.device)
     return F.grid_sample(
         image,
         grid + flow.permute(0, 2, 3, 1),
@@ -572,7 +574,7 @@ def _interpolated_stats(
     if not present:
         return None
     total = sum(w for w, _ in present)
-    mixed = [sum(w * s[i] for w, s in present) / total for i in range(4)]  # type: ignore[index]
+    mixed = [sum(w * s[i] for w, s in present) / total for i in range(4)]  # type: ignore[index, misc]
     return mixed[0], mixed[1], mixed[2], mixed[3]
 
 
@@ -873,13 +875,14 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
     y_down = np.zeros_like(y_up)
     y_fused = np.zeros_like(y_up)
 
-    def labels_of(phi: Tensor, z: int, weights: list[tuple[float, int]]) -> np.ndarray:
+    def labels_of(phi: Tensor, z: int, weights: list[tuple[float, int | None]]) -> np.ndarray:
         """Labels of slice z from signed distances; ``weights``: (weight, annotated slice) of
         the annotations it came from."""
-        if intensity:
-            distance = min(abs(z - a) for _, a in weights)
+        known = [(w, a) for w, a in weights if a is not None]
+        if intensity and known:
+            distance = min(abs(z - a) for _, a in known)
             phi = -_corrected_logits(
-                phi, smoothed[z : z + 1], [(w, models[a]) for w, a in weights], distance, scale
+                phi, smoothed[z : z + 1], [(w, models[a]) for w, a in known], distance, scale
             )
         if (height, width) != (label_size, label_size):
             phi = F.interpolate(phi, size=(height, width), mode="bilinear", align_corners=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def spans_from_tokens(
     the mean probability of its tokens. Each is ``{start, end, text, label, score}``."""
     outside = len(labels)
     spans: list[dict] = []
-    current = None
+    current: dict[str, Any] | None = None
     for token, row in zip(tokens, probabilities, strict=True):
         klass = int(row.argmax())
         if klass == outside:
@@ -102,7 +103,7 @@ def spans_from_tokens(
             and current["class"] == klass
             and not text[current["end"] : token.start].strip()
         )
-        if joined:
+        if joined and current is not None:
             current["end"] = token.end
             current["scores"].append(float(row[klass]))
         else:

@@ -111,6 +111,7 @@ class TemplateNetwork(nn.Module):
             for src, layer in sources:
                 projected = layer(values[src])
                 total = projected if total is None else total + projected
+            assert total is not None  # every destination has at least one source
             values[dst] = self.activation(total) if hidden else total
 
         if isinstance(x, Tensor) and len(self._output_indices) == 1:

@@ -360,7 +360,7 @@ def fit(  # noqa: C901, PLR0913, PLR0915
             break
         train_loss, train_correct = totals
         val_loss = val_accuracy = None
-        scores: dict[str, float | None] = {}
+        scores: dict[str, float] = {}
         if val is not None:
             val_loss, val_accuracy, scores = _evaluate_scores(
                 runner, val[0], val[1], config, config.eval_batch_size
@@ -585,7 +585,7 @@ def _loss_function(config: TrainConfig) -> Callable[[Tensor, Tensor], Tensor]:
 
 def _evaluate_scores(
     model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, batch_size: int
-) -> tuple[float, float, dict[str, float | None]]:
+) -> tuple[float, float, dict[str, float]]:
     """Validation loss, accuracy and (classification) macro F1 / precision / recall: the class
     predictions stay on the device and one confusion matrix is read back."""
     n = x.shape[0]

@@ -77,8 +77,23 @@ class TaskDataServer:
     and headers are recorded in `requests`.
     """
 
-    def __init__(self, files=None, *, redirects=None, require_token: str | None = None, delay=0.0):
+    def __init__(
+        self,
+        files=None,
+        *,
+        redirects=None,
+        require_token: str | None = None,
+        delay=0.0,
+        hold=None,
+        gather: int | None = None,
+    ):
+        """`hold(path)`: requests it is true for wait until `release` is set (at most 60 s);
+        `gather`: every request waits (at most 30 s) until that many are in flight together."""
         self.files = dict(files or {})
+        self.hold = hold
+        self.release = threading.Event()
+        self.gather = gather
+        self.gathered = threading.Event()
         self.redirects = dict(redirects or {})
         self.require_token = require_token
         self.delay = delay
@@ -96,6 +111,8 @@ class TaskDataServer:
                 with server._count:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    if server.gather and server.in_flight >= server.gather:
+                        server.gathered.set()
                 try:
                     self._get()
                 finally:
@@ -108,6 +125,10 @@ class TaskDataServer:
                 server.requests.append((self.path, dict(self.headers)))
                 if server.delay:
                     time.sleep(server.delay)  # a slow Label Studio, on the server's side
+                if server.hold is not None and server.hold(self.path):
+                    server.release.wait(60)  # a Label Studio that has not answered yet
+                if server.gather:
+                    server.gathered.wait(30)
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])

@@ -3,8 +3,6 @@ without Basic credentials), /setup that cannot re-point a protected backend with
 keyed-hash check fast enough for Label Studio's 1 s health timeout. Training reads the project's
 annotations from Label Studio's API, so it does not depend on webhooks having arrived."""
 
-import time
-
 import pytest
 
 from apps.mlbackend.labelstudio import runtime, services
@@ -97,20 +95,24 @@ def test_the_secret_url_is_shown_to_those_who_may_change_the_backend(world):
     assert client_for(world.viewer).get(url).json()["data"]["secret_url"] is None
 
 
-def test_credentials_are_checked_in_well_under_50_ms(world):
+def test_credentials_are_checked_by_a_keyed_hash_not_a_password_hasher(world, monkeypatch):
+    """Label Studio gives /health 1 s and a login-grade password hasher took 2.2 s: backend
+    credentials are an HMAC-SHA256 keyed with the server secret (constant-time compare), and no
+    password hasher runs when they are checked. (Its cost is measured in bench/, not asserted.)"""
     backend = make_backend(world.project, world.owner, config=TEXT_CONFIG, basic_auth=CREDENTIALS)
-    ls = LabelStudioClient(backend.pk, CREDENTIALS)
-    started = time.perf_counter()
-    assert ls.get("health").status_code == 200  # the first request with these credentials
-    first = time.perf_counter() - started
     fresh = LabelStudioBackend.objects.get(pk=backend.pk)
-    header = ls.headers["HTTP_AUTHORIZATION"]
-    started = time.perf_counter()
-    for _ in range(200):
-        services.backend_authenticate(backend=fresh, authorization=header, client="127.0.0.1")
-    per_check = (time.perf_counter() - started) / 200
-    assert per_check < 0.005 and first < 0.5, (per_check, first)
     assert fresh.basic_auth_password.startswith("hmac-sha256$")
+
+    def no_hasher(*args, **kwargs):
+        raise AssertionError("a password hasher ran for backend credentials")
+
+    monkeypatch.setattr(services, "check_password", no_hasher)
+    ls = LabelStudioClient(backend.pk, CREDENTIALS)
+    assert ls.get("health").status_code == 200  # the first request with these credentials
+    header = ls.headers["HTTP_AUTHORIZATION"]
+    services.backend_authenticate(backend=fresh, authorization=header, client="127.0.0.1")
+    wrong = LabelStudioClient(backend.pk, (CREDENTIALS[0], "not-the-password"))
+    assert wrong.get("health").status_code == 401
 
 
 def test_start_training_reads_the_annotations_from_label_studio(world):

@@ -87,11 +87,14 @@ def test_more_than_a_thousand_tasks_in_one_request(world):
 
 
 def test_fetches_run_in_a_bounded_pool_and_the_batch_answers_by_its_deadline(world, settings):
+    """Files past the first four are held by Label Studio until after the answer: the batch
+    answers at its deadline with the four that came, the rest marked missed, never waiting for
+    the held ones (held 60 s, the deadline is 5 s: no timing of the machine is involved)."""
     settings.LABELSTUDIO_FETCH_CONCURRENCY = 4
-    settings.LABELSTUDIO_PREDICT_DEADLINE_S = 1.5
+    settings.LABELSTUDIO_PREDICT_DEADLINE_S = 5
     files = _uploads(40)
-    # Each file takes 0.25 s to serve: one at a time, 40 would take 10 s.
-    with TaskDataServer(files, delay=0.25) as server:
+    first = set(list(files)[:4])
+    with TaskDataServer(files, hold=lambda path: path not in first) as server:
         backend = make_backend(world.project, world.owner, allow_private_networks=True)
         backend.label_studio_url = server.url
         backend.save()
@@ -100,31 +103,31 @@ def test_fetches_run_in_a_bounded_pool_and_the_batch_answers_by_its_deadline(wor
         started = time.monotonic()
         r = ls.post("predict", predict_body(tasks, IMAGE_CONFIG))
         elapsed = time.monotonic() - started
-        assert server.max_in_flight == 4
-    assert r.status_code == 200 and elapsed < 3.5, elapsed
+        answered_before_release = not server.release.is_set()
+        server.release.set()
+        assert server.max_in_flight == 4  # the pool's bound, reached by the held fetches
+    assert r.status_code == 200 and answered_before_release and elapsed < 60, elapsed
     results = r.json()["results"]
     done = [item for item in results if item["result"]]
     missed = [item for item in results if not item["result"]]
-    # Four at a time for 1.5 s: about 20 done; the rest answered as missed, not waited for.
-    assert 8 <= len(done) <= 28 and len(done) + len(missed) == 40, len(done)
+    assert len(done) == 4 and len(missed) == 36, len(done)
+    # Those in flight at the deadline time out; those never started are missed.
     assert {item["error"] for item in missed} <= {DEADLINE_MISSED, "Could not fetch the task data."}
     assert DEADLINE_MISSED in {item["error"] for item in missed}
 
 
-def test_concurrent_fetching_is_faster_than_one_at_a_time(world, settings):
+def test_task_data_is_fetched_concurrently(world, settings):
+    """With a pool of 8, eight fetches are in flight together (Label Studio answers none until
+    eight have arrived); with a pool of 1, one at a time."""
     files = _uploads(16)
-    with TaskDataServer(files, delay=0.05) as server:
-        backend = make_backend(world.project, world.owner, allow_private_networks=True)
-        backend.label_studio_url = server.url
-        backend.save()
-        ls = LabelStudioClient(backend.pk)
-        tasks = [ls_task(i + 1, {"image": path}) for i, path in enumerate(files)]
-        timings = {}
-        for workers in (1, 8):
-            settings.LABELSTUDIO_FETCH_CONCURRENCY = workers
-            started = time.monotonic()
+    for workers in (1, 8):
+        settings.LABELSTUDIO_FETCH_CONCURRENCY = workers
+        with TaskDataServer(files, gather=8 if workers == 8 else None) as server:
+            backend = make_backend(world.project, world.owner, allow_private_networks=True)
+            backend.label_studio_url = server.url
+            backend.save()
+            ls = LabelStudioClient(backend.pk)
+            tasks = [ls_task(i + 1, {"image": path}) for i, path in enumerate(files)]
             r = ls.post("predict", predict_body(tasks, IMAGE_CONFIG))
-            timings[workers] = time.monotonic() - started
             assert all(item["result"] for item in r.json()["results"])
-    # 16 x 50 ms one at a time (>= 0.8 s) against two rounds of eight.
-    assert timings[1] >= 0.8 and timings[8] < timings[1] / 2, timings
+            assert server.max_in_flight == workers
