@@ -18,7 +18,7 @@ def test_create_project_answers_exactly_as_the_seed(world):
         {"name": "My Classification Project", "task": "classification"},
         format="json",
     )
-    assert response.status_code == 201
+    assert response.status_code == 200  # the plan: 200 with the envelope
     body = response.json()
     assert body["status"] == "ok"
     assert set(body["data"]) == {"id", "name", "task", "created_at"}
@@ -87,7 +87,11 @@ def test_patch_and_delete_need_a_project_admin(world):
     response = client_for(world.owner).patch(url, {"name": "Renamed"}, format="json")
     assert response.status_code == 200 and response.json()["data"]["name"] == "Renamed"
     assert client_for(world.viewer).delete(url).status_code == 403
-    assert client_for(world.owner).delete(url).status_code == 204
+    deleted = client_for(world.owner).delete(url)
+    assert deleted.status_code == 200 and deleted.json()["data"] == {
+        "id": world.project.pk,
+        "deleted": True,
+    }
     assert not Project.objects.filter(pk=world.project.pk).exists()
 
 

@@ -112,7 +112,7 @@ def test_a_plan_client_walks_the_whole_journey(world, stub_worker, settings):
         "post",
         "/api/projects",
         {"name": "Plan client", "task": "classification"},
-        expect=201,  # Orchard still answers a project's creation with 201 (the envelope is there)
+        expect=200,  # the plan: 200 with the envelope
     )
     assert set(project) >= {"id", "name", "task", "created_at"} and project["id"].startswith(
         "proj-"

@@ -2,8 +2,8 @@
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -166,6 +166,14 @@ class ProjectViewSet(
             response["Link"] = f'</api/projects?page=2&page_size={limit}>; rel="next"'
         return response
 
+    @extend_schema(request=s.ProjectSerializer, responses={200: s.ProjectSerializer})
+    def create(self, request):
+        """The plan answers a create with 200 and the envelope (not 201)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return Response(serializer.data)
+
     def perform_create(self, serializer):
         if self.request.user.is_service_account:
             raise Forbidden("Service accounts cannot create projects.")
@@ -182,11 +190,17 @@ class ProjectViewSet(
         project = services.project_update(project=access.project, **data.validated_data)
         return Response(s.ProjectSerializer(project).data)
 
+    @extend_schema(
+        responses=inline_serializer(
+            "ProjectDeleted",
+            {"id": serializers.CharField(), "deleted": serializers.BooleanField()},
+        )
+    )
     def destroy(self, request, project_id=None):
         access = project_access(user=request.user, project_id=project_id)
         access.require_admin()
         services.project_delete(project=access.project)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"id": project_id, "deleted": True})  # the plan: 200 with the envelope
 
 
 class UserViewSet(GlobalViewSet):
