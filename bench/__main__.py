@@ -59,6 +59,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", default="bench/results/latest.json")
+    parser.add_argument("--port-base", type=int, help="servers listen on this port and up")
+    parser.add_argument("--db-prefix", help="PostgreSQL database names start so (orchard_bench)")
+    parser.add_argument(
+        "--redis-db", type=int, help="Redis numbers used: this one and the next two (queue, team)"
+    )
     parser.add_argument(
         "--row-timeout",
         type=int,
@@ -69,6 +74,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    for flag, name in (
+        (args.port_base, "BENCH_PORT_BASE"),
+        (args.db_prefix, "BENCH_DB_PREFIX"),
+        (args.redis_db, "BENCH_REDIS_DB"),
+    ):
+        if flag is not None:
+            os.environ[name] = str(flag)  # read by bench.harness.port/db_name/redis_db
     import torch
 
     device = args.device

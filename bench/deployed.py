@@ -29,12 +29,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.harness import Context, Row, row, skipped
+from bench.harness import Context, Row, db_name, redis_db, row, skipped
 from ml.templates import DIGITS_64_128_10
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-REDIS_DB = int(os.environ.get("BENCH_DEPLOYED_REDIS_DB", "10"))
+REDIS_DB = int(os.environ.get("BENCH_DEPLOYED_REDIS_DB") or redis_db(1, default=10))
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
@@ -281,7 +281,7 @@ def _rows(ctx: Context, broker: str) -> list[Row]:
             first_redis_db=REDIS_DB,
             broker=broker,
             amqp_url=AMQP_URL,
-            db_name=f"orchard_bench_deployed_{os.getpid()}",
+            db_name=db_name(f"deployed_{os.getpid()}"),
             extra_env={"LOGIN_THROTTLE_RATE": "1000/min", "OMP_NUM_THREADS": "1"},
         ) as dep:
             rows = _queue_rows(dep, name, ctx.quick)

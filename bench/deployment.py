@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,9 +26,9 @@ ADMIN_PASSWORD = "deployed-" + secrets.token_hex(8)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from bench.harness import port
+
+    return port()
 
 
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.1):

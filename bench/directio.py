@@ -19,7 +19,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,9 @@ PASSWORD = "bench-password-123"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from bench.harness import port
+
+    return port()
 
 
 class Server:

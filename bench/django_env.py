@@ -33,7 +33,9 @@ def setup() -> str:
         try:
             import psycopg
 
-            name = f"orchard_bench_{os.getpid()}"  # one per run: parallel runs cannot collide
+            from bench.harness import db_name
+
+            name = db_name(str(os.getpid()))  # one per run: parallel runs cannot collide
             with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name}")
                 conn.execute(f"CREATE DATABASE {name}")

@@ -7,9 +7,11 @@ asserted; `--quick` runs every row once on small sizes so the harness itself can
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +41,36 @@ def skipped(name: str, metric: str, reason: str, unit: str = "", goal: str = "")
     """A row that could not run here (a service is unreachable): shown with its reason."""
     reason = " ".join(reason.split())
     return Row(name, metric, None, None, unit, goal=goal, notes=f"skipped: {reason}")
+
+
+# -- what the bench may use on a shared machine (`--port-base`, `--db-prefix`, `--redis-db`) -----
+
+_next_port = itertools.count()
+
+
+def port() -> int:
+    """A TCP port for a server the bench starts: BENCH_PORT_BASE, then +1, +2, ... when set
+    (`--port-base`), else a free one the OS picks."""
+    base = os.environ.get("BENCH_PORT_BASE")
+    if base:
+        return int(base) + next(_next_port)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def db_name(suffix: str) -> str:
+    """A PostgreSQL database name of the bench: BENCH_DB_PREFIX (`--db-prefix`, default
+    orchard_bench) + `_suffix`."""
+    prefix = os.environ.get("BENCH_DB_PREFIX") or "orchard_bench"
+    return f"{prefix}_{suffix}"
+
+
+def redis_db(offset: int, default: int) -> int:
+    """A Redis database number: BENCH_REDIS_DB (`--redis-db`) + `offset` when set, else
+    `default` (the rows' historical numbers)."""
+    base = os.environ.get("BENCH_REDIS_DB")
+    return int(base) + offset if base else default
 
 
 @dataclass

@@ -24,7 +24,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -100,9 +99,9 @@ class Server:
     """The daphne child process, its port and its tracemalloc control pipe."""
 
     def __init__(self, log: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        from bench.harness import port
+
+        self.port = port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "INPROCESS_WORKER": "false"}
         self.log = log
         self.proc = subprocess.Popen(

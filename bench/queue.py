@@ -32,13 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import Context, Row, row, skipped
+from bench.harness import Context, Row, db_name, redis_db, row, skipped
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
-DB_NAME = "orchard_bench_queue"
+DB_NAME = db_name("queue")
 BROKERS = {
-    "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    "redis": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db(0, default=14)}"),
     "rabbitmq": os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
 }
 NOOP_KIND = "bench_noop"
