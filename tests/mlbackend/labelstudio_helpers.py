@@ -113,9 +113,17 @@ class TaskDataServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     if server.gather and server.in_flight >= server.gather:
                         server.gathered.set()
+                self._counted = True
                 try:
                     self._get()
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                # Out of flight before the answer is written: a client that has its answer may
+                # send its next request before this thread would reach a `finally`.
+                if self._counted:
+                    self._counted = False
                     with server._count:
                         server.in_flight -= 1
 
@@ -129,6 +137,7 @@ class TaskDataServer:
                     server.release.wait(60)  # a Label Studio that has not answered yet
                 if server.gather:
                     server.gathered.wait(30)
+                self._leave()
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
