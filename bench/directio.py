@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -209,8 +210,51 @@ def _forward_seconds(n: int) -> list[float]:
     return times
 
 
+def _api(server: Server, method: str, path: str, body=None, token: str | None = None):
+    """A main-API request (JSON, Bearer); the envelope's data."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server.url(path), data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+async def _io_rates(port: int, jwt: str, project: str, cluster: str, n: int) -> dict[str, float]:
+    """Messages per second on one main-API io socket, binary frames then JSON frames."""
+    import websockets
+
+    url = f"ws://127.0.0.1:{port}/ws/projects/{project}/clusters/{cluster}/io?token={jwt}"
+    x = np.random.default_rng(0).random(784, dtype=np.float32)
+    binary = b"R" + x.astype("<f4").tobytes()
+    rates = {}
+    async with websockets.connect(url, max_size=None) as ws:
+        ready = json.loads(await ws.recv())
+        brick = next(iter(ready["inputs"]))
+        text = json.dumps({"type": "request", "inputs": {brick: x.tolist()}})
+        for name, frame in (("binary", binary), ("json", text)):
+            for _ in range(min(50, n)):  # warm-up
+                await ws.send(frame)
+                await ws.recv()
+            start = time.perf_counter()
+            for _ in range(n):
+                await ws.send(frame)
+                await ws.recv()
+            rates[name] = n / (time.perf_counter() - start)
+    return rates
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+def _cluster_in(server: Server, jwt: str, project: str, cluster: str) -> bool:
+    try:
+        _api(server, "GET", f"/api/projects/{project}/clusters/{cluster}", token=jwt)
+        return True
+    except urllib.error.HTTPError:
+        return False
 
 
 @row("directio")
@@ -235,6 +279,12 @@ def directio(ctx: Context) -> list[Row]:
         ]
         server.call("PUT", "cluster/set_mode", {"new_state": "DIRECT", "uuid": cluster_uuid}, token)
         trips = asyncio.run(_roundtrips(server.port, token, cluster_uuid, n))
+        jwt = _api(server, "POST", "/api/auth/token", {"username": "admin", "password": PASSWORD})
+        projects = _api(server, "GET", "/api/projects", token=jwt["access"])
+        project = next(
+            p["id"] for p in projects if _cluster_in(server, jwt["access"], p["id"], cluster_uuid)
+        )
+        io = asyncio.run(_io_rates(server.port, jwt["access"], project, cluster_uuid, n))
     forward = _forward_seconds(n)
 
     ms = 1000.0
@@ -243,7 +293,20 @@ def directio(ctx: Context) -> list[Row]:
     per_second = len(trips) / sum(trips)
     task_s = statistics.median(task_times)
     notes = f"{n} sequential REQUEST messages, 784-400-10, daphne on loopback"
-    return [
+    bare = 1.0 / statistics.mean(forward)
+    io_rows = [
+        Row(
+            f"directio.io_{kind}",
+            f"main-API io socket, {kind} frames, msg/s / bare forwards/s",
+            io[kind],
+            bare,
+            "msg/s",
+            goal=">= 2000 msg/s" if kind == "binary" else ">= 1000 msg/s",
+            notes=f"{n} sequential one-sample requests on ws/projects/.../io, daphne on loopback",
+        )
+        for kind in ("binary", "json")
+    ]
+    return io_rows + [
         Row(
             "directio.roundtrip_p50",
             "round trip / bare forward (p50)",
