@@ -242,6 +242,18 @@ async def _io_rates(port: int, jwt: str, project: str, cluster: str, n: int) -> 
                 await ws.send(frame)
                 await ws.recv()
             rates[name] = n / (time.perf_counter() - start)
+
+    async def one(sockets_n: int) -> None:
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.recv()  # ready
+            for _ in range(n // sockets_n):
+                await ws.send(binary)
+                await ws.recv()
+
+    for sockets_n in (4,):  # the same number of messages spread over several sockets at once
+        start = time.perf_counter()
+        await asyncio.gather(*(one(sockets_n) for _ in range(sockets_n)))
+        rates[f"binary_x{sockets_n}"] = (n // sockets_n) * sockets_n / (time.perf_counter() - start)
     return rates
 
 
@@ -306,6 +318,17 @@ def directio(ctx: Context) -> list[Row]:
         )
         for kind in ("binary", "json")
     ]
+    io_rows.append(
+        Row(
+            "directio.io_binary_x4",
+            "4 io sockets at once, binary frames, total msg/s / one socket's",
+            io["binary_x4"],
+            io["binary"],
+            "msg/s",
+            goal="scales with sockets",
+            notes="the same one-sample requests spread over 4 concurrent connections",
+        )
+    )
     return io_rows + [
         Row(
             "directio.roundtrip_p50",
