@@ -85,3 +85,22 @@ def test_queries_per_list_do_not_grow_with_the_page_size(world, django_assert_ma
             counts[(size, bool(mode))] = len(ctx.captured_queries)
     assert counts[(10, False)] == counts[(200, False)]
     assert counts[(10, True)] == counts[(200, True)] == counts[(10, False)] - 1  # no COUNT
+
+
+def test_a_cursor_whose_row_is_gone_or_hidden_is_refused(world):
+    _tasks(world, 12)
+    client = client_for(world.owner)
+    first = client.get(_url(world), {"page_size": 5}).json()["data"]
+    Task.objects.filter(pk=first["items"][-1]["id"]).delete()
+    r = client.get(_url(world), {"page_size": 5, "cursor": first["next_cursor"]})
+    assert (
+        r.status_code in (400, 422) and "start again" in r.json()["error"]["details"]["cursor"][0]
+    )
+    # A cursor naming a row of another project does not open that project's list.
+    other = Task.objects.create(
+        project=world.other_project, owner=world.outsider, kind="noop", name="theirs"
+    )
+    import base64
+
+    foreign = base64.urlsafe_b64encode(str(other.pk).encode()).decode().rstrip("=")
+    assert client.get(_url(world), {"cursor": foreign}).status_code in (400, 422)

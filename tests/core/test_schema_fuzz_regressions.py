@@ -371,3 +371,14 @@ def test_the_schema_keeps_its_format_parameter(client):
     r = client.get("/api/schema/?format=json")
     assert r.status_code == 200 and "json" in r["Content-Type"]
     assert r.json()["openapi"].startswith("3.")
+
+
+def test_a_project_name_over_its_max_length_as_sent_is_refused(world):
+    """The schema's maxLength holds for the name as sent (blanks around it were trimmed first,
+    so a name of 201 characters with a leading space was accepted)."""
+    client = client_for(world.owner)
+    r = client.post("/api/projects", {"name": " " + "x" * 200}, format="json")
+    assert r.status_code == 422, r.content
+    r = client.post("/api/projects", {"name": "  Spaced  "}, format="json")
+    assert r.status_code == 200 and r.json()["data"]["name"] == "Spaced"
+    assert client.post("/api/projects", {"name": "   "}, format="json").status_code == 422

@@ -44,7 +44,14 @@ class ProjectSerializer(StrictModelSerializer):
         model = Project
         fields = ["id", "name", "task", "created_at"]
         read_only_fields = ["id", "created_at"]
-        extra_kwargs = {"name": {"max_length": 200}}
+        # The length as sent is checked (the schema's maxLength), then blanks around it go.
+        extra_kwargs = {"name": {"max_length": 200, "trim_whitespace": False}}
+
+    def validate_name(self, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
 
 
 class ProjectUpdateSerializer(StrictModelSerializer):

@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -14,6 +15,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from apps.accounts import selectors, services
 from apps.accounts.api import serializers as s
 from apps.accounts.models import Membership, Project, User
+from apps.core.api.pagination import PagePagination
 from apps.core.api.views import GlobalAPIView, GlobalViewSet, ProjectScopedViewSet
 from apps.core.exceptions import Forbidden, Unauthorized
 from apps.core.tenancy import project_access
@@ -123,6 +125,22 @@ class MeView(GlobalAPIView):
 _PAGE_PARAMS = ("page", "page_size", "cursor", "count")
 
 
+_PROJECT_ITEMS = {"type": "array", "items": {"$ref": "#/components/schemas/Project"}}
+# The plan's plain list, or Orchard's page object when a page parameter is given.
+_PLAIN_OR_PAGED_PROJECTS = {
+    "oneOf": [_PROJECT_ITEMS, PagePagination().get_paginated_response_schema(_PROJECT_ITEMS)]
+}
+
+
+class _ProjectSchema(AutoSchema):
+    """The list's answer is described whole above (not wrapped as one page object)."""
+
+    def _is_list_view(self, serializer=None) -> bool:
+        if getattr(self.view, "action", None) == "list":
+            return False
+        return super()._is_list_view(serializer)
+
+
 class ProjectViewSet(
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
@@ -134,6 +152,7 @@ class ProjectViewSet(
 
     tenancy_exempt_reason = "the project list itself; every lookup is limited by membership"
     serializer_class = s.ProjectSerializer
+    schema = _ProjectSchema()
     lookup_url_kwarg = "project_id"
     http_method_names = ["get", "post", "patch", "delete"]
 
@@ -148,7 +167,16 @@ class ProjectViewSet(
         return project_access(user=self.request.user, project_id=self.kwargs["project_id"]).project
 
     @extend_schema(
-        responses=s.ProjectSerializer(many=True),
+        operation_id="projects_list",
+        parameters=[
+            OpenApiParameter("page", int, description="Page number, from 1: the page object."),
+            OpenApiParameter("page_size", int, description="Items per page: the page object."),
+            OpenApiParameter("count", bool, description="false: skip the COUNT (page object)."),
+            OpenApiParameter(
+                "cursor", str, description="A next_cursor: the page after it (page object)."
+            ),
+        ],
+        responses={200: _PLAIN_OR_PAGED_PROJECTS},
         description="The plan answers the list itself (newest first, at most PAGE_SIZE_MAX; "
         "`X-Total-Count` says how many exist and `Link` names the next page). With `page`, "
         "`page_size`, `cursor` or `count` the answer is Orchard's page object instead.",
@@ -191,10 +219,12 @@ class ProjectViewSet(
         return Response(s.ProjectSerializer(project).data)
 
     @extend_schema(
-        responses=inline_serializer(
-            "ProjectDeleted",
-            {"id": serializers.CharField(), "deleted": serializers.BooleanField()},
-        )
+        responses={
+            200: inline_serializer(
+                "ProjectDeleted",
+                {"id": serializers.CharField(), "deleted": serializers.BooleanField()},
+            )
+        }
     )
     def destroy(self, request, project_id=None):
         access = project_access(user=request.user, project_id=project_id)

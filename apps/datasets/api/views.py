@@ -315,7 +315,7 @@ class StudioDatasetView(ProjectScopedAPIView):
     def get(self, request, project_id):
         return Response(_plan_info(self.access, selectors.studio_dataset(access=self.access)))
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id):
         dataset = _studio_dataset_to_change(self.access)
         if dataset is not None:
@@ -527,7 +527,7 @@ class SplitDetailView(ProjectScopedAPIView):
         dataset, split = self._split(split_index)
         return Response(selectors.split_stats(dataset=dataset, splits=[split])[0])
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, split_index):
         dataset, split = self._split(split_index)
         _require_edit(self.access, dataset)

@@ -93,7 +93,7 @@ class ExportDetailView(ProjectScopedAPIView):
         export = selectors.export_get(access=self.access, export_id=export_id)
         return Response(s.ExportSerializer(export).data)
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, export_id):
         export = selectors.export_get(access=self.access, export_id=export_id)
         require_edit(

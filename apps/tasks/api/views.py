@@ -71,7 +71,7 @@ class TaskViewSet(ProjectScopedViewSet):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
-        responses=s.TaskSerializer,
+        responses={200: s.TaskSerializer},
         description="Abort the task: a queued one at once, a running one between two steps.",
     )
     def destroy(self, request, project_id=None, task_id=None):

@@ -102,7 +102,7 @@ class ExperimentDetailView(ProjectScopedAPIView):
         )
         return Response(s.ExperimentSerializer(experiment).data)
 
-    @extend_schema(parameters=[_EXP_ID], responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=[_EXP_ID], responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, exp_id):
         experiment = _object(self, ExperimentNotFound)
         services.experiment_delete(experiment=experiment)
@@ -193,7 +193,7 @@ class RunDetailView(_RunView):
     def get(self, request, project_id, run_id):
         return Response(s.RunDetailSerializer(self.run()).data)
 
-    @extend_schema(parameters=[_RUN_ID], responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=[_RUN_ID], responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, run_id):
         services.run_delete(run=self.run())
         return _deleted("run_id", run_id)
@@ -358,7 +358,7 @@ class EvaluationDetailView(_EvaluationView):
     def get(self, request, project_id, eval_id):
         return Response(s.EvaluationDetailSerializer(self.get_object()).data)
 
-    @extend_schema(parameters=[_EVAL_ID], responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=[_EVAL_ID], responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, eval_id):
         services.evaluation_delete(evaluation=self.get_object())
         return _deleted("evaluation_id", eval_id)
