@@ -106,12 +106,22 @@ async def _sse_latencies(task_ctx, run, token, count: int) -> tuple[list[float],
 
     from asgiref.sync import sync_to_async
     from asgiref.testing import ApplicationCommunicator
-    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+    from channels.layers import (
+        DEFAULT_CHANNEL_LAYER,
+        InMemoryChannelLayer,
+        channel_layers,
+        get_channel_layer,
+    )
 
     from apps.core.events import group_name
     from config.asgi import application
 
-    record = sync_to_async(task_ctx.record)
+    # Bounded like every wait here (CI once hung in this row).
+    emit = sync_to_async(task_ctx.record)
+
+    async def record(kind: str, data: dict) -> None:
+        await asyncio.wait_for(emit(kind, data), 30)
+
     path = f"/api/training/{run.project_id}/runs/{run.pk}/stream"
     scope = {
         "type": "http",
@@ -162,7 +172,9 @@ async def _sse_latencies(task_ctx, run, token, count: int) -> tuple[list[float],
 
     # Baseline: the same emits, received straight from a channel layer of its own (not the instance
     # the stream's consumer received on: its cancelled receive must not decide the baseline).
-    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    layer = get_channel_layer()
+    if not isinstance(layer, InMemoryChannelLayer):  # in memory, only the shared instance hears
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
     channel = await layer.new_channel()
     group = group_name("task", task_ctx.task.pk)
     await layer.group_add(group, channel)
