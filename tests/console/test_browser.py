@@ -330,15 +330,16 @@ def test_a_running_task_and_run_update_without_reload(site, data, browser):
     browser.get(site.url(f"/admin/console/tasks/{run['task_id']}/"))
     browser.execute_script("window.__notReloaded = true;")
     task = browser.find_element(By.ID, "task")
-    wait(browser, lambda d: task.get_attribute("data-live") == "1", what="the task socket")
-    wait(browser, lambda d: task.get_attribute("data-progress"), what="a progress event")
+    # The socket's open flag is not waited for: it may flap while the page reconnects on a busy
+    # machine (the page then retries with a fresh token); what the user sees is the progress.
+    wait(browser, lambda d: task.get_attribute("data-progress"), 90, what="a progress event")
     seen = set()
 
     def moved(_driver):
         seen.add(task.get_attribute("data-progress"))
         return len(seen) >= 3  # two changes after the first value
 
-    wait(browser, moved, what="the progress to move")
+    wait(browser, moved, 90, what="the progress to move")
     assert browser.execute_script("return window.__notReloaded === true;")
     width = browser.find_element(By.CSS_SELECTOR, '[data-field="progress-bar"]').get_attribute(
         "style"
