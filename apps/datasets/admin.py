@@ -1,9 +1,8 @@
 """Admin pages for datasets, their items and splits, and upload sessions."""
 
 from django.contrib import admin
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html as _format_html
 
+from apps.core.adminlinks import console_link
 from apps.datasets.models import Dataset, DatasetItem, Split, UploadSession
 
 
@@ -24,11 +23,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
     @admin.display(description="console")
     def console_link(self, obj):
-        try:
-            url = reverse("admin:console-dataset", args=[obj.pk])
-        except NoReverseMatch:  # the console site is not installed
-            return "-"
-        return _format_html('<a href="{}">open</a>', url)
+        return console_link("admin:console-dataset", obj.pk)
 
     list_filter = ["kind", "status", "visibility", "created_at"]
     search_fields = ["name", "project__name", "project__id", "owner__username"]

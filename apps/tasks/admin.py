@@ -1,7 +1,6 @@
 from django.contrib import admin, messages
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html as _format_html
 
+from apps.core.adminlinks import console_link
 from apps.tasks import services
 from apps.tasks.models import RequestResult, Task, TaskEvent, TaskState
 
@@ -33,11 +32,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="console")
     def console_link(self, obj):
-        try:
-            url = reverse("admin:console-task", args=[obj.pk])
-        except NoReverseMatch:  # the console site is not installed
-            return "-"
-        return _format_html('<a href="{}">open</a>', url)
+        return console_link("admin:console-task", obj.pk)
 
     list_filter = ["state", "kind", "queue", "created_at"]
     search_fields = ["id", "name", "project__id", "owner__username"]

@@ -4,10 +4,10 @@ them against the data); here operators browse them, stop runs and see their metr
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from apps.core.adminlinks import console_link
 from apps.core.exceptions import OrchardError
 from apps.training import selectors, services
 from apps.training.models import Evaluation, Experiment, Run
@@ -154,7 +154,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="console")
     def console_link(self, obj):
-        return _console_link("admin:console-run", obj.pk)
+        return console_link("admin:console-run", obj.pk)
 
     list_filter = ["task__state", "created_at"]
     search_fields = ["id", "experiment__name", "experiment__id", "project__id"]
@@ -215,14 +215,6 @@ class RunAdmin(admin.ModelAdmin):
             _delete(request, self, services.run_delete, run=obj)
 
 
-def _console_link(name: str, pk) -> str:
-    """A link to the object's console page ("-" where the console site is not installed)."""
-    try:
-        return format_html('<a href="{}">open</a>', reverse(name, args=[pk]))
-    except NoReverseMatch:
-        return "-"
-
-
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
@@ -244,7 +236,7 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     @admin.display(description="console")
     def console_link(self, obj):
-        return _console_link("admin:console-evaluation", obj.pk)
+        return console_link("admin:console-evaluation", obj.pk)
 
     list_filter = ["checkpoint_name", "split_subset", "created_at"]
     search_fields = ["id", "name", "run__id", "project__id"]

@@ -1,9 +1,8 @@
 """Admin pages of Label Studio backends, their trained versions and stored annotations."""
 
 from django.contrib import admin
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html as _format_html
 
+from apps.core.adminlinks import console_link
 from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend, LabelStudioModelVersion
 
 
@@ -32,11 +31,7 @@ class LabelStudioBackendAdmin(admin.ModelAdmin):
 
     @admin.display(description="console")
     def console_link(self, obj):
-        try:
-            url = reverse("admin:console-backend", args=[obj.pk])
-        except NoReverseMatch:  # the console site is not installed
-            return "-"
-        return _format_html('<a href="{}">open</a>', url)
+        return console_link("admin:console-backend", obj.pk)
 
     list_filter = ["allow_private_networks", "train_on_annotation", "created_at"]
     search_fields = ["id", "name", "project__id", "label_studio_url"]
