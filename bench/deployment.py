@@ -191,6 +191,40 @@ def outside_env() -> dict:
 
 
 @contextmanager
+def embedded(
+    *, workdir: Path, extra_env: dict | None = None, cls=None, login: bool = True
+) -> Iterator[Deployment]:
+    """The embedded mode as `make run` starts it (dev settings, SQLite and the in-process worker
+    in the data directory under `workdir`), on a free port; logs' tails printed at the end."""
+    env = outside_env()
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.dev",
+        ORCHARD_DATA_DIR=str(workdir / "data"),
+        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        **(extra_env or {}),
+    )
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    deployment = (cls or Deployment)(
+        base=f"http://127.0.0.1:{free_port()}",
+        env=env,
+        data_dir=workdir / "data",
+        logs=workdir / "logs",
+    )
+    deployment.manage("migrate", "--noinput")
+    deployment.manage("bootstrap")
+    try:
+        deployment.start_server()
+        if login:
+            deployment.login()
+        yield deployment
+    finally:
+        deployment.stop(deployment.server)
+        for log in sorted(deployment.logs.glob("*.log")):
+            print(f"--- {log.name} (tail)\n{log.read_bytes()[-3000:].decode(errors='replace')}")
+
+
+@contextmanager
 def team(
     *,
     workdir: Path,

@@ -8,14 +8,13 @@ when it is not, the folder is put on sys.path and the CLI runs as `python -m orc
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.deployment import ADMIN_PASSWORD, Deployment, free_port, outside_env
+from bench.deployment import ADMIN_PASSWORD, embedded
 from tests.client.helpers import CuttingProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +27,7 @@ except ImportError:  # not installed: use the source tree
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("client-server")
-    env = outside_env()
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.dev",
-        ORCHARD_DATA_DIR=str(tmp / "data"),
-        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        SECRET_KEY=secrets.token_urlsafe(50),
+    extra = dict(
         LOGIN_THROTTLE_RATE="1000/min",
         AUTH_FAILURE_RATE="off",
         TASK_EVENT_INTERVAL_S="0.1",
@@ -43,17 +36,9 @@ def server(tmp_path_factory):
         TORCH_THREADS="1",
         OMP_NUM_THREADS="1",
     )
-    (tmp / "logs").mkdir()
-    deployment = Deployment(
-        base=f"http://127.0.0.1:{free_port()}", env=env, data_dir=tmp / "data", logs=tmp / "logs"
-    )
-    deployment.manage("migrate", "--noinput")
-    deployment.manage("bootstrap")
-    try:
-        deployment.start_server()
+    workdir = tmp_path_factory.mktemp("client-server")
+    with embedded(workdir=workdir, extra_env=extra, login=False) as deployment:
         yield deployment
-    finally:
-        deployment.stop(deployment.server)
         for log in sorted(deployment.logs.glob("*.log")):
             text = log.read_bytes()[-3000:].decode(errors="replace")
             print(f"--- {log.name} (tail)\n{text}")

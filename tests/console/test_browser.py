@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from bench.deployment import ADMIN_PASSWORD, Deployment, free_port, outside_env
+from bench.deployment import ADMIN_PASSWORD, Deployment, embedded
 from tests.training.conftest import image_zip
 
 if os.environ.get("ORCHARD_REQUIRE_BROWSER"):  # CI installs them: missing is a failure there
@@ -41,10 +41,6 @@ pytestmark = pytest.mark.skipif(
 )
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PA_PASSWORD = "console-" + secrets.token_hex(8)
-
-
-def _settings_module() -> str:
-    return "config.settings.dev"  # `make run`'s settings
 
 
 class Site(Deployment):
@@ -68,13 +64,7 @@ class Site(Deployment):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("console-site")
-    env = outside_env()
-    env.update(
-        DJANGO_SETTINGS_MODULE=_settings_module(),
-        ORCHARD_DATA_DIR=str(tmp / "data"),
-        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        SECRET_KEY=secrets.token_urlsafe(50),
+    extra = dict(
         LOGIN_THROTTLE_RATE="1000/min",
         AUTH_FAILURE_RATE="off",
         TASK_EVENT_INTERVAL_S="0.1",
@@ -82,20 +72,9 @@ def site(tmp_path_factory):
         TORCH_THREADS="1",
         OMP_NUM_THREADS="1",
     )
-    (tmp / "logs").mkdir()
-    deployment = Site(
-        base=f"http://127.0.0.1:{free_port()}", env=env, data_dir=tmp / "data", logs=tmp / "logs"
-    )
-    deployment.manage("migrate", "--noinput")
-    deployment.manage("bootstrap")
-    try:
-        deployment.start_server()
-        deployment.login()
+    workdir = tmp_path_factory.mktemp("console-site")
+    with embedded(workdir=workdir, extra_env=extra, cls=Site) as deployment:
         yield deployment
-    finally:
-        deployment.stop(deployment.server)
-        for log in sorted(deployment.logs.glob("*.log")):
-            print(f"--- {log.name} (tail)\n{log.read_bytes()[-3000:].decode(errors='replace')}")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ so the server re-sends queued tasks and re-queues the running ones from the Task
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 
 import pytest
 
-from bench.deployment import outside_env
-from tests.deployed.conftest import ADMIN_PASSWORD, Team, free_port
+from bench.deployment import embedded as embedded_mode
+from tests.deployed.conftest import Team
 from tests.deployed.test_team_mode import demo, events_until, new_cluster, submit, wait_task
 
 pytestmark = [pytest.mark.slow]
@@ -20,34 +19,14 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture
 def embedded(tmp_path):
-    env = outside_env()
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.dev",
-        ORCHARD_DATA_DIR=str(tmp_path / "data"),
-        ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        SECRET_KEY=secrets.token_urlsafe(50),
+    extra = dict(
         TASK_HEARTBEAT_INTERVAL_S="0.2",
         TASK_HEARTBEAT_STALE_S="3",
         TASK_CHECKPOINT_INTERVAL_S="0",
         LOGIN_THROTTLE_RATE="1000/min",
     )
-    (tmp_path / "logs").mkdir()
-    deployment = Team(
-        base=f"http://127.0.0.1:{free_port()}",
-        env=env,
-        data_dir=tmp_path / "data",
-        logs=tmp_path / "logs",
-    )
-    deployment.manage("migrate", "--noinput")
-    deployment.manage("bootstrap")
-    try:
-        deployment.start_server()
-        deployment.login()
+    with embedded_mode(workdir=tmp_path, extra_env=extra, cls=Team) as deployment:
         yield deployment
-    finally:
-        deployment.stop(deployment.server)
-        for log in sorted(deployment.logs.glob("*.log")):
-            print(f"--- {log.name} (tail)\n{log.read_bytes()[-3000:].decode(errors='replace')}")
 
 
 def test_tasks_in_flight_survive_a_killed_embedded_server(embedded):
