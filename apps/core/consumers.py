@@ -46,9 +46,9 @@ def token_expired(token) -> bool:
 
 def active_user(user_id):
     """The user if still active, else Unauthorized (sync)."""
-    from apps.accounts.models import User
+    from django.contrib.auth import get_user_model
 
-    user = User.objects.filter(pk=user_id, is_active=True).first()
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         raise Unauthorized("The account is no longer active.")
     return user

@@ -8,6 +8,7 @@ consumers, gateways and actors all go through these helpers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,10 @@ from django.db.models import Q
 from apps.core.exceptions import Forbidden, NotFound
 
 if TYPE_CHECKING:
-    from apps.accounts.models import Project, User
+    from django.contrib.auth.models import AbstractUser as User
+
+    # The project row (`apps.accounts.models.Project`); core knows it only as a model.
+    Project = models.Model
 
 
 class Role(models.TextChoices):
@@ -85,34 +89,23 @@ def require_edit(access: ProjectAccess, obj: Any, message: str | None = None) ->
     access.require_edit(obj, message)
 
 
+# The membership lookup lives with memberships (`apps.accounts.tenancy.resolve_access`), which
+# registers it here when the accounts app is ready: core states the rule, accounts knows the rows.
+_resolver: Callable[..., ProjectAccess] | None = None
+
+
+def register_access_resolver(resolver: Callable[..., ProjectAccess]) -> None:
+    global _resolver
+    _resolver = resolver
+
+
 def project_access(*, user: User, project_id: str | None) -> ProjectAccess:
     """Resolve `user`'s rights in `project_id`; NotFound for a missing or foreign project."""
-    from apps.accounts.models import Membership, Project
-
     if user is None or not user.is_authenticated or not isinstance(project_id, str):
         raise NotFound("Project not found.")
-    # One query for the common case: the membership with its project.
-    membership = (
-        Membership.objects.select_related("project")
-        .filter(project_id=project_id, user=user)
-        .first()
-    )
-    project: Project | None
-    if membership is not None:
-        project = membership.project
-    elif user.is_superuser:
-        project = Project.objects.filter(pk=project_id).first()
-    else:
-        project = None
-    if project is None:
-        raise NotFound("Project not found.")
-    return ProjectAccess(
-        project=project,
-        user=user,
-        role=membership.role if membership else None,
-        is_project_admin=bool(membership and membership.is_project_admin),
-        is_global_admin=bool(user.is_superuser),
-    )
+    if _resolver is None:
+        raise RuntimeError("No tenancy resolver: is apps.accounts in INSTALLED_APPS?")
+    return _resolver(user=user, project_id=project_id)
 
 
 def get_or_not_found(queryset: models.QuerySet, **lookup: Any) -> models.Model:
