@@ -24,7 +24,7 @@ Delivery is at-least-once and never happens inside a request:
 - A redelivered push (a worker died after the POST but before marking it) reaches the compute
   twice; its claim (`POST /worker/...`) lets exactly one of the copies run.
 
-Addresses follow the Label Studio fetch rules (`apps.mlbackend.labelstudio.fetch`): http(s) only,
+Addresses follow Orchard's outbound rules (`apps.core.outbound`): http(s) only,
 no credentials in the URL, every address the host resolves to is checked and the connection is
 pinned to a checked one; private, loopback and link-local addresses are refused unless the
 `MARKETPLACE_COMPUTE_ALLOW_PRIVATE` setting is on (an operator's decision, not a project's).
@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from apps.core.conf import number_setting, setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
+from apps.core.outbound import FetchFailed, FetchRefused, check_address, pinned_request, url_origin
 from apps.marketplace.models import ComputeEndpoint, ComputePush, Learnuplet, PushState
 from apps.marketplace.protocol import learnuplet_document, preduplet_document
 
@@ -92,8 +93,6 @@ def normalize_url(url: Any) -> str:
     """A compute API base URL as pushes use it (no trailing slash), or ValidationFailed: http(s),
     a host, no credentials, query or fragment; an IP literal must be an address pushes may
     reach (host names are checked at every push, after resolving)."""
-    from apps.mlbackend.labelstudio.fetch import FetchRefused, check_address, url_origin
-
     if not isinstance(url, str) or not url.strip():
         raise ValidationFailed.for_field("url", "must be a non-empty http(s) URL.")
     url = url.strip()
@@ -231,26 +230,22 @@ class _Outcome:
 
 def _post(push: ComputePush) -> tuple[str, int | None, str]:
     """One POST of the push: (outcome, HTTP status or None, error text)."""
-    from apps.mlbackend.labelstudio import fetch
-
     timeout = push_setting("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S")
-    policy = fetch.FetchPolicy(
-        allow_private_networks=allow_private(), max_bytes=ANSWER_MAX_BYTES, timeout_s=timeout
-    )
     try:
-        origin = fetch.url_origin(push.url)
-        status, _location, _answer = fetch._request(
+        origin = url_origin(push.url)
+        status, _location, _answer = pinned_request(
             "POST",
             push.url,
             origin,
             {"User-Agent": USER_AGENT, "Content-Type": "application/json"},
-            policy,
-            time.monotonic() + timeout,
+            allow_private=allow_private(),
+            max_bytes=ANSWER_MAX_BYTES,
+            deadline=time.monotonic() + timeout,
             body=push.body.encode(),
         )
-    except fetch.FetchRefused as exc:
+    except FetchRefused as exc:
         return _Outcome.FINAL, None, f"refused ({REFUSED_HINT}): {exc.message}"
-    except fetch.FetchFailed as exc:
+    except FetchFailed as exc:
         return _Outcome.RETRY, None, exc.detail
     except OrchardError as exc:  # an answer over ANSWER_MAX_BYTES: it was received
         return _Outcome.DELIVERED, 200, exc.message

@@ -5,6 +5,7 @@ import socket
 
 import pytest
 
+from apps.core import outbound
 from apps.core.exceptions import PayloadTooLarge, ValidationFailed
 from apps.mlbackend.labelstudio import fetch
 from apps.mlbackend.labelstudio.fetch import (
@@ -104,7 +105,7 @@ def test_unusable_addresses_are_refused_even_when_private_ones_are_allowed(addre
 def test_every_resolved_address_is_checked(monkeypatch):
     # A name that resolves to a public AND a private address (DNS rebinding style) is refused.
     monkeypatch.setattr(
-        fetch,
+        outbound,
         "_getaddrinfo",
         _resolver(
             {"ls.example.com": ["93.184.216.34", "10.0.0.5"], "evil.example.com": ["10.0.0.5"]}
@@ -123,7 +124,7 @@ def test_the_checked_address_is_the_one_connected_to(monkeypatch):
     # ls.example.com resolves (once, checked) to 127.0.0.1: the fetch connects there and sends
     # the real host name.
     with TaskDataServer({"/a.png": PNG}) as server:
-        monkeypatch.setattr(fetch, "_getaddrinfo", _resolver({"ls.example.com": ["127.0.0.1"]}))
+        monkeypatch.setattr(outbound, "_getaddrinfo", _resolver({"ls.example.com": ["127.0.0.1"]}))
         policy = FetchPolicy(
             label_studio_url=f"http://ls.example.com:{server.port}", allow_private_networks=True
         )
@@ -143,7 +144,7 @@ def test_the_checked_address_is_the_one_connected_to(monkeypatch):
     ],
 )
 def test_hosts_and_schemes_outside_the_policy_are_refused(url, message, monkeypatch):
-    monkeypatch.setattr(fetch, "_getaddrinfo", _resolver({}))
+    monkeypatch.setattr(outbound, "_getaddrinfo", _resolver({}))
     policy = FetchPolicy(label_studio_url="http://ls.example.com")
     with pytest.raises(FetchRefused, match=message):
         fetch_task_value(url, policy)
@@ -216,7 +217,7 @@ def test_size_and_time_limits():
 
 
 def test_unresolvable_host(monkeypatch):
-    monkeypatch.setattr(fetch, "_getaddrinfo", _resolver({}))
+    monkeypatch.setattr(outbound, "_getaddrinfo", _resolver({}))
     with pytest.raises(FetchFailed) as failed:
         fetch_task_value("/a.png", FetchPolicy(label_studio_url="http://nowhere.invalid"))
     assert "Cannot resolve" in failed.value.detail
@@ -258,3 +259,14 @@ def test_the_time_limit_is_a_total_deadline_against_a_server_that_drips_bytes():
         assert len(sent) < len(body)  # it gave up while the server was still dripping
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("upstream", [None, 404, 401])
+def test_a_failed_fetch_is_orchards_502_whatever_the_far_server_said(upstream):
+    # The far server's status is kept for the server (upstream_status); Label Studio is told 502
+    # (a far 404 is not Orchard's 404, and no answer at all must not crash the error mapping).
+    from apps.mlbackend.labelstudio.http import status_and_detail
+
+    exc = FetchFailed("detail", status=upstream)
+    assert exc.upstream_status == upstream
+    assert status_and_detail(exc) == (502, "Could not fetch the task data.")

@@ -122,9 +122,9 @@ def check_label_studio(
             raise ValidationFailed(PRIVATE_HOST.format(host=host)) from None
         return
     except FetchFailed as exc:
-        if exc.status in (401, 403) or exc.message == LS_EXCHANGE_FAILED:
+        if exc.upstream_status in (401, 403) or exc.message == LS_EXCHANGE_FAILED:
             raise ValidationFailed(API_KEY_REFUSED if api_key_given else TOKEN_REFUSED) from None
-        if exc.status is None and needs_downloads and report_unreachable:
+        if exc.upstream_status is None and needs_downloads and report_unreachable:
             raise ValidationFailed(UNREACHABLE.format(url=policy.label_studio_url)) from None
         return  # Label Studio answered something else: nothing known against the token
     with _checked_lock:
