@@ -101,12 +101,6 @@ def _scaled(x, scale: float) -> np.ndarray:
     return x
 
 
-def _input_scale(x: np.ndarray) -> float:
-    """Inputs go into [-1, 1] with the factor found at the first training (as `train` does)."""
-    peak = float(np.abs(x).max()) if x.size else 1.0
-    return 1.0 / peak if peak > 1.0 else 1.0
-
-
 def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
     from apps.datasets.selectors import dataset_arrays
 
@@ -159,7 +153,8 @@ def _train_config(device: str):
 
 
 def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
-    from ml.training import evaluate, fit
+    from ml.data import input_scale
+    from ml.training import FitCallbacks, evaluate, fit
 
     cluster = ctx.cluster
     datasets = _datasets(uplet, [*uplet.train_data, *uplet.test_data])
@@ -167,22 +162,19 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     train = {u: _labelled(datasets[u]) for u in uplet.train_data}
     x_raw = np.concatenate([x.reshape(len(x), -1) for x, _ in train.values()])
     y = np.concatenate([y for _, y in train.values()])
-    scale = float(scale or _input_scale(x_raw))
+    scale = float(scale or input_scale(x_raw))
     config = _train_config(ctx.device)
     ctx.progress(0.0, rank=uplet.rank)
 
-    def on_epoch_end(result) -> None:
-        ctx.progress(result.epoch / config.epochs, epoch=result.epoch, loss=result.loss)
-        ctx.record("epoch", result.as_dict())
+    class Callbacks(FitCallbacks):
+        def on_epoch_end(self, result) -> None:
+            ctx.progress(result.epoch / config.epochs, epoch=result.epoch, loss=result.loss)
+            ctx.record("epoch", result.as_dict())
 
-    fitted = fit(
-        model,
-        _scaled(x_raw, scale),
-        y,
-        config,
-        on_epoch_end=on_epoch_end,
-        should_stop=ctx.should_stop,
-    )
+        def should_stop(self) -> bool:
+            return ctx.should_stop()
+
+    fitted = fit(model, _scaled(x_raw, scale), y, config, callbacks=Callbacks())
     if fitted.stopped:
         raise TaskStopped()
     model.eval()

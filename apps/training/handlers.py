@@ -229,6 +229,7 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     """(train subset, val subset or None, input scale) of the run's configuration."""
     from apps.datasets.models import Dataset, Split
     from apps.training import data
+    from ml.data import input_scale
 
     dataset = Dataset.objects.filter(pk=config["dataset_id"], project_id=run.project_id).first()
     if dataset is None:
@@ -243,7 +244,7 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     if not len(train_rows):
         raise ValidationFailed.for_field("split_index", "the split has no train items.")
     train = data.load_subset(dataset, input_size=input_size, indices=train_rows)
-    scale = data.input_scale(train.x)
+    scale = input_scale(train.x)
     if scale != 1.0:
         train.x *= np.float32(scale)
     normalize = config.get("normalize") or {}
@@ -305,7 +306,7 @@ def studio_train(ctx) -> dict[str, Any]:
         reporter.close()
 
 
-def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR0915
+def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: C901, PLR0915
     from django.utils import timezone
 
     from apps.clusters.models import Cluster
@@ -314,7 +315,7 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR
     from ml.augment import make_augment
     from ml.checkpoints import state_to_bytes
     from ml.networks import freeze_backbone
-    from ml.training import TrainConfig, fit
+    from ml.training import FitCallbacks, FitOptions, TrainConfig, fit
 
     config = dict(run.config)
     options = dict(config.get("options") or {})
@@ -409,6 +410,16 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR
         )
         _retrying(lambda: Run.objects.filter(pk=run.pk).update(**fields, updated_at=timezone.now()))
 
+    class Callbacks(FitCallbacks):
+        def on_epoch_end(self, result) -> None:
+            on_epoch_end(result)
+
+        def should_stop(self) -> bool:
+            return reporter.should_stop()
+
+        def on_checkpoint(self, epoch: int, model_state: dict, optim_state: dict) -> None:
+            on_checkpoint(epoch, model_state, optim_state)
+
     augment = make_augment(config.get("augmentation") or {}, tuple(config["input_size"]))
     result = fit(
         model,
@@ -417,14 +428,14 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR
         train_config,
         x_val=val.x if val is not None else None,
         y_val=val.y if val is not None else None,
-        start_epoch=start_epoch,
-        optimizer_state=optimizer_state,
-        on_epoch_end=on_epoch_end,
-        should_stop=reporter.should_stop,
-        on_checkpoint=on_checkpoint,
-        augment=augment,
-        device_ids=_device_ids(config, ctx.device),
-        early_stopping_state=early_stopping,
+        options=FitOptions(
+            start_epoch=start_epoch,
+            optimizer_state=optimizer_state,
+            augment=augment,
+            device_ids=_device_ids(config, ctx.device),
+            early_stopping_state=early_stopping,
+        ),
+        callbacks=Callbacks(),
     )
     summary: dict[str, Any] = {
         "run_id": run.pk,

@@ -219,7 +219,7 @@ def train(ctx) -> dict[str, Any]:
     from apps.mlbackend.labelstudio.label_config import Interface
     from apps.mlbackend.labelstudio.services import version_record
     from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
-    from ml.training import TrainConfig, fit
+    from ml.training import FitCallbacks, TrainConfig, fit
 
     backend = (
         LabelStudioBackend.objects.select_related("cluster", "checkpoint")
@@ -259,21 +259,22 @@ def train(ctx) -> dict[str, Any]:
     state = {"epoch": 0, "polls": 0}
     history: list[dict[str, Any]] = []
 
-    def should_stop() -> bool:
-        state["polls"] += 1
-        within = min(0.99, state["polls"] / polls_per_epoch)
-        ctx.progress(0.2 + 0.75 * (state["epoch"] + within) / config.epochs)
-        return ctx.should_stop()
+    class Callbacks(FitCallbacks):
+        def should_stop(self) -> bool:
+            state["polls"] += 1
+            within = min(0.99, state["polls"] / polls_per_epoch)
+            ctx.progress(0.2 + 0.75 * (state["epoch"] + within) / config.epochs)
+            return ctx.should_stop()
 
-    def on_epoch_end(result) -> None:
-        state["epoch"], state["polls"] = result.epoch, 0
-        history.append(result.as_dict())
-        ctx.progress(
-            0.2 + 0.75 * result.epoch / config.epochs, epoch=result.epoch, loss=result.loss
-        )
-        ctx.record("epoch", result.as_dict())
+        def on_epoch_end(self, result) -> None:
+            state["epoch"], state["polls"] = result.epoch, 0
+            history.append(result.as_dict())
+            ctx.progress(
+                0.2 + 0.75 * result.epoch / config.epochs, epoch=result.epoch, loss=result.loss
+            )
+            ctx.record("epoch", result.as_dict())
 
-    outcome = fit(model, x, y, config, should_stop=should_stop, on_epoch_end=on_epoch_end)
+    outcome = fit(model, x, y, config, callbacks=Callbacks())
     summary: dict[str, Any] = {
         "backend_id": backend.pk,
         "ls_project": key,
