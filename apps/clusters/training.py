@@ -2,9 +2,10 @@
 marketplace's learnuplets, Label Studio backends; Hanami's `train` kind next).
 
 A caller brings what only it knows as a `TrainingJob`: its data (read from its own sources and
-scaled by the factor it records, `training_scale` for most), hyper-parameters, where its model
-starts and what to resume from; and its reporting as `TrainingCallbacks` (the hooks of
-`ml.training.fit`, plus `may_store`). `cluster_train` then
+scaled by the factor it records: `training_scale` answers the cluster's stored one, else the one
+the data need), hyper-parameters, where its model starts and what to resume from; and its
+reporting as `TrainingCallbacks` (the hooks of `ml.training.fit`, plus `on_start` and
+`may_store`). `cluster_train` then
 
 1. records the input scale in the cluster's config, once and before the first epoch, so every
    checkpoint of the run carries it (`services.cluster_config_update`);
@@ -15,7 +16,7 @@ starts and what to resume from; and its reporting as `TrainingCallbacks` (the ho
 5. stores the trained weights as the cluster's next version, unless the run stopped or the caller
    says no (`may_store`: a lost task).
 
-Only this module and `apps.clusters.services` write checkpoints rows and cluster configs for
+Only this module and `apps.clusters.services` write checkpoint rows and cluster configs for
 training (`tests/test_architecture.py` holds the other apps to it). Torch is imported when a run
 starts, not with this module: handlers subclass `TrainingCallbacks` at module level.
 """
