@@ -47,7 +47,19 @@ def logging_overhead(ctx: Context) -> list[Row]:
 
     from apps.training.handlers import RunReporter
     from ml.networks import build_architecture
-    from ml.training import TrainConfig, fit
+    from ml.training import FitCallbacks, TrainConfig, fit
+
+    class _Logged(FitCallbacks):
+        """The studio's reporting hooks, as a run wires them."""
+
+        def __init__(self, reporter: RunReporter) -> None:
+            self.reporter = reporter
+
+        def on_epoch_end(self, result) -> None:
+            self.reporter.on_epoch_end(result)
+
+        def should_stop(self) -> bool:
+            return self.reporter.should_stop()
 
     device = "cuda" if ctx.device == "cuda" else "cpu"
     n = 4_000 if ctx.quick else 20_000
@@ -60,7 +72,7 @@ def logging_overhead(ctx: Context) -> list[Row]:
 
     def once(logging: bool) -> float:
         model = build_architecture("mlp", input_shape=(784,), num_classes=10, seed=0)
-        kwargs, reporter = {}, None
+        callbacks, reporter = None, None
         if logging:
             reporter = RunReporter(
                 task_ctx,
@@ -69,9 +81,9 @@ def logging_overhead(ctx: Context) -> list[Row]:
                 batches=(n + 63) // 64,
                 stop_every=config.stop_check_every,
             )
-            kwargs = {"on_epoch_end": reporter.on_epoch_end, "should_stop": reporter.should_stop}
+            callbacks = _Logged(reporter)
         start = time.perf_counter()
-        fit(model, x, y, config, **kwargs)
+        fit(model, x, y, config, callbacks=callbacks)
         if reporter is not None:
             reporter.close()  # everything stored and published
         if device == "cuda":

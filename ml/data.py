@@ -16,6 +16,7 @@ __all__ = [
     "DEVICE_MEMORY_FRACTION",
     "as_tensors",
     "fits_on_device",
+    "input_scale",
     "labels_to_indices",
     "model_device",
 ]
@@ -49,6 +50,17 @@ def as_tensors(
     if task == "regression":
         return x_tensor, y_tensor.to(device=device, dtype=torch.float32)
     return x_tensor, labels_to_indices(y_tensor).to(device)
+
+
+def input_scale(x: np.ndarray) -> float:
+    """The one factor that brings a model's inputs into [-1, 1], found on its first training data
+    and kept with the model (CSV columns may hold large values; images and MNIST already lie in
+    0..1): ``1 / peak`` when the largest absolute value passes 1, else 1.
+
+    ``max``/``min`` instead of ``abs(x).max()``: no temporary the size of the dataset.
+    """
+    peak = max(float(x.max()), -float(x.min())) if x.size else 1.0
+    return 1.0 / peak if peak > 1.0 else 1.0
 
 
 def labels_to_indices(y: np.ndarray | Tensor) -> Tensor:

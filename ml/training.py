@@ -6,11 +6,13 @@ Designed to cost only a few percent over a hand-written torch loop on the same t
 - each epoch draws one ``torch.randperm`` and slices it into batches (no DataLoader, no
   per-sample Python);
 - loss and accuracy are accumulated in device tensors and read back once per epoch (no
-  ``.item()`` per batch); ``should_stop`` is polled only every ``stop_check_every`` batches.
+  ``.item()`` per batch); ``FitCallbacks.should_stop`` is polled only every
+  ``stop_check_every`` batches.
 
 Epochs are numbered from 0 inside the loop; reported epoch numbers (``EpochResult.epoch``,
-``on_checkpoint``'s first argument, ``FitResult.epochs_completed``) count completed epochs, so a
-checkpoint reported for epoch ``k`` resumes with ``fit(..., start_epoch=k, optimizer_state=...)``.
+``FitCallbacks.on_checkpoint``'s first argument, ``FitResult.epochs_completed``) count completed
+epochs, so a checkpoint reported for epoch ``k`` resumes with
+``fit(..., options=FitOptions(start_epoch=k, optimizer_state=...))``.
 With a seed, every epoch's shuffling and random layers (dropout) are seeded from
 ``(seed, epoch)`` and the learning rate is a pure function of the epoch, so a resumed run
 reproduces an uninterrupted one.
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ml.callbacks import FitCallbacks
 from ml.data import as_tensors, model_device
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "PRECISIONS",
     "SCHEDULERS",
     "EpochResult",
+    "FitCallbacks",
+    "FitOptions",
     "FitResult",
     "TrainConfig",
     "evaluate",
@@ -203,7 +208,7 @@ class FitResult:
     early_stopped: bool = False
 
     def optimizer_state_dict(self) -> dict[str, Any]:
-        """The optimizer state, to pass back as ``fit(..., optimizer_state=...)`` to resume."""
+        """The optimizer state, to pass back as ``FitOptions.optimizer_state`` to resume."""
         return self.optimizer.state_dict()
 
     @property
@@ -265,7 +270,28 @@ def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     return base
 
 
-def fit(  # noqa: C901, PLR0913, PLR0915
+@dataclass
+class FitOptions:
+    """What varies per call of :func:`fit` beside the hyper-parameters: where a resumed run
+    starts, the batch augmentation and the GPUs to split batches across.
+
+    ``start_epoch`` / ``optimizer_state``: resume after that many completed epochs with the
+    optimizer state saved then. ``early_stopping_state`` (a dict, updated in place:
+    ``best_loss``, ``bad_epochs``) carries early stopping across a resume; pass the one saved
+    with the checkpoint. ``augment(batch) -> batch`` transforms each training batch on the
+    device (see :mod:`ml.augment`); validation data is never augmented. ``device_ids`` (two or
+    more CUDA indices, the first being ``config.device``) splits every batch across those GPUs
+    with ``torch.nn.DataParallel`` (see :mod:`ml.parallel`); state dicts stay the plain model's.
+    """
+
+    start_epoch: int = 0
+    optimizer_state: Mapping[str, Any] | None = None
+    early_stopping_state: dict[str, Any] | None = None
+    augment: Callable[[Tensor], Tensor] | None = None
+    device_ids: Sequence[int] | None = None
+
+
+def fit(  # noqa: C901, PLR0915
     model: nn.Module,
     x_train: np.ndarray | Tensor,
     y_train: np.ndarray | Tensor,
@@ -273,36 +299,21 @@ def fit(  # noqa: C901, PLR0913, PLR0915
     *,
     x_val: np.ndarray | Tensor | None = None,
     y_val: np.ndarray | Tensor | None = None,
-    start_epoch: int = 0,
-    optimizer_state: Mapping[str, Any] | None = None,
-    on_epoch_end: Callable[[EpochResult], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_checkpoint: Callable[[int, dict[str, Tensor], dict[str, Any]], None] | None = None,
-    augment: Callable[[Tensor], Tensor] | None = None,
-    device_ids: Sequence[int] | None = None,
-    wants_checkpoint: Callable[[int], bool] | None = None,
-    early_stopping_state: dict[str, Any] | None = None,
+    options: FitOptions | None = None,
+    callbacks: FitCallbacks | None = None,
 ) -> FitResult:
     """Train ``model`` in place on a whole dataset; see the module docstring for the contract.
 
-    ``on_epoch_end(result)`` is called after each epoch (after validation). ``on_checkpoint(epoch,
-    model_state, optimizer_state)`` follows it with CPU copies of both state dicts, safe to keep;
-    ``wants_checkpoint(epoch)``, when given, is asked first and a False answer skips the copies
-    (callers throttle checkpoints by time).
-    ``should_stop()`` is polled every ``config.stop_check_every`` batches and after each epoch;
-    when it answers True training stops, ``FitResult.stopped`` is True and an interrupted epoch
-    is not counted (the model holds its partial updates; resume from the last checkpoint).
-
-    ``augment(batch) -> batch`` transforms each training batch on the device (see
-    :mod:`ml.augment`); validation data is never augmented. ``device_ids`` (two or more CUDA
-    indices, the first being ``config.device``) splits every batch across those GPUs with
-    ``torch.nn.DataParallel`` (see :mod:`ml.parallel`); state dicts stay the plain model's.
-
-    ``early_stopping_state`` (a dict, updated in place: ``best_loss``, ``bad_epochs``) carries
-    early stopping across a resume; pass the one saved with the checkpoint.
+    ``callbacks`` (see :class:`FitCallbacks`) hear of every epoch and checkpoint and may stop
+    the run: training then stops, ``FitResult.stopped`` is True and an interrupted epoch is not
+    counted (the model holds its partial updates; resume from the last checkpoint).
+    ``options`` (see :class:`FitOptions`) resume a run, augment batches or use several GPUs.
     """
     config = config if config is not None else TrainConfig()
     config.validate()
+    options = options if options is not None else FitOptions()
+    hooks = callbacks if callbacks is not None else FitCallbacks()
+    start_epoch = options.start_epoch
     if not 0 <= start_epoch <= config.epochs:
         raise ValueError(f"start_epoch must be between 0 and epochs ({config.epochs})")
     device = resolve_device(config.device)
@@ -321,13 +332,13 @@ def fit(  # noqa: C901, PLR0913, PLR0915
         val = (xv, yv)
 
     model.to(device)
-    runner = _parallel_runner(model, device, device_ids)
+    runner = _parallel_runner(model, device, options.device_ids)
     y = _check_targets(model, x, y, config.loss)
     if val is not None:
         val = (val[0], _check_targets(model, val[0], val[1], config.loss))
     optimizer = make_optimizer(model, config)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(dict(optimizer_state))
+    if options.optimizer_state is not None:
+        optimizer.load_state_dict(dict(options.optimizer_state))
     n = x.shape[0]
     # Predicted class of every sample, in the epoch's order (classification only).
     predictions = None if config.loss == "mse" else torch.empty(n, dtype=torch.int64, device=device)
@@ -336,7 +347,7 @@ def fit(  # noqa: C901, PLR0913, PLR0915
     best_epoch: int | None = None
     best_val_accuracy: float | None = None
     epochs_completed = start_epoch
-    early = early_stopping_state if early_stopping_state is not None else {}
+    early = options.early_stopping_state if options.early_stopping_state is not None else {}
     early.setdefault("best_loss", None)
     early.setdefault("bad_epochs", 0)
     early_stopped = False
@@ -353,7 +364,16 @@ def fit(  # noqa: C901, PLR0913, PLR0915
         with _epoch_rng(config.seed, epoch, device):
             order = _permutation(n, config.seed, epoch, device)
             totals = _train_epoch(
-                runner, optimizer, x, y, order, config, predictions, should_stop, augment, scaler
+                runner,
+                optimizer,
+                x,
+                y,
+                order,
+                config,
+                predictions,
+                hooks.should_stop,
+                options.augment,
+                scaler,
             )
         if totals is None:
             stopped = True
@@ -387,15 +407,14 @@ def fit(  # noqa: C901, PLR0913, PLR0915
             else:
                 early["bad_epochs"] += 1
             early_stopped = early["bad_epochs"] >= config.early_stopping_patience
-        if on_epoch_end is not None:
-            on_epoch_end(result)
-        if on_checkpoint is not None and (wants_checkpoint is None or wants_checkpoint(epoch + 1)):
-            on_checkpoint(
+        hooks.on_epoch_end(result)
+        if hooks.wants_checkpoint(epoch + 1):
+            hooks.on_checkpoint(
                 epoch + 1, _cpu_copy(model.state_dict()), _cpu_copy(optimizer.state_dict())
             )
         if early_stopped:
             break
-        if should_stop is not None and epoch + 1 < config.epochs and should_stop():
+        if epoch + 1 < config.epochs and hooks.should_stop():
             stopped = True
             break
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apps.core.storage import (  # noqa: F401 - write_state/read_state/atomic_write re-exported
+from apps.core.storage import (  # noqa: F401 - state I/O re-exported for the cluster's users
     META_KEY,
     atomic_write,
     project_local_dir,
     read_state,
+    state_bytes,
     write_state,
 )
 

@@ -25,3 +25,9 @@ def checkpoint_list(*, access: ProjectAccess) -> QuerySet[Checkpoint]:
 
 def host_list() -> QuerySet[Host]:
     return Host.objects.order_by("id")
+
+
+def checkpoint_exists(*, project_id, checkpoint_id) -> bool:
+    """Whether a checkpoint row of the project still exists (for a task that keeps rewriting the
+    checkpoint ids it created; no caller's access to check there)."""
+    return Checkpoint.objects.filter(project_id=project_id, pk=checkpoint_id).exists()

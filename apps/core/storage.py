@@ -63,14 +63,19 @@ def _safe(part: str) -> str:
 META_KEY = "orchard"
 
 
-def write_state(path: Path, state: dict, metadata: dict[str, Any]) -> int:
-    """Write a state dict and JSON metadata as safetensors, atomically; returns the size."""
+def state_bytes(state: dict, metadata: dict[str, Any]) -> bytes:
+    """A state dict and JSON metadata as one safetensors file's bytes (what `read_state` reads)."""
     from ml.checkpoints import state_to_bytes
 
-    data = state_to_bytes(
+    return state_to_bytes(
         {k: v.detach().cpu().contiguous() for k, v in state.items()},
         {META_KEY: json.dumps(metadata)},
     )
+
+
+def write_state(path: Path, state: dict, metadata: dict[str, Any]) -> int:
+    """Write a state dict and JSON metadata as safetensors, atomically; returns the size."""
+    data = state_bytes(state, metadata)
     atomic_write(path, data)
     return len(data)
 

@@ -1,8 +1,9 @@
 """The built-in compute: task kinds `learnuplet` and `preduplet` of the job engine.
 
 A job claims its `todo` uplet with the same conditional claim as `POST /worker/...` (so it races
-HTTP compute workers fairly: one of them wins), trains or predicts with `ml/`, and reports through
-the same services as `POST /learndone` / `POST /preddone`. Registered in `MarketplaceConfig.ready()`.
+HTTP compute workers fairly: one of them wins), trains with the clusters' training service or
+predicts with `ml/`, and reports through the same services as `POST /learndone` /
+`POST /preddone`. Registered in `MarketplaceConfig.ready()`.
 
 - learnuplet: start from `model_start` (the algo's cluster weights at rank 0, else the Checkpoint
   of that id), train on the concatenated `train_data` datasets, measure accuracy per train and
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from apps.clusters.training import TrainingCallbacks
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
@@ -101,12 +103,6 @@ def _scaled(x, scale: float) -> np.ndarray:
     return x
 
 
-def _input_scale(x: np.ndarray) -> float:
-    """Inputs go into [-1, 1] with the factor found at the first training (as `train` does)."""
-    peak = float(np.abs(x).max()) if x.size else 1.0
-    return 1.0 / peak if peak > 1.0 else 1.0
-
-
 def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
     from apps.datasets.selectors import dataset_arrays
 
@@ -158,8 +154,24 @@ def _train_config(device: str):
         raise ValidationFailed.for_field("MARKETPLACE_TRAIN", str(exc)) from None
 
 
+class LearnCallbacks(TrainingCallbacks):
+    """A learnuplet's progress: the task's progress and an `epoch` event per epoch."""
+
+    def __init__(self, ctx, epochs: int) -> None:
+        self.ctx, self.epochs = ctx, epochs
+
+    def on_epoch_end(self, result) -> None:
+        self.ctx.progress(result.epoch / self.epochs, epoch=result.epoch, loss=result.loss)
+        self.ctx.record("epoch", result.as_dict())
+
+    def should_stop(self) -> bool:
+        return self.ctx.should_stop()
+
+
 def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
-    from ml.training import evaluate, fit
+    from apps.clusters.training import TrainingJob, cluster_train
+    from ml.data import input_scale
+    from ml.training import evaluate
 
     cluster = ctx.cluster
     datasets = _datasets(uplet, [*uplet.train_data, *uplet.test_data])
@@ -167,22 +179,15 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     train = {u: _labelled(datasets[u]) for u in uplet.train_data}
     x_raw = np.concatenate([x.reshape(len(x), -1) for x, _ in train.values()])
     y = np.concatenate([y for _, y in train.values()])
-    scale = float(scale or _input_scale(x_raw))
+    scale = float(scale or input_scale(x_raw))
     config = _train_config(ctx.device)
     ctx.progress(0.0, rank=uplet.rank)
-
-    def on_epoch_end(result) -> None:
-        ctx.progress(result.epoch / config.epochs, epoch=result.epoch, loss=result.loss)
-        ctx.record("epoch", result.as_dict())
-
-    fitted = fit(
-        model,
-        _scaled(x_raw, scale),
-        y,
-        config,
-        on_epoch_end=on_epoch_end,
-        should_stop=ctx.should_stop,
-    )
+    # The model of a rank is its Checkpoint `model_end` (kept below), not the algo's cluster:
+    # its weights and config stay as they are.
+    job = TrainingJob(config=config, x=_scaled(x_raw, scale), y=y, model=model, store_weights=False)
+    fitted = cluster_train(
+        cluster=cluster, job=job, callbacks=LearnCallbacks(ctx, config.epochs)
+    ).fit
     if fitted.stopped:
         raise TaskStopped()
     model.eval()
@@ -235,10 +240,9 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
 def _save_model(uplet: Learnuplet, cluster, model, scale: float, perf: float) -> None:
     """Save the trained model as the Checkpoint whose id is the learnuplet's `model_end`."""
     from apps.clusters import runtime
-    from apps.clusters.models import Checkpoint
-    from apps.clusters.services import checkpoint_path
+    from apps.clusters.services import checkpoint_store
+    from apps.clusters.training import checkpoint_payload
 
-    path = checkpoint_path(str(uplet.project_id), str(uplet.model_end))
     meta = {
         **runtime.cluster_metadata(cluster),
         "input_scale": scale,
@@ -249,18 +253,14 @@ def _save_model(uplet: Learnuplet, cluster, model, scale: float, perf: float) ->
             "perf": perf,
         },
     }
-    size = runtime.write_state(path, model.state_dict(), meta)
-    Checkpoint.objects.update_or_create(
-        pk=uplet.model_end,
+    checkpoint_store(
+        checkpoint_id=uplet.model_end,
         project_id=uplet.project_id,
-        defaults={
-            "owner_id": uplet.owner_id,
-            "name": f"{uplet.algo.name} rank {uplet.rank}"[:200],
-            "cluster": cluster,
-            "file": path.name,
-            "size_bytes": size,
-            "metadata": meta,
-        },
+        owner_id=uplet.owner_id,
+        name=f"{uplet.algo.name} rank {uplet.rank}"[:200],
+        cluster=cluster,
+        payload=checkpoint_payload(model.state_dict(), meta),
+        metadata=meta,
     )
 
 

@@ -53,12 +53,10 @@ def _check_fit(cluster, dataset) -> None:
 
 def _input_scale(cluster, x: np.ndarray) -> float:
     """Inputs are scaled into [-1, 1] once, with the factor found at the first training."""
+    from ml.data import input_scale
+
     scale = (cluster.config or {}).get("input_scale")
-    if scale:
-        return float(scale)
-    # max/min instead of abs(x).max(): no temporary the size of the dataset.
-    peak = max(float(x.max()), -float(x.min())) if x.size else 1.0
-    return 1.0 / peak if peak > 1.0 else 1.0
+    return float(scale) if scale else input_scale(x)
 
 
 def _scaled(x, scale: float) -> np.ndarray:
@@ -110,7 +108,7 @@ def train(ctx) -> dict[str, Any]:
     from apps.clusters.runtime import cluster_load_model, cluster_store_weights
     from apps.datasets.selectors import dataset_arrays
     from ml.checkpoints import pack_training_state, unpack_training_state
-    from ml.training import fit
+    from ml.training import FitCallbacks, FitOptions, fit
 
     cluster, dataset = ctx.cluster, ctx.dataset
     _check_fit(cluster, dataset)
@@ -169,17 +167,26 @@ def train(ctx) -> dict[str, Any]:
         payload, meta = pack_training_state(model_state, optim_state)
         ctx.save_resume(payload, {**meta, "epoch": epoch, "scale": scale})
 
+    class Callbacks(FitCallbacks):  # the lead moves this handler onto apps.clusters.training
+        def on_epoch_end(self, result) -> None:
+            on_epoch_end(result)
+
+        def should_stop(self) -> bool:
+            return should_stop()
+
+        def wants_checkpoint(self, epoch: int) -> bool:
+            return wants_checkpoint(epoch)
+
+        def on_checkpoint(self, epoch: int, model_state: dict, optim_state: dict) -> None:
+            on_checkpoint(epoch, model_state, optim_state)
+
     fit_result = fit(
         model,
         x,
         y,
         config,
-        start_epoch=start_epoch,
-        optimizer_state=optimizer_state,
-        on_epoch_end=on_epoch_end,
-        should_stop=should_stop,
-        on_checkpoint=on_checkpoint,
-        wants_checkpoint=wants_checkpoint,
+        options=FitOptions(start_epoch=start_epoch, optimizer_state=optimizer_state),
+        callbacks=Callbacks(),
     )
     summary: dict[str, Any] = {
         "epochs_completed": fit_result.epochs_completed,

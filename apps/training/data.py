@@ -146,13 +146,6 @@ def load_subset(
     return Subset(x=x, y=y.astype(np.int64, copy=False), indices=indices)
 
 
-def input_scale(x: np.ndarray) -> float:
-    """Inputs are brought into [-1, 1] with one factor found on the training data (CSV columns
-    may hold large values; images and MNIST already lie in 0..1)."""
-    peak = float(np.abs(x).max()) if x.size else 1.0
-    return 1.0 / peak if peak > 1.0 else 1.0
-
-
 def item_names(dataset: Dataset, indices: np.ndarray) -> np.ndarray:
     """The name of each row: the image's path for image datasets, else its zero-padded number."""
     if is_image(dataset):

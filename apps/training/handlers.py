@@ -1,7 +1,7 @@
 """Task kinds of the training studio: `studio_train` (a run) and `studio_evaluate`.
 
 A run's handler loads the experiment's subsets as NumPy arrays, trains the run's cluster with
-`ml.training.fit` and, after every epoch, records an `epoch_end` event (stored for replay and
+the clusters' training service (`apps.clusters.training`) and, after every epoch, records an `epoch_end` event (stored for replay and
 published to the task's channel-layer group), writes the run's `last` checkpoint (and `best` when
 the chosen metric improved) and its resume state (weights, optimizer, epoch). A stopped or failed
 run resumes from that state. Events: `status` (running / stopped), `epoch_end`, `complete`, `error`;
@@ -10,7 +10,6 @@ their data carries `run_id`, and the published message `type` and `seq`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.clusters.training import TrainingCallbacks
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.tasks import registry
 from apps.training.models import Evaluation, Run, RunStatus
@@ -28,7 +28,6 @@ from apps.training.models import Evaluation, Run, RunStatus
 logger = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.safetensors"
-META_KEY = "orchard"
 EVAL_CHUNK = 8192
 
 
@@ -187,38 +186,24 @@ def write_checkpoint(
 ) -> str:
     """Write the run's `best` or `last` checkpoint (an apps.clusters Checkpoint whose id stays the
     same for the whole run); returns its id."""
-    from django.utils import timezone
-
-    from apps.clusters.models import Checkpoint
-    from apps.clusters.runtime import atomic_write
-    from apps.clusters.services import checkpoint_path
+    from apps.clusters.selectors import checkpoint_exists
+    from apps.clusters.services import checkpoint_store
 
     current = run.best_checkpoint_id if which == "best" else run.last_checkpoint_id
-    exists = bool(current) and Checkpoint.objects.filter(pk=current).exists()
+    exists = bool(current) and checkpoint_exists(project_id=run.project_id, checkpoint_id=current)
     checkpoint_id = current if exists else uuid.uuid4()
-    path = checkpoint_path(str(run.project_id), str(checkpoint_id))
-    atomic_write(path, payload)
-    row_meta = {**metadata, "which": which}
-    if exists:
-        _retrying(
-            lambda: Checkpoint.objects.filter(pk=checkpoint_id).update(
-                size_bytes=len(payload), metadata=row_meta, updated_at=timezone.now()
-            )
+    _retrying(
+        lambda: checkpoint_store(
+            checkpoint_id=checkpoint_id,
+            project_id=run.project_id,
+            owner_id=run.owner_id,
+            visibility=run.visibility,
+            name=f"{run.pk}-{which}",
+            cluster=cluster,
+            payload=payload,
+            metadata={**metadata, "which": which},
         )
-    else:
-        _retrying(
-            lambda: Checkpoint.objects.create(
-                id=checkpoint_id,
-                project_id=run.project_id,
-                owner_id=run.owner_id,
-                visibility=run.visibility,
-                name=f"{run.pk}-{which}",
-                cluster=cluster,
-                file=path.name,
-                size_bytes=len(payload),
-                metadata=row_meta,
-            )
-        )
+    )
     return str(checkpoint_id)
 
 
@@ -229,6 +214,7 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     """(train subset, val subset or None, input scale) of the run's configuration."""
     from apps.datasets.models import Dataset, Split
     from apps.training import data
+    from ml.data import input_scale
 
     dataset = Dataset.objects.filter(pk=config["dataset_id"], project_id=run.project_id).first()
     if dataset is None:
@@ -243,7 +229,7 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     if not len(train_rows):
         raise ValidationFailed.for_field("split_index", "the split has no train items.")
     train = data.load_subset(dataset, input_size=input_size, indices=train_rows)
-    scale = data.input_scale(train.x)
+    scale = input_scale(train.x)
     if scale != 1.0:
         train.x *= np.float32(scale)
     normalize = config.get("normalize") or {}
@@ -305,28 +291,94 @@ def studio_train(ctx) -> dict[str, Any]:
         reporter.close()
 
 
-def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR0915
-    from django.utils import timezone
+class RunCallbacks(TrainingCallbacks):
+    """A run's side of the training service: `epoch_end` events with the best epoch so far, the
+    run's `last` (and `best`) checkpoints and resume state after every epoch, and no new cluster
+    version when the task was lost."""
 
-    from apps.clusters.models import Cluster
-    from apps.clusters.runtime import cluster_build_model, cluster_metadata, cluster_store_weights
+    def __init__(self, ctx, run: Run, reporter: RunReporter, setup: dict[str, Any]) -> None:
+        self.ctx, self.run, self.reporter, self.setup = ctx, run, reporter, setup
+        self.metric = "val_accuracy" if setup["val_samples"] else "accuracy"
+        self.best = setup["best"]
+        self.early_stopping = setup["early_stopping"]
+        self.base_meta: dict[str, Any] = {}
+        self.last_result = None
+        self.is_best = False
+
+    def on_start(self, start_epoch: int) -> None:
+        from apps.clusters.runtime import cluster_metadata
+
+        run, config = self.run, self.run.config
+        self.reporter.start(
+            start_epoch,
+            epochs=self.setup["epochs"],
+            resumed_from_epoch=start_epoch if self.setup["resumed"] else None,
+            attempt=self.ctx.attempt,
+            train_samples=self.setup["train_samples"],
+            val_samples=self.setup["val_samples"],
+            best_metric=self.metric,
+        )
+        self.base_meta = {
+            **cluster_metadata(run.cluster),  # its config holds the recorded input_scale
+            "run_id": run.pk,
+            "experiment_id": run.experiment_id,
+            "input_size": list(config["input_size"]),
+            "input_scale": self.setup["scale"],
+            "class_names": list(config.get("class_names") or []),
+            "normalize": config.get("normalize") or {"mean": None, "std": None},
+        }
+
+    def should_stop(self) -> bool:
+        return self.reporter.should_stop()
+
+    def on_epoch_end(self, result) -> None:
+        value, best = getattr(result, self.metric), self.best
+        self.is_best = value is not None and (best["value"] is None or value > best["value"])
+        if self.is_best:
+            best.update(epoch=result.epoch, value=value)
+        self.last_result = result
+        self.reporter.on_epoch_end(result, best_epoch=best["epoch"], is_best=self.is_best)
+
+    def on_checkpoint(self, epoch: int, model_state: dict, optimizer_state: dict) -> None:
+        from django.utils import timezone
+
+        from apps.clusters.training import checkpoint_payload
+
+        run, best, result = self.run, self.best, self.last_result
+        meta = {**self.base_meta, "epoch": epoch, "metrics": result.as_dict() if result else {}}
+        payload = checkpoint_payload(model_state, meta)
+        fields: dict[str, Any] = {
+            "epochs_completed": epoch,
+            "last_checkpoint_id": write_checkpoint(run, run.cluster, "last", payload, meta),
+        }
+        run.last_checkpoint_id = fields["last_checkpoint_id"]
+        if self.is_best or run.best_checkpoint_id is None:
+            fields["best_checkpoint_id"] = write_checkpoint(run, run.cluster, "best", payload, meta)
+            run.best_checkpoint_id = fields["best_checkpoint_id"]
+        fields.update(best_epoch=best["epoch"], best_value=best["value"], best_metric=self.metric)
+        write_resume(
+            run,
+            model_state,
+            optimizer_state,
+            {
+                "epoch": epoch,
+                "best_epoch": best["epoch"],
+                "best_value": best["value"],
+                "input_scale": self.setup["scale"],
+                "early_stopping": dict(self.early_stopping),
+            },
+        )
+        _retrying(lambda: Run.objects.filter(pk=run.pk).update(**fields, updated_at=timezone.now()))
+
+    def may_store(self) -> bool:
+        return not self.ctx.lost
+
+
+def _train_config(ctx, config: dict[str, Any]):
     from apps.training.services import train_options
-    from ml.augment import make_augment
-    from ml.checkpoints import state_to_bytes
-    from ml.networks import freeze_backbone
-    from ml.training import TrainConfig, fit
+    from ml.training import TrainConfig
 
-    config = dict(run.config)
-    options = dict(config.get("options") or {})
-    cluster = run.cluster
-    if cluster is None:
-        raise ValidationFailed.for_field("cluster_id", "the run's model was deleted.")
-    train, val, scale = _load_training_data(run, config)
-    if (cluster.config or {}).get("input_scale") != scale:
-        cluster.config = {**(cluster.config or {}), "input_scale": scale}
-        Cluster.objects.filter(pk=cluster.pk).update(config=cluster.config)
-
-    train_config = TrainConfig(
+    return TrainConfig(
         epochs=int(config["epochs"]),
         batch_size=int(config["batch_size"]),
         learning_rate=float(config["learning_rate"]),
@@ -335,103 +387,63 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR
         scheduler=config.get("scheduler") or None,
         seed=config.get("seed"),
         device=ctx.device,
-        **train_options(options),
+        **train_options(dict(config.get("options") or {})),
     )
-    model = cluster_build_model(cluster)
-    if options.get("freeze_backbone"):
-        freeze_backbone(model)
-    start_epoch, optimizer_state = 0, None
+
+
+def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:
+    from apps.clusters.training import ResumePoint, TrainingJob, cluster_train
+    from ml.augment import make_augment
+
+    config = dict(run.config)
+    cluster = run.cluster
+    if cluster is None:
+        raise ValidationFailed.for_field("cluster_id", "the run's model was deleted.")
+    train, val, scale = _load_training_data(run, config)
+    train_config = _train_config(ctx, config)
+    job = TrainingJob(
+        config=train_config,
+        x=train.x,
+        y=train.y,
+        x_val=val.x if val is not None else None,
+        y_val=val.y if val is not None else None,
+        record_input_scale=scale,
+        initial_weights=True,
+        freeze_backbone=bool((config.get("options") or {}).get("freeze_backbone")),
+        augment=make_augment(config.get("augmentation") or {}, tuple(config["input_size"])),
+        device_ids=_device_ids(config, ctx.device),
+    )
     best = {"epoch": run.best_epoch, "value": run.best_value}
-    early_stopping: dict[str, Any] = {}
     resume = read_resume(run)
     if resume is not None:
         model_state, optimizer_state, meta = resume
-        model.load_state_dict(model_state)
-        start_epoch = int(meta.get("epoch", 0))
+        job.resume = ResumePoint(model_state, optimizer_state, int(meta.get("epoch", 0)))
         best = {"epoch": meta.get("best_epoch"), "value": meta.get("best_value")}
-        early_stopping = dict(meta.get("early_stopping") or {})
-    metric = "val_accuracy" if val is not None else "accuracy"
-    epochs = train_config.epochs
+        job.early_stopping = dict(meta.get("early_stopping") or {})
     batches = max(1, math.ceil(len(train.x) / train_config.batch_size))
     reporter.polls_per_epoch = max(1, batches // max(1, train_config.stop_check_every))
-    reporter.start(
-        start_epoch,
-        epochs=epochs,
-        resumed_from_epoch=start_epoch if resume is not None else None,
-        attempt=ctx.attempt,
-        train_samples=len(train.x),
-        val_samples=len(val.x) if val is not None else 0,
-        best_metric=metric,
+    callbacks = RunCallbacks(
+        ctx,
+        run,
+        reporter,
+        {
+            "epochs": train_config.epochs,
+            "resumed": resume is not None,
+            "train_samples": len(train.x),
+            "val_samples": len(val.x) if val is not None else 0,
+            "scale": scale,
+            "best": best,
+            "early_stopping": job.early_stopping,
+        },
     )
-    base_meta = {
-        **cluster_metadata(cluster),
-        "run_id": run.pk,
-        "experiment_id": run.experiment_id,
-        "input_size": list(config["input_size"]),
-        "input_scale": scale,
-        "class_names": list(config.get("class_names") or []),
-        "normalize": config.get("normalize") or {"mean": None, "std": None},
-    }
-    pending: dict[str, Any] = {}
-
-    def on_epoch_end(result) -> None:
-        value = getattr(result, metric)
-        is_best = value is not None and (best["value"] is None or value > best["value"])
-        if is_best:
-            best.update(epoch=result.epoch, value=value)
-        pending.update(result=result, is_best=is_best)
-        reporter.on_epoch_end(result, best_epoch=best["epoch"], is_best=is_best)
-
-    def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
-        result = pending.get("result")
-        meta = {**base_meta, "epoch": epoch, "metrics": result.as_dict() if result else {}}
-        payload = state_to_bytes(model_state, {META_KEY: json.dumps(meta)})
-        fields: dict[str, Any] = {
-            "epochs_completed": epoch,
-            "last_checkpoint_id": write_checkpoint(run, cluster, "last", payload, meta),
-        }
-        run.last_checkpoint_id = fields["last_checkpoint_id"]
-        if pending.get("is_best") or run.best_checkpoint_id is None:
-            fields["best_checkpoint_id"] = write_checkpoint(run, cluster, "best", payload, meta)
-            run.best_checkpoint_id = fields["best_checkpoint_id"]
-        fields.update(best_epoch=best["epoch"], best_value=best["value"], best_metric=metric)
-        write_resume(
-            run,
-            model_state,
-            optim_state,
-            {
-                "epoch": epoch,
-                "best_epoch": best["epoch"],
-                "best_value": best["value"],
-                "input_scale": scale,
-                "early_stopping": dict(early_stopping),
-            },
-        )
-        _retrying(lambda: Run.objects.filter(pk=run.pk).update(**fields, updated_at=timezone.now()))
-
-    augment = make_augment(config.get("augmentation") or {}, tuple(config["input_size"]))
-    result = fit(
-        model,
-        train.x,
-        train.y,
-        train_config,
-        x_val=val.x if val is not None else None,
-        y_val=val.y if val is not None else None,
-        start_epoch=start_epoch,
-        optimizer_state=optimizer_state,
-        on_epoch_end=on_epoch_end,
-        should_stop=reporter.should_stop,
-        on_checkpoint=on_checkpoint,
-        augment=augment,
-        device_ids=_device_ids(config, ctx.device),
-        early_stopping_state=early_stopping,
-    )
+    outcome = cluster_train(cluster=cluster, job=job, callbacks=callbacks)
+    result, start_epoch = outcome.fit, job.resume.epoch if job.resume else 0
     summary: dict[str, Any] = {
         "run_id": run.pk,
         "epochs_completed": result.epochs_completed,
         "resumed_from_epoch": start_epoch if resume is not None else None,
         "best_epoch": best["epoch"],
-        "best_metric": metric,
+        "best_metric": callbacks.metric,
         "best_value": best["value"],
         "input_scale": scale,
         "stopped": result.stopped,
@@ -440,33 +452,38 @@ def _train(ctx, run: Run, reporter: RunReporter) -> dict[str, Any]:  # noqa: PLR
     if ctx.lost:
         return summary
     if result.stopped:
-        if ctx.time_limit_exceeded:
-            reporter.record(
-                "error",
-                {
-                    "status": "failed",
-                    "run_id": run.pk,
-                    "message": f"Time limit of {ctx.kind.time_limit_s} s exceeded.",
-                    "epochs_completed": result.epochs_completed,
-                },
-            )
-        else:
-            reporter.record(
-                "status",
-                {
-                    "status": RunStatus.STOPPED.value,
-                    "run_id": run.pk,
-                    "epochs_completed": result.epochs_completed,
-                },
-            )
+        _record_stop(ctx, run, reporter, result.epochs_completed)
         return summary
-    summary["cluster_version"] = cluster_store_weights(cluster, model)
+    summary["cluster_version"] = outcome.cluster_version
     last = result.last
     if last is not None:
         summary["final"] = last.as_dict()
         summary["final_metrics"] = epoch_metrics(last)
     reporter.record("complete", {"status": "completed", **summary})
     return summary
+
+
+def _record_stop(ctx, run: Run, reporter: RunReporter, epochs_completed: int) -> None:
+    """A stopped run's last event: `error` when it ran out of time, else `status` stopped."""
+    if ctx.time_limit_exceeded:
+        reporter.record(
+            "error",
+            {
+                "status": "failed",
+                "run_id": run.pk,
+                "message": f"Time limit of {ctx.kind.time_limit_s} s exceeded.",
+                "epochs_completed": epochs_completed,
+            },
+        )
+    else:
+        reporter.record(
+            "status",
+            {
+                "status": RunStatus.STOPPED.value,
+                "run_id": run.pk,
+                "epochs_completed": epochs_completed,
+            },
+        )
 
 
 # --- studio_evaluate -----------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ml.templates import MNIST_784_400_10
+from ml.training import EpochResult, FitCallbacks
 
 # The seed template, 784 -> 400 -> 10 (one text for ml/, the tests and bench/).
 SEED_TEMPLATE = MNIST_784_400_10
@@ -50,3 +53,31 @@ class Digits:
     x_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+
+
+class Hooks(FitCallbacks):
+    """`fit` callbacks from plain functions, for tests that need one or two of them."""
+
+    def __init__(
+        self,
+        *,
+        on_epoch_end: Callable[[EpochResult], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_checkpoint: Callable[[int, dict, dict], None] | None = None,
+    ) -> None:
+        self._on_epoch_end, self._should_stop = on_epoch_end, should_stop
+        self._on_checkpoint = on_checkpoint
+
+    def on_epoch_end(self, result: EpochResult) -> None:
+        if self._on_epoch_end is not None:
+            self._on_epoch_end(result)
+
+    def should_stop(self) -> bool:
+        return self._should_stop is not None and self._should_stop()
+
+    def wants_checkpoint(self, epoch: int) -> bool:
+        return self._on_checkpoint is not None
+
+    def on_checkpoint(self, epoch: int, model_state: dict, optimizer_state: dict[str, Any]) -> None:
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(epoch, model_state, optimizer_state)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml.data import as_tensors, fits_on_device, labels_to_indices
+from ml.data import as_tensors, fits_on_device, input_scale, labels_to_indices
 from ml.inference import predict_classes, predict_logits, predict_proba
 from ml.networks import build_architecture
 
@@ -67,3 +67,10 @@ def test_predictions_are_batched_and_restore_mode() -> None:
     assert classes.dtype == np.int64
     assert np.array_equal(classes, proba.argmax(axis=1))
     assert predict_logits(model, x[:0]).shape == (0, 4)
+
+
+def test_input_scale_brings_inputs_into_minus_one_one() -> None:
+    assert input_scale(np.array([[0.0, 0.5], [1.0, 0.2]], dtype=np.float32)) == 1.0
+    assert input_scale(np.array([[0, 255], [3, 7]], dtype=np.uint8)) == pytest.approx(1 / 255)
+    assert input_scale(np.array([4.0, -8.0])) == pytest.approx(1 / 8)  # the largest |value|
+    assert input_scale(np.zeros((0, 3), dtype=np.float32)) == 1.0

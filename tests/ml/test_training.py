@@ -12,6 +12,8 @@ from ml.networks import build_architecture, build_network
 from ml.templates import parse_template
 from ml.training import (
     EpochResult,
+    FitCallbacks,
+    FitOptions,
     TrainConfig,
     evaluate,
     fit,
@@ -19,7 +21,7 @@ from ml.training import (
     resolve_device,
     train_step,
 )
-from tests.ml.samples import DIGITS_TEMPLATE, MULTI_TEMPLATE, Digits
+from tests.ml.samples import DIGITS_TEMPLATE, MULTI_TEMPLATE, Digits, Hooks
 
 
 def _test_accuracy(model: torch.nn.Module, digits: Digits) -> float:
@@ -30,7 +32,7 @@ def _test_accuracy(model: torch.nn.Module, digits: Digits) -> float:
 def test_template_network_learns_digits_with_defaults(digits: Digits) -> None:
     model = build_network(parse_template(DIGITS_TEMPLATE), seed=0)
     seen: list[EpochResult] = []
-    result = fit(model, digits.x_train, digits.y_train, on_epoch_end=seen.append)
+    result = fit(model, digits.x_train, digits.y_train, callbacks=Hooks(on_epoch_end=seen.append))
     config = TrainConfig()
     assert result.epochs_completed == config.epochs
     assert not result.stopped
@@ -70,7 +72,9 @@ def test_should_stop_stops_within_an_epoch(digits: Digits) -> None:
         return calls >= 2
 
     config = TrainConfig(epochs=5, stop_check_every=4)
-    result = fit(model, digits.x_train, digits.y_train, config, should_stop=should_stop)
+    result = fit(
+        model, digits.x_train, digits.y_train, config, callbacks=Hooks(should_stop=should_stop)
+    )
     assert result.stopped
     assert result.epochs_completed == 0
     assert result.history == []
@@ -85,8 +89,10 @@ def test_should_stop_between_epochs(digits: Digits) -> None:
         digits.x_train,
         digits.y_train,
         TrainConfig(epochs=5, stop_check_every=10_000),
-        on_epoch_end=lambda r: epochs_seen.append(r.epoch),
-        should_stop=lambda: len(epochs_seen) >= 2,
+        callbacks=Hooks(
+            on_epoch_end=lambda r: epochs_seen.append(r.epoch),
+            should_stop=lambda: len(epochs_seen) >= 2,
+        ),
     )
     assert result.stopped
     assert result.epochs_completed == 2
@@ -109,10 +115,12 @@ def test_resume_matches_uninterrupted_run(digits: Digits, scheduler: str | None)
         x,
         y,
         config,
-        on_checkpoint=lambda epoch, model_state, opt_state: checkpoints.__setitem__(
-            epoch, (model_state, opt_state)
+        callbacks=Hooks(
+            on_checkpoint=lambda epoch, model_state, opt_state: checkpoints.__setitem__(
+                epoch, (model_state, opt_state)
+            ),
+            should_stop=lambda: len(checkpoints) >= 2,
         ),
-        should_stop=lambda: len(checkpoints) >= 2,
     )
     assert sorted(checkpoints) == [1, 2]
     model_state, optimizer_state = checkpoints[2]
@@ -120,12 +128,61 @@ def test_resume_matches_uninterrupted_run(digits: Digits, scheduler: str | None)
 
     resumed = build_network(template, seed=99)
     resumed.load_state_dict(model_state)
-    result = fit(resumed, x, y, config, start_epoch=2, optimizer_state=optimizer_state)
+    result = fit(
+        resumed, x, y, config, options=FitOptions(start_epoch=2, optimizer_state=optimizer_state)
+    )
     assert result.epochs_completed == 4
     assert [r.epoch for r in result.history] == [3, 4]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert result.optimizer_state_dict()["state"]
+
+
+def test_weights_match_the_recorded_run() -> None:
+    """Same seeds, same weights: a fixed run (validation, cosine schedule, early stopping state,
+    checkpoints every epoch) ends on the weights recorded before fit's signature became
+    (config, options, callbacks); a change of the numerics fails here."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = (x / 16.0).astype(np.float32)[:400], y.astype(np.int64)[:400]
+    model = build_network(parse_template(DIGITS_TEMPLATE), seed=1)
+    config = TrainConfig(
+        epochs=3, batch_size=32, scheduler="cosine", seed=5, early_stopping_patience=5
+    )
+    saved: list[int] = []
+
+    class Saving(FitCallbacks):
+        def on_checkpoint(self, epoch, model_state, optimizer_state) -> None:
+            saved.append(epoch)
+
+    result = fit(
+        model,
+        x[:300],
+        y[:300],
+        config,
+        x_val=x[300:],
+        y_val=y[300:],
+        options=FitOptions(early_stopping_state={}),
+        callbacks=Saving(),
+    )
+    sums = [float(p.double().sum()) for p in model.state_dict().values()]
+    assert sums == pytest.approx([15.309439, 0.719582, -9.434896, -0.220218], abs=2e-6)
+    assert [h.loss for h in result.history] == pytest.approx(
+        [2.234534, 2.026731, 1.879229], abs=2e-6
+    )
+    assert saved == [1, 2, 3]
+
+
+def test_default_callbacks_keep_no_checkpoints() -> None:
+    """Copying the states out costs time: callers that do not override on_checkpoint skip it."""
+    assert not FitCallbacks().wants_checkpoint(1)
+
+    class Saving(FitCallbacks):
+        def on_checkpoint(self, epoch, model_state, optimizer_state) -> None:
+            pass
+
+    assert Saving().wants_checkpoint(1)
 
 
 def test_learning_rate_schedules() -> None:

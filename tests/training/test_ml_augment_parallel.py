@@ -8,7 +8,7 @@ import torch
 from ml.augment import AugmentConfig, make_augment
 from ml.networks import build_architecture
 from ml.parallel import DeviceListError, data_parallel, parse_devices
-from ml.training import TrainConfig, fit
+from ml.training import FitOptions, TrainConfig, fit
 
 
 def test_augment_config_validation():
@@ -98,7 +98,9 @@ def test_fit_with_augmentation_still_learns():
     x, y, xv, yv = _digits()
     model = build_architecture("mlp", input_shape=(1, 8, 8), num_classes=10, seed=0)
     augment = make_augment({"shift": 0.1, "noise": 0.02}, (1, 8, 8))
-    result = fit(model, x, y, TrainConfig(epochs=6), x_val=xv, y_val=yv, augment=augment)
+    result = fit(
+        model, x, y, TrainConfig(epochs=6), x_val=xv, y_val=yv, options=FitOptions(augment=augment)
+    )
     assert result.history[-1].val_accuracy > 0.85
 
 
@@ -106,9 +108,9 @@ def test_fit_refuses_device_ids_that_do_not_match_the_device():
     x, y, _, _ = _digits()
     model = build_architecture("mlp", input_shape=(1, 8, 8), num_classes=10, seed=0)
     # One device id is the plain model; several need CUDA and config.device on the first.
-    fit(model, x[:64], y[:64], TrainConfig(epochs=1), device_ids=[0])
+    fit(model, x[:64], y[:64], TrainConfig(epochs=1), options=FitOptions(device_ids=[0]))
     with pytest.raises(ValueError, match="need config.device 'cuda:0'"):
-        fit(model, x[:64], y[:64], TrainConfig(epochs=1), device_ids=[0, 1])
+        fit(model, x[:64], y[:64], TrainConfig(epochs=1), options=FitOptions(device_ids=[0, 1]))
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 1, reason="needs a GPU")
@@ -117,7 +119,13 @@ def test_fit_on_a_gpu_with_data_parallel_over_one_device():
     model = build_architecture("cnn_small", input_shape=(1, 8, 8), num_classes=10, seed=0)
     augment = make_augment({"shift": 0.1}, (1, 8, 8))
     result = fit(
-        model, x, y, TrainConfig(epochs=3, device="gpu:0"), x_val=xv, y_val=yv, augment=augment
+        model,
+        x,
+        y,
+        TrainConfig(epochs=3, device="gpu:0"),
+        x_val=xv,
+        y_val=yv,
+        options=FitOptions(augment=augment),
     )
     assert result.history[-1].val_accuracy > 0.8
     assert next(model.parameters()).device.type == "cuda"
@@ -128,7 +136,13 @@ def test_fit_with_data_parallel_over_two_gpus():
     x, y, xv, yv = _digits()
     model = build_architecture("cnn_small", input_shape=(1, 8, 8), num_classes=10, seed=0)
     result = fit(
-        model, x, y, TrainConfig(epochs=3, device="cuda:0"), x_val=xv, y_val=yv, device_ids=[0, 1]
+        model,
+        x,
+        y,
+        TrainConfig(epochs=3, device="cuda:0"),
+        x_val=xv,
+        y_val=yv,
+        options=FitOptions(device_ids=[0, 1]),
     )
     assert result.history[-1].val_accuracy > 0.8
     assert not any(k.startswith("module.") for k in model.state_dict())

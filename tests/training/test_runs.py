@@ -81,7 +81,13 @@ def test_a_run_trains_records_metrics_and_checkpoints(world, small_digits, stub_
     assert str(last.pk) == done["last_checkpoint_id"] and last.metadata["epoch"] == 3
     assert last.metadata["which"] == "last" and last.metadata["input_size"] == [64]
     assert best.metadata["epoch"] == done["best_epoch"] and best.cluster_id == run.cluster_id
-    assert Cluster.objects.get(pk=run.cluster_id).version == 1
+    cluster = Cluster.objects.get(pk=run.cluster_id)
+    assert cluster.version == 1
+    # The training service recorded the input scale in the cluster's config before the first
+    # epoch, so every checkpoint's config carries it; one row per kept checkpoint (best, last).
+    assert cluster.config["input_scale"] == last.metadata["input_scale"]
+    assert best.metadata["config"]["input_scale"] == last.metadata["input_scale"]
+    assert Checkpoint.objects.filter(cluster_id=run.cluster_id).count() == 2
     # The run's checkpoints restore into its cluster like any checkpoint.
     r = client.post(
         f"/api/projects/{world.project.pk}/checkpoints/{best.pk}/restore",

@@ -5,11 +5,11 @@ time), for one Label Studio project of the backend (`params.ls_project`; none: i
 first reads the project's annotated tasks from Label Studio's API (`connect.py`; webhooks may
 never have reached Orchard) and stores them next to those received by webhook (a failed read is
 reported and training goes on with the stored ones). It reads the annotations whose label
-belongs to the project's label config, turns their
-task data into inputs (texts featurized, images fetched under the backend's fetch policy; a task
-whose data cannot be fetched is skipped and reported), fits the model from its current weights
-with `ml.training.fit`, and records the result as the backend's next version (new weights, a
-checkpoint, `model_version` bumped). A stopped run records nothing.
+belongs to the project's label config, turns their task data into inputs (texts featurized,
+images fetched under the backend's fetch policy; a task whose data cannot be fetched is skipped
+and reported), fits the model from its current weights with the clusters' training service
+(`apps.clusters.training`), and records the result as the backend's next version (new weights,
+a checkpoint, `model_version` bumped). A stopped run records nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.clusters.training import TrainingCallbacks
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.tasks import registry
 
@@ -213,13 +214,40 @@ def _training_set(ctx, backend, scope, interface, spec):
     return np.stack(inputs), np.asarray(labels, dtype=np.int64), skipped
 
 
+class BackendCallbacks(TrainingCallbacks):
+    """A backend training's progress (loading took the first 20 %, training the next 75 %) and
+    an `epoch` event per epoch; keeps the history for the task's result."""
+
+    def __init__(self, ctx, config, *, samples: int) -> None:
+        self.ctx, self.epochs = ctx, config.epochs
+        batches = max(1, math.ceil(samples / config.batch_size))
+        self.polls_per_epoch = max(1, batches // config.stop_check_every)
+        self.epoch, self.polls = 0, 0
+        self.history: list[dict[str, Any]] = []
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        within = min(0.99, self.polls / self.polls_per_epoch)
+        self.ctx.progress(0.2 + 0.75 * (self.epoch + within) / self.epochs)
+        return self.ctx.should_stop()
+
+    def on_epoch_end(self, result) -> None:
+        self.epoch, self.polls = result.epoch, 0
+        self.history.append(result.as_dict())
+        self.ctx.progress(
+            0.2 + 0.75 * result.epoch / self.epochs, epoch=result.epoch, loss=result.loss
+        )
+        self.ctx.record("epoch", result.as_dict())
+
+
 def train(ctx) -> dict[str, Any]:
+    from apps.clusters.training import TrainingJob, cluster_train
     from apps.mlbackend.labelstudio import runtime
     from apps.mlbackend.labelstudio.features import ModelSpec
     from apps.mlbackend.labelstudio.label_config import Interface
     from apps.mlbackend.labelstudio.services import version_record
     from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
-    from ml.training import TrainConfig, fit
+    from ml.training import TrainConfig
 
     backend = (
         LabelStudioBackend.objects.select_related("cluster", "checkpoint")
@@ -254,26 +282,12 @@ def train(ctx) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ValidationFailed.for_field("train_params", str(exc)) from None
     model = runtime.load_weights(cluster, scope.checkpoint)
-    batches = max(1, math.ceil(len(x) / config.batch_size))
-    polls_per_epoch = max(1, batches // config.stop_check_every)
-    state = {"epoch": 0, "polls": 0}
-    history: list[dict[str, Any]] = []
-
-    def should_stop() -> bool:
-        state["polls"] += 1
-        within = min(0.99, state["polls"] / polls_per_epoch)
-        ctx.progress(0.2 + 0.75 * (state["epoch"] + within) / config.epochs)
-        return ctx.should_stop()
-
-    def on_epoch_end(result) -> None:
-        state["epoch"], state["polls"] = result.epoch, 0
-        history.append(result.as_dict())
-        ctx.progress(
-            0.2 + 0.75 * result.epoch / config.epochs, epoch=result.epoch, loss=result.loss
-        )
-        ctx.record("epoch", result.as_dict())
-
-    outcome = fit(model, x, y, config, should_stop=should_stop, on_epoch_end=on_epoch_end)
+    callbacks = BackendCallbacks(ctx, config, samples=len(x))
+    # The new weights become the backend's next version below (weights, checkpoint and version
+    # row in one transaction), so the service does not store them itself.
+    job = TrainingJob(config=config, x=x, y=y, model=model, store_weights=False)
+    outcome = cluster_train(cluster=cluster, job=job, callbacks=callbacks).fit
+    history = callbacks.history
     summary: dict[str, Any] = {
         "backend_id": backend.pk,
         "ls_project": key,

@@ -1,0 +1,164 @@
+"""Training a cluster's model: the one path of every trainer (the studio's runs, the
+marketplace's learnuplets, Label Studio backends; Hanami's `train` kind next).
+
+A caller brings what only it knows as a `TrainingJob`: its data (read from its own sources and
+scaled by the factor it records: `training_scale` answers the cluster's stored one, else the one
+the data need), hyper-parameters, where its model starts and what to resume from; and its
+reporting as `TrainingCallbacks` (the hooks of `ml.training.fit`, plus `on_start` and
+`may_store`). `cluster_train` then
+
+1. records the input scale in the cluster's config, once and before the first epoch, so every
+   checkpoint of the run carries it (`services.cluster_config_update`);
+2. loads the cluster's current weights, builds initial ones, or takes the caller's model;
+3. loads the resume point (weights; the optimizer state and epoch go to `fit`);
+4. runs `fit`, whose checkpoints reach the caller's `on_checkpoint` (which keeps them with
+   `services.checkpoint_store`: best/last rows, resume files);
+5. stores the trained weights as the cluster's next version, unless the run stopped or the caller
+   says no (`may_store`: a lost task).
+
+Only this module and `apps.clusters.services` write checkpoint rows and cluster configs for
+training (`tests/test_architecture.py` holds the other apps to it). Torch is imported when a run
+starts, not with this module: handlers subclass `TrainingCallbacks` at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from apps.clusters import runtime, services
+from ml.callbacks import FitCallbacks
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor, nn
+
+    from apps.clusters.models import Cluster
+    from ml.training import FitResult, TrainConfig
+
+__all__ = [
+    "ResumePoint",
+    "TrainingCallbacks",
+    "TrainingJob",
+    "TrainingOutcome",
+    "checkpoint_payload",
+    "cluster_train",
+    "training_scale",
+]
+
+
+class TrainingCallbacks(FitCallbacks):
+    """The caller's side of a run: `fit`'s hooks (progress, stop, checkpoints), when it starts,
+    and whether the trained weights may become the cluster's next version."""
+
+    def on_start(self, start_epoch: int) -> None:
+        """The model is ready (loaded, resumed) and the cluster's config recorded; `fit` starts
+        after `start_epoch` completed epochs."""
+
+    def may_store(self) -> bool:
+        """False keeps the cluster's weights as they are (e.g. the task was lost to another
+        worker, which trains it again)."""
+        return True
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run goes on from: the weights and optimizer state saved after
+    `epoch` completed epochs."""
+
+    model_state: dict[str, Tensor]
+    optimizer_state: dict[str, Any] | None
+    epoch: int
+
+
+@dataclass
+class TrainingJob:
+    """What to train and how.
+
+    `record_input_scale`: the factor `x` (and `x_val`) were scaled with, merged into the
+    cluster's config; None leaves the config alone (inputs that are not scaled, or a trainer
+    whose scale lives with its own checkpoints). `model`: the module to train (weights the caller
+    loaded); None: the cluster's current weights, or its initial ones with `initial_weights`.
+    `early_stopping` is updated in place by `fit` (keep it with your checkpoints to resume).
+    `store_weights`: False when the caller keeps the result itself (a checkpoint, a version).
+    """
+
+    config: TrainConfig
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    record_input_scale: float | None = None
+    model: nn.Module | None = None
+    initial_weights: bool = False
+    freeze_backbone: bool = False
+    resume: ResumePoint | None = None
+    early_stopping: dict[str, Any] = field(default_factory=dict)
+    augment: Callable[[Tensor], Tensor] | None = None
+    device_ids: Sequence[int] | None = None
+    store_weights: bool = True
+
+
+@dataclass
+class TrainingOutcome:
+    """The trained module, what `fit` did, and the cluster version its weights became (None
+    when they were not stored)."""
+
+    model: nn.Module
+    fit: FitResult
+    cluster_version: int | None = None
+
+
+def training_scale(cluster: Cluster, x: np.ndarray) -> float:
+    """The input scale of a cluster's training: the one stored at its first training, else the
+    one `x` needs (`ml.data.input_scale`)."""
+    from ml.data import input_scale
+
+    stored = (cluster.config or {}).get("input_scale")
+    return float(stored) if stored else input_scale(x)
+
+
+def checkpoint_payload(model_state: dict[str, Tensor], metadata: dict[str, Any]) -> bytes:
+    """A checkpoint file's bytes (safetensors, metadata as JSON) for `services.checkpoint_store`;
+    one payload may be stored under several ids (a studio run's best and last)."""
+    return runtime.state_bytes(model_state, metadata)
+
+
+def cluster_train(
+    *, cluster: Cluster, job: TrainingJob, callbacks: TrainingCallbacks
+) -> TrainingOutcome:
+    """Train the cluster's model as `job` says; see the module docstring for the steps."""
+    from ml.networks import freeze_backbone
+    from ml.training import FitOptions, fit
+
+    if job.record_input_scale is not None:
+        services.cluster_config_update(cluster=cluster, input_scale=job.record_input_scale)
+    model = job.model
+    if model is None:
+        load = runtime.cluster_build_model if job.initial_weights else runtime.cluster_load_model
+        model = load(cluster)
+    if job.freeze_backbone:
+        freeze_backbone(model)
+    options = FitOptions(
+        early_stopping_state=job.early_stopping, augment=job.augment, device_ids=job.device_ids
+    )
+    if job.resume is not None:
+        model.load_state_dict(job.resume.model_state)
+        options.start_epoch = job.resume.epoch
+        options.optimizer_state = job.resume.optimizer_state
+    callbacks.on_start(options.start_epoch)
+    result = fit(
+        model,
+        job.x,
+        job.y,
+        job.config,
+        x_val=job.x_val,
+        y_val=job.y_val,
+        options=options,
+        callbacks=callbacks,
+    )
+    outcome = TrainingOutcome(model=model, fit=result)
+    if job.store_weights and not result.stopped and callbacks.may_store():
+        outcome.cluster_version = runtime.cluster_store_weights(cluster, model)
+    return outcome
