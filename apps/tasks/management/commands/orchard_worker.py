@@ -91,7 +91,7 @@ class Command(BaseCommand):
             except Exception:
                 logger.warning("could not refresh hosts", exc_info=True)
             self._sweep(stale_after)
-            from apps.tasks.handlers import warm_up
+            from apps.clusters.handlers import warm_up
 
             warm_up()
             broker.declare_queue(queue)

@@ -1,7 +1,7 @@
 """The built-in task kinds: `train` (fit a cluster on a dataset) and `request` (batch inference).
 
 Both use `ml/` for the numerics; this module only moves data between storage, the cluster and the
-task context. Registered in `TasksConfig.ready()`.
+task context. Registered in `ClustersConfig.ready()`.
 """
 
 from __future__ import annotations
