@@ -7,5 +7,16 @@ class ClustersConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.clusters.handlers import register_builtin_kinds
+        from apps.tasks.signals import worker_starting
 
         register_builtin_kinds()
+
+        # A starting worker refreshes the Host rows from its machine's devices.
+        worker_starting.connect(_refresh_hosts, dispatch_uid="clusters.host_refresh")
+
+
+def _refresh_hosts(sender, **kwargs) -> None:
+    """The Host rows follow the devices of the machine whose worker starts."""
+    from apps.clusters.services import host_refresh
+
+    host_refresh()

@@ -262,14 +262,6 @@ def request(ctx) -> dict[str, Any]:
     return {"result_id": str(result.pk), "num_samples": int(n), **summary}
 
 
-def warm_up() -> None:
-    """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) when a
-    worker starts, not in its first task."""
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()
-
-
 def register_builtin_kinds() -> None:
     registry.register(
         "train", train, time_limit_s=6 * 3600, max_attempts=3, validate=validate_train

@@ -1056,7 +1056,3 @@ def request_result_delete(*, result: RequestResult) -> None:
     directory = result_dir(project_id=str(result.project_id), result_id=str(result.pk))
     result.delete()
     transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
-
-
-def task_is_terminal(state: str) -> bool:
-    return state in TERMINAL_STATES
