@@ -97,6 +97,13 @@ def _train_config(params: dict[str, Any], device: str):
         raise ValidationFailed.for_field("params", str(exc)) from None
 
 
+def _cluster_and_dataset(ctx):
+    from apps.clusters.selectors import task_cluster
+    from apps.datasets.selectors import task_dataset
+
+    return task_cluster(ctx.task), task_dataset(ctx.task)
+
+
 def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
     _train_config(params, "cpu")
     if cluster is not None and dataset is not None:
@@ -112,7 +119,7 @@ def train(ctx) -> dict[str, Any]:
     from ml.checkpoints import pack_training_state, unpack_training_state
     from ml.training import fit
 
-    cluster, dataset = ctx.cluster, ctx.dataset
+    cluster, dataset = _cluster_and_dataset(ctx)
     _check_fit(cluster, dataset)
     config = _train_config(ctx.params, ctx.device)
     x_raw, y = dataset_arrays(dataset)
@@ -224,12 +231,12 @@ def validate_request(*, params: dict[str, Any], cluster, dataset) -> None:
 def request(ctx) -> dict[str, Any]:
     """Run the cluster over the dataset's inputs; store the predicted classes as a RequestResult."""
     from apps.clusters.runtime import cluster_load_model
+    from apps.clusters.services import request_result_store
     from apps.datasets.selectors import dataset_arrays
-    from apps.tasks.services import request_result_store
     from ml.inference import predict_logits
     from ml.training import resolve_device
 
-    cluster, dataset = ctx.cluster, ctx.dataset
+    cluster, dataset = _cluster_and_dataset(ctx)
     _check_fit(cluster, dataset)
     params = ctx.params
     x_raw, _labels = dataset_arrays(dataset)
@@ -263,9 +270,9 @@ def request(ctx) -> dict[str, Any]:
 
 
 def register_builtin_kinds() -> None:
-    registry.register(
-        "train", train, time_limit_s=6 * 3600, max_attempts=3, validate=validate_train
-    )
-    registry.register(
-        "request", request, time_limit_s=3600, max_attempts=3, validate=validate_request
-    )
+    from apps.clusters.services import register_cluster_kind
+
+    registry.register("train", train, time_limit_s=6 * 3600, max_attempts=3)
+    register_cluster_kind("train", needs_dataset=True, validate=validate_train)
+    registry.register("request", request, time_limit_s=3600, max_attempts=3)
+    register_cluster_kind("request", needs_dataset=True, validate=validate_request)

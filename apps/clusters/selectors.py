@@ -25,3 +25,15 @@ def checkpoint_list(*, access: ProjectAccess) -> QuerySet[Checkpoint]:
 
 def host_list() -> QuerySet[Host]:
     return Host.objects.order_by("id")
+
+
+def task_cluster(task) -> Cluster:
+    """The cluster a task works on (its target; a cluster's deletion takes its tasks along)."""
+    return Cluster.objects.get(pk=task.target_id)
+
+
+def task_cluster_or_none(task) -> Cluster | None:
+    """The cluster `task` works on, None for a task of no cluster."""
+    if task.target_type != Cluster._meta.label_lower:
+        return None
+    return Cluster.objects.filter(pk=task.target_id).first()
