@@ -3,11 +3,11 @@
     from apps.tasks.registry import register
     register("evaluate", evaluate_handler, time_limit_s=3600, max_attempts=2)
 
-A handler is `handler(ctx: TaskContext) -> dict | None`; the dict becomes `Task.result`.
-`validate(params=...)` raises ValidationFailed before the row exists. What a kind needs besides its
-params (a cluster, a dataset) is checked by the app that submits it (the clusters app for the
-tasks of a cluster: `apps.clusters.tasks`). It must
+A handler is `handler(ctx: TaskContext) -> dict | None`; the dict becomes `Task.result`. It must
 call `ctx.should_stop()` (or `ctx.check()`) between steps, and report with `ctx.progress()`.
+`validate(params=...)` raises ValidationFailed before the row exists. What a kind needs besides its
+params (a cluster, a dataset) is checked by the app that submits it (for the tasks of a cluster:
+`apps.clusters.services.cluster_task_create` and `register_cluster_kind`).
 A handler that reports nothing (`ctx.progress()` / `ctx.record()`) for longer than its kind's
 `progress_stale_s` (None: the TASK_PROGRESS_STALE_S setting, 600 s) counts as hung: it is
 re-queued while it has attempts left, else failed with that reason.
