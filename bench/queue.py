@@ -71,9 +71,7 @@ def declare():
 
     from apps.tasks import registry
 
-    registry.register(
-        NOOP_KIND, _noop, time_limit_s=60, max_attempts=1, needs_cluster=False, needs_dataset=False
-    )
+    registry.register(NOOP_KIND, _noop, time_limit_s=60, max_attempts=1)
     return dramatiq.actor(_ping, actor_name="bench_ping", queue_name="cpu", max_retries=0)
 
 

@@ -150,10 +150,9 @@ def train_task(ctx: Context) -> list[Row]:
 
     from apps.accounts.models import User
     from apps.accounts.services import project_create
-    from apps.clusters.services import cluster_create
+    from apps.clusters.services import cluster_create, cluster_task_create
     from apps.datasets.selectors import dataset_arrays
     from apps.datasets.services import dataset_import_mnist
-    from apps.tasks.services import task_create
 
     if ctx.device == "cuda":
         from apps.clusters.models import Host
@@ -202,7 +201,7 @@ def train_task(ctx: Context) -> list[Row]:
         if device.type == "cuda":
             cluster.host_id = "gpu-0"
             cluster.save(update_fields=["host"])
-        task = task_create(
+        task = cluster_task_create(
             project=project,
             actor=owner,
             kind="train",

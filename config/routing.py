@@ -1,9 +1,9 @@
-"""Websocket routes of every app, collected in one list (order matters: the Hanami socket on
+"""Websocket routes of the apps that have sockets, collected in one list (order matters: the Hanami socket on
 path `/` comes last)."""
 
 from importlib import import_module
 
-WEBSOCKET_APPS = ["tasks", "training", "clusters", "datasets", "mlbackend", "marketplace", "hanami"]
+WEBSOCKET_APPS = ["tasks", "clusters", "hanami"]
 
 websocket_urlpatterns: list = []
 for _app in WEBSOCKET_APPS:

@@ -15,7 +15,6 @@ API_APPS = [
     "system",
     "datasets",
     "clusters",
-    "tasks",
     "training",
     "exports",
     "marketplace",

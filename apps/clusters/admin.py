@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from apps.clusters import services
-from apps.clusters.models import Checkpoint, Cluster, Host
+from apps.clusters.models import Checkpoint, Cluster, Host, RequestResult
 
 
 @admin.register(Cluster)
@@ -32,3 +32,14 @@ class HostAdmin(admin.ModelAdmin):
     def refresh_hosts(self, request, queryset):
         hosts = services.host_refresh()
         self.message_user(request, f"{len(hosts)} host(s) known.")
+
+
+@admin.register(RequestResult)
+class RequestResultAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "project", "num_samples", "has_logits", "created_at"]
+    list_filter = ["has_logits", "created_at"]
+    search_fields = ["id", "name", "project__id"]
+    readonly_fields = [f.name for f in RequestResult._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

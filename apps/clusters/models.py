@@ -95,3 +95,39 @@ class Checkpoint(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.pk})"
+
+
+class RequestResult(TenantModel):
+    """The outputs of a request task: same id and name as the task, outputs stored as .npy files.
+
+    `shape` is the shape of the predicted-class array (`[num_samples]`); logits, when kept, are
+    stored next to it as `[num_samples, num_outputs]`.
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    name = models.CharField(max_length=200)
+    task = models.OneToOneField(
+        "tasks.Task",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="request_result",
+    )
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    dataset = models.ForeignKey(
+        "datasets.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    num_samples = models.PositiveIntegerField(default=0)
+    shape = models.JSONField(default=list, blank=True)
+    has_logits = models.BooleanField(default=False)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        # Created by the job engine's app; the table kept its name when the model moved here.
+        db_table = "tasks_requestresult"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.pk})"

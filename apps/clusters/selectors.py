@@ -31,3 +31,15 @@ def checkpoint_exists(*, project_id, checkpoint_id) -> bool:
     """Whether a checkpoint row of the project still exists (for a task that keeps rewriting the
     checkpoint ids it created; no caller's access to check there)."""
     return Checkpoint.objects.filter(project_id=project_id, pk=checkpoint_id).exists()
+
+
+def task_cluster(task) -> Cluster:
+    """The cluster a task works on (its target; a cluster's deletion takes its tasks along)."""
+    return Cluster.objects.get(pk=task.target_id)
+
+
+def task_cluster_or_none(task) -> Cluster | None:
+    """The cluster `task` works on, None for a task of no cluster."""
+    if task.target_type != Cluster._meta.label_lower:
+        return None
+    return Cluster.objects.filter(pk=task.target_id).first()

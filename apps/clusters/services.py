@@ -1,13 +1,16 @@
-"""Writes of clusters, checkpoints and hosts."""
+"""Writes of clusters, checkpoints, hosts, the tasks of clusters and their request results."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from apps.clusters import directio, runtime
 from apps.clusters.models import (
@@ -17,6 +20,7 @@ from apps.clusters.models import (
     Host,
     HostKind,
     HostState,
+    RequestResult,
 )
 from apps.core.events import group_name, publish
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
@@ -26,10 +30,14 @@ from apps.core.tenancy import require_edit
 if TYPE_CHECKING:
     from apps.accounts.models import Project, User
     from apps.core.tenancy import ProjectAccess
+    from apps.datasets.models import Dataset
+    from apps.tasks.models import Task
 
 logger = logging.getLogger(__name__)
 
 CPU_HOST_ID = "cpu"
+# The target_type of a cluster's tasks (see apps.tasks.models.target_of).
+CLUSTER_TARGET = Cluster._meta.label_lower
 
 
 # --- hosts ---------------------------------------------------------------------------------------
@@ -222,9 +230,9 @@ def cluster_create_from_architecture(
 
 
 def _active_tasks(cluster: Cluster):
-    from apps.tasks.models import Task, TaskState
+    from apps.tasks.models import PENDING_STATES
 
-    return Task.objects.filter(cluster=cluster, state__in=[TaskState.QUEUED, TaskState.ACTIVE])
+    return cluster_tasks(cluster).filter(state__in=PENDING_STATES)
 
 
 def cluster_delete(*, cluster: Cluster) -> None:
@@ -295,6 +303,104 @@ def cluster_switch_host(*, cluster: Cluster, host_id: str) -> Cluster:
     cluster.host = host
     cluster.save(update_fields=["host", "updated_at"])
     return cluster
+
+
+# --- tasks of clusters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterKind:
+    """What a task kind that works on a cluster needs besides its params (registered by the app
+    that owns the kind, next to its engine registration)."""
+
+    needs_dataset: bool = False
+    # validate(params=..., cluster=..., dataset=...) raises ValidationFailed before the row exists.
+    validate: Callable[..., None] | None = None
+
+
+_cluster_kinds: dict[str, ClusterKind] = {}
+
+
+def register_cluster_kind(
+    kind: str, *, needs_dataset: bool = False, validate: Callable[..., None] | None = None
+) -> None:
+    """Declare that tasks of `kind` work on a cluster (a dataset too with `needs_dataset`)."""
+    _cluster_kinds[kind] = ClusterKind(needs_dataset, validate)
+
+
+def cluster_tasks(cluster: Cluster) -> QuerySet[Task]:
+    """Every task of the cluster (its target), in no particular order."""
+    from apps.tasks.models import Task, target_of
+
+    return Task.objects.filter(**target_of(cluster))
+
+
+@transaction.atomic
+def cluster_task_create(
+    *,
+    project: Project,
+    actor: User | None,
+    kind: str,
+    name: str,
+    cluster: Cluster | None,
+    dataset: Dataset | None = None,
+    params: dict[str, Any] | None = None,
+    visibility: str | None = None,
+) -> Task:
+    """Submit a task of `cluster`: every surface that starts one goes through here.
+
+    It runs on the cluster's host after the cluster's earlier tasks; a cluster in DIRECT mode
+    takes none (Conflict). `dataset`, when the kind reads one, is recorded with the task
+    (`apps.datasets`): deleting it later keeps the task's history.
+    """
+    from apps.datasets.services import dataset_check_usable, task_dataset_link
+    from apps.tasks.services import task_create
+
+    entry = _cluster_kinds.get(kind, ClusterKind())
+    if cluster is None:
+        raise ValidationFailed.for_field("cluster_id", "This kind of task needs a cluster.")
+    if entry.needs_dataset and dataset is None:
+        raise ValidationFailed.for_field("dataset_id", "This kind of task needs a dataset.")
+    if cluster.project_id != project.pk:
+        raise ValidationFailed.for_field("cluster_id", "Not found in this project.")
+    if dataset is not None:
+        dataset_check_usable(project=project, dataset=dataset)
+    params = dict(params or {})
+    if entry.validate is not None:
+        entry.validate(params=params, cluster=cluster, dataset=dataset)
+    # Lock the cluster row: the sequence numbers of one cluster are handed out one at a time.
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    if cluster.mode == ClusterMode.DIRECT:
+        raise Conflict("The cluster is in DIRECT mode; switch it to TASK mode first.")
+    task = task_create(
+        project=project,
+        actor=actor,
+        kind=kind,
+        name=name,
+        target=cluster,
+        params=params,
+        queue=cluster.host_id or CPU_HOST_ID,
+        visibility=visibility,
+    )
+    if dataset is not None:
+        task_dataset_link(task=task, dataset=dataset)
+    return task
+
+
+def host_queue_check(queue: str | None) -> str:
+    """The host queue a task without a cluster names: "cpu" by default, else an available host
+    (ValidationFailed otherwise)."""
+    if queue in (None, CPU_HOST_ID):
+        return CPU_HOST_ID
+    if not Host.objects.filter(pk=queue, state=HostState.AVAILABLE).exists():
+        raise ValidationFailed.for_field("queue", f"No available host {queue!r}.")
+    return queue
+
+
+def cluster_tasks_delete(sender, instance: Cluster, **kwargs) -> None:
+    """A deleted cluster takes its tasks with it (a post_delete receiver, so that every way of
+    deleting a cluster does it: the service, the admin, a project's deletion)."""
+    cluster_tasks(instance).delete()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -420,3 +526,104 @@ def checkpoint_store(
         pk=checkpoint_id, project_id=project_id, defaults=values, create_defaults=created
     )
     return checkpoint
+
+
+# --- request results -----------------------------------------------------------------------------
+
+
+def result_dir(*, project_id: str, result_id: str) -> Path:
+    return project_local_dir(str(project_id), "results", str(result_id))
+
+
+def request_result_store(
+    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None
+) -> RequestResult:
+    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name."""
+    import numpy as np
+
+    from apps.datasets.selectors import task_dataset_id
+
+    directory = result_dir(project_id=str(task.project_id), result_id=str(task.pk))
+    classes = np.asarray(classes, dtype=np.int64)
+    _save_npy(directory / "classes.npy", classes)
+    if logits is not None:
+        _save_npy(directory / "logits.npy", np.asarray(logits, dtype=np.float32))
+    result, _ = RequestResult.objects.update_or_create(
+        pk=task.pk,
+        defaults={
+            "project_id": task.project_id,
+            "owner_id": task.owner_id,
+            "visibility": task.visibility,
+            "name": task.name,
+            "task": task,
+            "cluster_id": task.target_id if task.target_type == CLUSTER_TARGET else None,
+            "dataset_id": task_dataset_id(task),
+            "num_samples": int(classes.shape[0]),
+            "shape": list(classes.shape),
+            "has_logits": logits is not None,
+            "summary": summary or {},
+        },
+    )
+    return result
+
+
+def _save_npy(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    from apps.core.storage import atomic_write
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
+
+
+def request_result_classes(result: RequestResult):
+    """The predicted class per sample (memory-mapped)."""
+    import numpy as np
+
+    path = result_dir(project_id=str(result.project_id), result_id=str(result.pk)) / "classes.npy"
+    if not path.exists():
+        raise Conflict("The result's outputs are missing.")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def request_result_check(*, result: RequestResult, dataset: Dataset) -> float:
+    """Accuracy in percent of the result's predicted classes against the dataset's labels."""
+    import numpy as np
+
+    from apps.datasets.selectors import dataset_arrays
+
+    if result.project_id != dataset.project_id:
+        raise ValidationFailed.for_field("dataset_id", "Not found in this project.")
+    predicted = np.asarray(request_result_classes(result))
+    _inputs, labels = dataset_arrays(dataset)
+    if labels is None:
+        raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot
+        labels = labels.argmax(axis=1)
+    if labels.shape[0] != predicted.shape[0]:
+        raise ValidationFailed.for_field(
+            "dataset_id",
+            f"The dataset has {labels.shape[0]} samples, the result {predicted.shape[0]}.",
+        )
+    if predicted.shape[0] == 0:
+        return 0.0
+    try:
+        from ml.metrics import accuracy
+
+        fraction = float(accuracy(predicted, labels))
+    except ImportError:
+        fraction = float((predicted == labels.astype(np.int64)).mean())
+    return round(100.0 * fraction, 4)
+
+
+def request_result_delete(*, result: RequestResult) -> None:
+    """Delete a result and its files."""
+    import shutil
+
+    directory = result_dir(project_id=str(result.project_id), result_id=str(result.pk))
+    result.delete()
+    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))

@@ -1,5 +1,5 @@
 """Training a cluster's model: the one path of every trainer (the studio's runs, the
-marketplace's learnuplets, Label Studio backends; Hanami's `train` kind next).
+marketplace's learnuplets, Label Studio backends, Hanami's `train` kind).
 
 A caller brings what only it knows as a `TrainingJob`: its data (read from its own sources and
 scaled by the factor it records: `training_scale` answers the cluster's stored one, else the one

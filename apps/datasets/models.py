@@ -151,3 +151,22 @@ class UploadSession(TenantModel):
     @property
     def path(self) -> Path:
         return project_local_dir(self.project_id, "uploads") / f"{self.pk}.part"
+
+
+class TaskDataset(models.Model):
+    """The dataset a task reads (train, request, evaluate): the job engine keeps no dataset, so
+    the apps that submit such tasks record it here (`services.task_dataset_link`).
+
+    `dataset` is SET_NULL: deleting a dataset keeps the history of the tasks that used it (a
+    still-queued task then fails with a clear message instead of blocking the delete).
+    """
+
+    task = models.OneToOneField(
+        "tasks.Task", on_delete=models.CASCADE, primary_key=True, related_name="dataset_link"
+    )
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} reads {self.dataset_id}"

@@ -284,3 +284,24 @@ def split_preview(*, dataset: Dataset, ratios: dict, seed: int) -> dict:
     values = split_assign(classes, ratios, seed) if classes else []
     stats, per_class = distribution(classes, list(values))
     return {"ratios": ratios, "seed": seed, "stats": stats, "per_class": per_class}
+
+
+# --- the datasets of tasks -----------------------------------------------------------------------
+
+
+def task_dataset(task) -> Dataset:
+    """The dataset `task` reads (`services.task_dataset_link`); ValidationFailed when it was
+    deleted since (or the task never had one)."""
+    from apps.datasets.models import TaskDataset
+
+    link = TaskDataset.objects.select_related("dataset").filter(task_id=task.pk).first()
+    if link is None or link.dataset is None:
+        raise ValidationFailed.for_field("dataset_id", "The task's dataset was deleted.")
+    return link.dataset
+
+
+def task_dataset_id(task) -> uuid.UUID | None:
+    """The id of the dataset `task` reads; None without one, or when it was deleted."""
+    from apps.datasets.models import TaskDataset
+
+    return TaskDataset.objects.filter(task_id=task.pk).values_list("dataset_id", flat=True).first()

@@ -1361,3 +1361,21 @@ def split_delete(*, split: Split) -> None:
     for later in dataset.splits.filter(index__gt=index).order_by("index"):
         later.index -= 1
         later.save(update_fields=["index", "updated_at"])
+
+
+# --- the datasets of tasks -----------------------------------------------------------------------
+
+
+def dataset_check_usable(*, project: Project, dataset: Dataset) -> None:
+    """A task of `project` may read `dataset`: it is the project's and it is ready."""
+    if dataset.project_id != project.pk:
+        raise ValidationFailed.for_field("dataset_id", "Not found in this project.")
+    if dataset.status != Dataset.Status.READY:
+        raise Conflict(f"Dataset {dataset.name!r} is not ready ({dataset.status}).")
+
+
+def task_dataset_link(*, task, dataset: Dataset) -> None:
+    """Record that `task` reads `dataset` (`selectors.task_dataset` finds it again)."""
+    from apps.datasets.models import TaskDataset
+
+    TaskDataset.objects.create(task=task, dataset=dataset)

@@ -55,7 +55,7 @@ def setting(name: str) -> float:
     return number_setting(name, _DEFAULTS[name])
 
 
-def validate_export(*, params: dict[str, Any], cluster, dataset) -> None:
+def validate_export(*, params: dict[str, Any]) -> None:
     """Export tasks are created by `services.export_create` only."""
     if set(params) != {"export_id"} or not isinstance(params.get("export_id"), str):
         raise ValidationFailed.for_field("params", "Export tasks are created through /api/export.")
@@ -368,8 +368,8 @@ def _parity_inputs(
 
 def _model_dataset(row: Export, network: dict[str, Any]):
     """The dataset the model was trained or run on, when known and ready."""
-    from apps.datasets.models import Dataset
-    from apps.tasks.models import Task
+    from apps.clusters.models import Cluster
+    from apps.datasets.models import Dataset, TaskDataset
 
     hinted = (row.details or {}).get("hints", {}).get("dataset_id")
     if hinted:
@@ -381,18 +381,20 @@ def _model_dataset(row: Export, network: dict[str, Any]):
     cluster_id = row.cluster_id or network.get("cluster_id")
     if not cluster_id:
         return None
-    task = (
-        Task.objects.filter(
-            cluster_id=cluster_id,
-            project_id=row.project_id,
+    # The dataset of the cluster's latest task that read one (train, request).
+    link = (
+        TaskDataset.objects.filter(
+            task__target_type=Cluster._meta.label_lower,
+            task__target_id=cluster_id,
+            task__project_id=row.project_id,
             dataset__isnull=False,
             dataset__status=Dataset.Status.READY,
         )
         .select_related("dataset")
-        .order_by("-created_at")
+        .order_by("-task__created_at")
         .first()
     )
-    return task.dataset if task is not None else None
+    return link.dataset if link is not None else None
 
 
 def _dataset_samples(dataset, sample_shape: list[int], count: int) -> np.ndarray | None:
@@ -431,7 +433,5 @@ def register_export_kind() -> None:
         export_handler,
         time_limit_s=int(setting("EXPORT_TIME_LIMIT_S")),
         max_attempts=2,
-        needs_cluster=False,
-        needs_dataset=False,
         validate=validate_export,
     )

@@ -43,6 +43,7 @@ def export_create(
     The options are validated against the source's network (ValidationFailed naming the option);
     an export of a cluster runs after the cluster's earlier tasks (e.g. its training).
     """
+    from apps.clusters.services import cluster_task_create
     from apps.tasks.services import task_create
 
     normalized = normalize_options(fmt, options, sample_shape=network_sample_shape(source.network))
@@ -65,15 +66,18 @@ def export_create(
         filename=download_filename(name, fmt),
         **fields,
     )
-    export.task = task_create(
-        project=project,
-        actor=actor,
-        kind=EXPORT_TASK_KIND,
-        name=f"export {name}"[:200],
-        cluster=export.cluster,
-        params={"export_id": export.pk},
-        visibility=export.visibility,
-    )
+    task_fields: dict[str, Any] = {
+        "project": project,
+        "actor": actor,
+        "kind": EXPORT_TASK_KIND,
+        "name": f"export {name}"[:200],
+        "params": {"export_id": export.pk},
+        "visibility": export.visibility,
+    }
+    if export.cluster is not None:
+        export.task = cluster_task_create(cluster=export.cluster, **task_fields)
+    else:
+        export.task = task_create(**task_fields)
     export.save(update_fields=["task", "updated_at"])
     return export
 

@@ -24,7 +24,7 @@ from apps.accounts.models import Membership, Project, User
 from apps.accounts.selectors import project_get_for, user_get
 from apps.clusters import selectors as clusters_selectors
 from apps.clusters import services as clusters
-from apps.clusters.models import Checkpoint, Cluster
+from apps.clusters.models import Checkpoint, Cluster, RequestResult
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -37,7 +37,7 @@ from apps.hanami.http import hanami_exception_handler
 from apps.hanami.logs import PAGE_SIZE, audit_record
 from apps.hanami.models import AuditEntry, ErrorEntry
 from apps.tasks import services as tasks
-from apps.tasks.models import RequestResult, Task
+from apps.tasks.models import Task, target_of
 
 ID_RE = re.compile(r"[a-zA-Z][a-zA-Z_0-9]*")
 USER_ID_MAX = 150
@@ -645,7 +645,8 @@ class _TaskBase(_ClusterBase):
         cluster_id = request.query_params.get("cluster_uuid")
         lookup = {"pk": task_id}
         if cluster_id:
-            lookup["cluster_id"] = _uuid(cluster_id, "cluster_uuid")
+            lookup["target_type"] = clusters.CLUSTER_TARGET
+            lookup["target_id"] = _uuid(cluster_id, "cluster_uuid")
         return get_or_not_found(Task.objects.visible_to(self.access), **lookup)
 
 
@@ -663,7 +664,7 @@ class TaskView(_TaskBase):
             access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")
         )
         clusters.require_task_rights(access=self.access, kind=kind, cluster=cluster)
-        task = tasks.task_create(
+        task = clusters.cluster_task_create(
             project=self.access.project,
             actor=request.user,
             kind=kind,
@@ -696,7 +697,9 @@ class TaskView(_TaskBase):
 class TaskListView(_TaskBase):
     def get(self, request):
         cluster = self._cluster(_query(request, "cluster_uuid"), "cluster_uuid")
-        queryset = Task.objects.visible_to(self.access).filter(cluster=cluster).order_by("sequence")
+        queryset = (
+            Task.objects.visible_to(self.access).filter(**target_of(cluster)).order_by("sequence")
+        )
         rows = [
             (
                 str(t.pk),
@@ -724,13 +727,13 @@ class _ResultBase(HanamiView):
 class RequestResultView(_ResultBase):
     def get(self, request):
         result = self._result(_query(request, "uuid"))
-        classes = tasks.request_result_classes(result)
+        classes = clusters.request_result_classes(result)
         return Response({**_owned_answer(result), "data": classes.tolist()})
 
     def delete(self, request):
         result = self._result(_query(request, "uuid"))
         require_edit(self.access, result)
-        tasks.request_result_delete(result=result)
+        clusters.request_result_delete(result=result)
         return Response({})
 
 
@@ -757,7 +760,7 @@ class DatasetCheckView(_ResultBase):
         dataset = datasets_selectors.dataset_get(
             access=self.access, dataset_id=_uuid(data.get("dataset_uuid"), "dataset_uuid")
         )
-        return Response({"accuracy": tasks.request_result_check(result=result, dataset=dataset)})
+        return Response({"accuracy": clusters.request_result_check(result=result, dataset=dataset)})
 
 
 class CheckpointView(HanamiView):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from apps.clusters.selectors import task_cluster
 from apps.clusters.training import TrainingCallbacks
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
@@ -173,7 +174,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     from ml.data import input_scale
     from ml.training import evaluate
 
-    cluster = ctx.cluster
+    cluster = task_cluster(ctx.task)
     datasets = _datasets(uplet, [*uplet.train_data, *uplet.test_data])
     model, scale = _load_model(uplet, cluster, uplet.model_start)
     train = {u: _labelled(datasets[u]) for u in uplet.train_data}
@@ -273,15 +274,15 @@ def learnuplet(ctx) -> dict[str, Any]:
 
 
 def _predict(ctx, uplet: Preduplet) -> dict[str, Any]:
+    from apps.clusters.services import request_result_store
     from apps.datasets.selectors import dataset_arrays
-    from apps.tasks.services import request_result_store
     from ml.inference import predict_logits
     from ml.training import resolve_device
 
     device = resolve_device(ctx.device)
     data = uplet.data_uuids
     datasets = _datasets(uplet, data)
-    model, scale = _load_model(uplet, ctx.cluster, uplet.model)
+    model, scale = _load_model(uplet, task_cluster(ctx.task), uplet.model)
     scale = float(scale or 1.0)
     logits, parts, offset = [], [], 0
     for i, u in enumerate(data):
@@ -314,7 +315,7 @@ def preduplet(ctx) -> dict[str, Any]:
 # --- registration ----------------------------------------------------------------------------
 
 
-def _validate(*, params: dict[str, Any], cluster, dataset) -> None:
+def _validate(*, params: dict[str, Any]) -> None:
     uplet_id = params.get("uplet_id")
     if isinstance(uplet_id, bool) or not isinstance(uplet_id, int) or set(params) != {"uplet_id"}:
         raise ValidationFailed.for_field(
@@ -328,8 +329,6 @@ def register_kinds() -> None:
         learnuplet,
         time_limit_s=3600,
         max_attempts=2,
-        needs_cluster=True,
-        needs_dataset=False,
         validate=_validate,
     )
     registry.register(
@@ -337,7 +336,5 @@ def register_kinds() -> None:
         preduplet,
         time_limit_s=3600,
         max_attempts=2,
-        needs_cluster=True,
-        needs_dataset=False,
         validate=_validate,
     )

@@ -329,7 +329,7 @@ def compute_push(ctx) -> dict[str, Any]:
     return result
 
 
-def _validate(*, params: dict[str, Any], cluster, dataset) -> None:
+def _validate(*, params: dict[str, Any]) -> None:
     push_id = params.get("push_id")
     if isinstance(push_id, bool) or not isinstance(push_id, int) or set(params) != {"push_id"}:
         raise ValidationFailed.for_field(
@@ -345,7 +345,5 @@ def register_kind() -> None:
         compute_push,
         time_limit_s=3600,
         max_attempts=3,
-        needs_cluster=False,
-        needs_dataset=False,
         validate=_validate,
     )

@@ -454,9 +454,9 @@ def _dispatch_preduplet(uplet: Preduplet) -> None:
 
 
 def _create_task(uplet, kind: str, cluster, name: str) -> None:
-    from apps.tasks.services import task_create
+    from apps.clusters.services import cluster_task_create
 
-    task = task_create(
+    task = cluster_task_create(
         project=uplet.project,
         actor=uplet.owner,
         kind=kind,

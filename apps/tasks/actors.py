@@ -17,8 +17,3 @@ DEFAULT_TIME_LIMIT_MS = 6 * 3600 * 1000
 @dramatiq.actor(queue_name="cpu", max_retries=0, time_limit=DEFAULT_TIME_LIMIT_MS)
 def run_task(task_id: str, token: str | None = None) -> None:
     services.task_run(task_id, token=token)
-
-
-@dramatiq.actor(queue_name="cpu", max_retries=0, time_limit=60_000)
-def requeue_stale_tasks() -> None:
-    services.task_sweep()

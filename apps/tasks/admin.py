@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from apps.core.adminlinks import console_link
 from apps.tasks import services
-from apps.tasks.models import RequestResult, Task, TaskEvent, TaskState
+from apps.tasks.models import Task, TaskEvent, TaskState
 
 
 class TaskEventInline(admin.TabularInline):
@@ -52,17 +52,6 @@ class TaskAdmin(admin.ModelAdmin):
             services.task_abort(task=task)
             count += 1
         self.message_user(request, f"Abort requested for {count} task(s).", messages.SUCCESS)
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(RequestResult)
-class RequestResultAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "project", "num_samples", "has_logits", "created_at"]
-    list_filter = ["has_logits", "created_at"]
-    search_fields = ["id", "name", "project__id"]
-    readonly_fields = [f.name for f in RequestResult._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -7,9 +7,6 @@ class TasksConfig(AppConfig):
     verbose_name = "Tasks"
 
     def ready(self) -> None:
-        from apps.tasks.handlers import register_builtin_kinds
-
-        register_builtin_kinds()
         # Declare the actors on the broker now: the in-process worker of the embedded mode and
         # `orchard_worker` both need them registered (django_dramatiq only autodiscovers
         # `actors` modules in its own `rundramatiq` command).

@@ -75,7 +75,7 @@ def _sweep_loop() -> None:
 
 def _warm_up() -> None:
     try:
-        from apps.tasks.handlers import warm_up
+        from apps.tasks.threads import warm_up
 
         warm_up()
     except Exception:

@@ -1,10 +1,13 @@
-"""The job engine's rows: tasks, request results and stored task events.
+"""The job engine's rows: tasks and their stored events.
 
-The Task row is the truth about a job (the broker message carries only its id). Tasks of one
-cluster carry an increasing `sequence` and run one after another in that order.
+The Task row is the truth about a job (the broker message carries only its id). A task may name
+the object it works on, its target (`target_type`, an "app_label.model" string such as
+"clusters.cluster", and `target_id`): the engine knows nothing else of it, but tasks of one target
+carry an increasing `sequence` and run one after another in that order.
 """
 
 import uuid
+from typing import Any
 
 from django.db import models
 
@@ -23,22 +26,24 @@ TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.ABORTED, TaskState.FA
 PENDING_STATES = frozenset({TaskState.QUEUED, TaskState.ACTIVE})
 
 
-class Task(TenantModel):
-    """One unit of work on one host queue: train, request, and the kinds other apps register.
+def target_of(obj: models.Model) -> dict[str, Any]:
+    """The target fields naming `obj` (a model row): filter with `Task.objects.filter(**...)`."""
+    return {"target_type": obj._meta.label_lower, "target_id": obj.pk}
 
-    `dataset` is SET_NULL: deleting a dataset keeps the history of the tasks that used it (a
-    still-queued task then fails with a clear message instead of blocking the delete).
+
+class Task(TenantModel):
+    """One unit of work on one host queue, of a kind that an app registers.
+
+    The app that owns the target removes its tasks when the target goes (the clusters app for
+    a cluster's tasks).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=32, db_index=True)
-    cluster = models.ForeignKey(
-        "clusters.Cluster", on_delete=models.CASCADE, null=True, blank=True, related_name="tasks"
-    )
-    dataset = models.ForeignKey(
-        "datasets.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    # What the task works on ("clusters.cluster" and the cluster's id); empty: nothing.
+    target_type = models.CharField(max_length=100, blank=True, default="")
+    target_id = models.UUIDField(null=True, blank=True)
     queue = models.CharField(max_length=32, default="cpu")
     state = models.CharField(
         max_length=16, choices=TaskState.choices, default=TaskState.QUEUED, db_index=True
@@ -52,7 +57,7 @@ class Task(TenantModel):
     traceback = models.TextField(blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
-    # Tasks of one cluster run in this order (per cluster; 0 for tasks without a cluster).
+    # Tasks of one target run in this order (per target; 0 for tasks without a target).
     sequence = models.PositiveBigIntegerField(default=0)
     queued_at = models.DateTimeField(null=True, blank=True)
     # When the task's current broker message was sent (NULL: none is known to be in flight). It
@@ -66,7 +71,7 @@ class Task(TenantModel):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["cluster", "sequence"]),
+            models.Index(fields=["target_type", "target_id", "sequence"]),
             models.Index(fields=["state", "heartbeat_at"]),
             models.Index(fields=["queue", "state", "project"]),
             models.Index(fields=["project", "-created_at"]),
@@ -78,36 +83,6 @@ class Task(TenantModel):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
-
-
-class RequestResult(TenantModel):
-    """The outputs of a request task: same id and name as the task, outputs stored as .npy files.
-
-    `shape` is the shape of the predicted-class array (`[num_samples]`); logits, when kept, are
-    stored next to it as `[num_samples, num_outputs]`.
-    """
-
-    id = models.UUIDField(primary_key=True, editable=False)
-    name = models.CharField(max_length=200)
-    task = models.OneToOneField(
-        Task, on_delete=models.SET_NULL, null=True, blank=True, related_name="request_result"
-    )
-    cluster = models.ForeignKey(
-        "clusters.Cluster", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    dataset = models.ForeignKey(
-        "datasets.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    num_samples = models.PositiveIntegerField(default=0)
-    shape = models.JSONField(default=list, blank=True)
-    has_logits = models.BooleanField(default=False)
-    summary = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.pk})"
 
 
 class TaskEvent(models.Model):

@@ -5,6 +5,9 @@
 
 A handler is `handler(ctx: TaskContext) -> dict | None`; the dict becomes `Task.result`. It must
 call `ctx.should_stop()` (or `ctx.check()`) between steps, and report with `ctx.progress()`.
+`validate(params=...)` raises ValidationFailed before the row exists. What a kind needs besides its
+params (a cluster, a dataset) is checked by the app that submits it (for the tasks of a cluster:
+`apps.clusters.services.cluster_task_create` and `register_cluster_kind`).
 A handler that reports nothing (`ctx.progress()` / `ctx.record()`) for longer than its kind's
 `progress_stale_s` (None: the TASK_PROGRESS_STALE_S setting, 600 s) counts as hung: it is
 re-queued while it has attempts left, else failed with that reason.
@@ -26,9 +29,7 @@ class TaskKind:
     handler: Callable[[Any], dict | None]
     time_limit_s: int = DEFAULT_TIME_LIMIT_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    needs_cluster: bool = True
-    needs_dataset: bool = True
-    # validate(params=..., cluster=..., dataset=...) raises ValidationFailed before the row exists.
+    # validate(params=...) raises ValidationFailed before the row exists.
     validate: Callable[..., None] | None = None
     # Seconds without a progress report before the task counts as hung (None: the setting).
     progress_stale_s: float | None = None
@@ -43,8 +44,6 @@ def register(
     *,
     time_limit_s: int = DEFAULT_TIME_LIMIT_S,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    needs_cluster: bool = True,
-    needs_dataset: bool = True,
     validate: Callable[..., None] | None = None,
     progress_stale_s: float | None = None,
 ) -> TaskKind:
@@ -58,8 +57,6 @@ def register(
         handler,
         time_limit_s,
         max_attempts,
-        needs_cluster,
-        needs_dataset,
         validate,
         progress_stale_s,
     )

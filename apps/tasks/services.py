@@ -9,7 +9,7 @@ nothing, so redelivery is harmless. Dramatiq retries nothing: a worker that died
 
 Claims are decided in one transaction per host queue (PostgreSQL: an advisory lock on the queue's
 name; SQLite: the write lock of BEGIN IMMEDIATE), so several worker processes agree on:
-- order: a task of a cluster waits until the earlier tasks of its cluster ended;
+- order: a task of a target (a cluster, ...) waits until the earlier tasks of its target ended;
 - fair share: on one host queue, a project that already has TASK_PROJECT_MAX_ACTIVE active tasks
   does not start another while a different project, below that share there, has a task waiting
   that could start; alone on the queue a project may use every worker slot.
@@ -28,7 +28,7 @@ counting the attempt; a handler that reports no progress for TASK_PROGRESS_STALE
 Settings (read with `setting()`: Django setting, else environment variable, else default):
 `TASK_HEARTBEAT_STALE_S` (60), `TASK_HEARTBEAT_INTERVAL_S` (1.0: the minimum time between
 progress/heartbeat writes), `TASK_EVENT_INTERVAL_S` (0.25: between published progress events),
-`TASK_ORDER_RETRY_MS` (500: delay before a task waiting for an earlier task of its cluster is
+`TASK_ORDER_RETRY_MS` (500: delay before a task waiting for an earlier task of its target is
 looked at again), `TASK_TIME_LIMIT_GRACE_S` (30: the Dramatiq time limit is the kind's limit plus
 this grace, so the handler's own limit normally fires first), `TASK_PROJECT_MAX_ACTIVE` (1: the
 fair share; 0 turns it off), `TASK_QUEUED_RESEND_S` (60), `TASK_SWEEP_INTERVAL_S` (15),
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -60,16 +60,14 @@ from apps.tasks import registry
 from apps.tasks.models import (
     PENDING_STATES,
     TERMINAL_STATES,
-    RequestResult,
     Task,
     TaskEvent,
     TaskState,
+    target_of,
 )
 
 if TYPE_CHECKING:
     from apps.accounts.models import Project, User
-    from apps.clusters.models import Cluster
-    from apps.datasets.models import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +108,24 @@ def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
 
 
 @transaction.atomic
-def task_create(  # noqa: PLR0913
+def task_create(
     *,
     project: Project,
     actor: User | None,
     kind: str,
     name: str,
-    cluster: Cluster | None = None,
-    dataset: Dataset | None = None,
+    target: models.Model | None = None,
     params: dict[str, Any] | None = None,
-    visibility: str | None = None,
     queue: str | None = None,
+    visibility: str | None = None,
 ) -> Task:
-    """Create a queued task and send it to its host's queue once the transaction commits.
+    """Create a queued task on host queue `queue` (default "cpu") and send it there once the
+    transaction commits.
 
-    A task with a cluster runs on the cluster's host; one without may name a host `queue`
-    ("gpu-0"), which must be an available host (default "cpu").
+    A task with a `target` (a model row: the cluster it trains, ...) runs after the earlier tasks
+    of that target. The caller serialises the creations of one target (the clusters app locks
+    the cluster's row) and checks the queue: the engine knows no hosts.
     """
-    from apps.clusters.models import Cluster, ClusterMode
-
     try:
         entry = registry.get(kind)
     except KeyError:
@@ -136,43 +133,21 @@ def task_create(  # noqa: PLR0913
             "kind", f"Unknown task kind {kind!r} (known: {', '.join(registry.kinds())})."
         ) from None
     params = dict(params or {})
-    if entry.needs_cluster and cluster is None:
-        raise ValidationFailed.for_field("cluster_id", "This kind of task needs a cluster.")
-    if entry.needs_dataset and dataset is None:
-        raise ValidationFailed.for_field("dataset_id", "This kind of task needs a dataset.")
-    for obj, field in ((cluster, "cluster_id"), (dataset, "dataset_id")):
-        if obj is not None and obj.project_id != project.pk:
-            raise ValidationFailed.for_field(field, "Not found in this project.")
-    if dataset is not None and getattr(dataset, "status", "ready") != "ready":
-        raise Conflict(f"Dataset {dataset.name!r} is not ready ({dataset.status}).")
     if entry.validate is not None:
-        entry.validate(params=params, cluster=cluster, dataset=dataset)
-
-    sequence = 0
-    if cluster is None and queue not in (None, "cpu"):
-        from apps.clusters.models import Host, HostState
-
-        if not Host.objects.filter(pk=queue, state=HostState.AVAILABLE).exists():
-            raise ValidationFailed.for_field("queue", f"No available host {queue!r}.")
-    queue = queue or "cpu"
-    if cluster is not None:
-        # Lock the cluster row: sequence numbers of one cluster are handed out one at a time.
-        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-        if cluster.mode == ClusterMode.DIRECT:
-            raise Conflict("The cluster is in DIRECT mode; switch it to TASK mode first.")
-        last = Task.objects.filter(cluster=cluster).aggregate(m=Max("sequence"))["m"] or 0
-        sequence = last + 1
-        queue = cluster.host_id or "cpu"
+        entry.validate(params=params)
     fields: dict[str, Any] = {"visibility": visibility} if visibility else {}
+    sequence = 0
+    if target is not None:
+        fields.update(target_of(target))
+        last = Task.objects.filter(**target_of(target)).aggregate(m=Max("sequence"))["m"] or 0
+        sequence = last + 1
     now = timezone.now()
     task = Task.objects.create(
         project=project,
         owner=actor,
         name=name,
         kind=kind,
-        cluster=cluster,
-        dataset=dataset,
-        queue=queue,
+        queue=queue or "cpu",
         params=params,
         max_attempts=entry.max_attempts,
         sequence=sequence,
@@ -292,7 +267,8 @@ def task_retry(*, task: Task) -> Task:
 
 
 def task_delete(*, task: Task) -> Task | None:
-    """Delete an ended task (its request result stays); a pending one is aborted instead.
+    """Delete an ended task (what other apps keep of it, such as a request result, stays); a
+    pending one is aborted instead.
 
     Returns the aborted task, or None when the row was deleted.
     """
@@ -371,16 +347,6 @@ class TaskContext:
         self._event_seq = TaskEvent.objects.filter(task=task).aggregate(m=Max("seq"))["m"] or 0
 
     # -- objects --------------------------------------------------------------------------
-    @property
-    def cluster(self):
-        return self.task.cluster
-
-    @property
-    def dataset(self):
-        if self.task.dataset_id is None and self.kind.needs_dataset:
-            raise ValidationFailed.for_field("dataset_id", "The task's dataset was deleted.")
-        return self.task.dataset
-
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.task.params or {})
@@ -621,10 +587,11 @@ def _lock_queue(queue: str) -> None:
 
 
 def _blocked_by_order() -> Exists:
-    """For a task row (OuterRef): an earlier task of its cluster is still pending."""
+    """For a task row (OuterRef): an earlier task of its target is still pending."""
     return Exists(
         Task.objects.filter(
-            cluster_id=OuterRef("cluster_id"),
+            target_type=OuterRef("target_type"),
+            target_id=OuterRef("target_id"),
             sequence__lt=OuterRef("sequence"),
             state__in=PENDING_STATES,
         )
@@ -666,7 +633,7 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
             logger.info("task %s is %s; message ignored", task_id, task and task.state)
             return None
         waits = (
-            task.cluster_id is not None
+            task.target_id is not None
             and Task.objects.filter(pk=task.pk).filter(_blocked_by_order()).exists()
         ) or _over_fair_share(task)
         now = timezone.now()
@@ -698,7 +665,7 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
         delay = int(setting("TASK_ORDER_RETRY_MS"))
         _send(task_id=task_id, queue=task.queue, kind=task.kind, token=new_token, delay_ms=delay)
         return None
-    return Task.objects.select_related("cluster", "dataset").get(pk=task_id)
+    return Task.objects.get(pk=task_id)
 
 
 def task_run(task_id: str, token: str | None = None) -> None:
@@ -819,18 +786,20 @@ def _finish(
         task.refresh_from_db()
         _remove_resume_dir(task)
         _publish_state(task)
-        _wake_next_of_cluster(task)
+        _wake_next_of_target(task)
 
 
-def _wake_next_of_cluster(task: Task) -> None:
-    """The next queued task of the finished task's cluster may start now: send it at once rather
+def _wake_next_of_target(task: Task) -> None:
+    """The next queued task of the finished task's target may start now: send it at once rather
     than let it wait for its TASK_ORDER_RETRY_MS round (that held a cluster to 2-3 tasks/s). Its
     message in flight is superseded (a new token) and dropped when it arrives."""
-    if task.cluster_id is None:
+    if task.target_id is None:
         return
     try:
         following = (
-            Task.objects.filter(cluster_id=task.cluster_id, state=TaskState.QUEUED)
+            Task.objects.filter(
+                target_type=task.target_type, target_id=task.target_id, state=TaskState.QUEUED
+            )
             .order_by("sequence")
             .first()
         )
@@ -848,7 +817,7 @@ def _wake_next_of_cluster(task: Task) -> None:
             )
     except Exception:  # the order round and the sweeper still send it
         logger.warning(
-            "task %s: could not wake the next task of its cluster", task.pk, exc_info=True
+            "task %s: could not wake the next task of its target", task.pk, exc_info=True
         )
 
 
@@ -957,106 +926,3 @@ def task_sweep(
         "requeued": task_requeue_stale(older_than_s=stale_after_s),
         "resent": task_resend_queued(older_than_s=resend_after_s),
     }
-
-
-# --- request results -----------------------------------------------------------------------------
-
-
-def result_dir(*, project_id: str, result_id: str) -> Path:
-    return project_local_dir(str(project_id), "results", str(result_id))
-
-
-def request_result_store(
-    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None
-) -> RequestResult:
-    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name."""
-    import numpy as np
-
-    directory = result_dir(project_id=str(task.project_id), result_id=str(task.pk))
-    classes = np.asarray(classes, dtype=np.int64)
-    _save_npy(directory / "classes.npy", classes)
-    if logits is not None:
-        _save_npy(directory / "logits.npy", np.asarray(logits, dtype=np.float32))
-    result, _ = RequestResult.objects.update_or_create(
-        pk=task.pk,
-        defaults={
-            "project_id": task.project_id,
-            "owner_id": task.owner_id,
-            "visibility": task.visibility,
-            "name": task.name,
-            "task": task,
-            "cluster_id": task.cluster_id,
-            "dataset_id": task.dataset_id,
-            "num_samples": int(classes.shape[0]),
-            "shape": list(classes.shape),
-            "has_logits": logits is not None,
-            "summary": summary or {},
-        },
-    )
-    return result
-
-
-def _save_npy(path: Path, array) -> None:
-    import io
-
-    import numpy as np
-
-    from apps.core.storage import atomic_write
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    atomic_write(path, buffer.getvalue())
-
-
-def request_result_classes(result: RequestResult):
-    """The predicted class per sample (memory-mapped)."""
-    import numpy as np
-
-    path = result_dir(project_id=str(result.project_id), result_id=str(result.pk)) / "classes.npy"
-    if not path.exists():
-        raise Conflict("The result's outputs are missing.")
-    return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def request_result_check(*, result: RequestResult, dataset: Dataset) -> float:
-    """Accuracy in percent of the result's predicted classes against the dataset's labels."""
-    import numpy as np
-
-    from apps.datasets.selectors import dataset_arrays
-
-    if result.project_id != dataset.project_id:
-        raise ValidationFailed.for_field("dataset_id", "Not found in this project.")
-    predicted = np.asarray(request_result_classes(result))
-    _inputs, labels = dataset_arrays(dataset)
-    if labels is None:
-        raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
-    labels = np.asarray(labels)
-    if labels.ndim == 2:  # one-hot
-        labels = labels.argmax(axis=1)
-    if labels.shape[0] != predicted.shape[0]:
-        raise ValidationFailed.for_field(
-            "dataset_id",
-            f"The dataset has {labels.shape[0]} samples, the result {predicted.shape[0]}.",
-        )
-    if predicted.shape[0] == 0:
-        return 0.0
-    try:
-        from ml.metrics import accuracy
-
-        fraction = float(accuracy(predicted, labels))
-    except ImportError:
-        fraction = float((predicted == labels.astype(np.int64)).mean())
-    return round(100.0 * fraction, 4)
-
-
-def request_result_delete(*, result: RequestResult) -> None:
-    """Delete a result and its files."""
-    import shutil
-
-    directory = result_dir(project_id=str(result.project_id), result_id=str(result.pk))
-    result.delete()
-    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
-
-
-def task_is_terminal(state: str) -> bool:
-    return state in TERMINAL_STATES

@@ -43,3 +43,11 @@ def configure_torch_threads(threads: int) -> int:
     except RuntimeError:
         logger.debug("torch inter-op threads already fixed at %s", torch.get_num_interop_threads())
     return threads
+
+
+def warm_up() -> None:
+    """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) when a
+    worker starts, not in its first task."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()

@@ -613,6 +613,4 @@ def register_kinds() -> None:
     from apps.training.services import EVALUATE_KIND, TRAIN_KIND
 
     registry.register(TRAIN_KIND, studio_train, time_limit_s=24 * 3600, max_attempts=3)
-    registry.register(
-        EVALUATE_KIND, studio_evaluate, time_limit_s=3600, max_attempts=2, needs_cluster=False
-    )
+    registry.register(EVALUATE_KIND, studio_evaluate, time_limit_s=3600, max_attempts=2)

@@ -576,7 +576,7 @@ def run_start(*, access: ProjectAccess, actor: User, experiment: Experiment) -> 
 
     TRAINING_IN_PROGRESS while another run of the experiment is pending or running.
     """
-    from apps.tasks.services import task_create
+    from apps.clusters.services import cluster_task_create
 
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if _active_runs(experiment).exists():
@@ -602,7 +602,7 @@ def run_start(*, access: ProjectAccess, actor: User, experiment: Experiment) -> 
     cluster = _run_cluster(
         access=access, actor=actor, experiment=experiment, config=config, name=name
     )
-    task = task_create(
+    task = cluster_task_create(
         project=access.project,
         actor=actor,
         kind=TRAIN_KIND,
@@ -632,6 +632,7 @@ def run_stop(*, run: Run) -> Run:
 def run_resume(*, run: Run) -> Run:
     """Queue a stopped or failed run again; it continues from its last checkpoint (epoch, weights
     and optimizer state), or from the start when it had completed no epoch."""
+    from apps.datasets.selectors import task_dataset_id
     from apps.tasks.services import task_retry
 
     experiment = Experiment.objects.select_for_update().get(pk=run.experiment_id)
@@ -645,7 +646,7 @@ def run_resume(*, run: Run) -> Run:
         raise TrainingInProgress("The run is already in progress.")
     if _active_runs(experiment).exclude(pk=run.pk).exists():
         raise TrainingInProgress("Another run of this experiment is in progress.")
-    if run.task.dataset_id is None:
+    if task_dataset_id(run.task) is None:
         raise Conflict("The run's dataset was deleted.")
     task_retry(task=run.task)
     Run.objects.filter(pk=run.pk).update(resumes=run.resumes + 1, updated_at=timezone.now())
@@ -706,6 +707,7 @@ def evaluation_create(  # noqa: PLR0913
 ) -> Evaluation:
     """Create and queue the evaluation of a run's `best` or `last` checkpoint on a subset of a
     dataset (default: the run's dataset and split, subset `test` with a split, else all items)."""
+    from apps.datasets.services import dataset_check_usable, task_dataset_link
     from apps.tasks.services import task_create
     from apps.training.selectors import run_checkpoint_get
 
@@ -759,15 +761,16 @@ def evaluation_create(  # noqa: PLR0913
         split_subset=subset,
         batch_size=batch_size,
     )
+    dataset_check_usable(project=access.project, dataset=dataset)
     evaluation.task = task_create(
         project=access.project,
         actor=actor,
         kind=EVALUATE_KIND,
         name=evaluation.name[:200],
-        dataset=dataset,
         params={"evaluation_id": evaluation.pk},
         visibility=run.visibility,
     )
+    task_dataset_link(task=evaluation.task, dataset=dataset)
     evaluation.save()
     return evaluation
 

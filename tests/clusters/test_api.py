@@ -3,7 +3,7 @@
 import pytest
 
 from apps.clusters.models import Cluster
-from apps.tasks.models import Task
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import DIGITS_TEMPLATE, make_cluster, template
 from tests.conftest import client_for
 
@@ -54,7 +54,7 @@ def test_mode_switch_refused_with_pending_tasks(world):
     url = _url(world.project, "clusters", str(cluster.pk), "mode")
     assert client.put(url, {"mode": "DIRECT"}, format="json").json()["data"]["mode"] == "DIRECT"
     assert client.put(url, {"mode": "TASK"}, format="json").status_code == 200
-    Task.objects.create(project=world.project, kind="train", name="t", cluster=cluster)
+    Task.objects.create(project=world.project, kind="train", name="t", **target_of(cluster))
     r = client.put(url, {"mode": "DIRECT"}, format="json")
     assert r.status_code == 409
     assert client.put(url, {"mode": "SIDEWAYS"}, format="json").status_code == 422

@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from apps.accounts.services import membership_remove, token_pair_for
 from apps.clusters import directio
 from apps.clusters.models import Cluster
-from apps.tasks.models import Task
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
 
@@ -200,7 +200,7 @@ async def test_mode_rules_empty_queue_and_no_tasks_in_direct_mode(world, digits_
     assert r.status_code == 201
     r = await sync_to_async(_set_mode)(world.member, world.project, cluster, "DIRECT")
     assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT"
-    await sync_to_async(Task.objects.filter(cluster=cluster).update)(state="aborted")
+    await sync_to_async(Task.objects.filter(**target_of(cluster)).update)(state="aborted")
     r = await sync_to_async(_set_mode)(world.member, world.project, cluster, "DIRECT")
     assert r.status_code == 200
     r = await sync_to_async(client.post)(tasks_url, body, format="json")

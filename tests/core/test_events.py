@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 
 from apps.accounts.services import token_pair_for
 from apps.core import events
-from apps.tasks.models import Task
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import make_cluster
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 def _task(world):
     cluster = make_cluster(world.project, world.member)
     task = Task.objects.create(
-        project=world.project, owner=world.member, kind="train", name="t", cluster=cluster
+        project=world.project, owner=world.member, kind="train", name="t", **target_of(cluster)
     )
     return task, token_pair_for(user=world.member)["access"]
 

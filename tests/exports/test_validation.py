@@ -197,8 +197,9 @@ def test_create_answers_the_status_and_queues_one_task(world, cluster):
     }
     assert created["visibility"] == "private" and created["owner"] == "bob"
     task = Task.objects.get(pk=created["task_id"])
-    assert (task.kind, task.cluster_id, task.params) == (
+    assert (task.kind, task.target_type, task.target_id, task.params) == (
         "export",
+        "clusters.cluster",
         cluster.pk,
         {"export_id": created["id"]},
     )

@@ -6,9 +6,8 @@ import uuid
 
 import pytest
 
-from apps.clusters.services import cluster_set_mode
-from apps.tasks.models import Task
-from apps.tasks.services import request_result_store
+from apps.clusters.services import cluster_set_mode, request_result_store
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import DIGITS_TEMPLATE, make_cluster
 from tests.factories import PASSWORD
 from tests.hanami.conftest import SDK, token_for
@@ -110,7 +109,7 @@ def test_failed_tasks_show_as_aborted_with_their_error(world, bob):
         owner=world.member,
         kind="train",
         name="t",
-        cluster=cluster,
+        **target_of(cluster),
         state="failed",
         error="boom",
     )

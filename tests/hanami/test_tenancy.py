@@ -12,13 +12,12 @@ from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.accounts.services import membership_remove, token_pair_for
-from apps.clusters.services import checkpoint_save
+from apps.clusters.services import checkpoint_save, request_result_store
 from apps.core.tenancy import Role
 from apps.datasets import services as dataset_services
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
 from apps.hanami.urls import urlpatterns
-from apps.tasks.models import Task
-from apps.tasks.services import request_result_store
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import make_cluster
 from tests.datasets.conftest import idx_bytes, mnist_arrays
 from tests.factories import add_member
@@ -66,10 +65,10 @@ def _foreign_objects(world):
         owner=world.outsider,
         name="victim-task",
         kind="request",
-        cluster=cluster,
-        dataset=ready,
+        **target_of(cluster),
         state="finished",
     )
+    dataset_services.task_dataset_link(task=task, dataset=ready)
     request_result_store(task=task, classes=[1, 2, 3, 4])
     return {
         "cluster": str(cluster.pk),

@@ -97,7 +97,7 @@ def test_two_label_studio_projects_on_one_url_keep_their_models_and_labels_apart
     assert task_b.result["samples"] == 1 and task_b.result["model_version"] == "1.1.0"
     row = LabelStudioProject.objects.get(backend=backend, ls_project="9")
     fresh = LabelStudioBackend.objects.get(pk=backend.pk)
-    assert task_b.cluster_id == row.cluster_id != fresh.cluster_id
+    assert task_b.target_id == row.cluster_id != fresh.cluster_id
     assert fresh.cluster.version == 1 and fresh.version == 1  # A's model: trained once
 
     after, body_after = _labels(ls, TEXT_CONFIG, "text", probe, A)

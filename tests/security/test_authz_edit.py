@@ -17,7 +17,7 @@ from apps.clusters.services import checkpoint_save
 from apps.core.tenancy import Role
 from apps.datasets.demo import create_demo_datasets
 from apps.datasets.models import Dataset
-from apps.tasks.models import Task
+from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
 from tests.factories import add_member, make_user
@@ -49,7 +49,7 @@ def _state(cluster):
         cluster.mode,
         cluster.host_id,
         cluster.updated_at,
-        Task.objects.filter(cluster=cluster).count(),
+        Task.objects.filter(**target_of(cluster)).count(),
         Checkpoint.objects.filter(cluster=cluster).count(),
     )
 

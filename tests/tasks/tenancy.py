@@ -2,16 +2,18 @@ from tests.clusters.helpers import make_cluster
 
 
 def _task(project, user):
-    from apps.tasks.models import Task
+    from apps.tasks.models import Task, target_of
 
     cluster = make_cluster(project, user)
-    return Task.objects.create(project=project, owner=user, kind="train", name="t", cluster=cluster)
+    return Task.objects.create(
+        project=project, owner=user, kind="train", name="t", **target_of(cluster)
+    )
 
 
 def _result(project, user):
     import numpy as np
 
-    from apps.tasks.services import request_result_store
+    from apps.clusters.services import request_result_store
 
     task = _task(project, user)
     task.kind = "request"

@@ -3,7 +3,8 @@ written after the last epoch (the weights are stored right after it)."""
 
 import pytest
 
-from apps.tasks.services import TaskContext, task_create
+from apps.clusters.services import cluster_task_create
+from apps.tasks.services import TaskContext
 from tests.clusters.helpers import make_cluster
 from tests.tasks.conftest import wait_state
 
@@ -22,7 +23,7 @@ def test_resume_checkpoints_follow_the_interval(
         lambda self, state, meta: calls.append(meta["epoch"]) or original(self, state, meta),
     )
     train_set, _ = digits
-    task = task_create(
+    task = cluster_task_create(
         project=world.project,
         actor=world.member,
         kind="train",

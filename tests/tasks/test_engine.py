@@ -4,7 +4,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from apps.clusters.models import Cluster
-from apps.tasks.models import Task, TaskEvent
+from apps.tasks.models import Task, TaskEvent, target_of
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
 from tests.tasks.conftest import wait_for, wait_state
@@ -243,8 +243,10 @@ def _template(**kw):
 def test_list_filters(world):
     a = make_cluster(world.project, world.owner)
     b = make_cluster(world.project, world.owner, name="b")
-    Task.objects.create(project=world.project, kind="train", name="1", cluster=a)
-    Task.objects.create(project=world.project, kind="train", name="2", cluster=b, state="finished")
+    Task.objects.create(project=world.project, kind="train", name="1", **target_of(a))
+    Task.objects.create(
+        project=world.project, kind="train", name="2", **target_of(b), state="finished"
+    )
     client = client_for(world.viewer)
     items = client.get(_tasks_url(world.project) + f"?cluster={a.pk}").json()["data"]["items"]
     assert [t["name"] for t in items] == ["1"]

@@ -31,7 +31,7 @@ def _hold(ctx):
 
 @pytest.fixture
 def hold_kind():
-    registry.register("fair-hold", _hold, needs_cluster=False, needs_dataset=False)
+    registry.register("fair-hold", _hold)
     GATES.clear()
     yield
     for gate in GATES.values():

@@ -3,7 +3,7 @@ task went from 460 to 820 MiB of worker memory): in-range inputs are mapped copy
 
 import numpy as np
 
-from apps.tasks.handlers import _scaled
+from apps.clusters.handlers import _scaled
 
 
 def _stored(tmp_path, array):

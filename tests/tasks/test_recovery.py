@@ -14,6 +14,7 @@ from django.db import InterfaceError, connection
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
+from apps.clusters.services import cluster_task_create
 from apps.tasks import registry, services
 from apps.tasks.models import Task, TaskEvent
 from tests.clusters.helpers import make_cluster
@@ -30,8 +31,8 @@ def _noop(ctx):
 
 @pytest.fixture
 def kinds():
-    registry.register("rec-noop", _noop, needs_cluster=False, needs_dataset=False)
-    registry.register("rec-noop-c", _noop, needs_dataset=False)
+    registry.register("rec-noop", _noop)
+    registry.register("rec-noop-c", _noop)
 
 
 @pytest.fixture
@@ -44,9 +45,8 @@ def worker(stub_broker):
 
 
 def _create(world, kind="rec-noop", **kw):
-    return services.task_create(
-        project=world.project, actor=world.owner, kind=kind, name=kind, **kw
-    )
+    create = cluster_task_create if "cluster" in kw else services.task_create
+    return create(project=world.project, actor=world.owner, kind=kind, name=kind, **kw)
 
 
 def _lose_messages(broker):
@@ -178,7 +178,7 @@ def test_heartbeat_reconnects_after_its_connection_drops(world, stub_broker, wor
             if ctx.should_stop():
                 break
 
-    registry.register("rec-hold", hold, needs_cluster=False, needs_dataset=False)
+    registry.register("rec-hold", hold)
     original = services.TaskContext._beat
     drops = []
 
@@ -240,7 +240,7 @@ def test_sigterm_requeues_the_running_task_with_its_checkpoint(world, digits, st
     train_set, _ = digits
     cluster = make_cluster(world.project, world.owner)
     epochs = 40
-    task = services.task_create(
+    task = cluster_task_create(
         project=world.project,
         actor=world.owner,
         kind="train",
@@ -295,8 +295,6 @@ def test_silent_handler_is_requeued_then_failed(world, stub_broker, settings):
     registry.register(
         "rec-silent",
         silent,
-        needs_cluster=False,
-        needs_dataset=False,
         max_attempts=2,
         progress_stale_s=0.3,
     )
@@ -341,7 +339,7 @@ def test_epoch_redone_after_resume_is_published_once(world, digits, monkeypatch,
     settings.TASK_HEARTBEAT_INTERVAL_S = 3600  # runs inside the test's transaction
     train_set, _ = digits
     cluster = make_cluster(world.project, world.owner)
-    task = services.task_create(
+    task = cluster_task_create(
         project=world.project,
         actor=world.owner,
         kind="train",

@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.clusters.services import cluster_task_create
 from apps.tasks import registry, services
-from apps.tasks.models import Task, TaskEvent
+from apps.tasks.models import Task, TaskEvent, target_of
 from tests.clusters.helpers import make_cluster
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,7 @@ class WorkerKilled(BaseException):
 
 def _train_task(world, dataset, **params):
     cluster = make_cluster(world.project, world.owner)
-    return services.task_create(
+    return cluster_task_create(
         project=world.project,
         actor=world.owner,
         kind="train",
@@ -82,7 +83,7 @@ def test_reaper_fails_a_task_out_of_attempts(world):
         project=world.project,
         kind="train",
         name="t",
-        cluster=cluster,
+        **target_of(cluster),
         state="active",
         attempts=3,
         max_attempts=3,
@@ -98,7 +99,7 @@ def test_handler_error_fails_with_traceback(world):
     def broken(ctx):
         raise RuntimeError("boom")
 
-    registry.register("broken", broken, needs_cluster=False, needs_dataset=False)
+    registry.register("broken", broken)
     task = services.task_create(project=world.project, actor=world.owner, kind="broken", name="b")
     services.task_run(str(task.pk))
     task.refresh_from_db()
@@ -113,7 +114,7 @@ def test_handler_time_limit(world, monkeypatch):
         while not ctx.should_stop():
             time.sleep(0.01)
 
-    registry.register("slow", slow, time_limit_s=1, needs_cluster=False, needs_dataset=False)
+    registry.register("slow", slow, time_limit_s=1)
     task = services.task_create(project=world.project, actor=world.owner, kind="slow", name="s")
     services.task_run(str(task.pk))
     task.refresh_from_db()

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from apps.clusters.api import views
+from apps.clusters.api import task_views, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register(
@@ -9,6 +9,10 @@ router.register(
 )
 router.register(
     r"projects/(?P<project_id>[^/]+)/checkpoints", views.CheckpointViewSet, basename="checkpoint"
+)
+router.register(r"projects/(?P<project_id>[^/]+)/tasks", task_views.TaskViewSet, basename="task")
+router.register(
+    r"projects/(?P<project_id>[^/]+)/results", task_views.RequestResultViewSet, basename="result"
 )
 
 urlpatterns = [

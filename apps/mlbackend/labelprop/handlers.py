@@ -26,7 +26,7 @@ PROPAGATE_TIME_LIMIT_S = 3600
 TRAIN_TIME_LIMIT_S = 6 * 3600
 
 
-def _validate(*, params: dict[str, Any], cluster, dataset) -> None:
+def _validate(*, params: dict[str, Any]) -> None:
     if not isinstance(params.get("session_id"), str):
         raise ValidationFailed.for_field("params", "session_id must name a labelprop session.")
 
@@ -208,8 +208,6 @@ def register_kinds() -> None:
         propagate_task,
         time_limit_s=PROPAGATE_TIME_LIMIT_S,
         max_attempts=2,
-        needs_cluster=False,
-        needs_dataset=False,
         validate=_validate,
     )
     registry.register(
@@ -217,7 +215,5 @@ def register_kinds() -> None:
         train_task,
         time_limit_s=TRAIN_TIME_LIMIT_S,
         max_attempts=2,
-        needs_cluster=False,
-        needs_dataset=False,
         validate=_validate,
     )

@@ -430,6 +430,7 @@ def _volume_store(
 
 
 def _task_create(access: ProjectAccess, kind: str, session: LabelpropSession, plan: _Plan):
+    from apps.clusters.services import host_queue_check
     from apps.tasks.services import task_create
 
     task_kind = KIND_PROPAGATE if kind == LabelpropSessionKind.INFERENCE else KIND_TRAIN
@@ -442,7 +443,7 @@ def _task_create(access: ProjectAccess, kind: str, session: LabelpropSession, pl
         kind=task_kind,
         name=f"labelprop {kind} {session.pk}",
         params=params,
-        queue=_queue_for(plan.options.get("device")),
+        queue=host_queue_check(_queue_for(plan.options.get("device"))),
     )
 
 

@@ -325,6 +325,7 @@ def train(ctx) -> dict[str, Any]:
 
 
 def register_kinds() -> None:
+    from apps.clusters.services import register_cluster_kind
     from apps.mlbackend.labelstudio.services import TRAIN_KIND
 
     registry.register(
@@ -332,7 +333,5 @@ def register_kinds() -> None:
         train,
         time_limit_s=3600,
         max_attempts=2,
-        needs_cluster=True,
-        needs_dataset=False,
-        validate=validate_train,
     )
+    register_cluster_kind(TRAIN_KIND, validate=validate_train)

@@ -1168,7 +1168,7 @@ def backend_train_start(
     annotation has a label of the project's config and Label Studio's API cannot be asked, and
     (Conflict) an experiment-bound backend: its runs are trained in the training studio.
     """
-    from apps.tasks.services import task_create
+    from apps.clusters.services import cluster_task_create
 
     _require_trainable(backend)
     scope = scope or backend
@@ -1198,7 +1198,7 @@ def backend_train_start(
         params: dict[str, Any] = {"backend_id": backend.pk}
         if _scope_key(backend, scope):
             params["ls_project"] = _scope_key(backend, scope)
-        task = task_create(
+        task = cluster_task_create(
             project=backend.project,
             actor=actor,
             kind=TRAIN_KIND,

@@ -84,14 +84,13 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         worker = None
         try:
-            try:
-                from apps.clusters.services import host_refresh
+            from apps.tasks.signals import worker_starting
 
-                host_refresh()
-            except Exception:
-                logger.warning("could not refresh hosts", exc_info=True)
+            for receiver, answer in worker_starting.send_robust(sender=self.__class__):
+                if isinstance(answer, Exception):
+                    logger.warning("worker start hook %r failed", receiver, exc_info=answer)
             self._sweep(stale_after)
-            from apps.tasks.handlers import warm_up
+            from apps.tasks.threads import warm_up
 
             warm_up()
             broker.declare_queue(queue)

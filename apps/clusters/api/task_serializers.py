@@ -1,16 +1,30 @@
 from rest_framework import serializers
 
-from apps.clusters.models import Cluster
+from apps.clusters.models import Cluster, RequestResult
+from apps.clusters.services import CLUSTER_TARGET
 from apps.core.api.serializers import ProjectRelatedField, StrictSerializer
 from apps.datasets.models import Dataset
-from apps.tasks.models import RequestResult, Task, TaskState
+from apps.tasks.models import Task, TaskState
 
 CREATABLE_KINDS = ("train", "request")
 
 
+class ClusterIdField(serializers.UUIDField):
+    """The cluster a task works on (its target), or None."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def get_attribute(self, instance: Task):
+        return instance.target_id if instance.target_type == CLUSTER_TARGET else None
+
+
 class TaskSerializer(serializers.ModelSerializer):
-    cluster_id = serializers.UUIDField(read_only=True, allow_null=True)
-    dataset_id = serializers.UUIDField(read_only=True, allow_null=True)
+    cluster_id = ClusterIdField()
+    # The dataset the task reads (apps.datasets records it); None once deleted.
+    dataset_id = serializers.UUIDField(
+        source="dataset_link.dataset_id", read_only=True, allow_null=True
+    )
     owner = serializers.CharField(source="owner.username", read_only=True, default=None)
 
     class Meta:
@@ -87,7 +101,7 @@ class RequestResultDetailSerializer(RequestResultSerializer):
 
     def get_outputs(self, obj) -> list[int]:
         """The predicted class of the first `limit` samples (query parameter, default 100)."""
-        from apps.tasks.services import request_result_classes
+        from apps.clusters.services import request_result_classes
 
         limit = self.context.get("outputs_limit", 100)
         try:

@@ -1,7 +1,7 @@
 """The built-in task kinds: `train` (fit a cluster on a dataset) and `request` (batch inference).
 
 Both use `ml/` for the numerics; this module only moves data between storage, the cluster and the
-task context. Registered in `TasksConfig.ready()`.
+task context. Registered in `ClustersConfig.ready()`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from apps.clusters.training import (
+    ResumePoint,
+    TrainingCallbacks,
+    TrainingJob,
+    cluster_train,
+    training_scale,
+)
 from apps.core.exceptions import ValidationFailed
 from apps.tasks import registry
 
@@ -51,14 +58,6 @@ def _check_fit(cluster, dataset) -> None:
         )
 
 
-def _input_scale(cluster, x: np.ndarray) -> float:
-    """Inputs are scaled into [-1, 1] once, with the factor found at the first training."""
-    from ml.data import input_scale
-
-    scale = (cluster.config or {}).get("input_scale")
-    return float(scale) if scale else input_scale(x)
-
-
 def _scaled(x, scale: float) -> np.ndarray:
     """The training inputs as float32 rows. A dataset already in range (scale 1, the stored
     MNIST/volume pixels) is not copied: a copy-on-write map of the same file, whose pages the
@@ -95,6 +94,13 @@ def _train_config(params: dict[str, Any], device: str):
         raise ValidationFailed.for_field("params", str(exc)) from None
 
 
+def _cluster_and_dataset(ctx):
+    from apps.clusters.selectors import task_cluster
+    from apps.datasets.selectors import task_dataset
+
+    return task_cluster(ctx.task), task_dataset(ctx.task)
+
+
 def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
     _train_config(params, "cpu")
     if cluster is not None and dataset is not None:
@@ -103,96 +109,98 @@ def validate_train(*, params: dict[str, Any], cluster, dataset) -> None:
             raise ValidationFailed.for_field("dataset_id", "The dataset has no class labels.")
 
 
-def train(ctx) -> dict[str, Any]:
-    """Fit the cluster on the dataset; checkpoint every epoch; store the weights at the end."""
-    from apps.clusters.runtime import cluster_load_model, cluster_store_weights
-    from apps.datasets.selectors import dataset_arrays
-    from ml.checkpoints import pack_training_state, unpack_training_state
-    from ml.training import FitCallbacks, FitOptions, fit
+class _TrainCallbacks(TrainingCallbacks):
+    """A Hanami train task's reporting: progress polls within an epoch, one stored event per
+    epoch, resume files at most once per TASK_CHECKPOINT_INTERVAL_S (a lost worker redoes at
+    most that much work)."""
 
-    cluster, dataset = ctx.cluster, ctx.dataset
+    def __init__(self, ctx, *, epochs: int, polls_per_epoch: int, scale: float) -> None:
+        from apps.tasks.services import setting
+
+        self.ctx, self.epochs, self.polls_per_epoch, self.scale = (
+            ctx,
+            epochs,
+            polls_per_epoch,
+            scale,
+        )
+        self.epoch, self.polls = 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.interval = setting("TASK_CHECKPOINT_INTERVAL_S")
+        self.last_save = time.monotonic()
+
+    def on_start(self, start_epoch: int) -> None:
+        self.epoch = start_epoch
+        if start_epoch:
+            self.ctx.record("resumed", {"epoch": start_epoch, "attempt": self.ctx.attempt})
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        within = min(0.99, self.polls / self.polls_per_epoch)
+        self.ctx.progress((self.epoch + within) / self.epochs, epoch=self.epoch + 1)
+        return self.ctx.should_stop()
+
+    def on_epoch_end(self, result) -> None:
+        self.epoch, self.polls = result.epoch, 0
+        metrics = result.as_dict()
+        self.history.append(metrics)
+        self.ctx.progress(result.epoch / self.epochs, epoch=result.epoch, loss=result.loss)
+        # Keyed: an epoch redone after a resume is stored and published once.
+        self.ctx.record("epoch", metrics, key="epoch")
+
+    def wants_checkpoint(self, epoch: int) -> bool:
+        # Not after the last epoch (the weights are stored right after), at most once per interval.
+        if epoch >= self.epochs or time.monotonic() - self.last_save < self.interval:
+            return False
+        self.last_save = time.monotonic()
+        return True
+
+    def on_checkpoint(self, epoch: int, model_state: dict, optim_state: dict) -> None:
+        from ml.checkpoints import pack_training_state
+
+        payload, meta = pack_training_state(model_state, optim_state)
+        self.ctx.save_resume(payload, {**meta, "epoch": epoch, "scale": self.scale})
+
+
+def _resume_point(ctx) -> ResumePoint | None:
+    from ml.checkpoints import unpack_training_state
+
+    resume = ctx.load_resume()
+    if resume is None:
+        return None
+    state, meta = resume
+    model_state, optimizer_state = unpack_training_state(state, meta)
+    return ResumePoint(model_state, optimizer_state, int(meta.get("epoch", 0)))
+
+
+def train(ctx) -> dict[str, Any]:
+    """Fit the cluster on the dataset through `cluster_train` (resume files, the input scale in
+    the cluster's config, the weights stored as its next version)."""
+    from apps.datasets.selectors import dataset_arrays
+
+    cluster, dataset = _cluster_and_dataset(ctx)
     _check_fit(cluster, dataset)
     config = _train_config(ctx.params, ctx.device)
     x_raw, y = dataset_arrays(dataset)
     if y is None:
         raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
-    scale = float(ctx.params.get("input_scale") or _input_scale(cluster, x_raw))
+    scale = float(ctx.params.get("input_scale") or training_scale(cluster, x_raw))
     x = _scaled(x_raw, scale)
-    y = np.array(y)
-
-    model = cluster_load_model(cluster)
-    start_epoch, optimizer_state = 0, None
-    resume = ctx.load_resume()
-    if resume is not None:
-        state, meta = resume
-        model_state, optimizer_state = unpack_training_state(state, meta)
-        model.load_state_dict(model_state)
-        start_epoch = int(meta.get("epoch", 0))
-        ctx.record("resumed", {"epoch": start_epoch, "attempt": ctx.attempt})
-
-    epochs = config.epochs
     batches = max(1, math.ceil(len(x) / config.batch_size))
-    polls_per_epoch = max(1, batches // max(1, config.stop_check_every))
-    state = {"epoch": start_epoch, "polls": 0}
-    history: list[dict[str, Any]] = []
-
-    def should_stop() -> bool:
-        state["polls"] += 1
-        within = min(0.99, state["polls"] / polls_per_epoch)
-        ctx.progress((state["epoch"] + within) / epochs, epoch=state["epoch"] + 1)
-        return ctx.should_stop()
-
-    def on_epoch_end(result) -> None:
-        state["epoch"], state["polls"] = result.epoch, 0
-        metrics = result.as_dict()
-        history.append(metrics)
-        ctx.progress(result.epoch / epochs, epoch=result.epoch, loss=result.loss)
-        # Keyed: an epoch redone after a resume is stored and published once.
-        ctx.record("epoch", metrics, key="epoch")
-
-    from apps.tasks.services import setting
-
-    interval = setting("TASK_CHECKPOINT_INTERVAL_S")
-    last_save = {"at": time.monotonic()}
-
-    def wants_checkpoint(epoch: int) -> bool:
-        # Not after the last epoch (the weights are stored right after), and at most once per
-        # interval: a lost worker then redoes at most that much work.
-        if epoch >= epochs or time.monotonic() - last_save["at"] < interval:
-            return False
-        last_save["at"] = time.monotonic()
-        return True
-
-    def on_checkpoint(epoch: int, model_state: dict, optim_state: dict) -> None:
-        payload, meta = pack_training_state(model_state, optim_state)
-        ctx.save_resume(payload, {**meta, "epoch": epoch, "scale": scale})
-
-    class Callbacks(FitCallbacks):  # the lead moves this handler onto apps.clusters.training
-        def on_epoch_end(self, result) -> None:
-            on_epoch_end(result)
-
-        def should_stop(self) -> bool:
-            return should_stop()
-
-        def wants_checkpoint(self, epoch: int) -> bool:
-            return wants_checkpoint(epoch)
-
-        def on_checkpoint(self, epoch: int, model_state: dict, optim_state: dict) -> None:
-            on_checkpoint(epoch, model_state, optim_state)
-
-    fit_result = fit(
-        model,
-        x,
-        y,
-        config,
-        options=FitOptions(start_epoch=start_epoch, optimizer_state=optimizer_state),
-        callbacks=Callbacks(),
+    callbacks = _TrainCallbacks(
+        ctx,
+        epochs=config.epochs,
+        polls_per_epoch=max(1, batches // max(1, config.stop_check_every)),
+        scale=scale,
     )
+    point = _resume_point(ctx)
+    job = TrainingJob(config, x=x, y=np.array(y), record_input_scale=scale, resume=point)
+    outcome = cluster_train(cluster=cluster, job=job, callbacks=callbacks)
+    fit_result = outcome.fit
     summary: dict[str, Any] = {
         "epochs_completed": fit_result.epochs_completed,
-        "resumed_from_epoch": start_epoch,
+        "resumed_from_epoch": point.epoch if point is not None else 0,
         "stopped": fit_result.stopped,
-        "history": history,
+        "history": callbacks.history,
         "config": config.to_dict(),
         "input_scale": scale,
     }
@@ -202,15 +210,13 @@ def train(ctx) -> dict[str, Any]:
             # epoch is not counted, so the next attempt redoes it from these weights.
             from ml.training import _cpu_copy
 
-            on_checkpoint(
+            callbacks.on_checkpoint(
                 fit_result.epochs_completed,
-                _cpu_copy(model.state_dict()),
+                _cpu_copy(outcome.model.state_dict()),
                 _cpu_copy(fit_result.optimizer_state_dict()),
             )
         return summary
-    cluster.config = {**(cluster.config or {}), "input_scale": scale}
-    cluster.save(update_fields=["config", "updated_at"])
-    summary["cluster_version"] = cluster_store_weights(cluster, model)
+    summary["cluster_version"] = outcome.cluster_version
     last = fit_result.last
     if last is not None:
         summary["final_loss"], summary["final_accuracy"] = last.loss, last.accuracy
@@ -231,16 +237,16 @@ def validate_request(*, params: dict[str, Any], cluster, dataset) -> None:
 def request(ctx) -> dict[str, Any]:
     """Run the cluster over the dataset's inputs; store the predicted classes as a RequestResult."""
     from apps.clusters.runtime import cluster_load_model
+    from apps.clusters.services import request_result_store
     from apps.datasets.selectors import dataset_arrays
-    from apps.tasks.services import request_result_store
     from ml.inference import predict_logits
     from ml.training import resolve_device
 
-    cluster, dataset = ctx.cluster, ctx.dataset
+    cluster, dataset = _cluster_and_dataset(ctx)
     _check_fit(cluster, dataset)
     params = ctx.params
     x_raw, _labels = dataset_arrays(dataset)
-    scale = _input_scale(cluster, x_raw) if (cluster.config or {}).get("input_scale") else 1.0
+    scale = float((cluster.config or {}).get("input_scale") or 1.0)
     model = cluster_load_model(cluster)
     device = resolve_device(ctx.device)
     model.to(device)
@@ -269,18 +275,10 @@ def request(ctx) -> dict[str, Any]:
     return {"result_id": str(result.pk), "num_samples": int(n), **summary}
 
 
-def warm_up() -> None:
-    """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) when a
-    worker starts, not in its first task."""
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()
-
-
 def register_builtin_kinds() -> None:
-    registry.register(
-        "train", train, time_limit_s=6 * 3600, max_attempts=3, validate=validate_train
-    )
-    registry.register(
-        "request", request, time_limit_s=3600, max_attempts=3, validate=validate_request
-    )
+    from apps.clusters.services import register_cluster_kind
+
+    registry.register("train", train, time_limit_s=6 * 3600, max_attempts=3)
+    register_cluster_kind("train", needs_dataset=True, validate=validate_train)
+    registry.register("request", request, time_limit_s=3600, max_attempts=3)
+    register_cluster_kind("request", needs_dataset=True, validate=validate_request)

@@ -1,16 +1,22 @@
-"""Tasks and request results of the main API."""
+"""Tasks and request results of the main API.
+
+The main API creates the tasks of clusters (train, request) and shows every task of a project in
+the cluster-centred JSON of those (`cluster_id`, `dataset_id`); the job engine has no routes."""
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.clusters.services import require_task_rights
+from apps.clusters import services as clusters
+from apps.clusters.api import task_serializers as s
+from apps.clusters.models import RequestResult
+from apps.clusters.selectors import task_cluster_or_none
+from apps.clusters.services import CLUSTER_TARGET, require_task_rights
 from apps.core.api.views import ProjectScopedViewSet
 from apps.core.exceptions import ValidationFailed
 from apps.tasks import services
-from apps.tasks.api import serializers as s
-from apps.tasks.models import RequestResult, Task
+from apps.tasks.models import Task
 
 
 class TaskViewSet(ProjectScopedViewSet):
@@ -21,7 +27,7 @@ class TaskViewSet(ProjectScopedViewSet):
     lookup_url_kwarg = "task_id"
 
     def safely_filter_queryset(self, queryset):
-        queryset = queryset.select_related("owner").order_by("-created_at")
+        queryset = queryset.select_related("owner", "dataset_link").order_by("-created_at")
         if getattr(self, "action", None) != "list":
             return queryset
         filters = s.TaskFilterSerializer(data=self.request.query_params)
@@ -29,7 +35,7 @@ class TaskViewSet(ProjectScopedViewSet):
             raise ValidationFailed("Invalid filter.", details=filters.errors)
         data = filters.validated_data
         if "cluster" in data:
-            queryset = queryset.filter(cluster_id=data["cluster"])
+            queryset = queryset.filter(target_type=CLUSTER_TARGET, target_id=data["cluster"])
         if "state" in data:
             queryset = queryset.filter(state=data["state"])
         if "kind" in data:
@@ -56,7 +62,7 @@ class TaskViewSet(ProjectScopedViewSet):
             kind=data.validated_data["kind"],
             cluster=data.validated_data["cluster_id"],
         )
-        task = services.task_create(
+        task = clusters.cluster_task_create(
             project=self.access.project,
             actor=request.user,
             kind=data.validated_data["kind"],
@@ -86,7 +92,8 @@ class TaskViewSet(ProjectScopedViewSet):
     @action(detail=True, methods=["post"], url_path="retry")
     def retry(self, request, project_id=None, task_id=None):
         task = self.get_object()
-        require_task_rights(access=self.access, kind=task.kind, cluster=task.cluster)
+        cluster = task_cluster_or_none(task)
+        require_task_rights(access=self.access, kind=task.kind, cluster=cluster)
         return Response(self.get_serializer(services.task_retry(task=task)).data)
 
 
@@ -118,7 +125,7 @@ class RequestResultViewSet(ProjectScopedViewSet):
         return Response(s.RequestResultDetailSerializer(result, context=context).data)
 
     def destroy(self, request, project_id=None, result_id=None):
-        services.request_result_delete(result=self.get_object())
+        clusters.request_result_delete(result=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=s.ResultCheckSerializer, responses=s.AccuracySerializer)
@@ -127,7 +134,7 @@ class RequestResultViewSet(ProjectScopedViewSet):
         result = self.get_object()
         data = s.ResultCheckSerializer(data=request.data, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
-        accuracy = services.request_result_check(
+        accuracy = clusters.request_result_check(
             result=result, dataset=data.validated_data["dataset_id"]
         )
         return Response({"accuracy": accuracy})
