@@ -94,7 +94,7 @@ def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) ->
 
 class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
     tenancy_exempt_reason: ClassVar[str] = (
-        "authenticates from its first frame through user_for_token and project_access"
+        "authenticates from its first frame through apps.hanami.access, like the gateway's views"
     )
 
     async def connect(self):

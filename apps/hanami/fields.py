@@ -151,6 +151,22 @@ class Flag(serializers.Field):
         return value
 
 
+class PageNumber(serializers.Field):
+    """A log page: a query string holding an integer from 0."""
+
+    def to_internal_value(self, data: Any) -> int:
+        try:
+            page = int(data)
+        except (TypeError, ValueError):
+            raise ValidationError("must be an integer.") from None
+        if page < 0:
+            raise ValidationError("must be 0 or more.")
+        return page
+
+    def to_representation(self, value: Any) -> int:
+        return value
+
+
 class Base64Template(Value):
     """A cluster template: the base64 of its UTF-8 text."""
 

@@ -25,6 +25,7 @@ from apps.hanami.fields import (
     Choice,
     Flag,
     HanamiId,
+    PageNumber,
     Role,
     Scoped,
     Size,
@@ -141,22 +142,13 @@ class LogQuery(HanamiSerializer):
     is the context's `user`."""
 
     user_id = HanamiId(USER_ID_MAX)
-    page = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    page = PageNumber()
 
     def validate_user_id(self, value: str) -> str:
         caller = self.context["user"]
         if value != caller.username:
             require_global_admin(caller)  # a denial answers before a bad page does
         return value
-
-    def validate_page(self, value: str) -> int:
-        try:
-            page = int(value)
-        except ValueError:
-            raise ValidationError("must be an integer.") from None
-        if page < 0:
-            raise ValidationError("must be 0 or more.")
-        return page
 
 
 # -- datasets ---------------------------------------------------------------------------------
