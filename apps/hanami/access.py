@@ -12,6 +12,8 @@ from typing import Any
 
 from apps.accounts.authentication import user_for_token
 from apps.accounts.models import Project
+from apps.clusters import selectors as clusters_selectors
+from apps.clusters.models import Cluster
 from apps.core.exceptions import Forbidden, NotFound, Unauthorized, ValidationFailed
 from apps.core.tenancy import ProjectAccess, project_access
 from apps.datasets import selectors as datasets_selectors
@@ -39,6 +41,15 @@ def token_access(raw_token: Any) -> tuple[ProjectAccess, dict]:
     user, token = user_for_token(raw_token)
     access = hanami_project_access(user=user, project_id=token.get("project_id"))
     return access, dict(token.payload)
+
+
+def socket_cluster(access: ProjectAccess, cluster_id: Any) -> Cluster:
+    """The cluster a direct-io socket talks to: one of the token's project the caller sees."""
+    try:
+        uuid.UUID(str(cluster_id))
+    except ValueError:
+        raise NotFound("Cluster not found.") from None
+    return clusters_selectors.cluster_get(access=access, cluster_id=cluster_id)
 
 
 def socket_upload(

@@ -44,7 +44,7 @@ from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess
 from apps.datasets import services as datasets
-from apps.hanami.access import socket_upload, token_access
+from apps.hanami.access import socket_cluster, socket_upload, token_access
 from apps.hanami.proto.messages import (
     REQUEST_TYPE,
     TRAIN_TYPE,
@@ -60,25 +60,18 @@ TARGETS = ("cluster", "file_upload")
 
 def _open_cluster(access: ProjectAccess, cluster_id, expires_at):
     from apps.clusters.directio import DirectIoSession
-    from apps.clusters.models import Cluster
 
-    try:
-        uuid.UUID(str(cluster_id))
-    except ValueError:
-        raise NotFound("Cluster not found.") from None
-    cluster = Cluster.objects.get_visible(access, pk=cluster_id)
+    cluster = socket_cluster(access, cluster_id)
     return DirectIoSession.open(access=access, cluster=cluster, expires_at=expires_at)
 
 
 def _recheck(raw_token: str, target: str, object_id: str, session) -> None:
     """Sync: the token still valid and its user still allowed to use the socket's object."""
-    from apps.clusters.models import Cluster
-
     access, _ = token_access(raw_token)
     if target == "file_upload":
         socket_upload(access, object_id, uploading=False)
     else:
-        cluster = Cluster.objects.get_visible(access, pk=object_id)
+        cluster = socket_cluster(access, object_id)
         if session is not None:
             session.can_train = access.can_edit(cluster)
 
