@@ -54,7 +54,7 @@ class HanamiSerializer(serializers.Serializer):
 
     A field's `validate_<name>` hook runs right after it, and may read the fields before it in
     `self.earlier`. Lookups (`Scoped`) happen in the same order, so an unknown id answers 404
-    before a later field is checked, as upstream does.
+    before a later field is checked, as the gateway always answered.
     """
 
     def run_validation(self, data=serializers.empty):

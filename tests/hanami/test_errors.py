@@ -1,6 +1,6 @@
 """The gateway's 400/401/404 answers word for word: the SDK shows `error` to its users, so these
 bytes are the protocol's. With several faults the first in the SDK's field order answers, and an
-unknown id answers 404 before a later field is looked at, as upstream does."""
+unknown id answers 404 before a later field is looked at, as the gateway always answered."""
 
 import uuid
 
