@@ -1,8 +1,10 @@
-"""JWT authentication for every surface.
+"""JWT authentication.
 
-The main API takes `Authorization: Bearer <token>`; the Hanami SDK sends the token raw in
-`X-Auth-Token`; websockets pass it in the query string (`?token=`), a header, or the
-`Sec-WebSocket-Protocol` list. All of them end in `user_for_token`.
+The main API takes `Authorization: Bearer <token>` (simplejwt); websockets pass the token in the
+query string (`?token=`), an `Authorization: Bearer` header, or the `Sec-WebSocket-Protocol`
+list (`apps.accounts.ws`). Protocol surfaces add their own ways on top in their own modules (the
+Hanami gateway's raw `X-Auth-Token`: `apps.hanami.authentication`). All of them end in
+simplejwt's validation, or in `user_for_token`.
 """
 
 from rest_framework_simplejwt.authentication import JWTAuthentication as _SimpleJWTAuthentication
@@ -13,16 +15,9 @@ from apps.core.exceptions import Unauthorized
 
 
 class JWTAuthentication(_SimpleJWTAuthentication):
-    """simplejwt's Bearer authentication plus the raw `X-Auth-Token` header."""
+    """simplejwt's Bearer authentication, in Orchard's realm."""
 
     www_authenticate_realm = "orchard"
-
-    def authenticate(self, request):
-        raw = request.META.get("HTTP_X_AUTH_TOKEN")
-        if raw:
-            validated = self.get_validated_token(raw.strip().encode())
-            return self.get_user(validated), validated
-        return super().authenticate(request)
 
 
 def user_for_token(raw: str | bytes | None):

@@ -1,4 +1,4 @@
-"""OpenAPI description of Orchard's JWT authentication (Bearer or raw X-Auth-Token)."""
+"""OpenAPI description of Orchard's JWT authentication (Bearer)."""
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 

@@ -9,8 +9,6 @@ Invariants kept here for every surface (main API, Hanami gateway, admin commands
 - a user owns at most PROJECTS_MAX_PER_USER projects (default 50, global admins exempt).
 """
 
-import re
-
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -130,23 +128,6 @@ def project_create(
     project.save(force_insert=True)
     Membership.objects.create(user=actor, project=project, role=Role.ADMIN, is_project_admin=True)
     return project
-
-
-@transaction.atomic
-def home_project_for(*, user: User) -> Project:
-    """The user's oldest project, or a new one of their own (id from their username) when they
-    have none left: Hanami users always work in a project, also after theirs was deleted."""
-    project = default_project_for(user=user)
-    if project is not None:
-        return project
-    base = re.sub(r"[^a-zA-Z0-9_]", "_", user.username)[:50] or "user"
-    if not base[0].isalpha():
-        base = f"u{base}"
-    candidate, n = base, 1
-    while Project.objects.filter(pk=candidate).exists():
-        n += 1
-        candidate = f"{base}_{n}"
-    return project_create(actor=user, name=f"{user.username}'s project", project_id=candidate)
 
 
 def project_update(*, project: Project, **fields) -> Project:

@@ -1,6 +1,6 @@
 """Websocket authentication and origin checks (Channels middleware).
 
-The token may come as `?token=...`, an `Authorization: Bearer` or `X-Auth-Token` header, or a
+The token may come as `?token=...`, an `Authorization: Bearer` header, or a
 `Sec-WebSocket-Protocol` entry `bearer.<token>` (browsers cannot set headers). Protocol handshakes
 that carry the token in their first message (the Hanami socket) authenticate in the consumer with
 `user_for_token` instead. A bad token leaves the scope anonymous; consumers refuse anonymous users.
@@ -20,8 +20,6 @@ def token_from_scope(scope) -> str | None:
     if query.get("token"):
         return query["token"][0]
     headers = {k.lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-    if headers.get(b"x-auth-token"):
-        return headers[b"x-auth-token"]
     auth = headers.get(b"authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:]

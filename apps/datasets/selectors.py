@@ -15,7 +15,7 @@ from PIL import Image
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.safeio import open_image, writable_npy
 from apps.core.tenancy import ProjectAccess
-from apps.datasets.models import Dataset, DatasetItem, Split
+from apps.datasets.models import Dataset, DatasetItem, Split, UploadSession
 from apps.datasets.services import STUDIO_DATASET_NAME
 from apps.datasets.splitting import SPLIT_VALUES, split_assign, validate_ratios, validate_seed
 
@@ -305,3 +305,25 @@ def task_dataset_id(task) -> uuid.UUID | None:
     from apps.datasets.models import TaskDataset
 
     return TaskDataset.objects.filter(task_id=task.pk).values_list("dataset_id", flat=True).first()
+
+
+def dataset_upload_progress(dataset: Dataset) -> dict:
+    """How far the uploads of a pending dataset came: `complete` (every byte of every upload
+    arrived; true once the dataset left "uploading") and each upload's received fraction."""
+    sessions = list(dataset.uploads.all())
+    fractions = {str(s.pk): (s.received_bytes / s.size if s.size else 1.0) for s in sessions}
+    complete = True
+    if dataset.status == Dataset.Status.UPLOADING:
+        complete = all(s.complete for s in sessions)
+    return {"complete": complete, "files": fractions}
+
+
+def dataset_upload_roles(dataset: Dataset) -> dict[str, str]:
+    """The uploads bound to a dataset: upload id -> its role ("images", "labels", "file")."""
+    return {str(s.pk): s.role for s in dataset.uploads.all()}
+
+
+def upload_session_editable(*, access: ProjectAccess, session_id) -> UploadSession | None:
+    """An upload session (with its dataset) that the caller may write into, or None."""
+    sessions = UploadSession.objects.editable_by(access).select_related("dataset")
+    return sessions.filter(pk=session_id).first()

@@ -1379,3 +1379,26 @@ def task_dataset_link(*, task, dataset: Dataset) -> None:
     from apps.datasets.models import TaskDataset
 
     TaskDataset.objects.create(task=task, dataset=dataset)
+
+
+def dataset_upload_begin(
+    *, project: Project, actor: User, name: str, kind: str, sizes: dict[str, int]
+) -> tuple[Dataset, dict[str, UploadSession]]:
+    """Begin a dataset whose files come later (the Hanami SDK's two-step upload): a pending
+    dataset with one upload session per role of the given size. Nothing is created when one step
+    fails, and no session file is left behind; finish with `dataset_finalize_upload`."""
+    sessions: dict[str, UploadSession] = {}
+    try:
+        with transaction.atomic():
+            for role, size in sizes.items():
+                sessions[role] = upload_session_create(
+                    project=project, actor=actor, size=size, filename=f"{name}-{role}"
+                )
+            dataset = dataset_create_pending(
+                project=project, actor=actor, name=name, kind=kind, uploads=sessions
+            )
+    except BaseException:
+        for session in sessions.values():
+            session.path.unlink(missing_ok=True)
+        raise
+    return dataset, sessions

@@ -2,8 +2,9 @@
 
 The SDK sends its token in the FIRST frame (text JSON `{"token", "target", "uuid"}`), so this
 consumer cannot be a ProjectScopedConsumer (which authorizes before accept()). It accepts the
-socket, then authenticates that first frame itself through `user_for_token` and `project_access`
-and fetches its object through the scoped querysets; the answer is one binary frame with JSON
+socket, then authenticates that first frame itself through `apps.hanami.access` (the gateway's
+views resolve the token's project there too) and fetches its object through the scoped querysets;
+the answer is one binary frame with JSON
 `{"success": true, "uuid": <connection id>}` or `{"success": false, "error": ...}` (then close).
 
 Targets:
@@ -38,13 +39,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from google.protobuf.message import DecodeError
 
-from apps.accounts.authentication import user_for_token
 from apps.core.consumers import DatabaseFreeReceiveMixin, RecheckLoop, token_expired
 from apps.core.events import group_name
-from apps.core.exceptions import NotFound, OrchardError, Unauthorized, ValidationFailed
+from apps.core.exceptions import NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess
 from apps.datasets import services as datasets
-from apps.datasets.models import Dataset, UploadSession
+from apps.hanami.access import socket_cluster, socket_upload, token_access
 from apps.hanami.proto.messages import (
     REQUEST_TYPE,
     TRAIN_TYPE,
@@ -58,63 +58,27 @@ CLOSE_BAD_MESSAGE = 4400
 TARGETS = ("cluster", "file_upload")
 
 
-def _authenticate(raw_token) -> tuple[ProjectAccess, dict]:
-    if not isinstance(raw_token, str) or not raw_token:
-        raise Unauthorized("Missing token.")
-    from apps.hanami.views import hanami_project_access
-
-    user, token = user_for_token(raw_token)
-    access = hanami_project_access(user=user, project_id=token.get("project_id"))
-    return access, dict(token.payload)
-
-
-def _upload_session(access: ProjectAccess, session_id) -> UploadSession:
-    """The upload session if the caller may write it and its dataset still takes uploads."""
-    try:
-        uuid.UUID(str(session_id))
-    except ValueError:
-        raise NotFound("Upload not found.") from None
-    access.require_write()
-    session = UploadSession.objects.editable_by(access).filter(pk=session_id).first()
-    if session is None:
-        raise NotFound("Upload not found.")
-    if session.dataset_id is not None:
-        status = Dataset.objects.filter(pk=session.dataset_id).values_list("status", flat=True)
-        if status.first() != Dataset.Status.UPLOADING:
-            raise ValidationFailed("The dataset of this upload is no longer uploading.")
-    return session
-
-
 def _open_cluster(access: ProjectAccess, cluster_id, expires_at):
     from apps.clusters.directio import DirectIoSession
-    from apps.clusters.models import Cluster
 
-    try:
-        uuid.UUID(str(cluster_id))
-    except ValueError:
-        raise NotFound("Cluster not found.") from None
-    cluster = Cluster.objects.get_visible(access, pk=cluster_id)
+    cluster = socket_cluster(access, cluster_id)
     return DirectIoSession.open(access=access, cluster=cluster, expires_at=expires_at)
 
 
 def _recheck(raw_token: str, target: str, object_id: str, session) -> None:
     """Sync: the token still valid and its user still allowed to use the socket's object."""
-    from apps.clusters.models import Cluster
-
-    access, _ = _authenticate(raw_token)
+    access, _ = token_access(raw_token)
     if target == "file_upload":
-        access.require_write()
-        if not UploadSession.objects.editable_by(access).filter(pk=object_id).exists():
-            raise NotFound("Upload not found.")
+        socket_upload(access, object_id, uploading=False)
     else:
-        cluster = Cluster.objects.get_visible(access, pk=object_id)
+        cluster = socket_cluster(access, object_id)
         if session is not None:
             session.can_train = access.can_edit(cluster)
 
 
 def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) -> None:
-    access, _ = _authenticate(raw_token)
-    session = _upload_session(access, session_id)
+    access, _ = token_access(raw_token)
+    session = socket_upload(access, session_id)
     try:
         datasets.upload_session_write(session=session, position=position, data=data)
     except OSError:
@@ -123,7 +87,7 @@ def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) ->
 
 class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
     tenancy_exempt_reason: ClassVar[str] = (
-        "authenticates from its first frame through user_for_token and project_access"
+        "authenticates from its first frame through apps.hanami.access, like the gateway's views"
     )
 
     async def connect(self):
@@ -180,9 +144,9 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
             await self._refuse(f"target must be one of {', '.join(TARGETS)}.")
             return
         try:
-            access, payload = await database_sync_to_async(_authenticate)(first.get("token"))
+            access, payload = await database_sync_to_async(token_access)(first.get("token"))
             if target == "file_upload":
-                session = await database_sync_to_async(_upload_session)(access, first.get("uuid"))
+                session = await database_sync_to_async(socket_upload)(access, first.get("uuid"))
                 self.object_id = str(session.pk)
             else:
                 self.session = await database_sync_to_async(_open_cluster)(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 
 from django.conf import settings
@@ -169,6 +170,12 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, drf.APIException) and exc.status_code < 500:
         return exc.status_code, error_message(exc.detail)
     return 500, "Internal error."
+
+
+def too_large_answer(message: str) -> tuple[str, bytes]:
+    """The 413 that apps.core.middleware answers for a body over its limit under
+    `/orchestrator`, before any view runs (registered by MarketplaceConfig.ready)."""
+    return "application/json", json.dumps({"Error": message}).encode()
 
 
 def orchestrator_exception_handler(exc, context):

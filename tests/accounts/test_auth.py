@@ -1,5 +1,6 @@
 """JWT auth through the real HTTP surface: obtain, refresh with rotation, logout, switch,
-the raw X-Auth-Token header, tampered and expired tokens, and login throttling."""
+the raw X-Auth-Token header (the Hanami gateway's, not the main API's), tampered and expired
+tokens, and login throttling."""
 
 from datetime import timedelta
 
@@ -96,15 +97,19 @@ def test_switch_project_issues_a_token_for_a_member_project_only(world):
     assert foreign.status_code == 404
 
 
-def test_raw_x_auth_token_header_is_accepted(world):
+def test_the_raw_x_auth_token_header_is_the_hanami_gateways_only(world):
     token = _login("alice").json()["data"]["access"]
     client = APIClient()
     client.credentials(HTTP_X_AUTH_TOKEN=token)
-    assert client.get("/api/auth/me").status_code == 200
+    assert client.get("/control/v1/dataset/all").status_code == 200
+    refused = client.get("/api/auth/me")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "UNAUTHORIZED"
 
 
 @pytest.mark.parametrize("header", ["HTTP_AUTHORIZATION", "HTTP_X_AUTH_TOKEN"])
 def test_tampered_and_expired_tokens_are_unauthorized(world, header):
+    """On the main API (Bearer) and on the Hanami gateway (raw X-Auth-Token)."""
     token = _login("alice").json()["data"]["access"]
     head, payload, signature = token.split(".")
     tampered = f"{head}.{payload}.{signature[::-1]}"
@@ -112,11 +117,16 @@ def test_tampered_and_expired_tokens_are_unauthorized(world, header):
     expired.set_exp(lifetime=-timedelta(minutes=1))
     for bad in (tampered, str(expired), "garbage"):
         client = APIClient()
-        value = f"Bearer {bad}" if header == "HTTP_AUTHORIZATION" else bad
-        client.credentials(**{header: value})
-        response = client.get("/api/projects")
-        assert response.status_code == 401, bad
-        assert response.json()["error"]["code"] == "UNAUTHORIZED"
+        if header == "HTTP_AUTHORIZATION":
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {bad}")
+            response = client.get("/api/projects")
+            assert response.status_code == 401, bad
+            assert response.json()["error"]["code"] == "UNAUTHORIZED"
+        else:
+            client.credentials(HTTP_X_AUTH_TOKEN=bad)
+            response = client.get("/control/v1/dataset/all")
+            assert response.status_code == 401, bad
+            assert response.json() == {"error": "Token is invalid or expired."}
 
 
 def test_anonymous_requests_are_unauthorized(world):

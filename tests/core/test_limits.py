@@ -226,3 +226,31 @@ async def test_asgi_upload_route_takes_a_body_above_the_api_limit(world, setting
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [200], sent
     assert json.loads(sent[-1]["body"])["data"]["received_bytes"] == 3000
+
+
+MESSAGE = "Request body exceeds the limit of 1000 bytes (API_MAX_BODY_BYTES)."
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        # Label Studio's ML backends (label-studio-ml-backend's error shape), routed or not.
+        ("/ml/mlb-0123456789ab/predict", {"status": 413, "detail": MESSAGE}),
+        ("/ml/no/such/route", {"status": 413, "detail": MESSAGE}),
+        # The Morpheo orchestrator's `{"Error": ...}`.
+        ("/orchestrator/learnuplet", {"Error": MESSAGE}),
+        # The Hanami gateway and anything else.
+        ("/control/v1/dataset/all", {"error": MESSAGE}),
+        ("/nowhere", {"error": MESSAGE}),
+    ],
+)
+def test_each_protocol_surface_answers_413_in_its_own_format(settings, path, answer):
+    """Byte for byte, from Content-Length, before any view runs (Django's layer here; the ASGI
+    layer shares `too_large_body`)."""
+    from django.test import Client
+
+    settings.API_MAX_BODY_BYTES = 1000
+    response = Client().generic("POST", path, "x" * 2000, content_type="application/json")
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.content == json.dumps(answer).encode()

@@ -45,7 +45,7 @@ def test_a_token_signed_with_any_key_but_the_installs_is_refused(key):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged_token(admin, key)}")
     assert client.get("/api/users").status_code == 401
     client.credentials(HTTP_X_AUTH_TOKEN=forged_token(admin, key))
-    assert client.get("/api/users").status_code == 401
+    assert client.get("/control/v1/user/all").status_code == 401
 
 
 @pytest.mark.django_db

@@ -16,6 +16,7 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 
 from __future__ import annotations
 
+import json
 import logging
 
 from django.core.exceptions import RequestDataTooBig
@@ -32,6 +33,12 @@ BASIC_CHALLENGE = 'Basic realm="Orchard ML backend", charset="UTF-8"'
 
 def error_body(status: int, detail: str) -> dict:
     return {"status": status, "detail": detail}
+
+
+def too_large_answer(message: str) -> tuple[str, bytes]:
+    """The 413 that apps.core.middleware answers for a body over its limit under `/ml/`, before
+    any view runs (registered by MlbackendConfig.ready)."""
+    return "application/json", json.dumps(error_body(413, message)).encode()
 
 
 def status_and_detail(exc: Exception) -> tuple[int, str]:
