@@ -402,7 +402,9 @@ EXPORT_TIME_LIMIT_S = env.int("EXPORT_TIME_LIMIT_S", default=1800)
 LABELSTUDIO_FETCH_MAX_BYTES = env.int("LABELSTUDIO_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
 LABELSTUDIO_FETCH_TIMEOUT_S = env.float("LABELSTUDIO_FETCH_TIMEOUT_S", default=10.0)
 LABELSTUDIO_FETCH_CONCURRENCY = env.int("LABELSTUDIO_FETCH_CONCURRENCY", default=8)
+# Label Studio gives /predict 100 s: a batch fetches its task data within this deadline.
 LABELSTUDIO_PREDICT_DEADLINE_S = env.float("LABELSTUDIO_PREDICT_DEADLINE_S", default=80.0)
+# /setup's check of Label Studio's API (Label Studio gives /setup 3 s).
 LABELSTUDIO_SETUP_CHECK_TIMEOUT_S = env.float("LABELSTUDIO_SETUP_CHECK_TIMEOUT_S", default=2.0)
 LABELSTUDIO_EXPORT_MAX_BYTES = env.int("LABELSTUDIO_EXPORT_MAX_BYTES", default=256 * 1024 * 1024)
 LABELSTUDIO_EXPORT_TIMEOUT_S = env.float("LABELSTUDIO_EXPORT_TIMEOUT_S", default=120.0)
@@ -427,7 +429,8 @@ MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S = env.float(
 MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S = env.float("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S", default=10.0)
 # Operator console: lifetime of the short token a console page fetches for its live connection.
 CONSOLE_TOKEN_MINUTES = env.int("CONSOLE_TOKEN_MINUTES", default=10)
-# Studio SSE streams re-check the database this often when no live event arrives.
+# Studio SSE streams re-check the database this often when no live event arrives (with the
+# in-memory channel layer, events published from worker threads may reach the event loop late).
 TRAINING_SSE_POLL_S = env.float("TRAINING_SSE_POLL_S", default=1.0)
 
 # Demo content created by `manage.py bootstrap`: callables (project, actor, stdout) -> None.
