@@ -29,7 +29,6 @@ _FILENAME = OpenApiParameter(
     "filename", OpenApiTypes.STR, OpenApiParameter.PATH, description="class/image.png"
 )
 _SPLIT_INDEX = OpenApiParameter("split_index", OpenApiTypes.INT, OpenApiParameter.PATH)
-_BINARY = {(200, "application/octet-stream"): OpenApiTypes.BINARY}
 
 
 class OctetStreamParser(BaseParser):
