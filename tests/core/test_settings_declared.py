@@ -118,6 +118,16 @@ def test_every_setting_read_is_in_the_readme_table():
     assert not undocumented, f"add README Configuration rows for: {undocumented}"
 
 
+def test_every_variable_base_reads_is_in_the_readme_table():
+    table = readme_table()
+    missing = {
+        name: variables
+        for name, variables in declarations().items()
+        if any(variable not in table for variable in variables)
+    }
+    assert not missing, f"add README Configuration rows for: {missing}"
+
+
 def test_the_walk_sees_each_way_of_reading():
     read = settings_read()
     assert "LABELSTUDIO_FETCH_TIMEOUT_S" in read  # number_setting(...)
