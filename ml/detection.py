@@ -19,8 +19,6 @@ import numpy as np
 
 __all__ = ["boxes_from_cells", "cell_classes", "crop", "grid_patches"]
 
-DEFAULT_GRID = 4
-
 
 def grid_patches(image: np.ndarray, grid: int) -> np.ndarray:
     """``(grid * grid, C, h, w)`` cells of a ``(C, grid * h, grid * w)`` image, row by row."""

@@ -88,11 +88,8 @@ def user_delete(*, user: User, actor: User) -> None:
     user.delete()
 
 
-PROJECTS_MAX_PER_USER_DEFAULT = 50
-
-
 def projects_max_per_user() -> int:
-    return int(setting("PROJECTS_MAX_PER_USER", PROJECTS_MAX_PER_USER_DEFAULT))
+    return int(setting("PROJECTS_MAX_PER_USER"))
 
 
 def _require_project_quota(actor: User) -> None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.conf import settings
 
+from apps.core.conf import number_setting, setting
 from apps.core.exceptions import Conflict, ValidationFailed
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class DirectRuntime:
             raise ValidationFailed(f"Missing values for {kind} brick(s): {', '.join(missing)}.")
         arrays: dict[str, np.ndarray] = {}
         batch = None
-        limit = int(getattr(settings, "DIRECTIO_MAX_BATCH", 1024))
+        limit = int(setting("DIRECTIO_MAX_BATCH"))
         for name, raw in values.items():
             try:
                 array = np.asarray(raw, dtype=np.float32)
@@ -171,7 +171,7 @@ class DirectRuntime:
         return self._optimizer
 
     def flush_due(self) -> bool:
-        interval = float(getattr(settings, "DIRECTIO_FLUSH_INTERVAL_S", 60.0))
+        interval = number_setting("DIRECTIO_FLUSH_INTERVAL_S")
         return self.dirty and time.monotonic() - self.last_flush >= interval
 
     def flush(self) -> bool:
@@ -354,7 +354,7 @@ class DirectIoSession:
         self.user_id = user.pk
         self.can_train = can_train
         self.expires_at = float(expires_at) if expires_at else None
-        self.recheck_s = float(getattr(settings, "DIRECTIO_RECHECK_S", 30.0))
+        self.recheck_s = number_setting("DIRECTIO_RECHECK_S")
         self.next_check = time.monotonic() + self.recheck_s
         self._flushing = False
         self.released = False

@@ -66,7 +66,7 @@ def host_queues(*, user, selected: str | None = None) -> list[dict[str, Any]]:
     from apps.clusters.selectors import host_list
     from apps.tasks.models import Task, TaskState
 
-    stale_s = number_setting("TASK_HEARTBEAT_STALE_S", 60)
+    stale_s = number_setting("TASK_HEARTBEAT_STALE_S")
     rows = (
         _limit(Task.objects.all(), user, selected)
         .filter(state__in=[TaskState.QUEUED, TaskState.ACTIVE])

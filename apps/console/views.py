@@ -32,7 +32,6 @@ SVG = "image/svg+xml"
 PAGE_SIZE = 48
 MAX_COMPARED = 8
 WORST_ERRORS = 16
-CONSOLE_TOKEN_MINUTES_DEFAULT = 10
 
 
 # --- plumbing ----------------------------------------------------------------------------------
@@ -97,7 +96,7 @@ def console_token(request, site):
     except NotFound:
         raise Http404("Not found.") from None
     token = AccessToken.for_user(request.user)
-    minutes = number_setting("CONSOLE_TOKEN_MINUTES", CONSOLE_TOKEN_MINUTES_DEFAULT)
+    minutes = number_setting("CONSOLE_TOKEN_MINUTES")
     token.set_exp(lifetime=timedelta(minutes=max(1.0, minutes)))
     return JsonResponse({"token": str(token), "expires_in": int(max(1.0, minutes) * 60)})
 

@@ -49,7 +49,7 @@ def _proxies(entries: tuple[str, ...]) -> tuple[tuple, bool]:
 
 
 def trusted_proxies() -> tuple[tuple, bool]:
-    return _proxies(_entries(setting("TRUSTED_PROXIES", ())))
+    return _proxies(_entries(setting("TRUSTED_PROXIES") or ()))
 
 
 def parse_address(value: str | None) -> _Address | None:

@@ -1,19 +1,35 @@
-"""Reading Orchard's tunables: a Django setting, else the environment variable of the same name,
-else the caller's default (an empty value counts as unset). Apps read their numeric limits with
-this, so tests can override them with `settings` and deployments with the environment alike."""
+"""Reading Orchard's tunables: every one is declared once in `config/settings/base.py`, with its
+default and the environment variable that overrides it (read there, by django-environ, when the
+settings load). Apps read them through `setting()` rather than `getattr(settings, ..., default)`
+so that a name missing from base.py fails loudly (a typo would otherwise quietly fall back to a
+caller's default) and tests override them with pytest-django's `settings` fixture."""
 
 import os
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 def setting(name: str, default: Any = None) -> Any:
-    value = getattr(settings, name, None)
-    if value is None:
+    """The value of the declared setting `name`.
+
+    An empty declared value (None or "") falls back to the environment variable of the same
+    name as it is now (a process may set one after its settings loaded: the test suite sets
+    TORCH_THREADS so), then to `default`. The defaults themselves live in base.py; `default` is
+    only for callers that still repeat one.
+    """
+    try:
+        value = getattr(settings, name)
+    except AttributeError:
+        raise ImproperlyConfigured(
+            f"{name} is not a setting: declare it in config/settings/base.py"
+        ) from None
+    if value in (None, ""):
         value = os.environ.get(name)
     return default if value in (None, "") else value
 
 
-def number_setting(name: str, default: float) -> float:
+def number_setting(name: str, default: float | None = None) -> float:
+    """A declared numeric setting as a float (environment values may arrive as text)."""
     return float(setting(name, default))

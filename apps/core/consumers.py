@@ -30,12 +30,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
 
 _GUARDED = ("connect", "websocket_connect", "websocket_disconnect")
-WEBSOCKET_RECHECK_S_DEFAULT = 5.0
 
 
 def websocket_recheck_s() -> float:
     """Seconds between two re-checks of an open socket's rights (`WEBSOCKET_RECHECK_S`)."""
-    return max(number_setting("WEBSOCKET_RECHECK_S", WEBSOCKET_RECHECK_S_DEFAULT), 0.005)
+    return max(number_setting("WEBSOCKET_RECHECK_S"), 0.005)
 
 
 def token_expired(token) -> bool:

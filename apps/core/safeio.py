@@ -46,7 +46,7 @@ CHUNK = 1 << 20
 NPY_MAX_HEADER = 10_000
 _NPY_PREFIX = 12
 
-# Default of IMAGE_MAX_PIXELS: 40 megapixels holds an 8K UHD frame (7680x4320, 33 MP) and the
+# IMAGE_MAX_PIXELS in processes without Django settings (the same as base.py's default): 40 megapixels holds an 8K UHD frame (7680x4320, 33 MP) and the
 # frames of 36-45 MP cameras' smaller modes, while a decoded RGBA image stays at most 160 MB
 # (Pillow's own default, 89.5 MP, only warns and lets a 12000x12000 image through).
 IMAGE_MAX_PIXELS_DEFAULT = 40_000_000
@@ -451,7 +451,7 @@ def writable_npy(path: Path, *, dtype, shape: tuple[int, ...]) -> np.memmap:
 
 def image_max_pixels() -> int:
     """IMAGE_MAX_PIXELS: the most pixels (width x height) an image may declare."""
-    return int(setting("IMAGE_MAX_PIXELS", IMAGE_MAX_PIXELS_DEFAULT))
+    return int(setting("IMAGE_MAX_PIXELS"))
 
 
 def _sync_pillow_limit(limit: int) -> None:

@@ -35,7 +35,6 @@ from apps.core.conf import setting
 
 logger = logging.getLogger(__name__)
 
-AUTH_FAILURE_RATE_DEFAULT = "10/min"
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -83,7 +82,7 @@ def parse_rate(value) -> tuple[int, int] | None:
 
 
 def auth_failure_rate() -> tuple[int, int] | None:
-    return parse_rate(setting("AUTH_FAILURE_RATE", AUTH_FAILURE_RATE_DEFAULT))
+    return parse_rate(setting("AUTH_FAILURE_RATE"))
 
 
 def account_key(name: str) -> str:

@@ -32,16 +32,9 @@ def dataset_get(*, access: ProjectAccess, dataset_id) -> Dataset:
     return Dataset.objects.get_visible(access, pk=dataset_id)
 
 
-def dataset_list(*, access: ProjectAccess, kind: str | None = None) -> QuerySet[Dataset]:
-    """The datasets the caller may see, newest first, optionally of one kind."""
-    qs = Dataset.objects.visible_to(access).order_by("-created_at", "pk")
-    if kind:
-        if kind not in Dataset.Kind.values:
-            raise ValidationFailed.for_field(
-                "kind", f"must be one of {', '.join(Dataset.Kind.values)}."
-            )
-        qs = qs.filter(kind=kind)
-    return qs
+def dataset_list(*, access: ProjectAccess) -> QuerySet[Dataset]:
+    """The datasets the caller may see, newest first."""
+    return Dataset.objects.visible_to(access).order_by("-created_at", "pk")
 
 
 def studio_dataset(*, access: ProjectAccess) -> Dataset | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 from django.conf import settings
@@ -29,7 +29,7 @@ from django.db.models import F
 from PIL import Image, UnidentifiedImageError
 
 from apps.accounts.models import Project, User
-from apps.core.conf import setting
+from apps.core.conf import number_setting, setting
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -62,41 +62,37 @@ _CHUNK = 1 << 20
 _ROWS_PER_CHUNK = 10_000
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def zip_max_members() -> int:
-    return _setting("DATASET_ZIP_MAX_MEMBERS", 100_000)
+    return int(setting("DATASET_ZIP_MAX_MEMBERS"))
 
 
 def zip_max_bytes() -> int:
-    return _setting("DATASET_ZIP_MAX_BYTES", 2 * 1024**3)
+    return int(setting("DATASET_ZIP_MAX_BYTES"))
 
 
 def zip_max_ratio() -> float:
-    return _setting("DATASET_ZIP_MAX_RATIO", 200)
+    return number_setting("DATASET_ZIP_MAX_RATIO")
 
 
 def max_decompressed_bytes() -> int:
-    return _setting("DATASET_MAX_DECOMPRESSED_BYTES", 8 * 1024**3)
+    return int(setting("DATASET_MAX_DECOMPRESSED_BYTES"))
 
 
 def csv_max_rows() -> int:
-    return _setting("DATASET_CSV_MAX_ROWS", 10_000_000)
+    return int(setting("DATASET_CSV_MAX_ROWS"))
 
 
 def idx_max_bytes() -> int:
     """DATASET_IDX_MAX_BYTES: the most bytes one MNIST idx file may declare (decompressed)."""
-    return int(setting("DATASET_IDX_MAX_BYTES", 1024**3))
+    return int(setting("DATASET_IDX_MAX_BYTES"))
 
 
 def array_limits() -> ArrayLimits:
     """Limits on the arrays of one uploaded .npy/.npz volume file (checked from the headers)."""
     return ArrayLimits(
-        max_elements=int(setting("DATASET_ARRAY_MAX_ELEMENTS", 256 * 1024**2)),
-        max_bytes=int(setting("DATASET_ARRAY_MAX_BYTES", 2 * 1024**3)),
-        max_members=int(setting("DATASET_NPZ_MAX_MEMBERS", 16)),
+        max_elements=int(setting("DATASET_ARRAY_MAX_ELEMENTS")),
+        max_bytes=int(setting("DATASET_ARRAY_MAX_BYTES")),
+        max_members=int(setting("DATASET_NPZ_MAX_MEMBERS")),
         elements_setting="DATASET_ARRAY_MAX_ELEMENTS",
         bytes_setting="DATASET_ARRAY_MAX_BYTES",
         members_setting="DATASET_NPZ_MAX_MEMBERS",
@@ -105,7 +101,7 @@ def array_limits() -> ArrayLimits:
 
 def upload_sessions_max_open() -> int:
     """UPLOAD_SESSIONS_MAX_OPEN: upload sessions one user may hold before they become data."""
-    return int(setting("UPLOAD_SESSIONS_MAX_OPEN", 20))
+    return int(setting("UPLOAD_SESSIONS_MAX_OPEN"))
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -950,7 +946,7 @@ def dataset_import_images_local(
 ) -> Dataset:
     """Import a server folder of class folders; off unless DATASET_IMPORT_ROOTS lists roots, and
     the real path (symbolic links resolved) must lie inside one of them."""
-    roots = [os.path.realpath(r) for r in _setting("DATASET_IMPORT_ROOTS", []) or []]
+    roots = [os.path.realpath(r) for r in setting("DATASET_IMPORT_ROOTS") or []]
     if not roots:
         raise Forbidden(
             "Importing from server folders is disabled; an operator must set "

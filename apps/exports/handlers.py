@@ -36,12 +36,6 @@ from apps.exports.formats import FORMATS, batch_is_dynamic
 from apps.exports.models import Export, ExportFormat, ExportSourceKind, ExportStatus
 from apps.exports.selectors import export_dir, network_of_cluster, network_sample_shape
 
-_DEFAULTS = {
-    "EXPORT_PARITY_RTOL": 1e-3,
-    "EXPORT_PARITY_ATOL": 1e-5,
-    "EXPORT_PARITY_SAMPLES": 16,
-    "EXPORT_TIME_LIMIT_S": 1800,
-}
 # torch.onnx.export and torch.jit.trace keep global state: one export at a time per process.
 _EXPORT_LOCK = threading.Lock()
 _COMPARED = {
@@ -52,7 +46,8 @@ _COMPARED = {
 
 
 def setting(name: str) -> float:
-    return number_setting(name, _DEFAULTS[name])
+    """An export tunable (declared with its default in config/settings/base.py)."""
+    return number_setting(name)
 
 
 def validate_export(*, params: dict[str, Any]) -> None:

@@ -22,12 +22,9 @@ if TYPE_CHECKING:
 RUN_CHECKPOINTS = ("best", "last")
 
 
-def export_list(*, access: ProjectAccess, fmt: str | None = None) -> QuerySet[Export]:
-    """The exports the caller sees, newest first (optionally of one format)."""
-    qs = Export.objects.visible_to(access).select_related("owner", "task").order_by("-created_at")
-    if fmt:
-        qs = qs.filter(format=fmt)
-    return qs
+def export_list(*, access: ProjectAccess) -> QuerySet[Export]:
+    """The exports the caller sees, newest first."""
+    return Export.objects.visible_to(access).select_related("owner", "task").order_by("-created_at")
 
 
 def export_get(*, access: ProjectAccess, export_id: str) -> Export:

@@ -26,10 +26,10 @@ import logging
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 
 from apps.clusters.selectors import task_cluster
 from apps.clusters.training import TrainingCallbacks
+from apps.core.conf import setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
@@ -147,7 +147,7 @@ def _load_model(uplet, cluster, model_id) -> tuple[Any, float | None]:
 def _train_config(device: str):
     from ml.training import TrainConfig
 
-    options = {**TRAIN_DEFAULTS, **(getattr(settings, "MARKETPLACE_TRAIN", None) or {})}
+    options = {**TRAIN_DEFAULTS, **(setting("MARKETPLACE_TRAIN") or {})}
     options["device"] = device
     try:
         return TrainConfig.from_dict(options)

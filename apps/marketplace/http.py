@@ -85,7 +85,7 @@ class OrchestratorBasicAuthentication(BasicAuthentication):
         return user, auth
 
     def _check(self, userid, password, request):
-        ttl = int(setting("MARKETPLACE_BASIC_AUTH_CACHE_S", 60))
+        ttl = int(setting("MARKETPLACE_BASIC_AUTH_CACHE_S"))
         key = _credentials_key(userid, password)
         if ttl > 0:
             user = _cached_user(cache.get(key))
@@ -125,7 +125,7 @@ def project_for_account(user, request) -> str:
     header = (request.META.get(PROJECT_HEADER) or "").strip()
     if header:
         return header
-    configured = setting("MARKETPLACE_PROJECT", "")
+    configured = setting("MARKETPLACE_PROJECT")
     if configured:
         return str(configured)
     projects = list(Membership.objects.filter(user=user).values_list("project_id", flat=True)[:2])

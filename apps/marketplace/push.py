@@ -66,21 +66,10 @@ REFUSED_HINT = (
     "setting; reserved, multicast and unspecified ones are never reached"
 )
 
-_DEFAULTS: dict[str, float] = {
-    "MARKETPLACE_COMPUTE_PUSH_ATTEMPTS": 8,
-    "MARKETPLACE_COMPUTE_PUSH_BACKOFF_S": 1.0,
-    "MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S": 60.0,
-    "MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S": 10.0,
-}
-
-
-def push_setting(name: str) -> float:
-    return number_setting(name, _DEFAULTS[name])
-
 
 def allow_private() -> bool:
     """`MARKETPLACE_COMPUTE_ALLOW_PRIVATE` (default off): push to private/loopback addresses."""
-    value = setting("MARKETPLACE_COMPUTE_ALLOW_PRIVATE", False)
+    value = setting("MARKETPLACE_COMPUTE_ALLOW_PRIVATE")
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
@@ -230,7 +219,7 @@ class _Outcome:
 
 def _post(push: ComputePush) -> tuple[str, int | None, str]:
     """One POST of the push: (outcome, HTTP status or None, error text)."""
-    timeout = push_setting("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S")
+    timeout = number_setting("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S")
     try:
         origin = url_origin(push.url)
         status, _location, _answer = pinned_request(
@@ -283,13 +272,13 @@ def push_attempt(*, push: ComputePush) -> str:
 
 
 def _max_attempts() -> int:
-    return max(1, int(push_setting("MARKETPLACE_COMPUTE_PUSH_ATTEMPTS")))
+    return max(1, int(number_setting("MARKETPLACE_COMPUTE_PUSH_ATTEMPTS")))
 
 
 def backoff_s(attempts: int) -> float:
     """The wait after `attempts` failed attempts: the base, doubled each time, capped."""
-    base = push_setting("MARKETPLACE_COMPUTE_PUSH_BACKOFF_S")
-    cap = push_setting("MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S")
+    base = number_setting("MARKETPLACE_COMPUTE_PUSH_BACKOFF_S")
+    cap = number_setting("MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S")
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 

@@ -61,9 +61,9 @@ PREDUPLET_KIND = "preduplet"
 
 
 def builtin_compute_enabled() -> bool:
-    """`MARKETPLACE_BUILTIN_COMPUTE` (setting, else environment; default on): whether new
+    """`MARKETPLACE_BUILTIN_COMPUTE` (default on): whether new
     runnable uplets get a job on the job engine."""
-    value = setting("MARKETPLACE_BUILTIN_COMPUTE", "1")
+    value = setting("MARKETPLACE_BUILTIN_COMPUTE")
     if isinstance(value, str):
         return value.strip().lower() not in ("0", "false", "no", "off", "")
     return bool(value)

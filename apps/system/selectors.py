@@ -65,7 +65,7 @@ def _check_disk():
     and checkpoints would fail half-way on a full disk)."""
     from apps.core.conf import setting
 
-    minimum = int(setting("HEALTH_MIN_FREE_BYTES", 256 * 1024 * 1024))
+    minimum = int(setting("HEALTH_MIN_FREE_BYTES"))
     free = shutil.disk_usage(settings.DATA_DIR).free
     if free < minimum:
         raise OSError(f"{free} bytes free in the data directory, below HEALTH_MIN_FREE_BYTES")

@@ -12,7 +12,7 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.core.tenancy import ProjectAccess
-from apps.training.models import TASK_STATE_TO_STATUS, Evaluation, Experiment, Run, RunStatus
+from apps.training.models import Evaluation, Experiment, Run
 
 if TYPE_CHECKING:
     from apps.clusters.models import Checkpoint
@@ -48,22 +48,13 @@ def experiment_get(*, access: ProjectAccess, exp_id: str) -> Experiment:
 # --- runs ----------------------------------------------------------------------------------------
 
 
-def run_list(
-    *, access: ProjectAccess, experiment: Experiment | None = None, status: str | None = None
-) -> QuerySet[Run]:
-    """The runs the caller sees, newest first (optionally of one experiment, in one status)."""
+def run_list(*, access: ProjectAccess, experiment: Experiment | None = None) -> QuerySet[Run]:
+    """The runs the caller sees, newest first (optionally of one experiment)."""
     qs = (
         Run.objects.visible_to(access).select_related("task", "owner").order_by("-created_at", "pk")
     )
     if experiment is not None:
         qs = qs.filter(experiment=experiment)
-    if status:
-        if status not in RunStatus.values:
-            raise ValidationFailed.for_field(
-                "status", f"must be one of {', '.join(RunStatus.values)}."
-            )
-        states = [state for state, st in TASK_STATE_TO_STATUS.items() if st == status]
-        qs = qs.filter(task__state__in=states)
     return qs
 
 

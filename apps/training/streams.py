@@ -29,12 +29,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from apps.core.conf import number_setting
 from apps.core.events import group_name
 from apps.training.models import TASK_STATE_TO_STATUS, TERMINAL_RUN_STATUSES
 
-# Without a live message the stream looks at the database this often: with the in-memory channel
-# layer, events published from worker threads may reach the ASGI event loop late.
-SSE_POLL_S = 1.0
 SSE_KEEPALIVE_S = 15.0
 SSE_RETRY_MS = 2000
 REPLAY_CHUNK = 1000
@@ -110,9 +108,7 @@ async def run_event_stream(  # noqa: C901, PLR0915
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one run (see the module docstring)."""
     if poll_s is None:
-        from django.conf import settings
-
-        poll_s = float(getattr(settings, "TRAINING_SSE_POLL_S", None) or SSE_POLL_S)
+        poll_s = number_setting("TRAINING_SSE_POLL_S")
     yield f"retry: {SSE_RETRY_MS}\n\n".encode()
     if task_id is None:
         yield _final(run_id, "failed", "The run's task was deleted.")

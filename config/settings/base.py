@@ -50,8 +50,11 @@ def install_secret(data_dir: Path) -> str:
 # SECRET_KEY (and the JWT signing key, unless JWT_SIGNING_KEY is set) comes from the environment,
 # else from the install's generated secret file; prod requires it from the environment.
 SECRET_KEY = env("SECRET_KEY", default="") or install_secret(DATA_DIR)
+# Django debug mode: a developer opts in, never on a shared network.
 DEBUG = env.bool("DEBUG", default=False)
+# Host names served (also the browser origins allowed on websockets and labelprop).
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Origins trusted for the admin's forms behind a proxy.
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Origins browsers may open websockets from; clients without an Origin header (SDKs) are allowed.
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
@@ -193,6 +196,7 @@ DATASET_ZIP_MAX_MEMBERS = env.int("DATASET_ZIP_MAX_MEMBERS", default=100_000)
 DATASET_ZIP_MAX_BYTES = env.int("DATASET_ZIP_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
 DATASET_IMPORT_ROOTS = env.list("DATASET_IMPORT_ROOTS", default=[])
 
+# Redis for the cache (throttling) and, by default, the channel layer; empty: in-process ones.
 REDIS_URL = env("REDIS_URL", default="")
 
 # Explicit Redis client timeouts: redis-py 8 defaults to a 5 s socket timeout, the same as the
@@ -274,7 +278,9 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 TASK_HEARTBEAT_STALE_S = env.float("TASK_HEARTBEAT_STALE_S", default=60)
 TASK_HEARTBEAT_INTERVAL_S = env.float("TASK_HEARTBEAT_INTERVAL_S", default=1.0)
 TASK_EVENT_INTERVAL_S = env.float("TASK_EVENT_INTERVAL_S", default=0.25)
+# A task waiting for an earlier task of its cluster retries after this delay.
 TASK_ORDER_RETRY_MS = env.int("TASK_ORDER_RETRY_MS", default=500)
+# Added to each task kind's own time limit for the broker's hard limit.
 TASK_TIME_LIMIT_GRACE_S = env.float("TASK_TIME_LIMIT_GRACE_S", default=30)
 # A train task writes its resume checkpoint at most this often (a lost worker redoes at most this
 # much work); 0: after every epoch.
@@ -317,6 +323,7 @@ REST_FRAMEWORK = {
     },
     "UNAUTHENTICATED_USER": None,
 }
+# List pagination: the page size without ?page_size=, and the largest one served.
 PAGE_SIZE_DEFAULT = env.int("PAGE_SIZE_DEFAULT", default=50)
 PAGE_SIZE_MAX = env.int("PAGE_SIZE_MAX", default=200)
 
@@ -401,12 +408,18 @@ EXPORT_TIME_LIMIT_S = env.int("EXPORT_TIME_LIMIT_S", default=1800)
 # Label Studio backends: the largest task file fetched, and one fetch's total deadline.
 LABELSTUDIO_FETCH_MAX_BYTES = env.int("LABELSTUDIO_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
 LABELSTUDIO_FETCH_TIMEOUT_S = env.float("LABELSTUDIO_FETCH_TIMEOUT_S", default=10.0)
+# Task files of one /predict batch fetched at once.
 LABELSTUDIO_FETCH_CONCURRENCY = env.int("LABELSTUDIO_FETCH_CONCURRENCY", default=8)
+# Label Studio gives /predict 100 s: a batch fetches its task data within this deadline.
 LABELSTUDIO_PREDICT_DEADLINE_S = env.float("LABELSTUDIO_PREDICT_DEADLINE_S", default=80.0)
+# /setup's check of Label Studio's API (Label Studio gives /setup 3 s).
 LABELSTUDIO_SETUP_CHECK_TIMEOUT_S = env.float("LABELSTUDIO_SETUP_CHECK_TIMEOUT_S", default=2.0)
+# Training's read of a Label Studio project export: its largest size and its deadline.
 LABELSTUDIO_EXPORT_MAX_BYTES = env.int("LABELSTUDIO_EXPORT_MAX_BYTES", default=256 * 1024 * 1024)
 LABELSTUDIO_EXPORT_TIMEOUT_S = env.float("LABELSTUDIO_EXPORT_TIMEOUT_S", default=120.0)
+# Label Studio projects one backend URL serves (each further one gets its own model).
 LABELSTUDIO_MAX_PROJECTS = env.int("LABELSTUDIO_MAX_PROJECTS", default=20)
+# Cells per side an image is cut into for RectangleLabels (detection).
 LABELSTUDIO_DETECTION_GRID = env.int("LABELSTUDIO_DETECTION_GRID", default=4)
 # Marketplace: built-in compute on the job engine, the default project of Basic-authenticated
 # orchestrator requests, and how long good Basic credentials are remembered (0: off).
@@ -427,7 +440,8 @@ MARKETPLACE_COMPUTE_PUSH_BACKOFF_MAX_S = env.float(
 MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S = env.float("MARKETPLACE_COMPUTE_PUSH_TIMEOUT_S", default=10.0)
 # Operator console: lifetime of the short token a console page fetches for its live connection.
 CONSOLE_TOKEN_MINUTES = env.int("CONSOLE_TOKEN_MINUTES", default=10)
-# Studio SSE streams re-check the database this often when no live event arrives.
+# Studio SSE streams re-check the database this often when no live event arrives (with the
+# in-memory channel layer, events published from worker threads may reach the event loop late).
 TRAINING_SSE_POLL_S = env.float("TRAINING_SSE_POLL_S", default=1.0)
 
 # Demo content created by `manage.py bootstrap`: callables (project, actor, stdout) -> None.

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from apps.clusters import selectors, services
 from apps.clusters.api import serializers as s
+from apps.clusters.api.filters import CheckpointFilter
 from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.views import GlobalAPIView, ProjectScopedViewSet
 from apps.core.tenancy import require_edit
@@ -87,11 +88,7 @@ class CheckpointViewSet(ProjectScopedViewSet):
 
     def safely_filter_queryset(self, queryset):
         queryset = queryset.select_related("owner").order_by("-created_at")
-        cluster = self.request.query_params.get("cluster") if self.request else None
-        if cluster:
-            cluster_id = _uuid_or_none(cluster)
-            queryset = queryset.filter(cluster_id=cluster_id) if cluster_id else queryset.none()
-        return queryset
+        return CheckpointFilter.apply(self.request, queryset) if self.request else queryset
 
     def list(self, request, project_id=None):
         page = self.paginate_queryset(self.get_queryset())
@@ -127,12 +124,3 @@ class HostListView(GlobalAPIView):
     def get(self, request):
         services.host_ensure_cpu()
         return Response(s.HostSerializer(selectors.host_list(), many=True).data)
-
-
-def _uuid_or_none(value):
-    import uuid
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None

@@ -142,27 +142,6 @@ class ZipImportSerializer(StrictSerializer):
         return check_format(value)
 
 
-class ClassCountSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    count = serializers.IntegerField()
-    size = serializers.IntegerField()
-
-
-class DatasetStatsSerializer(serializers.Serializer):
-    dataset_id = serializers.UUIDField(allow_null=True)
-    name = serializers.CharField()
-    num_images = serializers.IntegerField()
-    num_classes = serializers.IntegerField()
-    classes = ClassCountSerializer(many=True)
-    total_size = serializers.IntegerField()
-    split_names = serializers.ListField(child=serializers.CharField())
-
-
-def plan_filename(path: str) -> str:
-    """The image's own name, without its class folder."""
-    return str(path).rsplit("/", 1)[-1]
-
-
 def plan_filenames(dataset_id, paths) -> dict[str, str]:
     """The plan's `filename` of each image path (class folder and name): the bare name, unless
     another class folder of the dataset holds the same name (then the path, which the image

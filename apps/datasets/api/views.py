@@ -18,6 +18,7 @@ from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.tenancy import require_edit
 from apps.datasets import selectors, services
 from apps.datasets.api import serializers as s
+from apps.datasets.api.filters import DatasetFilter
 from apps.datasets.exceptions import DatasetNotImported, SplitNotFound
 from apps.datasets.models import Dataset, DatasetItem, Split, UploadSession
 
@@ -29,7 +30,6 @@ _FILENAME = OpenApiParameter(
     "filename", OpenApiTypes.STR, OpenApiParameter.PATH, description="class/image.png"
 )
 _SPLIT_INDEX = OpenApiParameter("split_index", OpenApiTypes.INT, OpenApiParameter.PATH)
-_BINARY = {(200, "application/octet-stream"): OpenApiTypes.BINARY}
 
 
 class OctetStreamParser(BaseParser):
@@ -80,9 +80,8 @@ class DatasetListView(ProjectScopedAPIView):
         responses=s.DatasetSerializer(many=True),
     )
     def get(self, request, project_id):
-        qs = selectors.dataset_list(
-            access=self.access, kind=request.query_params.get("kind") or None
-        ).select_related("owner")
+        qs = DatasetFilter.apply(request, selectors.dataset_list(access=self.access))
+        qs = qs.select_related("owner")
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(s.DatasetSerializer(page, many=True).data)
 

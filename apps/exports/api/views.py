@@ -8,12 +8,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
-from apps.core.exceptions import Conflict, ValidationFailed
+from apps.core.exceptions import Conflict
 from apps.core.tenancy import require_edit
 from apps.exports import selectors, services
 from apps.exports.api import serializers as s
+from apps.exports.api.filters import ExportFilter
 from apps.exports.exceptions import ExportFormatUnavailable
-from apps.exports.formats import FORMATS, UNAVAILABLE_FORMATS, format_catalogue
+from apps.exports.formats import UNAVAILABLE_FORMATS, format_catalogue
 from apps.exports.models import Export
 
 _EXPORT_ID = OpenApiParameter("export_id", OpenApiTypes.STR, OpenApiParameter.PATH)
@@ -45,11 +46,8 @@ class ExportListView(ProjectScopedAPIView):
         responses=s.ExportSerializer(many=True),
     )
     def get(self, request, project_id):
-        name = "format" if request.query_params.get("format") else "export_format"
-        fmt = request.query_params.get(name) or None
-        if fmt is not None and fmt not in FORMATS:
-            raise ValidationFailed.for_field(name, f"Must be one of {', '.join(FORMATS)}.")
-        page = self.paginate_queryset(selectors.export_list(access=self.access, fmt=fmt))
+        exports = ExportFilter.apply(request, selectors.export_list(access=self.access))
+        page = self.paginate_queryset(exports)
         return self.get_paginated_response(
             s.ExportSerializer(page, many=True, context=self.get_serializer_context()).data
         )

@@ -10,7 +10,6 @@ from apps.marketplace.models import (
     Learnuplet,
     Preduplet,
     Problem,
-    UpletStatus,
 )
 
 
@@ -136,12 +135,6 @@ class PredupletSerializer(_UpletSerializer):
         model = Preduplet
         fields = [*_UPLET_FIELDS, "model", "data", "prediction_storage_uuid"]
         read_only_fields = fields
-
-
-class UpletFilterSerializer(serializers.Serializer):
-    problem = serializers.UUIDField(required=False)
-    algo = serializers.UUIDField(required=False)
-    status = serializers.ChoiceField(choices=UpletStatus.choices, required=False)
 
 
 class ComputeEndpointSerializer(serializers.ModelSerializer):

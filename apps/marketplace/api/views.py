@@ -12,6 +12,7 @@ from apps.core.api.views import ProjectScopedAPIView, ProjectScopedViewSet
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.marketplace import push
 from apps.marketplace.api import serializers as s
+from apps.marketplace.api.filters import ComputePushFilter, UpletFilter
 from apps.marketplace.models import (
     Algo,
     ComputeEndpoint,
@@ -20,7 +21,6 @@ from apps.marketplace.models import (
     Learnuplet,
     Preduplet,
     Problem,
-    PushState,
 )
 
 
@@ -36,14 +36,7 @@ class _ReadOnlyViewSet(ProjectScopedViewSet):
             queryset = queryset.prefetch_related(*self.prefetch)
         if getattr(self, "action", None) != "list" or not self.filters:
             return queryset
-        params = {k: v for k, v in self.request.query_params.items() if k in self.filters}
-        data = s.UpletFilterSerializer(data=params)
-        if not data.is_valid():
-            raise ValidationFailed("Invalid filter.", details=data.errors)
-        for name, value in data.validated_data.items():
-            lookup = name if name == "status" else f"{name}__uuid"
-            queryset = queryset.filter(**{lookup: value})
-        return queryset
+        return UpletFilter.apply(self.request, queryset, names=self.filters)
 
     def list(self, request, project_id=None):
         page = self.paginate_queryset(self.get_queryset())
@@ -164,14 +157,9 @@ class ComputePushViewSet(ProjectScopedViewSet):
 
     def safely_filter_queryset(self, queryset):
         queryset = queryset.order_by("-created_at", "-id")
-        state = self.request.query_params.get("state")
-        if getattr(self, "action", None) == "list" and state is not None:
-            if state not in PushState.values:
-                raise ValidationFailed.for_field(
-                    "state", f"must be one of {', '.join(PushState.values)}."
-                )
-            queryset = queryset.filter(state=state)
-        return queryset
+        if getattr(self, "action", None) != "list":
+            return queryset
+        return ComputePushFilter.apply(self.request, queryset)
 
     def list(self, request, project_id=None):
         page = self.paginate_queryset(self.get_queryset())

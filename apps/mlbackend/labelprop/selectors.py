@@ -58,7 +58,7 @@ def _networks(entries: tuple[str, ...]) -> tuple | None:
 
 def client_allowed(remote_addr: str | None) -> bool:
     """Whether a client address is in LABELPROP_ALLOWED_CLIENTS (addresses or networks)."""
-    networks = _networks(tuple(getattr(settings, "LABELPROP_ALLOWED_CLIENTS", ()) or ()))
+    networks = _networks(tuple(setting("LABELPROP_ALLOWED_CLIENTS") or ()))
     if networks is None:
         return True
     try:
@@ -83,7 +83,7 @@ def origin_allowed(origin: str | None) -> bool:
     if origin is None:
         return True
     origin = origin.strip().lower()
-    raw = setting("LABELPROP_ALLOWED_ORIGINS", [])
+    raw = setting("LABELPROP_ALLOWED_ORIGINS") or []
     entries = raw.split(",") if isinstance(raw, str) else raw  # the environment: comma-joined
     listed = [str(e).strip().lower().rstrip("/") for e in entries if str(e).strip()]
     if origin in listed:
@@ -97,7 +97,7 @@ def origin_allowed(origin: str | None) -> bool:
         return False
     if host in listed:
         return True
-    patterns = [h for h in (getattr(settings, "ALLOWED_HOSTS", None) or []) if h != "*"]
+    patterns = [h for h in settings.ALLOWED_HOSTS if h != "*"]
     return validate_host(host, patterns)
 
 
@@ -110,10 +110,10 @@ def gateway_access(*, remote_addr: str | None) -> ProjectAccess:
     """
     from apps.accounts.models import User
 
-    if not getattr(settings, "LABELPROP_ENABLED", False) or not client_allowed(remote_addr):
+    if not setting("LABELPROP_ENABLED") or not client_allowed(remote_addr):
         raise NotFound("Not found.")
-    username = getattr(settings, "LABELPROP_USER", "") or ""
-    project_id = getattr(settings, "LABELPROP_PROJECT", "") or ""
+    username = setting("LABELPROP_USER") or ""
+    project_id = setting("LABELPROP_PROJECT") or ""
     user = User.objects.filter(username=username, is_active=True).first() if username else None
     if user is None or not project_id:
         logger.error("labelprop: LABELPROP_USER and LABELPROP_PROJECT must name an active user")

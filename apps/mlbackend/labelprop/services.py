@@ -74,7 +74,7 @@ _NUMERIC = "biuf"
 
 
 def max_voxels() -> int:
-    return int(setting("LABELPROP_MAX_VOXELS", 128 * 1024 * 1024))
+    return int(setting("LABELPROP_MAX_VOXELS"))
 
 
 def array_limits() -> ArrayLimits:
@@ -83,8 +83,8 @@ def array_limits() -> ArrayLimits:
     voxels = max_voxels()
     return ArrayLimits(
         max_elements=voxels,
-        max_bytes=int(setting("LABELPROP_MAX_NPZ_BYTES", 16 * voxels)),
-        max_members=int(setting("LABELPROP_NPZ_MAX_MEMBERS", 8)),
+        max_bytes=int(setting("LABELPROP_MAX_NPZ_BYTES")),
+        max_members=int(setting("LABELPROP_NPZ_MAX_MEMBERS")),
         elements_setting="LABELPROP_MAX_VOXELS",
         bytes_setting="LABELPROP_MAX_NPZ_BYTES",
         members_setting="LABELPROP_NPZ_MAX_MEMBERS",

@@ -27,15 +27,12 @@ from apps.mlbackend.labelstudio.label_config import Interface
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8
-# Label Studio gives /predict 100 s; the answer must be sent (and read) before that.
-DEFAULT_DEADLINE_S = 80.0
 DEADLINE_MISSED = "The task data was not fetched before the batch's deadline."
 
 
 def predict_deadline() -> float:
     """A monotonic deadline for a batch starting now (`LABELSTUDIO_PREDICT_DEADLINE_S`)."""
-    return time.monotonic() + number_setting("LABELSTUDIO_PREDICT_DEADLINE_S", DEFAULT_DEADLINE_S)
+    return time.monotonic() + number_setting("LABELSTUDIO_PREDICT_DEADLINE_S")
 
 
 def task_value(task: Any, interface: Interface, index: int) -> Any:
@@ -121,7 +118,7 @@ def batch_inputs(
 def _fetch_all(indices, values, spec, policy, deadline, errors) -> dict[int, np.ndarray]:
     if not indices:
         return {}
-    workers = max(1, int(number_setting("LABELSTUDIO_FETCH_CONCURRENCY", DEFAULT_CONCURRENCY)))
+    workers = max(1, int(number_setting("LABELSTUDIO_FETCH_CONCURRENCY")))
     pool = ThreadPoolExecutor(max_workers=min(workers, len(indices)), thread_name_prefix="ls-fetch")
     rows: dict[int, np.ndarray] = {}
     try:

@@ -32,11 +32,8 @@ from apps.mlbackend.labelstudio.fetch import (
     fetch_url,
 )
 
-CHECK_TIMEOUT_S = 2.0  # Label Studio gives /setup 3 s
 CHECK_CACHE_S = 300.0
 CHECK_MAX_BYTES = 1024 * 1024
-EXPORT_MAX_BYTES = 256 * 1024 * 1024
-EXPORT_TIMEOUT_S = 120.0
 
 TOKEN_REFUSED = (
     "Label Studio refused the access token it sent to this ML backend (Label Studio 1.23 turns "
@@ -108,7 +105,7 @@ def check_label_studio(
     with _checked_lock:
         if _checked.get(key, 0.0) > now:
             return
-    timeout = number_setting("LABELSTUDIO_SETUP_CHECK_TIMEOUT_S", CHECK_TIMEOUT_S)
+    timeout = number_setting("LABELSTUDIO_SETUP_CHECK_TIMEOUT_S")
     checking = dataclasses.replace(
         policy, timeout_s=min(policy.timeout_s, timeout), max_bytes=CHECK_MAX_BYTES
     )
@@ -144,8 +141,8 @@ def export_annotated_tasks(*, policy: FetchPolicy, ls_project: str) -> list[dict
     )
     exporting = dataclasses.replace(
         policy,
-        max_bytes=int(number_setting("LABELSTUDIO_EXPORT_MAX_BYTES", EXPORT_MAX_BYTES)),
-        timeout_s=number_setting("LABELSTUDIO_EXPORT_TIMEOUT_S", EXPORT_TIMEOUT_S),
+        max_bytes=int(number_setting("LABELSTUDIO_EXPORT_MAX_BYTES")),
+        timeout_s=number_setting("LABELSTUDIO_EXPORT_TIMEOUT_S"),
     )
     body = fetch_url(url, exporting)
     try:

@@ -55,14 +55,6 @@ from apps.core.outbound import (  # noqa: F401 - FetchFailed, check_address: thi
 )
 
 MAX_REDIRECTS = 3
-_DEFAULTS = {"LABELSTUDIO_FETCH_MAX_BYTES": 20 * 1024 * 1024, "LABELSTUDIO_FETCH_TIMEOUT_S": 10.0}
-
-
-def setting(name: str) -> float:
-    """A fetch limit: Django setting, else the environment, else the default."""
-    return number_setting(name, _DEFAULTS[name])
-
-
 LS_TOKEN_REFUSED = (
     "Could not fetch the task data: Label Studio refused the access token. Label Studio 1.23 "
     "turns legacy API tokens off for new organizations; put a personal access token in the ML "
@@ -89,8 +81,10 @@ class FetchPolicy:
     allowed_hosts: tuple[str, ...] = ()
     allow_private_networks: bool = False
     basic_auth: tuple[str, str] | None = None
-    max_bytes: int = field(default_factory=lambda: int(setting("LABELSTUDIO_FETCH_MAX_BYTES")))
-    timeout_s: float = field(default_factory=lambda: setting("LABELSTUDIO_FETCH_TIMEOUT_S"))
+    max_bytes: int = field(
+        default_factory=lambda: int(number_setting("LABELSTUDIO_FETCH_MAX_BYTES"))
+    )
+    timeout_s: float = field(default_factory=lambda: number_setting("LABELSTUDIO_FETCH_TIMEOUT_S"))
 
     @property
     def label_studio_origin(self) -> tuple[str, str, int] | None:

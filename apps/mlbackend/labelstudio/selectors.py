@@ -57,13 +57,6 @@ def backend_versions(*, backend: LabelStudioBackend) -> QuerySet[LabelStudioMode
     )
 
 
-def backend_projects(*, backend: LabelStudioBackend) -> QuerySet:
-    """The further Label Studio projects the backend serves (each with its own model)."""
-    from apps.mlbackend.models import LabelStudioProject
-
-    return LabelStudioProject.objects.filter(backend=backend).order_by("created_at")
-
-
 def version_names(*, backend: LabelStudioBackend, scope=...) -> list[str]:
     """The model versions predictions can name, oldest first: every trained version that kept
     its checkpoint, and the current one (`1.0.0` before any training), of one Label Studio

@@ -75,7 +75,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 # converged), at most AUTO_MAX_EPOCHS epochs. Measured in bench/labelstudio.py.
 AUTO_MIN_STEPS = 600
 AUTO_MAX_EPOCHS = 500
-DEFAULT_MAX_PROJECTS = 20
 MAX_ERRORS_KEPT = 50
 # /setup's extra_params key for a Label Studio personal access token (replaces access_token).
 API_KEY_PARAM = "label_studio_api_key"
@@ -448,7 +447,7 @@ def _valid_hostname(hostname: Any, allowed_hosts: list[str]) -> str:
 
 
 def _project_limit() -> int:
-    return int(number_setting("LABELSTUDIO_MAX_PROJECTS", DEFAULT_MAX_PROJECTS))
+    return int(number_setting("LABELSTUDIO_MAX_PROJECTS"))
 
 
 def _project_create(backend: LabelStudioBackend, key: str) -> LabelStudioProject:
@@ -801,9 +800,7 @@ def _predict_spans(model, spec: ModelSpec, interface: Interface, tasks: list[Any
 
 def detection_grid() -> int:
     """Cells per side an image is cut into for detection (`LABELSTUDIO_DETECTION_GRID`)."""
-    from ml.detection import DEFAULT_GRID
-
-    return max(1, min(32, int(number_setting("LABELSTUDIO_DETECTION_GRID", DEFAULT_GRID))))
+    return max(1, min(32, int(number_setting("LABELSTUDIO_DETECTION_GRID"))))
 
 
 def _predict_boxes(model, spec, interface, tasks, version, policy, deadline):

@@ -8,8 +8,6 @@ from apps.core.api.exceptions import error_body
 from apps.core.api.views import GlobalAPIView
 from apps.system import selectors
 
-_CHECK = {"ok": serializers.BooleanField(), "ms": serializers.FloatField()}
-
 
 class HealthView(GlobalAPIView):
     """Database, broker and channel layer; 200 when all answer, 503 otherwise."""

@@ -16,6 +16,7 @@ from apps.core.api.views import ProjectScopedAPIView
 from apps.core.exceptions import NotFound, ValidationFailed
 from apps.training import plan, selectors, services
 from apps.training.api import serializers as s
+from apps.training.api.filters import RunFilter
 from apps.training.exceptions import ExperimentNotFound, RunNotFound
 from apps.training.models import Evaluation, Experiment, Run
 from apps.training.streams import run_event_stream
@@ -157,19 +158,7 @@ class RunListView(ProjectScopedAPIView):
         responses=s.RunSerializer(many=True),
     )
     def get(self, request, project_id):
-        experiment = None
-        if request.query_params.get("experiment_id"):
-            try:
-                experiment = selectors.experiment_get(
-                    access=self.access, exp_id=request.query_params["experiment_id"]
-                )
-            except NotFound:
-                raise ExperimentNotFound() from None
-        runs = selectors.run_list(
-            access=self.access,
-            experiment=experiment,
-            status=request.query_params.get("status") or None,
-        )
+        runs = RunFilter.apply(request, selectors.run_list(access=self.access), access=self.access)
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(s.RunSerializer(page, many=True).data)
 

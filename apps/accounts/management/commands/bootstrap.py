@@ -12,10 +12,9 @@ from django.utils.module_loading import import_string
 
 from apps.accounts import services
 from apps.accounts.models import Project, User
+from apps.core.conf import setting
 
 DEMO_PROJECT_ID = "demo"
-# Each later app adds its demo content here: dotted paths to callables (project, actor) -> None.
-DEMO_HOOKS: list[str] = getattr(settings, "ORCHARD_DEMO_HOOKS", [])
 
 
 class Command(BaseCommand):
@@ -47,5 +46,5 @@ class Command(BaseCommand):
                 project_id=DEMO_PROJECT_ID,
             )
             self.stdout.write(f"Demo project: {project.pk}")
-        for hook in DEMO_HOOKS:
+        for hook in setting("ORCHARD_DEMO_HOOKS"):
             import_string(hook)(project=project, actor=admin, stdout=self.stdout)
