@@ -233,39 +233,60 @@ def _parsed_fields(parsed: _Parsed) -> dict:
 
 
 def _parse_mnist(images, labels, staging: Path) -> _Parsed:
-    limit = idx_max_bytes()
-    raws = {}
-    for field_name, source in (("images", images), ("labels", labels)):
-        raws[field_name] = idx.materialize_idx(
-            source,
-            staging / f"{field_name}.idx",
-            field=field_name,
-            max_bytes=limit,
-            setting_name="DATASET_IDX_MAX_BYTES",
-        )
-    images_raw, labels_raw = raws["images"], raws["labels"]
-    x = idx.read_idx(images_raw, field="images", expect_ndim=(3,))
-    y = idx.read_idx(labels_raw, field="labels", expect_ndim=(1,))
-    if y.dtype.kind not in "iu":
-        raise ValidationFailed.for_field("labels", "labels must be integers (idx magic 0x0801).")
-    n, rows, cols = x.shape
+    """One pass per file from the upload to the stored arrays: the images header is checked,
+    then the labels are read (their count must match), then the image bytes go straight into a
+    memory-mapped `inputs.npy` in the dtype they came in (native byte order; uint8 pixels stay
+    uint8, a quarter of float32's bytes): `dataset_arrays` converts them to float32 on read."""
+    limit, setting_name = idx_max_bytes(), "DATASET_IDX_MAX_BYTES"
+    head = idx.idx_header(
+        images, field="images", expect_ndim=(3,), max_bytes=limit, setting_name=setting_name
+    )
+    n, rows, cols = head.dims
     if n == 0:
         raise ValidationFailed.for_field("images", "the file holds no images.")
-    if y.shape[0] != n:
-        raise ValidationFailed(
-            f"labels: {y.shape[0]} labels for {n} images.",
-            details={"labels": [f"{y.shape[0]} labels for {n} images; counts must match."]},
-        )
-    y = np.asarray(y, dtype=np.int64)
+    if rows * cols == 0:
+        raise ValidationFailed.for_field("images", "the images have no pixels.")
+
+    def label_array(header: idx.IdxHeader) -> np.ndarray:
+        if header.dtype.kind not in "iu":
+            raise ValidationFailed.for_field(
+                "labels", "labels must be integers (idx magic 0x0801)."
+            )
+        if header.count != n:
+            raise ValidationFailed(
+                f"labels: {header.count} labels for {n} images.",
+                details={"labels": [f"{header.count} labels for {n} images; counts must match."]},
+            )
+        return np.empty(n, dtype=header.dtype.newbyteorder("="))
+
+    y = idx.stream_idx(
+        labels,
+        field="labels",
+        expect_ndim=(1,),
+        max_bytes=limit,
+        setting_name=setting_name,
+        allocate=label_array,
+    )
     if int(y.min()) < 0 or int(y.max()) > 255:
         raise ValidationFailed.for_field("labels", "labels must lie within 0..255.")
-    scale = np.float32(1 / 255) if x.dtype.kind == "u" and x.dtype.itemsize == 1 else None
-    _save_float32(staging / "inputs.npy", x, (n, rows * cols), scale=scale)
-    np.save(staging / "labels.npy", y)
-    source_dtype = str(x.dtype.newbyteorder("="))
+    source_dtype = head.dtype.newbyteorder("=")
+
+    def inputs_file(header: idx.IdxHeader) -> np.ndarray:
+        if header != head:
+            raise ValidationFailed.for_field("images", "the file changed while it was read.")
+        return writable_npy(staging / "inputs.npy", dtype=source_dtype, shape=(n, rows * cols))
+
+    x = idx.stream_idx(
+        images,
+        field="images",
+        expect_ndim=(3,),
+        max_bytes=limit,
+        setting_name=setting_name,
+        allocate=inputs_file,
+    )
+    x.flush()
     del x
-    images_raw.unlink()
-    labels_raw.unlink()
+    np.save(staging / "labels.npy", y.astype(np.int64))
     top = int(y.max())
     num_classes = 10 if top <= 9 else top + 1
     return _Parsed(
@@ -274,14 +295,15 @@ def _parse_mnist(images, labels, staging: Path) -> _Parsed:
         num_classes=num_classes,
         class_names=[str(i) for i in range(num_classes)],
         label_shape=[],
-        metadata={"rows": int(rows), "cols": int(cols), "source_dtype": source_dtype},
+        metadata={"rows": int(rows), "cols": int(cols), "source_dtype": str(source_dtype)},
     )
 
 
 def dataset_import_mnist(*, project: Project, actor: User, name: str, images, labels) -> Dataset:
     """Import an MNIST pair of idx files (raw or gzip; paths or file objects) as a dataset.
 
-    Inputs are stored as float32 `(N, rows*cols)` scaled to 0..1 (uint8 sources), labels as int64.
+    Inputs are stored `(N, rows*cols)` in the images' own dtype (`dataset_arrays` reads them as
+    float32, uint8 pixels scaled to 0..1), labels as int64.
     """
     _validate_name(project, name)
     with _staging(project.pk) as staging:
