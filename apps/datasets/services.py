@@ -15,6 +15,7 @@ import stat
 import uuid
 import zipfile
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -329,10 +330,14 @@ def _parse_csv(  # noqa: C901, PLR0915
     raw = idx.materialize(
         file, staging / "table.csv", field="file", max_bytes=max_decompressed_bytes()
     )
-    chunks: list[np.ndarray] = []
-    labels: list[str] = []
+    # Rows go to disk as float32 every _ROWS_PER_CHUNK rows, labels as codes of distinct names:
+    # memory holds one chunk, the distinct labels and 8 bytes of label code per row.
+    rows_path = staging / "inputs.f32"
+    codes = array("q")  # per row: the index of its label in `names` (first seen first)
+    names: dict[str, int] = {}
+    count = 0
     try:
-        with open(raw, encoding="utf-8-sig", newline="") as fh:
+        with open(raw, encoding="utf-8-sig", newline="") as fh, open(rows_path, "wb") as rows_out:
             reader = csv.reader(fh)
             try:
                 header = [h.strip() for h in next(reader)]
@@ -370,7 +375,6 @@ def _parse_csv(  # noqa: C901, PLR0915
             label_pos = header.index(label_column) if label_column is not None else None
             width, limit = len(header), csv_max_rows()
             buffer: list[list[float]] = []
-            count = 0
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
@@ -400,46 +404,55 @@ def _parse_csv(  # noqa: C901, PLR0915
                         raise ValidationFailed.for_field(
                             "file", f"line {line}, column {label_column!r}: empty label."
                         )
-                    labels.append(label)
+                    codes.append(names.setdefault(label, len(names)))
                 buffer.append(values)
                 count += 1
                 if count > limit:
                     raise ValidationFailed.for_field("file", f"more than {limit} data rows.")
                 if len(buffer) >= _ROWS_PER_CHUNK:
-                    chunks.append(np.asarray(buffer, dtype=np.float32))
+                    rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
                     buffer = []
             if buffer:
-                chunks.append(np.asarray(buffer, dtype=np.float32))
+                rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
     except UnicodeDecodeError as exc:
         raise ValidationFailed.for_field(
             "file", f"the file is not UTF-8 text ({exc.reason})."
         ) from None
     except csv.Error as exc:
         raise ValidationFailed.for_field("file", f"malformed CSV: {exc}.") from None
-    if not chunks:
+    if not count:
         raise ValidationFailed.for_field("file", "the file holds no data rows.")
-    x = np.concatenate(chunks)
-    np.save(staging / "inputs.npy", x)
     raw.unlink()
+    columns = len(positions)
+    x = writable_npy(staging / "inputs.npy", dtype=np.float32, shape=(count, columns))
+    with open(rows_path, "rb") as fh:
+        for start in range(0, count, _ROWS_PER_CHUNK):
+            block = np.fromfile(fh, dtype=np.float32, count=_ROWS_PER_CHUNK * columns)
+            x[start : start + _ROWS_PER_CHUNK] = block.reshape(-1, columns)
+    x.flush()
+    del x
+    rows_path.unlink()
     parsed = _Parsed(
-        num_samples=int(x.shape[0]),
-        input_shape=[int(x.shape[1])],
+        num_samples=count,
+        input_shape=[columns],
         metadata={"input_columns": inputs, "label_column": label_column},
     )
     if label_column is not None:
-        names = np.asarray(labels)
+        distinct = np.asarray(list(names))
         try:
-            y = names.astype(np.int64)
-            integer = bool(y.min() >= 0)
+            indices = distinct.astype(np.int64)
+            integer = bool(indices.min() >= 0)
         except ValueError:
             integer = False
         if integer:
-            parsed.num_classes = int(y.max()) + 1
+            parsed.num_classes = int(indices.max()) + 1
             parsed.class_names = [str(i) for i in range(parsed.num_classes)]
-        else:
-            classes, y = np.unique(names, return_inverse=True)
+        else:  # class names, sorted; each code becomes its name's rank
+            classes = np.unique(distinct)
+            indices = np.searchsorted(classes, distinct)
             parsed.class_names = [str(c) for c in classes]
             parsed.num_classes = len(classes)
+        y = indices[np.frombuffer(codes, dtype=np.int64)]
         np.save(staging / "labels.npy", y.astype(np.int64))
         parsed.label_shape = []
     return parsed

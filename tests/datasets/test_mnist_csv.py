@@ -197,6 +197,33 @@ def test_csv_import_integer_labels_columns_and_no_labels(world):
 
 
 @pytest.mark.parametrize(
+    "labels,names,codes",
+    [
+        (["b", "a", "10", "b", "-1", "a", "c"], ["-1", "10", "a", "b", "c"], [3, 2, 1, 3, 0, 2, 4]),
+        (["3", "0", "3", "1", "07", "2", "0"], [str(i) for i in range(8)], [3, 0, 3, 1, 7, 2, 0]),
+    ],
+)
+def test_csv_rows_stream_to_disk_in_chunks(world, monkeypatch, labels, names, codes):
+    """Rows go to disk chunk by chunk (3 rows here) and labels as codes: the stored arrays are
+    those of the whole table, class names sorted (or integer labels kept as class indices)."""
+    from apps.datasets import services
+
+    monkeypatch.setattr(services, "_ROWS_PER_CHUNK", 3)
+    rows = [[i, i * 0.5, -i] for i in range(len(labels))]
+    data = "p,q,r,label\n" + "".join(
+        f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(rows, labels, strict=True)
+    )
+    r = _post_csv(client_for(world.owner), world, data.encode(), label_column="label")
+    assert r.status_code == 201, r.json()
+    dataset = Dataset.objects.get(pk=r.json()["data"]["id"])
+    assert dataset.class_names == names and dataset.num_samples == len(labels)
+    x, y = dataset_arrays(dataset)
+    assert x.dtype == np.float32 and x.tolist() == rows
+    assert y.dtype == np.int64 and y.tolist() == codes
+    assert sorted(p.name for p in dataset.storage_dir.iterdir()) == ["inputs.npy", "labels.npy"]
+
+
+@pytest.mark.parametrize(
     "data,extra,text",
     [
         (b"a,b,label\n1,2,cat\n3,cat\n", {"label_column": "label"}, "line 3: expected 3 fields"),
