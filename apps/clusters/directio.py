@@ -11,8 +11,8 @@ The interface is deliberately small (open / request / train / flush / close) so 
 move out of the ASGI process into a GPU worker behind the same calls.
 
 One runtime per cluster per process; a lock serialises the steps of all its connections. Request
-messages of several sockets to one runtime are served off the event loop and stacked into shared
-forward passes (`RequestBatcher`).
+messages of several sockets to one runtime are stacked into shared forward passes
+(`RequestBatcher`), run off the event loop for big models and GPUs.
 """
 
 from __future__ import annotations
@@ -225,9 +225,10 @@ class DirectRuntime:
 
 class RequestBatcher:
     """Request messages to one runtime from every socket of an event loop: the messages that
-    arrive while a forward pass runs are stacked into the next one, so several sockets share
-    forward passes instead of queueing for one each. Forward passes run in a thread, so the loop
-    keeps reading frames (and answering other clusters) meanwhile.
+    arrive while a forward pass runs (or within the loop iteration that starts one) are stacked
+    into the next pass, so several sockets share forward passes instead of queueing for one
+    each. Big models and GPUs run their passes in a thread, so the loop keeps reading frames
+    (and answering other clusters) meanwhile; small CPU models run on the loop (`_forward`).
 
     A forward pass that fails is run again message by message, so an error answers only the
     messages it comes from; each message gets its own rows back, so answers keep their order
@@ -261,23 +262,34 @@ class RequestBatcher:
                 samples += rows
         return taken
 
+    async def _forward(self, messages: list[dict[str, np.ndarray]]):
+        """Small CPU models run on the loop: a thread would compete with it for the GIL (and, on
+        a small machine, the cores) for longer than the pass takes. Others run in a thread."""
+        import asyncio
+
+        if self.runtime.inline:
+            return self.runtime.forward(messages)
+        return await asyncio.to_thread(self.runtime.forward, messages)
+
     async def _drain(self) -> None:
         import asyncio
 
         try:
             while self.pending:
+                if self.runtime.inline:
+                    await asyncio.sleep(0)  # the frames read in this loop iteration join the pass
                 batch = self._take()
                 if not batch:
                     continue
                 try:
-                    answers = await asyncio.to_thread(self.runtime.forward, [a for a, _ in batch])
+                    answers = await self._forward([a for a, _ in batch])
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0][1], error=exc)
                         continue
                     for arrays, future in batch:  # find the message(s) the error comes from
                         try:
-                            (answer,) = await asyncio.to_thread(self.runtime.forward, [arrays])
+                            (answer,) = await self._forward([arrays])
                         except Exception as one_exc:
                             _settle(future, error=one_exc)
                         else:
@@ -445,8 +457,8 @@ class DirectIoSession:
     """What a direct-io socket holds: the runtime, the caller's rights, and their expiry.
 
     `request`/`train` are coroutines for consumers: they check the token's expiry in memory,
-    run the step on the event loop (small models; requests only while the socket is the runtime's
-    only one) or off it (requests: through the runtime's batcher; big models, GPUs), and
+    run the step on the event loop (small CPU models) or in a thread (big models, GPUs); requests
+    of a runtime with several sockets go through its batcher (shared forward passes), and
     schedule a background write-back when one is due. Every `DIRECTIO_RECHECK_S` the caller's
     membership and the cluster's mode are re-read (off the per-message path: at most once per
     interval) so a socket does not outlive the caller's rights.
