@@ -238,13 +238,14 @@ class RequestBatcher:
         self.runtime, self.loop = runtime, loop
         self.pending: deque[tuple[dict[str, np.ndarray], Any]] = deque()
         self.draining = False
+        self._task = None  # the running drain (the loop itself keeps only a weak reference)
 
     async def submit(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         future = self.loop.create_future()
         self.pending.append((arrays, future))
         if not self.draining:
             self.draining = True
-            self.loop.create_task(self._drain())
+            self._task = self.loop.create_task(self._drain())
         return await future
 
     def _take(self) -> list[tuple[dict[str, np.ndarray], Any]]:
