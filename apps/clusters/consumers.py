@@ -133,7 +133,8 @@ class ClusterIoConsumer(DatabaseFreeReceiveMixin, ProjectScopedConsumer):
             )
             if data[0] == OP_REQUEST:
                 outputs = await self.session.request({in_name: values})
-                await self.send(bytes_data=outputs[out_name].astype("<f4").tobytes())
+                scores = np.ascontiguousarray(outputs[out_name], dtype="<f4")  # no copy on LE
+                await self.send(bytes_data=scores.tobytes())
             elif data[0] == OP_TRAIN:
                 per_sample = in_size + out_size
                 if values.size == 0 or values.size % per_sample:

@@ -10,7 +10,9 @@ cluster leaves DIRECT mode, and at most every `DIRECTIO_FLUSH_INTERVAL_S` while 
 The interface is deliberately small (open / request / train / flush / close) so the runtime can
 move out of the ASGI process into a GPU worker behind the same calls.
 
-One runtime per cluster per process; a lock serialises the steps of all its connections.
+One runtime per cluster per process; a lock serialises the steps of all its connections. Request
+messages of several sockets to one runtime are stacked into shared forward passes
+(`RequestBatcher`), run off the event loop for big models and GPUs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +65,7 @@ class DirectRuntime:
     last_flush: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _optimizer: Any = None
+    _batchers: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     @property
     def inline(self) -> bool:
@@ -126,22 +131,44 @@ class DirectRuntime:
         return next(iter(x.values())) if len(self.inputs) == 1 else x
 
     def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Run the network; softmax scores per output brick, (batch, size) float32."""
+        """Run the network on one message; softmax scores per output brick, (batch, size)."""
+        return self.forward([self.check_values("input", inputs)])[0]
+
+    def forward(self, messages: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One forward pass over the samples of several checked messages, stacked: the only copy
+        of their values (frames are read-only, so one copy is needed anyway). The softmax scores
+        come back split per message, as row slices of one array."""
         import torch
 
-        arrays = self.check_values("input", inputs)
+        stacked = {name: np.concatenate([m[name] for m in messages]) for name in messages[0]}
         with self.lock:
             self._ensure_open()
             if self.model.training:  # after a train step; eval() walks every module
                 self.model.eval()
             with torch.inference_mode():
-                out = self.model(self._forward_input(self._tensors(arrays, self.input_scale)))
+                out = self.model(self._forward_input(self._tensors(stacked, self.input_scale)))
             if not isinstance(out, Mapping):
                 out = {next(iter(self.outputs)): out}
-            return {
+            scores = {
                 name: torch.softmax(value.float(), dim=1).cpu().numpy()
                 for name, value in out.items()
             }
+        answers, start = [], 0
+        for message in messages:
+            end = start + len(next(iter(message.values())))
+            answers.append({name: value[start:end] for name, value in scores.items()})
+            start = end
+        return answers
+
+    def batcher(self) -> RequestBatcher:
+        """The request batcher of the running event loop (one per loop and runtime)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = RequestBatcher(self, loop)
+        return batcher
 
     def train(self, inputs: Mapping[str, Any], expected: Mapping[str, Any]) -> float:
         """One optimisation step towards the expected output values; returns the loss."""
@@ -194,6 +221,94 @@ class DirectRuntime:
     def _ensure_open(self) -> None:
         if self.closed:
             raise RuntimeClosed("The cluster is no longer in DIRECT mode.")
+
+
+class RequestBatcher:
+    """Request messages to one runtime from every socket of an event loop: the messages that
+    arrive while a forward pass runs (or within the loop iteration that starts one) are stacked
+    into the next pass, so several sockets share forward passes instead of queueing for one
+    each. Big models and GPUs run their passes in a thread, so the loop keeps reading frames
+    (and answering other clusters) meanwhile; small CPU models run on the loop (`_forward`).
+
+    A forward pass that fails is run again message by message, so an error answers only the
+    messages it comes from; each message gets its own rows back, so answers keep their order
+    per socket (a socket's consumer awaits one message's answer before it reads the next)."""
+
+    def __init__(self, runtime: DirectRuntime, loop) -> None:
+        self.runtime, self.loop = runtime, loop
+        self.pending: deque[tuple[dict[str, np.ndarray], Any]] = deque()
+        self.draining = False
+        self._task = None  # the running drain (the loop itself keeps only a weak reference)
+
+    async def submit(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        future = self.loop.create_future()
+        self.pending.append((arrays, future))
+        if not self.draining:
+            self.draining = True
+            self._task = self.loop.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[tuple[dict[str, np.ndarray], Any]]:
+        """The waiting messages, up to DIRECTIO_MAX_BATCH samples (at least one message)."""
+        limit = int(getattr(settings, "DIRECTIO_MAX_BATCH", 1024))
+        taken, samples = [], 0
+        while self.pending:
+            arrays, future = self.pending[0]
+            rows = len(next(iter(arrays.values())))
+            if taken and samples + rows > limit:
+                break
+            self.pending.popleft()
+            if not future.done():  # a socket that went away cancelled its wait
+                taken.append((arrays, future))
+                samples += rows
+        return taken
+
+    async def _forward(self, messages: list[dict[str, np.ndarray]]):
+        """Small CPU models run on the loop: a thread would compete with it for the GIL (and, on
+        a small machine, the cores) for longer than the pass takes. Others run in a thread."""
+        import asyncio
+
+        if self.runtime.inline:
+            return self.runtime.forward(messages)
+        return await asyncio.to_thread(self.runtime.forward, messages)
+
+    async def _drain(self) -> None:
+        import asyncio
+
+        try:
+            while self.pending:
+                if self.runtime.inline:
+                    await asyncio.sleep(0)  # the frames read in this loop iteration join the pass
+                batch = self._take()
+                if not batch:
+                    continue
+                try:
+                    answers = await self._forward([a for a, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], error=exc)
+                        continue
+                    for arrays, future in batch:  # find the message(s) the error comes from
+                        try:
+                            (answer,) = await self._forward([arrays])
+                        except Exception as one_exc:
+                            _settle(future, error=one_exc)
+                        else:
+                            _settle(future, answer)
+                    continue
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    _settle(future, answer)
+        finally:
+            self.draining = False
+
+
+def _settle(future, answer=None, *, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(answer)
 
 
 # -- the per-process registry -----------------------------------------------------------------
@@ -343,7 +458,8 @@ class DirectIoSession:
     """What a direct-io socket holds: the runtime, the caller's rights, and their expiry.
 
     `request`/`train` are coroutines for consumers: they check the token's expiry in memory,
-    run the step on the event loop (small models) or in a thread (big models, GPUs), and
+    run the step on the event loop (small CPU models) or in a thread (big models, GPUs); requests
+    of a runtime with several sockets go through its batcher (shared forward passes), and
     schedule a background write-back when one is due. Every `DIRECTIO_RECHECK_S` the caller's
     membership and the cluster's mode are re-read (off the per-message path: at most once per
     interval) so a socket does not outlive the caller's rights.
@@ -403,8 +519,14 @@ class DirectIoSession:
         return await asyncio.to_thread(fn, *args)
 
     async def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A small model with this socket alone on it answers on the loop (nothing to batch
+        with: a thread hop would cost more than the forward pass); otherwise the message is
+        checked here (a bad one is refused alone) and goes to the runtime's batcher."""
         await self._guard()
-        return await self._run(self.runtime.request, inputs)
+        runtime = self.runtime
+        if runtime.inline and runtime.connections <= 1:
+            return runtime.request(inputs)
+        return await runtime.batcher().submit(runtime.check_values("input", inputs))
 
     async def train(self, inputs: Mapping[str, Any], expected: Mapping[str, Any]) -> float:
         from apps.core.exceptions import Forbidden

@@ -1,8 +1,9 @@
 """The MNIST idx format: a big-endian header (two zero bytes, a dtype code, the number of
 dimensions, then one uint32 per dimension) followed by the raw array.
 
-`read_idx` parses a file on disk with NumPy (memory-mapped, no per-sample loop); `write_idx`
-writes one (tests, the demo dataset and SDK tests use it).
+`stream_idx` reads one (raw or gzip, from a path or an upload) in one pass straight into an array
+its caller allocates, e.g. a memory-mapped .npy; `write_idx` writes one (tests, the demo dataset
+and SDK tests use it).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import io
 import math
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,42 +80,121 @@ def materialize(
     return dest
 
 
-def materialize_idx(source, dest: Path, *, field: str, max_bytes: int, setting_name: str) -> Path:
-    """Copy an idx file (raw or gzip) to `dest`, bounded by what its header declares.
+@dataclass(frozen=True)
+class IdxHeader:
+    """What an idx file declares: its (big-endian) dtype and dimensions."""
 
-    The header is read first: a header declaring more than `max_bytes` (dimensions x item size)
-    is refused (413 naming `setting_name`) before anything else is decompressed, and no more
-    than the declared size is ever written; bytes past it are refused. A malformed header is
-    copied as is (a few bytes) for `read_idx` to name the problem.
+    dtype: np.dtype
+    dims: tuple[int, ...]
+
+    @property
+    def offset(self) -> int:
+        return 4 + 4 * len(self.dims)
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.dims)
+
+    @property
+    def file_size(self) -> int:
+        return self.offset + self.count * self.dtype.itemsize
+
+
+def idx_header(
+    source, *, field: str, expect_ndim: tuple[int, ...], max_bytes: int, setting_name: str
+) -> IdxHeader:
+    """The checked header of an idx file (raw or gzip; only its first bytes are decoded)."""
+    with _decoded(source, field) as stream:
+        return _read_header(stream, field, expect_ndim, max_bytes, setting_name)
+
+
+def stream_idx(
+    source,
+    *,
+    field: str,
+    expect_ndim: tuple[int, ...],
+    max_bytes: int,
+    setting_name: str,
+    allocate: Callable[[IdxHeader], np.ndarray],
+) -> np.ndarray:
+    """Read an idx file (raw or gzip) in one pass into the array `allocate(header)` gives.
+
+    The header is checked first (magic, dimensions, `max_bytes` declared: 413 naming
+    `setting_name`); `allocate` sees it before any data is decoded (to refuse it, or to reserve a
+    memory-mapped file) and returns a C-contiguous array of `header.count` elements in native
+    byte order. Data is read straight into that array's bytes (no intermediate copy), byte-swapped
+    in place when the file's items are wider than a byte; a file shorter or longer than its
+    header declares is refused, and nothing past the declared size is ever decoded but one byte.
     """
     with _decoded(source, field) as stream:
-        with open(dest, "wb") as out:
-            head = _read_upto(stream, 4)
-            out.write(head)
-            if len(head) < 4 or head[0] or head[1] or head[2] not in DTYPES:
-                return dest
-            ndim = head[3]
-            dims_raw = _read_upto(stream, 4 * ndim)
-            out.write(dims_raw)
-            if len(dims_raw) < 4 * ndim:
-                return dest
-            dims = struct.unpack(f">{ndim}I", dims_raw)
-            data_bytes = math.prod(dims) * DTYPES[head[2]].itemsize
-            declared = 4 + 4 * ndim + data_bytes
-            if declared > max_bytes:
-                raise too_large(
-                    f"{field}: the idx header declares dimensions {list(dims)} ({declared} bytes)",
-                    setting_name,
-                    max_bytes,
-                )
-            written = _copy(stream, out, field, limit=data_bytes, setting_name=None)
-            if written == data_bytes and _read_upto(stream, 1):
-                raise ValidationFailed.for_field(
-                    field,
-                    f"the file holds more than the {declared} bytes its dimensions {list(dims)} "
-                    "declare.",
-                )
-    return dest
+        header = _read_header(stream, field, expect_ndim, max_bytes, setting_name)
+        out = allocate(header)
+        raw = memoryview(out.reshape(-1).view(np.uint8))
+        total = len(raw)
+        got = _read_into(stream, raw)
+        if got < total:
+            raise ValidationFailed.for_field(
+                field,
+                f"truncated file: the header declares dimensions {list(header.dims)} "
+                f"({header.file_size} bytes) but the file has {header.offset + got} bytes.",
+            )
+        if stream.read(1):
+            raise ValidationFailed.for_field(
+                field,
+                f"the file holds more than the {header.file_size} bytes its dimensions "
+                f"{list(header.dims)} declare.",
+            )
+    if header.dtype.itemsize > 1 and not header.dtype.isnative:
+        out.reshape(-1).byteswap(inplace=True)
+    return out
+
+
+def _read_header(
+    stream, field: str, expect_ndim: tuple[int, ...], max_bytes: int, setting_name: str
+) -> IdxHeader:
+    magic = _read_upto(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in DTYPES:
+        raise ValidationFailed.for_field(
+            field, f"not an idx file (bad magic number 0x{magic.hex() or '0'})."
+        )
+    dtype, ndim = DTYPES[magic[2]], magic[3]
+    if ndim not in expect_ndim:
+        raise ValidationFailed.for_field(
+            field,
+            f"expected {' or '.join(map(str, expect_ndim))} dimensions, the header says "
+            f"{ndim} (magic 0x{magic.hex()}).",
+        )
+    dims_raw = _read_upto(stream, 4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise ValidationFailed.for_field(field, "truncated header.")
+    header = IdxHeader(dtype, struct.unpack(f">{ndim}I", dims_raw))
+    if header.file_size > max_bytes:
+        raise too_large(
+            f"{field}: the idx header declares dimensions {list(header.dims)} "
+            f"({header.file_size} bytes)",
+            setting_name,
+            max_bytes,
+        )
+    return header
+
+
+def _read_into(stream, buffer: memoryview) -> int:
+    """Fill `buffer` from `stream` in chunks (readinto when the stream has it); the number of
+    bytes read, short only at the end of the stream."""
+    readinto = getattr(stream, "readinto", None)
+    position, total = 0, len(buffer)
+    while position < total:
+        end = min(total, position + _CHUNK)
+        if readinto is not None:
+            n = readinto(buffer[position:end])
+        else:
+            data = stream.read(end - position)
+            n = len(data)
+            buffer[position : position + n] = data
+        if not n:
+            break
+        position += n
+    return position
 
 
 _GZIP_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
@@ -122,7 +203,8 @@ _GZIP_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
 @contextmanager
 def _decoded(source, field: str) -> Iterator[BinaryIO]:
     """`source` opened for reading, gunzipped when it starts with the gzip magic; gzip errors
-    inside the block become ValidationFailed naming `field`."""
+    inside the block become ValidationFailed naming `field`. An OSError with an errno is the
+    system's (a full disk while the block writes what it decoded), not the data's: it passes."""
     fh, close = _open(source)
     try:
         head = fh.read(2)
@@ -133,6 +215,8 @@ def _decoded(source, field: str) -> Iterator[BinaryIO]:
         try:
             yield gzip.GzipFile(fileobj=fh, mode="rb")
         except _GZIP_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
             raise ValidationFailed.for_field(field, f"corrupt gzip data ({exc}).") from None
     finally:
         if close:
@@ -175,46 +259,3 @@ def _open(source) -> tuple[BinaryIO, bool]:
     if hasattr(source, "seek"):
         source.seek(0)
     return source, False
-
-
-def read_idx(path: Path, *, field: str, expect_ndim: tuple[int, ...]) -> np.ndarray:
-    """Parse a raw idx file into a memory-mapped array (native byte order is the caller's job).
-
-    Raises ValidationFailed naming `field` for a bad magic, an unexpected number of dimensions,
-    or a length that does not match the header (truncated or trailing bytes).
-    """
-    length = path.stat().st_size
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-        if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in DTYPES:
-            raise ValidationFailed.for_field(
-                field, f"not an idx file (bad magic number 0x{magic.hex() or '0'})."
-            )
-        dtype, ndim = DTYPES[magic[2]], magic[3]
-        if ndim not in expect_ndim:
-            raise ValidationFailed.for_field(
-                field,
-                f"expected {' or '.join(map(str, expect_ndim))} dimensions, the header says "
-                f"{ndim} (magic 0x{magic.hex()}).",
-            )
-        dims_raw = fh.read(4 * ndim)
-    if len(dims_raw) < 4 * ndim:
-        raise ValidationFailed.for_field(field, "truncated header.")
-    dims = struct.unpack(f">{ndim}I", dims_raw)
-    offset = 4 + 4 * ndim
-    expected = offset + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if length < expected:
-        raise ValidationFailed.for_field(
-            field,
-            f"truncated file: the header declares dimensions {list(dims)} "
-            f"({expected} bytes) but the file has {length} bytes.",
-        )
-    if length > expected:
-        raise ValidationFailed.for_field(
-            field,
-            f"the file has {length - expected} bytes more than its dimensions {list(dims)} "
-            "declare.",
-        )
-    if 0 in dims:
-        return np.zeros(dims, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=dims)

@@ -60,7 +60,8 @@ def dataset_arrays(
     dataset: Dataset, *, mmap: bool = True, size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Inputs float32 `(N, *input_shape)` and labels int64 (class indices `(N,)`, or label
-    volumes) or None, memory-mapped from the dataset's .npy files when `mmap`.
+    volumes) or None, memory-mapped from the dataset's .npy files when `mmap` (inputs stored in
+    another dtype come as `Float32Inputs`, converted as they are read).
 
     MNIST inputs are scaled to 0..1. Image datasets are decoded to `(N, C, H, W)` in 0..1 at
     their common size (or `size=(H, W)`), ordered by filename, and cached on disk.
@@ -71,12 +72,53 @@ def dataset_arrays(
         return _image_arrays(dataset, mmap=mmap, size=size)
     directory = dataset.storage_dir
     mode = "r" if mmap else None
-    inputs = np.load(directory / "inputs.npy", mmap_mode=mode, allow_pickle=False)
+    stored = np.load(directory / "inputs.npy", mmap_mode="r", allow_pickle=False)
+    inputs = stored if stored.dtype == np.float32 else Float32Inputs(stored)
+    if not mmap:
+        inputs = np.array(inputs, dtype=np.float32)
     labels_path = directory / "labels.npy"
     labels = (
         np.load(labels_path, mmap_mode=mode, allow_pickle=False) if labels_path.exists() else None
     )
     return inputs, labels
+
+
+class Float32Inputs:
+    """Stored inputs that are not float32 (MNIST keeps the idx file's dtype: uint8 pixels are a
+    quarter of the bytes) read as float32, uint8 scaled to 0..1, one indexed slice at a time.
+
+    It answers what readers of `dataset_arrays` use (`shape`, `len`, indexing, `min`/`max`,
+    `np.asarray`), so a reader that needs a few rows converts only those; converting the whole
+    array (`np.asarray`) is what training does anyway."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, stored: np.ndarray) -> None:
+        self.stored = stored
+        self.scale = np.float32(1 / 255) if stored.dtype == np.uint8 else None
+        self.shape, self.ndim, self.size = stored.shape, stored.ndim, stored.size
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def _convert(self, values) -> np.ndarray:
+        out = np.asarray(values, dtype=np.float32)
+        if self.scale is not None:
+            out *= self.scale
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self._convert(self.stored[key])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._convert(self.stored)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def max(self) -> np.float32:
+        return self._convert(self.stored.max())[()]
+
+    def min(self) -> np.float32:
+        return self._convert(self.stored.min())[()]
 
 
 _SINGLE_CHANNEL = {"1", "L", "I", "I;16", "F"}

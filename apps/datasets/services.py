@@ -15,6 +15,7 @@ import stat
 import uuid
 import zipfile
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -229,39 +230,60 @@ def _parsed_fields(parsed: _Parsed) -> dict:
 
 
 def _parse_mnist(images, labels, staging: Path) -> _Parsed:
-    limit = idx_max_bytes()
-    raws = {}
-    for field_name, source in (("images", images), ("labels", labels)):
-        raws[field_name] = idx.materialize_idx(
-            source,
-            staging / f"{field_name}.idx",
-            field=field_name,
-            max_bytes=limit,
-            setting_name="DATASET_IDX_MAX_BYTES",
-        )
-    images_raw, labels_raw = raws["images"], raws["labels"]
-    x = idx.read_idx(images_raw, field="images", expect_ndim=(3,))
-    y = idx.read_idx(labels_raw, field="labels", expect_ndim=(1,))
-    if y.dtype.kind not in "iu":
-        raise ValidationFailed.for_field("labels", "labels must be integers (idx magic 0x0801).")
-    n, rows, cols = x.shape
+    """One pass per file from the upload to the stored arrays: the images header is checked,
+    then the labels are read (their count must match), then the image bytes go straight into a
+    memory-mapped `inputs.npy` in the dtype they came in (native byte order; uint8 pixels stay
+    uint8, a quarter of float32's bytes): `dataset_arrays` converts them to float32 on read."""
+    limit, setting_name = idx_max_bytes(), "DATASET_IDX_MAX_BYTES"
+    head = idx.idx_header(
+        images, field="images", expect_ndim=(3,), max_bytes=limit, setting_name=setting_name
+    )
+    n, rows, cols = head.dims
     if n == 0:
         raise ValidationFailed.for_field("images", "the file holds no images.")
-    if y.shape[0] != n:
-        raise ValidationFailed(
-            f"labels: {y.shape[0]} labels for {n} images.",
-            details={"labels": [f"{y.shape[0]} labels for {n} images; counts must match."]},
-        )
-    y = np.asarray(y, dtype=np.int64)
+    if rows * cols == 0:
+        raise ValidationFailed.for_field("images", "the images have no pixels.")
+
+    def label_array(header: idx.IdxHeader) -> np.ndarray:
+        if header.dtype.kind not in "iu":
+            raise ValidationFailed.for_field(
+                "labels", "labels must be integers (idx magic 0x0801)."
+            )
+        if header.count != n:
+            raise ValidationFailed(
+                f"labels: {header.count} labels for {n} images.",
+                details={"labels": [f"{header.count} labels for {n} images; counts must match."]},
+            )
+        return np.empty(n, dtype=header.dtype.newbyteorder("="))
+
+    y = idx.stream_idx(
+        labels,
+        field="labels",
+        expect_ndim=(1,),
+        max_bytes=limit,
+        setting_name=setting_name,
+        allocate=label_array,
+    )
     if int(y.min()) < 0 or int(y.max()) > 255:
         raise ValidationFailed.for_field("labels", "labels must lie within 0..255.")
-    scale = np.float32(1 / 255) if x.dtype.kind == "u" and x.dtype.itemsize == 1 else None
-    _save_float32(staging / "inputs.npy", x, (n, rows * cols), scale=scale)
-    np.save(staging / "labels.npy", y)
-    source_dtype = str(x.dtype.newbyteorder("="))
+    source_dtype = head.dtype.newbyteorder("=")
+
+    def inputs_file(header: idx.IdxHeader) -> np.ndarray:
+        if header != head:
+            raise ValidationFailed.for_field("images", "the file changed while it was read.")
+        return writable_npy(staging / "inputs.npy", dtype=source_dtype, shape=(n, rows * cols))
+
+    x = idx.stream_idx(
+        images,
+        field="images",
+        expect_ndim=(3,),
+        max_bytes=limit,
+        setting_name=setting_name,
+        allocate=inputs_file,
+    )
+    x.flush()
     del x
-    images_raw.unlink()
-    labels_raw.unlink()
+    np.save(staging / "labels.npy", y.astype(np.int64))
     top = int(y.max())
     num_classes = 10 if top <= 9 else top + 1
     return _Parsed(
@@ -270,14 +292,15 @@ def _parse_mnist(images, labels, staging: Path) -> _Parsed:
         num_classes=num_classes,
         class_names=[str(i) for i in range(num_classes)],
         label_shape=[],
-        metadata={"rows": int(rows), "cols": int(cols), "source_dtype": source_dtype},
+        metadata={"rows": int(rows), "cols": int(cols), "source_dtype": str(source_dtype)},
     )
 
 
 def dataset_import_mnist(*, project: Project, actor: User, name: str, images, labels) -> Dataset:
     """Import an MNIST pair of idx files (raw or gzip; paths or file objects) as a dataset.
 
-    Inputs are stored as float32 `(N, rows*cols)` scaled to 0..1 (uint8 sources), labels as int64.
+    Inputs are stored `(N, rows*cols)` in the images' own dtype (`dataset_arrays` reads them as
+    float32, uint8 pixels scaled to 0..1), labels as int64.
     """
     _validate_name(project, name)
     with _staging(project.pk) as staging:
@@ -303,10 +326,14 @@ def _parse_csv(  # noqa: C901, PLR0915
     raw = idx.materialize(
         file, staging / "table.csv", field="file", max_bytes=max_decompressed_bytes()
     )
-    chunks: list[np.ndarray] = []
-    labels: list[str] = []
+    # Rows go to disk as float32 every _ROWS_PER_CHUNK rows, labels as codes of distinct names:
+    # memory holds one chunk, the distinct labels and 8 bytes of label code per row.
+    rows_path = staging / "inputs.f32"
+    codes = array("q")  # per row: the index of its label in `names` (first seen first)
+    names: dict[str, int] = {}
+    count = 0
     try:
-        with open(raw, encoding="utf-8-sig", newline="") as fh:
+        with open(raw, encoding="utf-8-sig", newline="") as fh, open(rows_path, "wb") as rows_out:
             reader = csv.reader(fh)
             try:
                 header = [h.strip() for h in next(reader)]
@@ -344,7 +371,6 @@ def _parse_csv(  # noqa: C901, PLR0915
             label_pos = header.index(label_column) if label_column is not None else None
             width, limit = len(header), csv_max_rows()
             buffer: list[list[float]] = []
-            count = 0
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
@@ -374,46 +400,55 @@ def _parse_csv(  # noqa: C901, PLR0915
                         raise ValidationFailed.for_field(
                             "file", f"line {line}, column {label_column!r}: empty label."
                         )
-                    labels.append(label)
+                    codes.append(names.setdefault(label, len(names)))
                 buffer.append(values)
                 count += 1
                 if count > limit:
                     raise ValidationFailed.for_field("file", f"more than {limit} data rows.")
                 if len(buffer) >= _ROWS_PER_CHUNK:
-                    chunks.append(np.asarray(buffer, dtype=np.float32))
+                    rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
                     buffer = []
             if buffer:
-                chunks.append(np.asarray(buffer, dtype=np.float32))
+                rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
     except UnicodeDecodeError as exc:
         raise ValidationFailed.for_field(
             "file", f"the file is not UTF-8 text ({exc.reason})."
         ) from None
     except csv.Error as exc:
         raise ValidationFailed.for_field("file", f"malformed CSV: {exc}.") from None
-    if not chunks:
+    if not count:
         raise ValidationFailed.for_field("file", "the file holds no data rows.")
-    x = np.concatenate(chunks)
-    np.save(staging / "inputs.npy", x)
     raw.unlink()
+    columns = len(positions)
+    x = writable_npy(staging / "inputs.npy", dtype=np.float32, shape=(count, columns))
+    with open(rows_path, "rb") as fh:
+        for start in range(0, count, _ROWS_PER_CHUNK):
+            block = np.fromfile(fh, dtype=np.float32, count=_ROWS_PER_CHUNK * columns)
+            x[start : start + _ROWS_PER_CHUNK] = block.reshape(-1, columns)
+    x.flush()
+    del x
+    rows_path.unlink()
     parsed = _Parsed(
-        num_samples=int(x.shape[0]),
-        input_shape=[int(x.shape[1])],
+        num_samples=count,
+        input_shape=[columns],
         metadata={"input_columns": inputs, "label_column": label_column},
     )
     if label_column is not None:
-        names = np.asarray(labels)
+        distinct = np.asarray(list(names))
         try:
-            y = names.astype(np.int64)
-            integer = bool(y.min() >= 0)
+            indices = distinct.astype(np.int64)
+            integer = bool(indices.min() >= 0)
         except ValueError:
             integer = False
         if integer:
-            parsed.num_classes = int(y.max()) + 1
+            parsed.num_classes = int(indices.max()) + 1
             parsed.class_names = [str(i) for i in range(parsed.num_classes)]
-        else:
-            classes, y = np.unique(names, return_inverse=True)
+        else:  # class names, sorted; each code becomes its name's rank
+            classes = np.unique(distinct)
+            indices = np.searchsorted(classes, distinct)
             parsed.class_names = [str(c) for c in classes]
             parsed.num_classes = len(classes)
+        y = indices[np.frombuffer(codes, dtype=np.int64)]
         np.save(staging / "labels.npy", y.astype(np.int64))
         parsed.label_shape = []
     return parsed

@@ -65,3 +65,31 @@ def test_a_csv_import_on_a_full_disk_is_507_and_leaves_nothing(world, monkeypatc
     assert not Dataset.objects.filter(project=world.project).exists()
     leftovers = [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
     assert leftovers == []  # no staging files left behind
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_mnist_import_on_a_full_disk_is_507_and_leaves_nothing(world, monkeypatch, gz):
+    """The images are decoded straight into the stored file: a disk that cannot hold it is 507,
+    also when gzip decoding is under way (its OSError handling once called it corrupt data)."""
+    from apps.core import safeio
+    from tests.datasets.conftest import idx_bytes, mnist_arrays, upload
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safeio.os, "posix_fallocate", no_space)
+    images, labels = mnist_arrays(n=10)
+    r = client_for(world.member).post(
+        f"/api/projects/{world.project.pk}/datasets/mnist",
+        {
+            "name": "m",
+            "images": upload("i.idx", idx_bytes(images, gz=gz)),
+            "labels": upload("l.idx", idx_bytes(labels, gz=gz)),
+        },
+        format="multipart",
+    )
+    assert r.status_code == 507, r.content
+    assert r.json()["error"]["code"] == "INSUFFICIENT_STORAGE"
+    assert not Dataset.objects.filter(project=world.project).exists()
+    root = services._datasets_root(world.project.pk)
+    assert [p for p in root.rglob("*") if p.is_file()] == []

@@ -1,5 +1,7 @@
 """MNIST and CSV imports through the API, the arrays they store, and every bad input."""
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -39,12 +41,37 @@ def test_mnist_import_raw_and_gzip(world, gz):
     assert data["num_samples"] == 20 and data["input_shape"] == [12]
     assert data["num_classes"] == 10 and data["label_shape"] == []
     assert data["metadata"]["rows"] == 4 and data["metadata"]["cols"] == 3
-    x, y = dataset_arrays(Dataset.objects.get(pk=data["id"]))
-    assert isinstance(x, np.memmap) and x.dtype == np.float32 and x.shape == (20, 12)
-    np.testing.assert_allclose(x, images.reshape(20, 12) / 255.0, rtol=1e-6)
+    dataset = Dataset.objects.get(pk=data["id"])
+    # Stored as the upload's uint8 pixels, a quarter of float32's bytes...
+    stored = np.load(dataset.storage_dir / "inputs.npy", mmap_mode="r")
+    assert stored.dtype == np.uint8 and stored.shape == (20, 12)
+    np.testing.assert_array_equal(stored, images.reshape(20, 12))
+    assert dataset.size_bytes == stored.nbytes + 128 + (20 * 8 + 128)
+    # ... and read as float32 in 0..1, whole or by rows.
+    x, y = dataset_arrays(dataset)
+    assert x.dtype == np.float32 and x.shape == (20, 12) and len(x) == 20
+    np.testing.assert_allclose(np.asarray(x), images.reshape(20, 12) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(x[[3, 1]], images.reshape(20, 12)[[3, 1]] / 255.0, rtol=1e-6)
+    assert x[2:4].dtype == np.float32 and x.max() == np.float32(images.max() / 255.0)
     assert y.dtype == np.int64 and y.tolist() == labels.tolist()
-    x2, _ = dataset_arrays(Dataset.objects.get(pk=data["id"]), mmap=False)
-    assert not isinstance(x2, np.memmap)
+    x2, _ = dataset_arrays(dataset, mmap=False)
+    assert not isinstance(x2, np.memmap) and x2.dtype == np.float32
+    np.testing.assert_array_equal(x2, np.asarray(x))
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">i4", ">f4", ">f8"])
+def test_mnist_wider_dtypes_are_stored_natively_and_read_unscaled(world, dtype):
+    rng = np.random.default_rng(1)
+    images = rng.integers(-300, 300, size=(6, 2, 3)).astype(dtype)
+    labels = np.arange(6, dtype=np.uint8)
+    r = _post_mnist(client_for(world.owner), world, idx_bytes(images), idx_bytes(labels))
+    assert r.status_code == 201, r.json()
+    dataset = Dataset.objects.get(pk=r.json()["data"]["id"])
+    stored = np.load(dataset.storage_dir / "inputs.npy", mmap_mode="r")
+    assert stored.dtype == np.dtype(dtype).newbyteorder("=")
+    x, _ = dataset_arrays(dataset)
+    np.testing.assert_array_equal(np.asarray(x), images.reshape(6, 6).astype(np.float32))
+    assert x.dtype == np.float32 and x.min() == images.min()
 
 
 def _bad_cases():
@@ -61,6 +88,10 @@ def _bad_cases():
         "empty file": (b"", good_l, "images", "empty"),
         "tiny file": (b"\x00\x00", good_l, "images", "magic"),
         "corrupt gzip": (b"\x1f\x8b\x08\x00garbage", good_l, "images", "gzip"),
+        "truncated labels": (good_i, good_l[:-1], "labels", "truncated"),
+        "trailing label bytes": (good_i, good_l + b"x", "labels", "more than"),
+        "labels not integers": (good_i, idx_bytes(labels.astype(">f4")), "labels", "integers"),
+        "truncated gzip": (gzip.compress(good_i)[:-12], good_l, "images", "gzip"),
     }
 
 
@@ -72,6 +103,22 @@ def test_mnist_errors_leave_nothing_behind(world, settings, case):
     error = r.json()["error"]
     assert error["code"] == "VALIDATION_ERROR"
     assert field in error["details"] and text in error["message"], error
+    assert not Dataset.objects.exists()
+    assert _media_files(settings) == []
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+def test_mnist_huge_header_is_refused_before_any_data(world, settings, which):
+    images, labels = mnist_arrays(n=10)
+    huge = {
+        "images": b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3 + idx_bytes(images)[16:],
+        "labels": b"\x00\x00\x08\x01" + b"\xff\xff\xff\xff" + idx_bytes(labels)[8:],
+    }
+    files = {"images": idx_bytes(images), "labels": idx_bytes(labels), which: huge[which]}
+    r = _post_mnist(client_for(world.owner), world, files["images"], files["labels"])
+    assert r.status_code == 413, r.json()
+    error = r.json()["error"]
+    assert "DATASET_IDX_MAX_BYTES" in error["message"] and which in error["message"]
     assert not Dataset.objects.exists()
     assert _media_files(settings) == []
 
@@ -147,6 +194,33 @@ def test_csv_import_integer_labels_columns_and_no_labels(world):
     assert r.status_code == 201
     x, y = dataset_arrays(Dataset.objects.get(pk=r.json()["data"]["id"]))
     assert x.shape == (2, 2) and y is None
+
+
+@pytest.mark.parametrize(
+    "labels,names,codes",
+    [
+        (["b", "a", "10", "b", "-1", "a", "c"], ["-1", "10", "a", "b", "c"], [3, 2, 1, 3, 0, 2, 4]),
+        (["3", "0", "3", "1", "07", "2", "0"], [str(i) for i in range(8)], [3, 0, 3, 1, 7, 2, 0]),
+    ],
+)
+def test_csv_rows_stream_to_disk_in_chunks(world, monkeypatch, labels, names, codes):
+    """Rows go to disk chunk by chunk (3 rows here) and labels as codes: the stored arrays are
+    those of the whole table, class names sorted (or integer labels kept as class indices)."""
+    from apps.datasets import services
+
+    monkeypatch.setattr(services, "_ROWS_PER_CHUNK", 3)
+    rows = [[i, i * 0.5, -i] for i in range(len(labels))]
+    data = "p,q,r,label\n" + "".join(
+        f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(rows, labels, strict=True)
+    )
+    r = _post_csv(client_for(world.owner), world, data.encode(), label_column="label")
+    assert r.status_code == 201, r.json()
+    dataset = Dataset.objects.get(pk=r.json()["data"]["id"])
+    assert dataset.class_names == names and dataset.num_samples == len(labels)
+    x, y = dataset_arrays(dataset)
+    assert x.dtype == np.float32 and x.tolist() == rows
+    assert y.dtype == np.int64 and y.tolist() == codes
+    assert sorted(p.name for p in dataset.storage_dir.iterdir()) == ["inputs.npy", "labels.npy"]
 
 
 @pytest.mark.parametrize(
