@@ -250,7 +250,7 @@ class RequestBatcher:
 
     def _take(self) -> list[tuple[dict[str, np.ndarray], Any]]:
         """The waiting messages, up to DIRECTIO_MAX_BATCH samples (at least one message)."""
-        limit = int(getattr(settings, "DIRECTIO_MAX_BATCH", 1024))
+        limit = int(setting("DIRECTIO_MAX_BATCH"))
         taken, samples = [], 0
         while self.pending:
             arrays, future = self.pending[0]
