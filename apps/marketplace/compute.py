@@ -34,7 +34,7 @@ from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
 from apps.tasks import registry
-from apps.tasks.services import TaskStopped
+from apps.tasks.context import TaskStopped
 
 logger = logging.getLogger(__name__)
 

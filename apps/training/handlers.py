@@ -265,7 +265,7 @@ def _device_ids(config: dict[str, Any], device: str) -> list[int] | None:
 
 def studio_train(ctx) -> dict[str, Any]:
     """The handler of a run; records `error` before failing so SSE clients learn why."""
-    from apps.tasks.services import TaskStopped
+    from apps.tasks.context import TaskStopped
 
     run = Run.objects.select_related("cluster").get(task_id=ctx.task.pk)
     config = run.config or {}

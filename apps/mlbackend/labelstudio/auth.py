@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
@@ -19,10 +18,6 @@ from apps.core.throttling import credential_attempt
 from apps.mlbackend.models import (
     LabelStudioBackend,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 # A backend's Basic password is stored as `hmac-sha256$<salt>$<hex>`: HMAC-SHA256 keyed with
 # SECRET_KEY and a random per-credential salt. It is a random-looking secret checked on every

@@ -4,6 +4,7 @@ protocol's shapes."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,14 @@ from apps.mlbackend.labelstudio import runtime
 from apps.mlbackend.labelstudio.batch import batch_inputs, predict_deadline
 from apps.mlbackend.labelstudio.features import ModelSpec
 from apps.mlbackend.labelstudio.label_config import Interface
+from apps.mlbackend.labelstudio.services import (
+    MAX_ERRORS_KEPT,
+    Scope,
+    _interface,
+    _require_cluster,
+    fetch_policy,
+    scope_for,
+)
 from apps.mlbackend.models import (
     LabelStudioBackend,
     LabelStudioModelVersion,
@@ -28,15 +37,8 @@ from apps.mlbackend.models import (
 if TYPE_CHECKING:
     from apps.clusters.models import Checkpoint, Cluster
     from apps.training.models import Run
-from apps.mlbackend.labelstudio.services import (
-    MAX_ERRORS_KEPT,
-    Scope,
-    _interface,
-    _require_cluster,
-    fetch_policy,
-    logger,
-    scope_for,
-)
+
+logger = logging.getLogger(__name__)
 
 
 def _versions_of(backend: LabelStudioBackend, scope: Scope):

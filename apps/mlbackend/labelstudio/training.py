@@ -14,6 +14,17 @@ from apps.core.exceptions import (
 )
 from apps.mlbackend.labelstudio.connect import ls_project_key
 from apps.mlbackend.labelstudio.label_config import Interface
+from apps.mlbackend.labelstudio.services import (
+    TRAIN_EVENTS,
+    TRAIN_KIND,
+    Scope,
+    _pending_training,
+    _require_cluster,
+    _require_trainable,
+    _scope_key,
+    _stored_interface,
+    scope_for,
+)
 from apps.mlbackend.models import (
     LabelStudioAnnotation,
     LabelStudioBackend,
@@ -26,17 +37,6 @@ if TYPE_CHECKING:
     from apps.accounts.models import User
     from apps.clusters.models import Cluster
     from apps.tasks.models import Task
-from apps.mlbackend.labelstudio.services import (
-    TRAIN_EVENTS,
-    TRAIN_KIND,
-    Scope,
-    _pending_training,
-    _require_cluster,
-    _require_trainable,
-    _scope_key,
-    _stored_interface,
-    scope_for,
-)
 
 
 def spans_of(result: Any, interface: Interface) -> list[tuple[int, int, str]]:
