@@ -45,7 +45,7 @@ def logging_overhead(ctx: Context) -> list[Row]:
     django_env.setup()
     import torch
 
-    from apps.training.handlers import RunReporter
+    from apps.training.reporting import RunReporter
     from ml.networks import build_architecture
     from ml.training import FitCallbacks, TrainConfig, fit
 

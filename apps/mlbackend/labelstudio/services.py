@@ -9,7 +9,6 @@ the protocol's shapes (the view only serializes it).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from apps.clusters.models import Checkpoint, Cluster
     from apps.training.models import Experiment
 
-logger = logging.getLogger(__name__)
 
 # What serves one Label Studio project: the backend itself (its first project) or the row of a
 # further project (see LabelStudioProject).
