@@ -241,8 +241,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
 def _save_model(uplet: Learnuplet, cluster, model, scale: float, perf: float) -> None:
     """Save the trained model as the Checkpoint whose id is the learnuplet's `model_end`."""
     from apps.clusters import runtime
-    from apps.clusters.services import checkpoint_store
-    from apps.clusters.training import checkpoint_payload
+    from apps.clusters.training import checkpoint_payload, checkpoint_store
 
     meta = {
         **runtime.cluster_metadata(cluster),

@@ -168,7 +168,7 @@ def write_checkpoint(
     """Write the run's `best` or `last` checkpoint (an apps.clusters Checkpoint whose id stays the
     same for the whole run); returns its id."""
     from apps.clusters.selectors import checkpoint_exists
-    from apps.clusters.services import checkpoint_store
+    from apps.clusters.training import checkpoint_store
 
     current = run.best_checkpoint_id if which == "best" else run.last_checkpoint_id
     exists = bool(current) and checkpoint_exists(project_id=run.project_id, checkpoint_id=current)
