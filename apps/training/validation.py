@@ -108,50 +108,19 @@ def _check_template(text: str, input_size: list[int], num_classes: int) -> None:
         )
 
 
-def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0915
+def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dict[str, Any]:
     """Check a whole experiment configuration and fill its defaults.
 
     `values` holds the CONFIG_FIELDS (missing ones take their defaults). Returns the model field
     values (`dataset`, `split`, `val_dataset` objects included). Raises ValidationFailed naming the
-    first field that cannot work with the data, the model or this machine.
+    first field that cannot work with the data, the model or this machine (checked in the order
+    of the steps below: data, model, optimisation, augmentation, devices).
     """
-    from ml.augment import AugmentConfig
-    from ml.networks import architecture_names
-    from ml.parallel import DeviceListError, parse_devices
-    from ml.training import TrainConfig
-
     out: dict[str, Any] = {}
     # -- data
-    dataset = values.get("dataset")
-    if dataset is None:
-        from apps.datasets.selectors import studio_dataset
-
-        dataset = studio_dataset(access=access)
-        if dataset is None:
-            raise ValidationFailed.for_field(
-                "dataset_id", "required: this project has no studio dataset to default to."
-            )
-    training_data.check_classification(dataset, "dataset_id")
+    dataset = _check_dataset(access, values.get("dataset"))
     out["dataset"] = dataset
-
-    split = None
-    split_index = values.get("split_index")
-    if split_index is not None:
-        if not training_data.is_image(dataset):
-            raise ValidationFailed.for_field(
-                "split_index",
-                f"the dataset is a {dataset.kind} dataset without splits; "
-                "use the whole dataset (null) and val_dataset_id for validation.",
-            )
-        split = Split.objects.filter(dataset=dataset, index=split_index).first()
-        if split is None:
-            from apps.datasets.exceptions import SplitNotFound
-
-            count = Split.objects.filter(dataset=dataset).count()
-            message = f"split {split_index} does not exist (the dataset has {count})."
-            raise SplitNotFound(f"split_index: {message}", details={"split_index": [message]})
-        if not len(training_data.subset_indices(dataset, split, "train")):
-            raise ValidationFailed.for_field("split_index", "the split has no train items.")
+    split = _check_split(dataset, values.get("split_index"))
     out["split"] = split
 
     options = _check_options(values.get("options") or {})
@@ -164,27 +133,94 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
 
     val_dataset = values.get("val_dataset")
     if val_dataset is not None:
-        if split is not None:
-            raise ValidationFailed.for_field(
-                "val_dataset_id", "not with a split: the split's val items validate."
-            )
-        if val_dataset.pk == dataset.pk:
-            raise ValidationFailed.for_field("val_dataset_id", "must differ from the dataset.")
-        training_data.check_classification(val_dataset, "val_dataset_id")
-        if list(val_dataset.class_names) != list(dataset.class_names):
-            raise ValidationFailed.for_field(
-                "val_dataset_id", "its classes differ from the dataset's."
-            )
-        try:
-            training_data.check_input_size(val_dataset, input_size)
-        except ValidationFailed as exc:
-            raise ValidationFailed.for_field(
-                "val_dataset_id", f"its samples do not fit the input size: {exc.message}"
-            ) from None
+        _check_val_dataset(val_dataset, dataset=dataset, split=split, input_size=input_size)
     out["val_dataset"] = val_dataset
 
     # -- model
-    num_classes = int(dataset.num_classes)
+    out["architecture"], out["template"] = _check_model(
+        values, options, input_size, int(dataset.num_classes)
+    )
+    # -- optimisation
+    out.update(_check_optimisation(values, options))
+    out["augmentation"] = _check_augmentation(values, pipeline, input_size)
+    # -- hardware
+    out["devices"] = _check_devices(values.get("devices") or default_devices())
+    precision = options.get("precision") or "32"
+    if precision in ("16-mixed", "16") and not out["devices"][0].startswith("gpu"):
+        raise GpuNotAvailable(
+            "hardware.precision: '16-mixed' needs a GPU device (use '32' or 'bf16-mixed' on "
+            "the CPU).",
+            details={"hardware.precision": ["'16-mixed' needs a GPU device."]},
+        )
+    out["options"] = options
+    return out
+
+
+def _check_dataset(access: ProjectAccess, dataset: Dataset | None) -> Dataset:
+    """The experiment's dataset (the project's studio dataset by default), a classification one."""
+    if dataset is None:
+        from apps.datasets.selectors import studio_dataset
+
+        dataset = studio_dataset(access=access)
+        if dataset is None:
+            raise ValidationFailed.for_field(
+                "dataset_id", "required: this project has no studio dataset to default to."
+            )
+    training_data.check_classification(dataset, "dataset_id")
+    return dataset
+
+
+def _check_split(dataset: Dataset, split_index: int | None) -> Split | None:
+    """The split named by `split_index` (None: the whole dataset); it must have train items."""
+    if split_index is None:
+        return None
+    if not training_data.is_image(dataset):
+        raise ValidationFailed.for_field(
+            "split_index",
+            f"the dataset is a {dataset.kind} dataset without splits; "
+            "use the whole dataset (null) and val_dataset_id for validation.",
+        )
+    split = Split.objects.filter(dataset=dataset, index=split_index).first()
+    if split is None:
+        from apps.datasets.exceptions import SplitNotFound
+
+        count = Split.objects.filter(dataset=dataset).count()
+        message = f"split {split_index} does not exist (the dataset has {count})."
+        raise SplitNotFound(f"split_index: {message}", details={"split_index": [message]})
+    if not len(training_data.subset_indices(dataset, split, "train")):
+        raise ValidationFailed.for_field("split_index", "the split has no train items.")
+    return split
+
+
+def _check_val_dataset(
+    val_dataset: Dataset, *, dataset: Dataset, split: Split | None, input_size: list[int]
+) -> None:
+    """A validation dataset: not with a split, another dataset with the same classes, samples of
+    the input size."""
+    if split is not None:
+        raise ValidationFailed.for_field(
+            "val_dataset_id", "not with a split: the split's val items validate."
+        )
+    if val_dataset.pk == dataset.pk:
+        raise ValidationFailed.for_field("val_dataset_id", "must differ from the dataset.")
+    training_data.check_classification(val_dataset, "val_dataset_id")
+    if list(val_dataset.class_names) != list(dataset.class_names):
+        raise ValidationFailed.for_field("val_dataset_id", "its classes differ from the dataset's.")
+    try:
+        training_data.check_input_size(val_dataset, input_size)
+    except ValidationFailed as exc:
+        raise ValidationFailed.for_field(
+            "val_dataset_id", f"its samples do not fit the input size: {exc.message}"
+        ) from None
+
+
+def _check_model(
+    values: dict[str, Any], options: dict[str, Any], input_size: list[int], num_classes: int
+) -> tuple[str, str]:
+    """The architecture and template (a named architecture, or 'template' with a template),
+    built to check that they fit the input size and classes."""
+    from ml.networks import architecture_names
+
     template = (values.get("template") or "").strip("\n")
     architecture = values.get("architecture") or (
         Experiment.ARCHITECTURE_TEMPLATE if template.strip() else DEFAULT_ARCHITECTURE
@@ -219,9 +255,14 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
         if len(source) > 32:
             raise ValidationFailed.for_field("dropout", "at most three decimals.")
         _check_architecture(source, input_size, num_classes)
-    out["architecture"], out["template"] = architecture, template if template.strip() else ""
+    return architecture, template if template.strip() else ""
 
-    # -- optimisation
+
+def _check_optimisation(values: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters, scheduler and seed (defaults filled), checked by building the
+    run's TrainConfig."""
+    from ml.training import TrainConfig
+
     defaults = {f.name: f.get_default() for f in Experiment._meta.fields}
     hyper = {
         name: defaults[name] if values.get(name) is None else values[name]
@@ -234,7 +275,14 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
         TrainConfig(**hyper, scheduler=scheduler, seed=seed, **extras)
     except (ValueError, TypeError) as exc:
         raise _field_error(exc, (*hyper, "scheduler", "seed", *extras), "learning_rate") from None
-    out.update(hyper, scheduler=scheduler or "", seed=seed)
+    return {**hyper, "scheduler": scheduler or "", "seed": seed}
+
+
+def _check_augmentation(
+    values: dict[str, Any], pipeline: dict[str, Any] | None, input_size: list[int]
+) -> dict[str, Any]:
+    """The augmentation (the preprocessing plan's, else the experiment's), its set values only."""
+    from ml.augment import AugmentConfig
 
     try:
         if pipeline is not None:
@@ -247,9 +295,13 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
         raise ValidationFailed.for_field(
             "augmentation", f"needs an image input size ([C, H, W]), not {input_size}."
         )
-    out["augmentation"] = {k: v for k, v in augmentation.to_dict().items() if v}
+    return {k: v for k, v in augmentation.to_dict().items() if v}
 
-    devices = values.get("devices") or default_devices()
+
+def _check_devices(devices: list[Any]) -> list[str]:
+    """The devices, normalised (`gpu:N`); GPU_NOT_AVAILABLE for a GPU this machine lacks."""
+    from ml.parallel import DeviceListError, parse_devices
+
     try:
         parse_devices(devices)
     except DeviceListError as exc:
@@ -257,16 +309,7 @@ def experiment_validate(*, access: ProjectAccess, values: dict[str, Any]) -> dic
         if wants_gpu and not _cuda_count():
             raise GpuNotAvailable(f"devices: {exc}", details={"devices": [str(exc)]}) from None
         raise ValidationFailed.for_field("devices", str(exc)) from None
-    out["devices"] = [str(d).strip().lower().replace("cuda:", "gpu:") for d in devices]
-    precision = options.get("precision") or "32"
-    if precision in ("16-mixed", "16") and not out["devices"][0].startswith("gpu"):
-        raise GpuNotAvailable(
-            "hardware.precision: '16-mixed' needs a GPU device (use '32' or 'bf16-mixed' on "
-            "the CPU).",
-            details={"hardware.precision": ["'16-mixed' needs a GPU device."]},
-        )
-    out["options"] = options
-    return out
+    return [str(d).strip().lower().replace("cuda:", "gpu:") for d in devices]
 
 
 def _cuda_count() -> int:
