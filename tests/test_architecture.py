@@ -117,7 +117,6 @@ LONG_MODULES_KNOWN: dict[str, str] = {
     "ml/labelprop.py": "the label-propagation model, its training and propagation: not split yet",
     "ml/training.py": "the training loop (fit, train_step, TrainConfig): not split yet",
     "ml/networks.py": "template and named-architecture networks: not split yet",
-    "ml/templates.py": "the Hanami template parser, validator and printer: not split yet",
 }
 
 
