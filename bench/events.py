@@ -46,7 +46,7 @@ def logging_overhead(ctx: Context) -> list[Row]:
     import torch
 
     from apps.training.reporting import RunReporter
-    from ml.networks import build_architecture
+    from ml.architectures import build_architecture
     from ml.training import FitCallbacks, TrainConfig, fit
 
     class _Logged(FitCallbacks):

@@ -116,7 +116,6 @@ LONG_MODULES_KNOWN: dict[str, str] = {
     "apps/datasets/services.py": "being reworked on another branch; split once that lands",
     "ml/labelprop.py": "the label-propagation model, its training and propagation: not split yet",
     "ml/training.py": "the training loop (fit, train_step, TrainConfig): not split yet",
-    "ml/networks.py": "template and named-architecture networks: not split yet",
 }
 
 

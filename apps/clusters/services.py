@@ -201,7 +201,7 @@ def cluster_create_from_architecture(
     num_classes: int,
     seed: int | None = None,
 ) -> Cluster:
-    """Create a cluster from a named architecture of `ml.networks` (the studio's models)."""
+    """Create a cluster from a named architecture of `ml.architectures` (the studio's models)."""
     config = {
         "seed": seed if seed is not None else uuid.uuid4().int % (2**31),
         "input_shape": [int(v) for v in input_shape],

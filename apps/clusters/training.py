@@ -135,7 +135,7 @@ def cluster_train(
     *, cluster: Cluster, job: TrainingJob, callbacks: TrainingCallbacks
 ) -> TrainingOutcome:
     """Train the cluster's model as `job` says; see the module docstring for the steps."""
-    from ml.networks import freeze_backbone
+    from ml.architectures import freeze_backbone
     from ml.training import FitOptions, fit
 
     if job.record_input_scale is not None:

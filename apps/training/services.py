@@ -186,7 +186,7 @@ def _run_cluster(*, access: ProjectAccess, actor, experiment: Experiment, config
             visibility=experiment.visibility,
         )
     else:
-        from ml.networks import architecture_source
+        from ml.architectures import architecture_source
 
         cluster = cluster_create_from_architecture(
             project=access.project,

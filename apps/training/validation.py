@@ -59,7 +59,7 @@ def _check_architecture(name: str, input_size: list[int], num_classes: int) -> N
     """Build the named architecture on the meta device (no memory) and run a forward pass."""
     import torch
 
-    from ml.networks import ArchitectureError, build_architecture
+    from ml.architectures import ArchitectureError, build_architecture
 
     try:
         with torch.device("meta"):
@@ -219,7 +219,7 @@ def _check_model(
 ) -> tuple[str, str]:
     """The architecture and template (a named architecture, or 'template' with a template),
     built to check that they fit the input size and classes."""
-    from ml.networks import architecture_names
+    from ml.architectures import architecture_names
 
     template = (values.get("template") or "").strip("\n")
     architecture = values.get("architecture") or (
@@ -249,7 +249,7 @@ def _check_model(
             )
         if template.strip():
             raise ValidationFailed.for_field("template", "only with the architecture 'template'.")
-        from ml.networks import architecture_source
+        from ml.architectures import architecture_source
 
         source = architecture_source(architecture, dropout=options.get("dropout") or 0.0)
         if len(source) > 32:
