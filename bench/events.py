@@ -26,8 +26,8 @@ def _fixtures():
     from apps.accounts.models import User
     from apps.accounts.services import project_create, token_pair_for
     from apps.tasks import registry
+    from apps.tasks.context import TaskContext
     from apps.tasks.models import Task
-    from apps.tasks.services import TaskContext
     from apps.training.models import Experiment, Run
     from apps.training.services import TRAIN_KIND
 
@@ -45,8 +45,8 @@ def logging_overhead(ctx: Context) -> list[Row]:
     django_env.setup()
     import torch
 
-    from apps.training.handlers import RunReporter
-    from ml.networks import build_architecture
+    from apps.training.reporting import RunReporter
+    from ml.architectures import build_architecture
     from ml.training import FitCallbacks, TrainConfig, fit
 
     class _Logged(FitCallbacks):

@@ -1,5 +1,5 @@
 """Exports: how closely an ONNX export reproduces the torch model, and how fast onnxruntime runs it
-compared with torch eager at batch 1, for a small MLP and a small CNN of `ml.networks`.
+compared with torch eager at batch 1, for a small MLP and a small CNN of `ml.architectures`.
 
 - `export.onnx_parity`: the largest |onnxruntime - torch| over a batch of random inputs after
   `ml.export.export_onnx` (the same check the export worker runs, rtol 1e-3 / atol 1e-5).
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from bench.harness import Context, Row, row
+from ml.architectures import build_architecture
 from ml.export import check_onnx_parity, export_onnx
-from ml.networks import build_architecture
 
 # (label, architecture, per-sample input shape)
 NETWORKS = [

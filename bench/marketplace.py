@@ -69,7 +69,7 @@ def marketplace(ctx: Context) -> list[Row]:
     from apps.datasets.services import dataset_import_mnist
     from apps.marketplace import services
     from apps.marketplace.models import Learnuplet
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
     from ml.networks import build_network
     from ml.templates import parse_template
     from ml.training import evaluate
@@ -251,7 +251,7 @@ def marketplace_push(ctx: Context) -> list[Row]:
     from apps.accounts.services import project_create
     from apps.marketplace import services
     from apps.marketplace.models import ComputeEndpoint, ComputePush
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     class Accept(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

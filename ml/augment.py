@@ -223,7 +223,7 @@ def _plan_probability(name: str, params: Mapping[str, Any]) -> bool:
     return p > 0
 
 
-def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeline:  # noqa: C901
+def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeline:
     """Read one plan pipeline; ValueError naming the step that Orchard cannot apply.
 
     Flips are applied with probability 0.5 whatever ``p`` (> 0) says; rotations, affine shifts and
@@ -236,30 +236,12 @@ def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeli
     mean = std = None
     options: dict[str, Any] = {}
     for i, step in enumerate(steps):
-        if not isinstance(step, Mapping) or not isinstance(step.get("name"), str):
-            raise ValueError(f"step {i}: must be an object with a name and params")
-        unknown = sorted(set(step) - {"name", "params"})
-        if unknown:
-            raise ValueError(f"step {i}: unknown key(s) {', '.join(unknown)}")
-        name, params = step["name"], step.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise ValueError(f"{name}: params must be an object")
-        if name not in PLAN_TRANSFORMS:
-            raise ValueError(f"{name} is not supported (supported: {', '.join(PLAN_TRANSFORMS)})")
-        if not train and name.startswith(("Random", "ColorJitter")):
-            raise ValueError(f"{name} is random; a val pipeline must be deterministic")
+        name, params = _plan_step(i, step, train=train)
         if name in ("Resize", "CenterCrop"):
             size = _plan_size(name, params)
         elif name == "RandomResizedCrop":
             size = _plan_size(name, params)
-            scale = params.get("scale", [0.08, 1.0])
-            if (
-                not isinstance(scale, list | tuple)
-                or len(scale) != 2
-                or not all(isinstance(v, int | float) and 0 < v <= 1 for v in scale)
-            ):
-                raise ValueError(f"{name}: scale must be [low, high] in (0, 1], got {scale!r}")
-            options["scale"] = min(AUGMENT_LIMITS["scale"], 1.0 - math.sqrt(min(scale)))
+            options["scale"] = _plan_crop_scale(name, params)
         elif name == "RandomHorizontalFlip":
             options["hflip"] = _plan_probability(name, params)
         elif name == "RandomVerticalFlip":
@@ -267,44 +249,89 @@ def parse_plan_pipeline(steps: Any, *, channels: int, train: bool) -> PlanPipeli
         elif name == "RandomRotation":
             options["rotate"] = _plan_number(name, params, "degrees", 0.0, 180.0)
         elif name == "RandomAffine":
-            options["rotate"] = _plan_number(name, params, "degrees", 0.0, 180.0)
-            translate = params.get("translate") or [0.0, 0.0]
-            if not isinstance(translate, list | tuple) or not all(
-                isinstance(v, int | float) and 0 <= v <= 0.5 for v in translate
-            ):
-                raise ValueError(f"{name}: translate must be [dx, dy] in 0..0.5")
-            options["shift"] = float(max(translate)) if translate else 0.0
-            zoom = params.get("scale")
-            if zoom is not None:
-                if not isinstance(zoom, list | tuple) or not all(
-                    isinstance(v, int | float) and 0.5 <= v <= 1.5 for v in zoom
-                ):
-                    raise ValueError(f"{name}: scale must be [low, high] in 0.5..1.5")
-                options["scale"] = float(max(abs(1.0 - v) for v in zoom))
+            _plan_affine(name, params, options)
         elif name == "ColorJitter":
-            unknown = sorted(set(params) - {"brightness", "contrast", "saturation", "hue"})
-            if unknown:
-                raise ValueError(f"{name}: unknown param(s) {', '.join(unknown)}")
-            options["brightness"] = _plan_number(name, params, "brightness", 0.0, 1.0)
-            options["contrast"] = _plan_number(name, params, "contrast", 0.0, 1.0)
-            # saturation / hue are accepted and not applied (Orchard's jitter is per image).
+            _plan_color_jitter(name, params, options)
         elif name == "Normalize":
-            mean, std = params.get("mean"), params.get("std")
-            for key, value in (("mean", mean), ("std", std)):
-                if (
-                    not isinstance(value, list | tuple)
-                    or len(value) not in (1, channels)
-                    or not all(
-                        isinstance(v, int | float) and not isinstance(v, bool) for v in value
-                    )
-                ):
-                    raise ValueError(
-                        f"{name}: {key} must be a list of 1 or {channels} numbers, got {value!r}"
-                    )
-            assert mean is not None and std is not None  # checked just above
-            if any(v <= 0 for v in std):
-                raise ValueError(f"{name}: std must be positive")
-            mean = tuple(float(v) for v in mean) * (channels if len(mean) == 1 else 1)
-            std = tuple(float(v) for v in std) * (channels if len(std) == 1 else 1)
+            mean, std = _plan_normalize(name, params, channels)
         # ToTensor: pixels are always scaled to 0..1 before anything else.
     return PlanPipeline(size=size, augment=AugmentConfig(**options), mean=mean, std=std)
+
+
+def _plan_step(i: int, step: Any, *, train: bool) -> tuple[str, Mapping[str, Any]]:
+    """The name and params of step ``i``: a known transform, not random in a val pipeline."""
+    if not isinstance(step, Mapping) or not isinstance(step.get("name"), str):
+        raise ValueError(f"step {i}: must be an object with a name and params")
+    unknown = sorted(set(step) - {"name", "params"})
+    if unknown:
+        raise ValueError(f"step {i}: unknown key(s) {', '.join(unknown)}")
+    name, params = step["name"], step.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{name}: params must be an object")
+    if name not in PLAN_TRANSFORMS:
+        raise ValueError(f"{name} is not supported (supported: {', '.join(PLAN_TRANSFORMS)})")
+    if not train and name.startswith(("Random", "ColorJitter")):
+        raise ValueError(f"{name} is random; a val pipeline must be deterministic")
+    return name, params
+
+
+def _plan_crop_scale(name: str, params: Mapping[str, Any]) -> float:
+    """RandomResizedCrop's area range as Orchard's zoom bound."""
+    scale = params.get("scale", [0.08, 1.0])
+    if (
+        not isinstance(scale, list | tuple)
+        or len(scale) != 2
+        or not all(isinstance(v, int | float) and 0 < v <= 1 for v in scale)
+    ):
+        raise ValueError(f"{name}: scale must be [low, high] in (0, 1], got {scale!r}")
+    return min(AUGMENT_LIMITS["scale"], 1.0 - math.sqrt(min(scale)))
+
+
+def _plan_affine(name: str, params: Mapping[str, Any], options: dict[str, Any]) -> None:
+    """RandomAffine's rotation, shift and zoom bounds, set in ``options``."""
+    options["rotate"] = _plan_number(name, params, "degrees", 0.0, 180.0)
+    translate = params.get("translate") or [0.0, 0.0]
+    if not isinstance(translate, list | tuple) or not all(
+        isinstance(v, int | float) and 0 <= v <= 0.5 for v in translate
+    ):
+        raise ValueError(f"{name}: translate must be [dx, dy] in 0..0.5")
+    options["shift"] = float(max(translate)) if translate else 0.0
+    zoom = params.get("scale")
+    if zoom is not None:
+        if not isinstance(zoom, list | tuple) or not all(
+            isinstance(v, int | float) and 0.5 <= v <= 1.5 for v in zoom
+        ):
+            raise ValueError(f"{name}: scale must be [low, high] in 0.5..1.5")
+        options["scale"] = float(max(abs(1.0 - v) for v in zoom))
+
+
+def _plan_color_jitter(name: str, params: Mapping[str, Any], options: dict[str, Any]) -> None:
+    """ColorJitter's brightness and contrast bounds, set in ``options``."""
+    unknown = sorted(set(params) - {"brightness", "contrast", "saturation", "hue"})
+    if unknown:
+        raise ValueError(f"{name}: unknown param(s) {', '.join(unknown)}")
+    options["brightness"] = _plan_number(name, params, "brightness", 0.0, 1.0)
+    options["contrast"] = _plan_number(name, params, "contrast", 0.0, 1.0)
+    # saturation / hue are accepted and not applied (Orchard's jitter is per image).
+
+
+def _plan_normalize(
+    name: str, params: Mapping[str, Any], channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalize's mean and std, one per channel (a single value is repeated)."""
+    mean, std = params.get("mean"), params.get("std")
+    for key, value in (("mean", mean), ("std", std)):
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) not in (1, channels)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            raise ValueError(
+                f"{name}: {key} must be a list of 1 or {channels} numbers, got {value!r}"
+            )
+    assert mean is not None and std is not None  # checked just above
+    if any(v <= 0 for v in std):
+        raise ValueError(f"{name}: std must be positive")
+    mean = tuple(float(v) for v in mean) * (channels if len(mean) == 1 else 1)
+    std = tuple(float(v) for v in std) * (channels if len(std) == 1 else 1)
+    return mean, std

@@ -753,7 +753,130 @@ def _check_labels(array: np.ndarray, name: str) -> None:
 
 
 @torch.no_grad()
-def propagate(  # noqa: C901, PLR0913, PLR0915
+def _check_fusion(criteria: str, reduction: str) -> None:
+    """:func:`propagate`'s fusion options: known criteria and reduction."""
+    if criteria not in CRITERIA:
+        raise LabelPropError(f"criteria must be one of {', '.join(CRITERIA)}, got {criteria!r}")
+    if reduction not in REDUCTIONS:
+        raise LabelPropError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+
+
+def _side_weights(
+    up: Tensor, a: float, b: float, trust_up: float, trust_down: float
+) -> tuple[Tensor, Tensor]:
+    """The fusion weights of a slice's up side (carried from the annotation ``b`` slices below)
+    and down side (from the one ``a`` slices above): the nearer annotation weighs more (one
+    side's weight is the distance to the other side), a side less trusted (see
+    :func:`_checked`) less."""
+    confidence_up = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_up
+    confidence_down = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_down
+    weight_up = up.new_full((1, 1, 1, 1), confidence_up * a / (a + b))
+    weight_down = up.new_full((1, 1, 1, 1), confidence_down * b / (a + b))
+    return weight_up, weight_down
+
+
+def _annotations(
+    img: np.ndarray, mask: np.ndarray, hints: np.ndarray | None, *, z_axis: int, label: int
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """:func:`propagate`'s annotations, checked, with ``z_axis`` first: the mask merged with the
+    hints (and kept to ``label`` when given), the hinted slices, and the labels present."""
+    _check_labels(mask, "mask")
+    mask = np.moveaxis(mask.astype(np.int64), z_axis, 0)
+    if hints is not None:
+        hints = np.asarray(hints)
+        if hints.shape != img.shape:
+            raise LabelPropError(
+                f"hints shape {tuple(hints.shape)} does not match img shape {tuple(img.shape)}"
+            )
+        _check_labels(hints, "hints")
+        hints = np.moveaxis(hints.astype(np.int64), z_axis, 0)
+    mask, hint_slices = merge_hints(mask, hints)
+    if label:
+        mask = np.where(mask == int(label), mask, 0)
+    values = [int(v) for v in np.unique(mask) if v != 0]
+    if not values:
+        what = f"label {label}" if label else "a label"
+        raise LabelPropError(f"no slice of the mask holds {what}: annotate at least one slice")
+    return mask, hint_slices, values
+
+
+def _annotated_slice(
+    labels: np.ndarray, values: list[int], label_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """One annotated slice's signed distance maps (one per label value) and its labels, at the
+    labels' working size (distances rescaled with the slice)."""
+    height, width = labels.shape
+    maps = np.stack([signed_distance(labels == v) for v in values])
+    t = torch.from_numpy(maps).to(device)[None]
+    labels_z = torch.from_numpy(labels).to(device)
+    if (height, width) != (label_size, label_size):
+        t = F.interpolate(t, size=(label_size, label_size), mode="bilinear", align_corners=True)
+        t = t * (label_size / max(height, width))
+        labels_z = F.interpolate(
+            labels_z[None, None].float(), size=(label_size, label_size), mode="nearest"
+        )[0, 0].long()
+    return t, labels_z
+
+
+def _annotation_maps(
+    mask: np.ndarray,
+    annotated: list[int],
+    values: list[int],
+    smoothed: Tensor,
+    *,
+    label_size: int,
+    device: torch.device,
+    intensity: bool,
+) -> tuple[dict[int, Tensor], dict[int, IntensityModel]]:
+    """The signed distance maps of every annotated slice and, with ``intensity``, the intensity
+    model of its labels (measured on rings of RING_PX pixels at 128 px, scaled)."""
+    scale = label_size / 128.0
+    sdf: dict[int, Tensor] = {}
+    models: dict[int, IntensityModel] = {}
+    for z in annotated:
+        sdf[z], labels_z = _annotated_slice(mask[z], values, label_size, device)
+        if intensity:
+            models[z] = _class_stats(
+                smoothed[z, 0], labels_z, values, max(2, round(RING_PX * scale))
+            )
+    return sdf, models
+
+
+def _z_back(volume: np.ndarray, z_axis: int) -> np.ndarray:
+    """A (z, y, x) volume with its z axis put back where the input had it."""
+    return np.ascontiguousarray(np.moveaxis(volume, 0, z_axis))
+
+
+def _label_fields(
+    net: RegistrationNet | None,
+    smoothed: Tensor,
+    *,
+    size: int,
+    shape: tuple[int, int],
+    label_size: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """The up and down registration fields of every slice at the labels' working size: the
+    network's at its own working size, resampled (zero fields without a network)."""
+    if net is None:
+        up_fields = torch.zeros(smoothed.shape[0], 2, label_size, label_size, device=device)
+        return up_fields, torch.zeros_like(up_fields)
+    net_size = working_size(size, shape)
+    net_input = smoothed
+    if net_size != label_size:
+        net_input = F.interpolate(smoothed, size=(net_size, net_size), mode="area")
+    up_fields, down_fields = _fields(net.to(device).eval(), net_input)
+    if net_size != label_size:
+        up_fields = F.interpolate(
+            up_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
+        )
+        down_fields = F.interpolate(
+            down_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
+        )
+    return up_fields, down_fields
+
+
+def propagate(  # noqa: PLR0913
     net: RegistrationNet | None,
     img: np.ndarray,
     mask: np.ndarray,
@@ -793,27 +916,8 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
         raise LabelPropError(
             f"mask shape {tuple(mask.shape)} does not match img shape {tuple(img.shape)}"
         )
-    if criteria not in CRITERIA:
-        raise LabelPropError(f"criteria must be one of {', '.join(CRITERIA)}, got {criteria!r}")
-    if reduction not in REDUCTIONS:
-        raise LabelPropError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    _check_labels(mask, "mask")
-    mask = np.moveaxis(mask.astype(np.int64), z_axis, 0)
-    if hints is not None:
-        hints = np.asarray(hints)
-        if hints.shape != img.shape:
-            raise LabelPropError(
-                f"hints shape {tuple(hints.shape)} does not match img shape {tuple(img.shape)}"
-            )
-        _check_labels(hints, "hints")
-        hints = np.moveaxis(hints.astype(np.int64), z_axis, 0)
-    mask, hint_slices = merge_hints(mask, hints)
-    if label:
-        mask = np.where(mask == int(label), mask, 0)
-    values = [int(v) for v in np.unique(mask) if v != 0]
-    if not values:
-        what = f"label {label}" if label else "a label"
-        raise LabelPropError(f"no slice of the mask holds {what}: annotate at least one slice")
+    _check_fusion(criteria, reduction)
+    mask, hint_slices, values = _annotations(img, mask, hints, z_axis=z_axis, label=label)
     depth, height, width = mask.shape
     device = torch.device(device)
     # Labels are carried at the slice's own resolution (at most MAX_SIZE); the network works at
@@ -824,40 +928,13 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
     palette = np.array([0, *values], dtype=np.uint8)
     annotated = [int(z) for z in np.flatnonzero(mask.reshape(depth, -1).any(axis=1))]
 
-    sdf: dict[int, Tensor] = {}
-    models: dict[int, IntensityModel] = {}
-    for z in annotated:
-        maps = np.stack([signed_distance(mask[z] == v) for v in values])
-        t = torch.from_numpy(maps).to(device)[None]
-        labels_z = torch.from_numpy(mask[z]).to(device)
-        if (height, width) != (label_size, label_size):
-            t = F.interpolate(t, size=(label_size, label_size), mode="bilinear", align_corners=True)
-            t = t * (label_size / max(height, width))
-            labels_z = F.interpolate(
-                labels_z[None, None].float(), size=(label_size, label_size), mode="nearest"
-            )[0, 0].long()
-        sdf[z] = t
-        if intensity:
-            models[z] = _class_stats(
-                smoothed[z, 0], labels_z, values, max(2, round(RING_PX * scale))
-            )
+    sdf, models = _annotation_maps(
+        mask, annotated, values, smoothed, label_size=label_size, device=device, intensity=intensity
+    )
 
-    if net is not None:
-        net_size = working_size(size, (height, width))
-        net_input = smoothed
-        if net_size != label_size:
-            net_input = F.interpolate(smoothed, size=(net_size, net_size), mode="area")
-        up_fields, down_fields = _fields(net.to(device).eval(), net_input)
-        if net_size != label_size:
-            up_fields = F.interpolate(
-                up_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
-            )
-            down_fields = F.interpolate(
-                down_fields, size=(label_size, label_size), mode="bilinear", align_corners=True
-            )
-    else:
-        up_fields = torch.zeros(depth, 2, label_size, label_size, device=device)
-        down_fields = torch.zeros_like(up_fields)
+    up_fields, down_fields = _label_fields(
+        net, smoothed, size=size, shape=(height, width), label_size=label_size, device=device
+    )
 
     grid = identity_grid(label_size, label_size, device)
     p_up, w_up, d_up, arrived_up = _one_way(smoothed, sdf, up_fields, range(depth), grid)
@@ -871,9 +948,7 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
     trust_up = _checked(p_up, w_up, arrived_up, sdf, smoothed, pairs)
     trust_down = _checked(p_down, w_down, arrived_down, sdf, smoothed, [(b, a) for a, b in pairs])
 
-    y_up = np.zeros((depth, height, width), dtype=np.uint8)
-    y_down = np.zeros_like(y_up)
-    y_fused = np.zeros_like(y_up)
+    y_up, y_down, y_fused = (np.zeros((depth, height, width), dtype=np.uint8) for _ in range(3))
 
     def labels_of(phi: Tensor, z: int, weights: list[tuple[float, int | None]]) -> np.ndarray:
         """Labels of slice z from signed distances; ``weights``: (weight, annotated slice) of
@@ -907,10 +982,9 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
         # The nearer annotation weighs more: weight of one side = distance to the other side;
         # a side whose fields failed the annotations' check (see _checked) weighs less.
         a, b = float(d_down[z]), float(d_up[z])
-        confidence_up = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_up.get(z, 1.0)
-        confidence_down = MIN_CONFIDENCE + (1 - MIN_CONFIDENCE) * trust_down.get(z, 1.0)
-        weight_up = up.new_full((1, 1, 1, 1), confidence_up * a / (a + b))
-        weight_down = up.new_full((1, 1, 1, 1), confidence_down * b / (a + b))
+        weight_up, weight_down = _side_weights(
+            up, a, b, trust_up.get(z, 1.0), trust_down.get(z, 1.0)
+        )
         if criteria == "ncc":
             target = smoothed[z : z + 1]
             weight_up = weight_up * _similarity_weight(w_up[z], target, reduction, ncc_window)
@@ -918,13 +992,10 @@ def propagate(  # noqa: C901, PLR0913, PLR0915
         phi = (weight_up * up + weight_down * down) / (weight_up + weight_down)
         y_fused[z] = labels_of(phi, z, [(a / (a + b), below), (b / (a + b), above)])
 
-    def back(volume: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.moveaxis(volume, 0, z_axis))
-
     return Propagation(
-        back(y_up),
-        back(y_down),
-        back(y_fused),
+        _z_back(y_up, z_axis),
+        _z_back(y_down, z_axis),
+        _z_back(y_fused, z_axis),
         annotated,
         values,
         time.perf_counter() - started,

@@ -59,10 +59,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+
+from ml.template_graph import grid_edges, parameter_count, reachable, sinks, sources
 
 __all__ = [
     "MAX_BRICKS",
@@ -201,13 +202,13 @@ class Template:
     @cached_property
     def edges(self) -> list[tuple[int, int]]:
         """All connections ``(src_index, dst_index)`` given by the grid rule (module docstring)."""
-        return _grid_edges(self.bricks, self.max_connection_distance)
+        return grid_edges(self.bricks, self.max_connection_distance)
 
     @cached_property
     def live_edges(self) -> list[tuple[int, int]]:
         """The edges on some input -> output path: the ones the torch network is built from."""
-        forward = _reachable(self.bricks, self.edges, _sources(self.bricks), reverse=False)
-        backward = _reachable(self.bricks, self.edges, _sinks(self.bricks), reverse=True)
+        forward = reachable(self.bricks, self.edges, sources(self.bricks), reverse=False)
+        backward = reachable(self.bricks, self.edges, sinks(self.bricks), reverse=True)
         return [(s, d) for s, d in self.edges if s in forward and d in backward]
 
     def brick_index(self, name: str) -> int:
@@ -219,7 +220,7 @@ class Template:
 
     def parameter_count(self) -> int:
         """Number of weights and biases of the network built from this template."""
-        return _parameter_count(self.bricks, self.live_edges)
+        return parameter_count(self.bricks, self.live_edges)
 
 
 def parse_template(text: str, *, max_parameters: int = MAX_PARAMETERS) -> Template:
@@ -530,56 +531,7 @@ def _format_setting(value: float | bool) -> str:
     return repr(value)
 
 
-# --- graph --------------------------------------------------------------------------------------
-
-
-def _grid_edges(bricks: tuple[Brick, ...], distance: int) -> list[tuple[int, int]]:
-    by_x: dict[int, list[int]] = {}
-    for index, brick in enumerate(bricks):
-        by_x.setdefault(brick.position[0], []).append(index)
-    edges = []
-    for src, brick in enumerate(bricks):
-        if brick.output is not None:
-            continue
-        _, y, z = brick.position
-        for dst in by_x.get(brick.position[0] + 1, ()):
-            target = bricks[dst]
-            if target.input is not None:
-                continue
-            if abs(target.position[1] - y) <= distance and abs(target.position[2] - z) <= distance:
-                edges.append((src, dst))
-    return edges
-
-
-def _sources(bricks: tuple[Brick, ...]) -> list[int]:
-    return [i for i, b in enumerate(bricks) if b.input is not None]
-
-
-def _sinks(bricks: tuple[Brick, ...]) -> list[int]:
-    return [i for i, b in enumerate(bricks) if b.output is not None]
-
-
-def _reachable(
-    bricks: tuple[Brick, ...], edges: list[tuple[int, int]], start: list[int], *, reverse: bool
-) -> set[int]:
-    adjacency: dict[int, list[int]] = {}
-    for src, dst in edges:
-        a, b = (dst, src) if reverse else (src, dst)
-        adjacency.setdefault(a, []).append(b)
-    seen = set(start)
-    queue = deque(start)
-    while queue:
-        for nxt in adjacency.get(queue.popleft(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                queue.append(nxt)
-    return seen
-
-
-def _parameter_count(bricks: tuple[Brick, ...], edges: list[tuple[int, int]]) -> int:
-    weights = sum(bricks[s].number_of_neurons * bricks[d].number_of_neurons for s, d in edges)
-    biases = sum(bricks[d].number_of_neurons for d in {d for _, d in edges})
-    return weights + biases
+# --- graph checks -------------------------------------------------------------------------------
 
 
 def _validate_graph(template: Template, bricks_line: int, max_parameters: int) -> None:
@@ -588,7 +540,7 @@ def _validate_graph(template: Template, bricks_line: int, max_parameters: int) -
         raise TemplateError(bricks_line, "the template has no input brick")
     if not any(b.output is not None for b in bricks):
         raise TemplateError(bricks_line, "the template has no output brick")
-    forward = _reachable(bricks, template.edges, _sources(bricks), reverse=False)
+    forward = reachable(bricks, template.edges, sources(bricks), reverse=False)
     for index, brick in enumerate(bricks):
         if brick.output is not None and index not in forward:
             raise TemplateError(

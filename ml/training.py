@@ -109,8 +109,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:  # noqa: C901
-        """Raise ValueError naming the first invalid field."""
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field (the fields in the order of the three
+        groups below)."""
+        self._validate_optimisation()
+        self._validate_schedule()
+        self._validate_runtime()
+
+    def _validate_optimisation(self) -> None:
+        """Sizes, learning rate and optimizer terms, the optimizer, scheduler and loss names."""
         positive_ints = ("epochs", "batch_size", "stop_check_every", "eval_batch_size")
         for name in positive_ints:
             value = getattr(self, name)
@@ -128,6 +135,9 @@ class TrainConfig:
             raise ValueError(f"scheduler must be None or one of {', '.join(SCHEDULERS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+
+    def _validate_schedule(self) -> None:
+        """The scheduler's, early stopping's and the loss's parameters."""
         if self.step_size is not None and (
             not isinstance(self.step_size, int) or self.step_size < 1
         ):
@@ -151,6 +161,9 @@ class TrainConfig:
             raise ValueError(
                 f"milestones must be a list of positive epochs, got {self.milestones!r}"
             )
+
+    def _validate_runtime(self) -> None:
+        """Precision (its alias normalised), seed and device."""
         self.precision = _PRECISION_ALIASES.get(str(self.precision), str(self.precision))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
@@ -291,7 +304,7 @@ class FitOptions:
     device_ids: Sequence[int] | None = None
 
 
-def fit(  # noqa: C901, PLR0915
+def fit(
     model: nn.Module,
     x_train: np.ndarray | Tensor,
     y_train: np.ndarray | Tensor,
@@ -318,19 +331,7 @@ def fit(  # noqa: C901, PLR0915
         raise ValueError(f"start_epoch must be between 0 and epochs ({config.epochs})")
     device = resolve_device(config.device)
     precision_check(config.precision, device)
-    task = "regression" if config.loss == "mse" else "classification"
-    x, y = as_tensors(x_train, y_train, device=device, task=task)
-    assert y is not None
-    if x.shape[0] == 0:
-        raise ValueError("the training set is empty")
-    val: tuple[Tensor, Tensor] | None = None
-    if x_val is not None or y_val is not None:
-        if x_val is None or y_val is None:
-            raise ValueError("x_val and y_val must be given together")
-        xv, yv = as_tensors(x_val, y_val, device=device, task=task)
-        assert yv is not None
-        val = (xv, yv)
-
+    x, y, val = _fit_tensors(x_train, y_train, x_val, y_val, loss=config.loss, device=device)
     model.to(device)
     runner = _parallel_runner(model, device, options.device_ids)
     y = _check_targets(model, x, y, config.loss)
@@ -347,15 +348,9 @@ def fit(  # noqa: C901, PLR0915
     best_epoch: int | None = None
     best_val_accuracy: float | None = None
     epochs_completed = start_epoch
-    early = options.early_stopping_state if options.early_stopping_state is not None else {}
-    early.setdefault("best_loss", None)
-    early.setdefault("bad_epochs", 0)
+    early = _early_stopping_state(options.early_stopping_state)
     early_stopped = False
-    scaler = (
-        torch.amp.GradScaler("cuda")
-        if config.precision == "16-mixed" and device.type == "cuda"
-        else None
-    )
+    scaler = _grad_scaler(config.precision, device)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         lr = learning_rate_at(config, epoch)
@@ -401,12 +396,7 @@ def fit(  # noqa: C901, PLR0915
         history.append(result)
         if config.early_stopping_patience:
             monitored = val_loss if val_loss is not None else result.loss
-            best_loss = early["best_loss"]
-            if best_loss is None or monitored < best_loss - config.early_stopping_min_delta:
-                early["best_loss"], early["bad_epochs"] = monitored, 0
-            else:
-                early["bad_epochs"] += 1
-            early_stopped = early["bad_epochs"] >= config.early_stopping_patience
+            early_stopped = _early_stopping_update(early, monitored, config)
         hooks.on_epoch_end(result)
         if hooks.wants_checkpoint(epoch + 1):
             hooks.on_checkpoint(
@@ -427,6 +417,58 @@ def fit(  # noqa: C901, PLR0915
         optimizer=optimizer,
         early_stopped=early_stopped,
     )
+
+
+def _fit_tensors(
+    x_train: np.ndarray | Tensor,
+    y_train: np.ndarray | Tensor,
+    x_val: np.ndarray | Tensor | None,
+    y_val: np.ndarray | Tensor | None,
+    *,
+    loss: str,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """:func:`fit`'s training set and optional validation set as tensors on ``device``."""
+    task = "regression" if loss == "mse" else "classification"
+    x, y = as_tensors(x_train, y_train, device=device, task=task)
+    assert y is not None
+    if x.shape[0] == 0:
+        raise ValueError("the training set is empty")
+    val: tuple[Tensor, Tensor] | None = None
+    if x_val is not None or y_val is not None:
+        if x_val is None or y_val is None:
+            raise ValueError("x_val and y_val must be given together")
+        xv, yv = as_tensors(x_val, y_val, device=device, task=task)
+        assert yv is not None
+        val = (xv, yv)
+    return x, y, val
+
+
+def _grad_scaler(precision: str, device: torch.device) -> Any:
+    """The gradient scaler of float16 mixed precision on CUDA (None otherwise)."""
+    return (
+        torch.amp.GradScaler("cuda") if precision == "16-mixed" and device.type == "cuda" else None
+    )
+
+
+def _early_stopping_state(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The early-stopping state carried across a resume (``FitOptions.early_stopping_state``,
+    completed in place), or a fresh one."""
+    early = state if state is not None else {}
+    early.setdefault("best_loss", None)
+    early.setdefault("bad_epochs", 0)
+    return early
+
+
+def _early_stopping_update(early: dict[str, Any], monitored: float, config: TrainConfig) -> bool:
+    """Count an epoch whose monitored loss did not improve by ``early_stopping_min_delta`` (the
+    state ``early`` is updated in place); whether the patience is spent."""
+    best_loss = early["best_loss"]
+    if best_loss is None or monitored < best_loss - config.early_stopping_min_delta:
+        early["best_loss"], early["bad_epochs"] = monitored, 0
+    else:
+        early["bad_epochs"] += 1
+    return early["bad_epochs"] >= config.early_stopping_patience
 
 
 def precision_check(precision: str, device: torch.device) -> None:

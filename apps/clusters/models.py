@@ -58,7 +58,7 @@ class Cluster(TenantModel):
     template = models.TextField(blank=True)
     # {"inputs": {name: size}, "outputs": {name: size}, "bricks": n, "parameters": n}
     shape = models.JSONField(default=dict, blank=True)
-    # "template" or an architecture name of `ml.networks` ("mlp", "lenet", ...).
+    # "template" or an architecture name of `ml.architectures` ("mlp", "lenet", ...).
     source = models.CharField(max_length=32, default=SOURCE_TEMPLATE)
     # Build options: seed, and for architectures input_shape / num_classes; input_scale once trained.
     config = models.JSONField(default=dict, blank=True)

@@ -43,7 +43,7 @@ def build_module(*, source: str, template: str, config: dict[str, Any]) -> nn.Mo
         from ml.templates import parse_template
 
         return build_network(parse_template(template), seed=seed)
-    from ml.networks import build_architecture
+    from ml.architectures import build_architecture
 
     return build_architecture(
         source,

@@ -201,7 +201,7 @@ def cluster_create_from_architecture(
     num_classes: int,
     seed: int | None = None,
 ) -> Cluster:
-    """Create a cluster from a named architecture of `ml.networks` (the studio's models)."""
+    """Create a cluster from a named architecture of `ml.architectures` (the studio's models)."""
     config = {
         "seed": seed if seed is not None else uuid.uuid4().int % (2**31),
         "input_shape": [int(v) for v in input_shape],
@@ -479,53 +479,6 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-# --- training writes (the rows apps.clusters.training keeps) -------------------------------------
-
-
-def cluster_config_update(*, cluster: Cluster, **values: Any) -> bool:
-    """Merge `values` into the cluster's config (what training learns about its inputs, such as
-    the `input_scale` found on its first training data). Writes only when a value changed, so a
-    run that finds the stored values writes nothing; returns whether it wrote."""
-    config = cluster.config or {}
-    if all(key in config and config[key] == value for key, value in values.items()):
-        return False
-    cluster.config = {**config, **values}
-    Cluster.objects.filter(pk=cluster.pk).update(config=cluster.config)
-    return True
-
-
-def checkpoint_store(
-    *,
-    checkpoint_id: uuid.UUID | str,
-    project_id: str,
-    owner_id: int | None,
-    name: str,
-    cluster: Cluster | None,
-    payload: bytes,
-    metadata: dict[str, Any],
-    visibility: str | None = None,
-) -> Checkpoint:
-    """Write a checkpoint's file and create or update its row under an id the caller keeps (a
-    studio run's `best`/`last`, a learnuplet's `model_end`): the same id always names the latest
-    weights. `payload` is a safetensors file (`runtime.state_bytes`); `visibility`, when given,
-    is set on creation only."""
-    path = checkpoint_path(str(project_id), str(checkpoint_id))
-    runtime.atomic_write(path, payload)
-    values = {
-        "owner_id": owner_id,
-        "name": name,
-        "cluster": cluster,
-        "file": path.name,
-        "size_bytes": len(payload),
-        "metadata": metadata,
-    }
-    created = {**values, "visibility": visibility} if visibility is not None else values
-    checkpoint, _ = Checkpoint.objects.update_or_create(
-        pk=checkpoint_id, project_id=project_id, defaults=values, create_defaults=created
-    )
-    return checkpoint
 
 
 # --- request results -----------------------------------------------------------------------------

@@ -8,17 +8,18 @@ reporting as `TrainingCallbacks` (the hooks of `ml.training.fit`, plus `on_start
 `may_store`). `cluster_train` then
 
 1. records the input scale in the cluster's config, once and before the first epoch, so every
-   checkpoint of the run carries it (`services.cluster_config_update`);
+   checkpoint of the run carries it (`cluster_config_update`);
 2. loads the cluster's current weights, builds initial ones, or takes the caller's model;
 3. loads the resume point (weights; the optimizer state and epoch go to `fit`);
 4. runs `fit`, whose checkpoints reach the caller's `on_checkpoint` (which keeps them with
-   `services.checkpoint_store`: best/last rows, resume files);
+   `checkpoint_store`: best/last rows, resume files);
 5. stores the trained weights as the cluster's next version, unless the run stopped or the caller
    says no (`may_store`: a lost task).
 
-Only this module and `apps.clusters.services` write checkpoint rows and cluster configs for
-training (`tests/test_architecture.py` holds the other apps to it). Torch is imported when a run
-starts, not with this module: handlers subclass `TrainingCallbacks` at module level.
+Only this module (its training writes, at the end) and `apps.clusters.services` write checkpoint
+rows and cluster configs for training (`tests/test_architecture.py` holds the other apps to it).
+Torch is imported when a run starts, not with this module: handlers subclass `TrainingCallbacks`
+at module level.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from apps.clusters import runtime, services
+from apps.clusters import runtime
+from apps.clusters.models import Checkpoint, Cluster
+from apps.clusters.services import checkpoint_path
 from ml.callbacks import FitCallbacks
 
 if TYPE_CHECKING:
+    import uuid
+
     import numpy as np
     from torch import Tensor, nn
 
-    from apps.clusters.models import Cluster
     from ml.training import FitResult, TrainConfig
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "TrainingJob",
     "TrainingOutcome",
     "checkpoint_payload",
+    "checkpoint_store",
+    "cluster_config_update",
     "cluster_train",
     "training_scale",
 ]
@@ -120,7 +126,7 @@ def training_scale(cluster: Cluster, x: np.ndarray) -> float:
 
 
 def checkpoint_payload(model_state: dict[str, Tensor], metadata: dict[str, Any]) -> bytes:
-    """A checkpoint file's bytes (safetensors, metadata as JSON) for `services.checkpoint_store`;
+    """A checkpoint file's bytes (safetensors, metadata as JSON) for `checkpoint_store`;
     one payload may be stored under several ids (a studio run's best and last)."""
     return runtime.state_bytes(model_state, metadata)
 
@@ -129,11 +135,11 @@ def cluster_train(
     *, cluster: Cluster, job: TrainingJob, callbacks: TrainingCallbacks
 ) -> TrainingOutcome:
     """Train the cluster's model as `job` says; see the module docstring for the steps."""
-    from ml.networks import freeze_backbone
+    from ml.architectures import freeze_backbone
     from ml.training import FitOptions, fit
 
     if job.record_input_scale is not None:
-        services.cluster_config_update(cluster=cluster, input_scale=job.record_input_scale)
+        cluster_config_update(cluster=cluster, input_scale=job.record_input_scale)
     model = job.model
     if model is None:
         load = runtime.cluster_build_model if job.initial_weights else runtime.cluster_load_model
@@ -162,3 +168,50 @@ def cluster_train(
     if job.store_weights and not result.stopped and callbacks.may_store():
         outcome.cluster_version = runtime.cluster_store_weights(cluster, model)
     return outcome
+
+
+# --- training writes: the rows a run keeps (other apps store their checkpoints through these) ----
+
+
+def cluster_config_update(*, cluster: Cluster, **values: Any) -> bool:
+    """Merge `values` into the cluster's config (what training learns about its inputs, such as
+    the `input_scale` found on its first training data). Writes only when a value changed, so a
+    run that finds the stored values writes nothing; returns whether it wrote."""
+    config = cluster.config or {}
+    if all(key in config and config[key] == value for key, value in values.items()):
+        return False
+    cluster.config = {**config, **values}
+    Cluster.objects.filter(pk=cluster.pk).update(config=cluster.config)
+    return True
+
+
+def checkpoint_store(
+    *,
+    checkpoint_id: uuid.UUID | str,
+    project_id: str,
+    owner_id: int | None,
+    name: str,
+    cluster: Cluster | None,
+    payload: bytes,
+    metadata: dict[str, Any],
+    visibility: str | None = None,
+) -> Checkpoint:
+    """Write a checkpoint's file and create or update its row under an id the caller keeps (a
+    studio run's `best`/`last`, a learnuplet's `model_end`): the same id always names the latest
+    weights. `payload` is a safetensors file (`runtime.state_bytes`); `visibility`, when given,
+    is set on creation only."""
+    path = checkpoint_path(str(project_id), str(checkpoint_id))
+    runtime.atomic_write(path, payload)
+    values = {
+        "owner_id": owner_id,
+        "name": name,
+        "cluster": cluster,
+        "file": path.name,
+        "size_bytes": len(payload),
+        "metadata": metadata,
+    }
+    created = {**values, "visibility": visibility} if visibility is not None else values
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        pk=checkpoint_id, project_id=project_id, defaults=values, create_defaults=created
+    )
+    return checkpoint

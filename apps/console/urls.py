@@ -5,7 +5,7 @@ from functools import partial, update_wrapper
 
 from django.urls import path
 
-from apps.console import views
+from apps.console import dataset_views, views
 
 _ROUTES = [
     ("token", views.console_token, "console-token"),
@@ -19,25 +19,25 @@ _ROUTES = [
     ),
     ("evaluations/<str:eval_id>/", views.evaluation_detail, "console-evaluation"),
     ("evaluations/<str:eval_id>/confusion.svg", views.evaluation_confusion, "console-confusion"),
-    ("datasets/<str:dataset_id>/", views.dataset_detail, "console-dataset"),
+    ("datasets/<str:dataset_id>/", dataset_views.dataset_detail, "console-dataset"),
     (
         "datasets/<str:dataset_id>/distribution.svg",
-        views.dataset_distribution,
+        dataset_views.dataset_distribution,
         "console-dataset-distribution",
     ),
     (
         "datasets/<str:dataset_id>/thumbs/<str:item_id>",
-        views.dataset_thumb,
+        dataset_views.dataset_thumb,
         "console-dataset-thumb",
     ),
     (
         "datasets/<str:dataset_id>/samples/<int:index>.png",
-        views.dataset_sample,
+        dataset_views.dataset_sample,
         "console-dataset-sample",
     ),
     (
         "datasets/<str:dataset_id>/volumes/<int:volume>/slices/<int:index>.png",
-        views.dataset_slice,
+        dataset_views.dataset_slice,
         "console-dataset-slice",
     ),
     ("tasks/<str:task_id>/", views.task_detail, "console-task"),

@@ -58,7 +58,7 @@ def validate_export(*, params: dict[str, Any]) -> None:
 
 def export_handler(ctx) -> dict[str, Any]:
     """The handler of the "export" task kind."""
-    from apps.tasks.services import TaskStopped
+    from apps.tasks.context import TaskStopped
 
     row = Export.objects.select_related("cluster", "checkpoint").filter(task_id=ctx.task.pk).first()
     if row is None or not services.export_mark_running(export=row):

@@ -34,7 +34,7 @@ from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
 from apps.tasks import registry
-from apps.tasks.services import TaskStopped
+from apps.tasks.context import TaskStopped
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +241,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
 def _save_model(uplet: Learnuplet, cluster, model, scale: float, perf: float) -> None:
     """Save the trained model as the Checkpoint whose id is the learnuplet's `model_end`."""
     from apps.clusters import runtime
-    from apps.clusters.services import checkpoint_store
-    from apps.clusters.training import checkpoint_payload
+    from apps.clusters.training import checkpoint_payload, checkpoint_store
 
     meta = {
         **runtime.cluster_metadata(cluster),

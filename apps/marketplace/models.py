@@ -6,7 +6,7 @@ that it exists), and rows keep an integer primary key.
 
 How the protocol's nouns map onto Orchard's:
 - an **algo** is an Orchard model: `cluster` (when the algo's uuid is the id of a cluster of the
-  project) or `architecture` (when its name is an architecture of `ml.networks`; the cluster is
+  project) or `architecture` (when its name is an architecture of `ml.architectures`; the cluster is
   created on first use). An algo with neither is *external*: only HTTP compute workers run it.
 - a **data** is an Orchard dataset: `dataset` is set when the data's uuid is the id of a dataset of
   the project. Other data are external (only HTTP compute workers can read them).
@@ -58,7 +58,7 @@ class Algo(TenantModel):
     cluster = models.ForeignKey(
         "clusters.Cluster", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    # An `ml.networks` architecture name; the cluster is built from it on first use.
+    # An `ml.architectures` architecture name; the cluster is built from it on first use.
     architecture = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:

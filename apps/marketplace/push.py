@@ -284,7 +284,7 @@ def backoff_s(attempts: int) -> float:
 
 def compute_push(ctx) -> dict[str, Any]:
     """The `compute_push` task: deliver one push, retrying with backoff (see the module)."""
-    from apps.tasks.services import TaskStopped
+    from apps.tasks.context import TaskStopped
 
     push = ComputePush.objects.get(pk=ctx.params["push_id"])
     pause = threading.Event()

@@ -101,8 +101,8 @@ def algo_create(
 ) -> tuple[Algo, int]:
     """Register an algo for a problem and create its learnuplets; returns (algo, new learnuplets).
 
-    The algo is the cluster whose id is `uuid` when the caller sees one, else the `ml.networks`
-    architecture called `name` when there is one, else an external algo.
+    The algo is the cluster whose id is `uuid` when the caller sees one, else the
+    `ml.architectures` architecture called `name` when there is one, else an external algo.
     """
     from apps.clusters.models import Cluster
 
@@ -129,7 +129,7 @@ def algo_create(
 
 
 def _architecture_named(name: str) -> str:
-    from ml.networks import architecture_names
+    from ml.architectures import architecture_names
 
     return name if name in architecture_names() else ""
 

@@ -9,11 +9,11 @@ message (the row's `sent_at`); older messages without one are accepted.
 
 import dramatiq
 
-from apps.tasks import services
+from apps.tasks import runner
 
 DEFAULT_TIME_LIMIT_MS = 6 * 3600 * 1000
 
 
 @dramatiq.actor(queue_name="cpu", max_retries=0, time_limit=DEFAULT_TIME_LIMIT_MS)
 def run_task(task_id: str, token: str | None = None) -> None:
-    services.task_run(task_id, token=token)
+    runner.task_run(task_id, token=token)

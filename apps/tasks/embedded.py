@@ -3,7 +3,7 @@ job engine.
 
 Its broker lives in memory, so a restart forgets every message: when the worker starts, a sweeper
 thread at once re-queues the active tasks whose heartbeat is stale and re-sends every queued task,
-then runs the task sweeper every TASK_SWEEP_INTERVAL_S (`apps.tasks.services.task_sweep`). torch
+then runs the task sweeper every TASK_SWEEP_INTERVAL_S (`apps.tasks.runner.task_sweep`). torch
 uses one thread here (TORCH_THREADS when set) so that the web server stays responsive.
 """
 
@@ -51,7 +51,7 @@ def _sweep_loop() -> None:
     """Recover at once (the broker forgot its messages), then sweep on an interval."""
     from django.db import close_old_connections, connection
 
-    from apps.tasks import services
+    from apps.tasks import runner, services
 
     recovered = False
     try:
@@ -59,9 +59,9 @@ def _sweep_loop() -> None:
             close_old_connections()
             try:
                 if recovered:
-                    services.task_sweep()
+                    runner.task_sweep()
                 else:
-                    services.task_sweep(resend_after_s=0)
+                    runner.task_sweep(resend_after_s=0)
                     recovered = True
             except Exception:
                 logger.warning("task sweeper failed", exc_info=True)

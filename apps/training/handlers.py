@@ -5,17 +5,13 @@ the clusters' training service (`apps.clusters.training`) and, after every epoch
 published to the task's channel-layer group), writes the run's `last` checkpoint (and `best` when
 the chosen metric improved) and its resume state (weights, optimizer, epoch). A stopped or failed
 run resumes from that state. Events: `status` (running / stopped), `epoch_end`, `complete`, `error`;
-their data carries `run_id`, and the published message `type` and `seq`.
+their data carries `run_id`, and the published message `type` and `seq`. What a run records is
+written by `apps.training.reporting`; `studio_evaluate` lives in `apps.training.evaluate`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import queue
-import threading
-import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -23,188 +19,21 @@ import numpy as np
 from apps.clusters.training import TrainingCallbacks
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.tasks import registry
-from apps.training.models import Evaluation, Run, RunStatus
-
-logger = logging.getLogger(__name__)
-
-RESUME_FILE = "resume.safetensors"
-EVAL_CHUNK = 8192
-
-
-def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
-    """A short DB write, retried on transient SQLite lock errors."""
-    from django.db import OperationalError
-
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(delay_s * (attempt + 1))
-    return None
-
+from apps.training.evaluate import studio_evaluate
+from apps.training.models import Run, RunStatus
+from apps.training.reporting import (
+    RunReporter,
+    _retrying,
+    epoch_metrics,
+    read_resume,
+    write_checkpoint,
+    write_resume,
+)
 
 # --- reporting -----------------------------------------------------------------------------------
 
 
-class RunReporter:
-    """Progress and metric events of one run, off the training thread.
-
-    The training loop only puts items on a queue: `should_stop()` (polled every few batches)
-    reads memory and queues a progress update at most every TASK_EVENT_INTERVAL_S; `record()`
-    queues an event (stored as a TaskEvent and published to the task's group). One thread per
-    run stores and publishes them in order; `close()` flushes the queue, so a run's last event is
-    stored before the engine marks the task ended.
-    """
-
-    def __init__(self, ctx, *, run_id: str, epochs: int, batches: int, stop_every: int) -> None:
-        from apps.tasks.services import setting
-
-        self.ctx = ctx
-        self.run_id = run_id
-        self.epochs = epochs
-        self.polls_per_epoch = max(1, batches // max(1, stop_every))
-        self.epoch = 0
-        self.polls = 0
-        self._interval = setting("TASK_EVENT_INTERVAL_S")
-        self._last_progress = 0.0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._pump, name=f"events-{run_id}", daemon=True)
-        self._thread.start()
-
-    def record(self, kind: str, data: dict[str, Any]) -> None:
-        self._queue.put(("record", kind, data))
-
-    def progress(self, fraction: float, **info: Any) -> None:
-        self._queue.put(("progress", fraction, info))
-
-    def start(self, start_epoch: int, **info: Any) -> None:
-        self.epoch = start_epoch
-        self.record(
-            "status", {"status": "running", "run_id": self.run_id, "epoch": start_epoch, **info}
-        )
-
-    def should_stop(self) -> bool:
-        self.polls += 1
-        now = time.monotonic()
-        if now - self._last_progress >= self._interval:
-            self._last_progress = now
-            within = min(0.99, self.polls / self.polls_per_epoch)
-            self.progress((self.epoch + within) / self.epochs, epoch=self.epoch + 1)
-        return self.ctx.should_stop()
-
-    def on_epoch_end(self, result, **extra: Any) -> None:
-        """Record the plan's `epoch_end` event: {epoch, max_epochs, metrics}."""
-        self.epoch, self.polls = result.epoch, 0
-        self.progress(result.epoch / self.epochs, epoch=result.epoch, loss=result.loss)
-        self.record(
-            "epoch_end",
-            {
-                "epoch": result.epoch,
-                "max_epochs": self.epochs,
-                "metrics": epoch_metrics(result),
-                "run_id": self.run_id,
-                **extra,
-            },
-        )
-
-    def close(self) -> None:
-        """Store and publish everything queued, then stop the thread."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout=60)
-
-    def _pump(self) -> None:
-        from django.db import connection
-
-        try:
-            while (item := self._queue.get()) is not None:
-                try:
-                    if item[0] == "record":
-                        self.ctx.record(item[1], item[2])
-                    else:
-                        self.ctx.progress(item[1], **item[2])
-                except Exception:  # an event lost must not fail the run
-                    logger.warning(
-                        "run %s: could not record %s", self.run_id, item[1], exc_info=True
-                    )
-        finally:
-            connection.close()
-
-
-def epoch_metrics(result) -> dict[str, Any]:
-    """One epoch's metrics under the plan's names (plan/06-experiment-tracking/01)."""
-    metrics = {
-        "train_loss": result.loss,
-        "train_accuracy": result.accuracy,
-        "val_loss": result.val_loss,
-        "val_accuracy": result.val_accuracy,
-        "val_f1": result.val_f1,
-        "val_precision": result.val_precision,
-        "val_recall": result.val_recall,
-        "lr": result.learning_rate,
-        "duration_s": result.seconds,
-    }
-    return {k: v for k, v in metrics.items() if v is not None}
-
-
 # --- checkpoints and resume state ----------------------------------------------------------------
-
-
-def _resume_path(run: Run):
-    from apps.training.services import run_dir
-
-    return run_dir(run) / RESUME_FILE
-
-
-def write_resume(run: Run, model_state: dict, optim_state: dict, meta: dict[str, Any]) -> None:
-    """Weights, optimizer state and the epoch to go on from, in one file replaced atomically."""
-    from apps.clusters.runtime import write_state
-    from ml.checkpoints import pack_training_state
-
-    payload, packed = pack_training_state(model_state, optim_state)
-    write_state(_resume_path(run), payload, {**meta, **packed})
-
-
-def read_resume(run: Run) -> tuple[dict, dict, dict[str, Any]] | None:
-    """(model state, optimizer state, metadata) saved by `write_resume`, or None."""
-    from apps.clusters.runtime import read_state
-
-    path = _resume_path(run)
-    if not path.exists():
-        return None
-    from ml.checkpoints import unpack_training_state
-
-    state, meta = read_state(path)
-    model_state, optim = unpack_training_state(state, meta)
-    return model_state, optim, meta
-
-
-def write_checkpoint(
-    run: Run, cluster, which: str, payload: bytes, metadata: dict[str, Any]
-) -> str:
-    """Write the run's `best` or `last` checkpoint (an apps.clusters Checkpoint whose id stays the
-    same for the whole run); returns its id."""
-    from apps.clusters.selectors import checkpoint_exists
-    from apps.clusters.services import checkpoint_store
-
-    current = run.best_checkpoint_id if which == "best" else run.last_checkpoint_id
-    exists = bool(current) and checkpoint_exists(project_id=run.project_id, checkpoint_id=current)
-    checkpoint_id = current if exists else uuid.uuid4()
-    _retrying(
-        lambda: checkpoint_store(
-            checkpoint_id=checkpoint_id,
-            project_id=run.project_id,
-            owner_id=run.owner_id,
-            visibility=run.visibility,
-            name=f"{run.pk}-{which}",
-            cluster=cluster,
-            payload=payload,
-            metadata={**metadata, "which": which},
-        )
-    )
-    return str(checkpoint_id)
 
 
 # --- studio_train --------------------------------------------------------------------------------
@@ -265,7 +94,7 @@ def _device_ids(config: dict[str, Any], device: str) -> list[int] | None:
 
 def studio_train(ctx) -> dict[str, Any]:
     """The handler of a run; records `error` before failing so SSE clients learn why."""
-    from apps.tasks.services import TaskStopped
+    from apps.tasks.context import TaskStopped
 
     run = Run.objects.select_related("cluster").get(task_id=ctx.task.pk)
     config = run.config or {}
@@ -375,7 +204,7 @@ class RunCallbacks(TrainingCallbacks):
 
 
 def _train_config(ctx, config: dict[str, Any]):
-    from apps.training.services import train_options
+    from apps.training.validation import train_options
     from ml.training import TrainConfig
 
     return TrainConfig(
@@ -487,126 +316,6 @@ def _record_stop(ctx, run: Run, reporter: RunReporter, epochs_completed: int) ->
 
 
 # --- studio_evaluate -----------------------------------------------------------------------------
-
-
-def _save_npy(path, array) -> None:
-    """One NumPy array (no pickle), written atomically."""
-    import io
-
-    from apps.clusters.runtime import atomic_write
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    atomic_write(path, buffer.getvalue())
-
-
-def studio_evaluate(ctx) -> dict[str, Any]:
-    """Measure a run's checkpoint on a dataset subset; per-item arrays go to .npy files."""
-    import torch
-
-    from apps.clusters.runtime import build_module, read_state
-    from apps.clusters.services import checkpoint_path
-    from apps.training import data
-    from apps.training.services import evaluation_dir
-    from ml.inference import predict_logits
-    from ml.metrics import classification_report
-
-    evaluation = Evaluation.objects.select_related("checkpoint", "dataset", "split").get(
-        task_id=ctx.task.pk
-    )
-    checkpoint = evaluation.checkpoint
-    if checkpoint is None:
-        raise ValidationFailed.for_field("checkpoint", "the checkpoint was deleted.")
-    dataset = evaluation.dataset
-    if dataset is None:
-        raise ValidationFailed.for_field("dataset_id", "the dataset was deleted.")
-    if evaluation.split_index is not None and evaluation.split is None:
-        raise ValidationFailed.for_field("split_index", "the split was deleted.")
-    path = checkpoint_path(str(checkpoint.project_id), str(checkpoint.pk))
-    if not path.exists():
-        raise ValidationFailed.for_field("checkpoint", "the checkpoint's file is missing.")
-    state, meta = read_state(path)
-    model = build_module(
-        source=meta["source"], template=meta.get("template", ""), config=meta["config"]
-    )
-    model.load_state_dict(state)
-    input_size = list(meta.get("input_size") or data.default_input_size(dataset))
-    scale = float(meta.get("input_scale") or 1.0)
-    class_names = list(meta.get("class_names") or dataset.class_names)
-    num_classes = len(class_names)
-
-    indices = data.subset_indices(dataset, evaluation.split, evaluation.split_subset)
-    subset = data.load_subset(dataset, input_size=input_size, indices=indices, scale=scale)
-    normalize = meta.get("normalize") or {}
-    data.normalize(subset.x, normalize.get("mean"), normalize.get("std"))
-    _retrying(
-        lambda: Evaluation.objects.filter(pk=evaluation.pk).update(num_samples=len(indices))
-    )  # the total of the plan's progress {processed, total}
-    ctx.record("status", {"status": "running", "num_samples": len(indices)})
-    chunks = []
-    n = len(subset.x)
-    for start in range(0, n, EVAL_CHUNK):
-        ctx.check()
-        chunks.append(
-            predict_logits(
-                model,
-                subset.x[start : start + EVAL_CHUNK],
-                batch_size=evaluation.batch_size,
-                device="cpu" if ctx.device == "cpu" else ctx.device.replace("gpu", "cuda"),
-            )
-        )
-        ctx.progress(min(1.0, (start + EVAL_CHUNK) / max(1, n)))
-    logits = torch.cat(chunks) if chunks else torch.zeros((0, num_classes))
-    probs = torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
-    true = subset.y
-    pred = probs.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
-    confidence = probs.max(axis=1) if n else np.zeros(0, np.float32)
-    error = (1.0 - probs[np.arange(n), true]).astype(np.float32) if n else np.zeros(0, np.float32)
-    loss = float(-np.log(np.clip(probs[np.arange(n), true], 1e-12, 1.0)).mean()) if n else 0.0
-    report = plan_results(classification_report(pred, true, num_classes, class_names))
-    report.update(
-        loss=loss,
-        checkpoint=evaluation.checkpoint_name,
-        checkpoint_id=str(checkpoint.pk),
-        checkpoint_epoch=meta.get("epoch"),
-        split_subset=evaluation.split_subset,
-    )
-    directory = evaluation_dir(evaluation)
-    _save_npy(directory / "indices.npy", indices.astype(np.int64))
-    _save_npy(directory / "names.npy", data.item_names(dataset, indices))
-    _save_npy(directory / "true.npy", true.astype(np.int64))
-    _save_npy(directory / "pred.npy", pred)
-    _save_npy(directory / "confidence.npy", confidence.astype(np.float32))
-    _save_npy(directory / "error.npy", error)
-    _save_npy(directory / "probs.npy", probs)
-    _retrying(
-        lambda: Evaluation.objects.filter(pk=evaluation.pk).update(num_samples=n, results=report)
-    )
-    ctx.record("complete", {"status": "completed", "accuracy": report["accuracy"]})
-    return {"evaluation_id": evaluation.pk, "accuracy": report["accuracy"], "num_samples": n}
-
-
-def plan_results(report: dict[str, Any]) -> dict[str, Any]:
-    """The plan's aggregate classification metrics (plan/07-evaluation/02): accuracy, the macro
-    averages, the confusion matrix and `per_class` keyed by class name; Orchard's extras
-    (`classes` in order, `macro_avg`, `weighted_avg`, `num_samples`) follow."""
-    per_class = report["per_class"]
-    macro = report["macro_avg"]
-    return {
-        "accuracy": report["accuracy"],
-        "f1_macro": macro["f1"],
-        "precision_macro": macro["precision"],
-        "recall_macro": macro["recall"],
-        "confusion_matrix": report["confusion_matrix"],
-        "per_class": {
-            c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")}
-            for c in per_class
-        },
-        "classes": [c["name"] for c in per_class],
-        "num_samples": report["num_samples"],
-        "macro_avg": macro,
-        "weighted_avg": report["weighted_avg"],
-    }
 
 
 def register_kinds() -> None:

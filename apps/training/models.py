@@ -59,7 +59,7 @@ class Experiment(TenantModel):
     val_dataset = models.ForeignKey(
         "datasets.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    # A name of `ml.networks.ARCHITECTURES`, or "template" for the Hanami template text below.
+    # A name of `ml.architectures.ARCHITECTURES`, or "template" for the Hanami template text below.
     architecture = models.CharField(max_length=32, default="cnn_small")
     template = models.TextField(blank=True, default="")
     input_size = models.JSONField(default=list, blank=True)

@@ -24,6 +24,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -103,117 +104,184 @@ def _read(task_id: str, after: int) -> tuple[dict[str, Any] | None, list[tuple[i
         after = chunk[-1][0]
 
 
-async def run_event_stream(  # noqa: C901, PLR0915
-    *, run_id: str, task_id: str | None, last_event_id: int = 0, poll_s: float | None = None
-) -> AsyncIterator[bytes]:
-    """The SSE byte stream of one run (see the module docstring)."""
-    if poll_s is None:
-        poll_s = number_setting("TRAINING_SSE_POLL_S")
-    yield f"retry: {SSE_RETRY_MS}\n\n".encode()
-    if task_id is None:
-        yield _final(run_id, "failed", "The run's task was deleted.")
-        return
+TASK_DELETED = "The run's task was deleted."
+
+
+def _poll_interval() -> float:
+    """`TRAINING_SSE_POLL_S` (declared with its default in config/settings/base.py)."""
+    return number_setting("TRAINING_SSE_POLL_S")
+
+
+@asynccontextmanager
+async def _subscription(task_id: str) -> AsyncIterator[tuple[Any, str | None]]:
+    """The channel layer and a channel in the task's group for the stream's life (both None
+    without a layer). Subscribed before the replay reads the database, so no event falls between
+    the replay and the live relay."""
     layer = get_channel_layer()
-    channel = None
+    if layer is None:
+        yield None, None
+        return
     group = group_name("task", task_id)
-    if layer is not None:
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-    read = database_sync_to_async(_read)
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
     try:
-        task, events = await read(task_id, last_event_id)
+        yield layer, channel
+    finally:
+        await layer.group_discard(group, channel)
+
+
+async def _receive(layer: Any, channel: str | None, poll_s: float) -> dict[str, Any] | None:
+    """The next live event of the group, or None after `poll_s` seconds without one (always None
+    without a channel layer: the stream then only polls)."""
+    if channel is None:
+        await asyncio.sleep(poll_s)
+        return None
+    try:
+        message = await asyncio.wait_for(layer.receive(channel), poll_s)
+    except TimeoutError:
+        return None
+    event = (message or {}).get("event") if message else None
+    return event if isinstance(event, dict) else None
+
+
+class _RunStream:
+    """What one stream has sent: the last stored event (`last`), whether that was the run's
+    terminal event (`ended`), whether the stream is over (`done`) and when it last sent something
+    (`sent_at`, for the keep-alive). Each step returns the messages to send, in order."""
+
+    def __init__(self, run_id: str, task_id: str) -> None:
+        self.run_id, self.task_id = run_id, task_id
+        self.read = database_sync_to_async(_read)
+        self.last, self.ended, self.done = 0, False, False
+        self.sent_at = time.monotonic()
+
+    def _send_stored(self, events: list[tuple[int, str, dict]]) -> list[bytes]:
+        out = []
+        for seq, kind, data in events:
+            out.append(_stored(self.run_id, seq, kind, data))
+            self.last, self.ended = seq, is_terminal(kind, data)
+        return out
+
+    def _finish(self, status: str, error: str) -> list[bytes]:
+        """End the stream, with the run's terminal event unless one was sent already."""
+        self.done = True
+        return [] if self.ended else [_final(self.run_id, status, error)]
+
+    async def replay(self, last_event_id: int) -> list[bytes]:
+        """The current status (on a fresh connection) and the stored events after
+        `last_event_id`; the stream is done here if the run already ended."""
+        task, events = await self.read(self.task_id, last_event_id)
         if task is None:
-            yield _final(run_id, "failed", "The run's task was deleted.")
-            return
+            self.done = True
+            return [_final(self.run_id, "failed", TASK_DELETED)]
         status = TASK_STATE_TO_STATUS.get(task["state"], "failed")
+        out = []
         if not last_event_id:
-            yield sse_message(
-                "status",
-                {
-                    "type": "status",
-                    "run_id": run_id,
-                    "status": status,
-                    "progress": task["progress"],
-                },
+            out.append(
+                sse_message(
+                    "status",
+                    {
+                        "type": "status",
+                        "run_id": self.run_id,
+                        "status": status,
+                        "progress": task["progress"],
+                    },
+                )
             )
         # An id from the future (a client's bug) would hide the coming events: clamp it.
-        last, ended = min(last_event_id, task["last_seq"]), False
-        for seq, kind, data in events:
-            yield _stored(run_id, seq, kind, data)
-            last, ended = seq, is_terminal(kind, data)
+        self.last = min(last_event_id, task["last_seq"])
+        out += self._send_stored(events)
         if status in TERMINAL_RUN_STATUSES:
-            if not ended:
-                yield _final(run_id, status, task["error"])
-            return
+            out += self._finish(status, task["error"])
+        return out
 
-        yield b": live\n\n"  # replay done; what follows is relayed as it happens
-        sent_at = time.monotonic()
-        while True:
-            message = None
-            if channel is not None:
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), poll_s)
-                except TimeoutError:
-                    message = None
-            else:
-                await asyncio.sleep(poll_s)
-            event = (message or {}).get("event") if message else None
-            if not isinstance(event, dict):
-                # Nothing live: look at the database (a channel-layer message may have been lost).
-                task, events = await read(task_id, last)
-                for seq, kind, data in events:
-                    yield _stored(run_id, seq, kind, data)
-                    last, ended = seq, is_terminal(kind, data)
-                    sent_at = time.monotonic()
-                status = TASK_STATE_TO_STATUS.get((task or {}).get("state"), "failed")
-                if ended or status in TERMINAL_RUN_STATUSES:
-                    if not ended:
-                        yield _final(run_id, status, (task or {}).get("error", ""))
-                    return
-                if time.monotonic() - sent_at >= SSE_KEEPALIVE_S:
-                    yield b": keep-alive\n\n"
-                    sent_at = time.monotonic()
-                continue
+    async def poll(self) -> list[bytes]:
+        """Nothing live: look at the database (a channel-layer message may have been lost), and
+        keep an idle stream alive."""
+        task, events = await self.read(self.task_id, self.last)
+        out = self._send_stored(events)
+        if out:
+            self.sent_at = time.monotonic()
+        status = TASK_STATE_TO_STATUS.get((task or {}).get("state"), "failed")
+        if self.ended or status in TERMINAL_RUN_STATUSES:
+            return out + self._finish(status, (task or {}).get("error", ""))
+        if time.monotonic() - self.sent_at >= SSE_KEEPALIVE_S:
+            out.append(b": keep-alive\n\n")
+            self.sent_at = time.monotonic()
+        return out
 
-            kind, seq = event.get("type"), event.get("seq")
-            if kind == "state":  # the job engine's state change (not stored)
-                status = TASK_STATE_TO_STATUS.get(event.get("state"), "failed")
-                if status in TERMINAL_RUN_STATUSES:
-                    task, events = await read(task_id, last)
-                    for seq, kind, data in events:
-                        yield _stored(run_id, seq, kind, data)
-                        last, ended = seq, is_terminal(kind, data)
-                    if not ended:
-                        yield _final(run_id, status, event.get("error") or "")
-                    return
-                if status == "pending":
-                    yield sse_message(
-                        "status", {"type": "status", "run_id": run_id, "status": status}
-                    )
-                    sent_at = time.monotonic()
-                continue
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                if seq <= last:
-                    continue  # already replayed
-                if seq > last + 1:  # a message was lost or overtaken: fill the gap from the DB
-                    _task, missing = await read(task_id, last)
-                    for mseq, mkind, mdata in missing:
-                        if mseq >= seq:
-                            break
-                        yield _stored(run_id, mseq, mkind, mdata)
-                        last = mseq
-                data = {k: v for k, v in event.items() if k not in ("type", "seq", "task_id")}
-                yield _stored(run_id, seq, kind, data)
-                last, sent_at = seq, time.monotonic()
-                if is_terminal(kind, data):
-                    return
-                continue
-            if kind == "progress":
-                info = {k: event[k] for k in ("progress", "epoch", "loss") if k in event}
-                yield sse_message(
-                    "status", {"type": "status", "run_id": run_id, "status": "running", **info}
+    async def on_event(self, event: dict[str, Any]) -> list[bytes]:
+        """Relay one live event of the task's group."""
+        kind, seq = event.get("type"), event.get("seq")
+        if kind == "state":  # the job engine's state change (not stored)
+            return await self._on_state(event)
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            return await self._on_stored(event, kind, seq)
+        if kind == "progress":
+            info = {k: event[k] for k in ("progress", "epoch", "loss") if k in event}
+            self.sent_at = time.monotonic()
+            return [
+                sse_message(
+                    "status",
+                    {"type": "status", "run_id": self.run_id, "status": "running", **info},
                 )
-                sent_at = time.monotonic()
-    finally:
-        if channel is not None:
-            await layer.group_discard(group, channel)
+            ]
+        return []
+
+    async def _on_state(self, event: dict[str, Any]) -> list[bytes]:
+        """A terminal state ends the stream after the events stored before it; `pending` (a
+        requeued run) is relayed as a status."""
+        status = TASK_STATE_TO_STATUS.get(event.get("state"), "failed")
+        if status in TERMINAL_RUN_STATUSES:
+            _task, events = await self.read(self.task_id, self.last)
+            return self._send_stored(events) + self._finish(status, event.get("error") or "")
+        if status == "pending":
+            self.sent_at = time.monotonic()
+            return [
+                sse_message("status", {"type": "status", "run_id": self.run_id, "status": status})
+            ]
+        return []
+
+    async def _on_stored(self, event: dict[str, Any], kind: Any, seq: int) -> list[bytes]:
+        """A stored event: skipped if already replayed, after the events a lost or overtaken
+        message left out (filled from the database)."""
+        if seq <= self.last:
+            return []
+        out = []
+        if seq > self.last + 1:
+            _task, missing = await self.read(self.task_id, self.last)
+            for mseq, mkind, mdata in missing:
+                if mseq >= seq:
+                    break
+                out.append(_stored(self.run_id, mseq, mkind, mdata))
+                self.last = mseq
+        data = {k: v for k, v in event.items() if k not in ("type", "seq", "task_id")}
+        out.append(_stored(self.run_id, seq, kind, data))
+        self.last, self.sent_at = seq, time.monotonic()
+        self.done = is_terminal(kind, data)
+        return out
+
+
+async def run_event_stream(
+    *, run_id: str, task_id: str | None, last_event_id: int = 0, poll_s: float | None = None
+) -> AsyncIterator[bytes]:
+    """The SSE byte stream of one run (see the module docstring): the replay, then live events
+    (or database polls while none come) until the run ends."""
+    if poll_s is None:
+        poll_s = _poll_interval()
+    yield f"retry: {SSE_RETRY_MS}\n\n".encode()
+    if task_id is None:
+        yield _final(run_id, "failed", TASK_DELETED)
+        return
+    stream = _RunStream(run_id, task_id)
+    async with _subscription(task_id) as (layer, channel):
+        for message in await stream.replay(last_event_id):
+            yield message
+        if stream.done:
+            return
+        yield b": live\n\n"  # replay done; what follows is relayed as it happens
+        stream.sent_at = time.monotonic()
+        while not stream.done:
+            event = await _receive(layer, channel, poll_s)
+            for message in await (stream.poll() if event is None else stream.on_event(event)):
+                yield message

@@ -14,12 +14,14 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.clusters import runtime
 from apps.clusters.models import Checkpoint, Cluster
-from apps.clusters.services import checkpoint_path, checkpoint_store, cluster_config_update
+from apps.clusters.services import checkpoint_path
 from apps.clusters.training import (
     ResumePoint,
     TrainingCallbacks,
     TrainingJob,
     checkpoint_payload,
+    checkpoint_store,
+    cluster_config_update,
     cluster_train,
     training_scale,
 )

@@ -330,7 +330,7 @@ def test_deleting_a_queued_export_aborts_its_task(world, stub_broker):
     assert client.delete(export_url(world.project, export["id"])).status_code == 200
     task = Task.objects.get(pk=export["task_id"])
     assert task.state == "aborted"
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     task_run(str(task.pk))  # the message still arrives: nothing happens
     assert Task.objects.get(pk=task.pk).state == "aborted"
@@ -350,7 +350,7 @@ def test_an_export_whose_model_was_deleted_before_it_ran(world, stub_broker):
 
 def test_an_export_whose_checkpoint_was_deleted_before_it_ran(world, stub_broker):
     from apps.clusters.services import checkpoint_save
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     client = client_for(world.member)
     cluster = make_cluster(world.project, world.member)

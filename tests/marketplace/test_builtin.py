@@ -15,7 +15,7 @@ from apps.datasets.selectors import dataset_arrays
 from apps.datasets.services import dataset_import_mnist
 from apps.marketplace.models import Algo, Learnuplet, Preduplet, UpletStatus
 from apps.tasks.models import Task
-from apps.tasks.services import task_run
+from apps.tasks.runner import task_run
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
 from tests.marketplace.conftest import ZERO_UUID

@@ -14,7 +14,7 @@ import pytest
 
 from apps.marketplace.models import ComputePush, PushState
 from apps.tasks.models import Task
-from apps.tasks.services import task_sweep
+from apps.tasks.runner import task_sweep
 from tests.conftest import client_for
 from tests.marketplace.conftest import ZERO_UUID, new_uuid
 from tests.tasks.conftest import wait_for

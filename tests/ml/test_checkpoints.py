@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from ml.architectures import build_architecture
 from ml.checkpoints import (
     CheckpointError,
     CheckpointMismatch,
@@ -16,7 +17,7 @@ from ml.checkpoints import (
     state_from_bytes,
     state_to_bytes,
 )
-from ml.networks import build_architecture, build_network
+from ml.networks import build_network
 from ml.templates import parse_template
 from tests.ml.samples import DIGITS_TEMPLATE
 

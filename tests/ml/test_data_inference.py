@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from ml.architectures import build_architecture
 from ml.data import as_tensors, fits_on_device, input_scale, labels_to_indices
 from ml.inference import predict_classes, predict_logits, predict_proba
-from ml.networks import build_architecture
 
 
 def test_as_tensors_types_and_one_hot() -> None:

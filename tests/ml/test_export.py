@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from ml.architectures import build_architecture
 from ml.checkpoints import state_from_bytes
 from ml.export import (
     check_onnx_parity,
@@ -18,7 +19,7 @@ from ml.export import (
     export_safetensors,
     export_torchscript,
 )
-from ml.networks import build_architecture, build_network
+from ml.networks import build_network
 from ml.templates import parse_template
 from tests.ml.samples import DIGITS_TEMPLATE, MULTI_TEMPLATE
 

@@ -6,14 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from ml.networks import (
+from ml.architectures import (
     ARCHITECTURES,
     ArchitectureError,
-    TemplateNetwork,
     architecture_names,
     build_architecture,
-    build_network,
 )
+from ml.networks import TemplateNetwork, build_network
 from ml.templates import parse_template
 from tests.ml.samples import MULTI_TEMPLATE, SEED_TEMPLATE
 

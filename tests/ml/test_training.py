@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ml.architectures import build_architecture
 from ml.inference import predict_classes
 from ml.metrics import accuracy
-from ml.networks import build_architecture, build_network
+from ml.networks import build_network
 from ml.templates import parse_template
 from ml.training import (
     EpochResult,

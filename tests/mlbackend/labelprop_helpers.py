@@ -203,7 +203,7 @@ class Napari:
 def run_session_task(token: str):
     """Run the session's task here, synchronously (what a worker would do)."""
     from apps.mlbackend.models import LabelpropSession
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     session = LabelpropSession.objects.get(pk=token)
     assert session.task_id is not None, session.error

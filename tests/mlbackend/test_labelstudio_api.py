@@ -174,7 +174,7 @@ def test_list_costs_the_same_queries_whatever_the_page_size(world):
 
 
 def test_annotations_versions_and_training_from_the_api(world, settings):
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     settings.TASK_HEARTBEAT_INTERVAL_S = 3600
     backend = make_backend(

@@ -5,11 +5,11 @@ annotations from Label Studio's API, so it does not depend on webhooks having ar
 
 import pytest
 
-from apps.mlbackend.labelstudio import runtime, services
+from apps.mlbackend.labelstudio import auth, runtime
 from apps.mlbackend.labelstudio.connect import clear_check_cache
 from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend
 from apps.tasks.models import Task
-from apps.tasks.services import task_run
+from apps.tasks.runner import task_run
 from tests.conftest import client_for
 from tests.mlbackend.labelstudio_helpers import (
     LS_TOKEN,
@@ -106,11 +106,11 @@ def test_credentials_are_checked_by_a_keyed_hash_not_a_password_hasher(world, mo
     def no_hasher(*args, **kwargs):
         raise AssertionError("a password hasher ran for backend credentials")
 
-    monkeypatch.setattr(services, "check_password", no_hasher)
+    monkeypatch.setattr(auth, "check_password", no_hasher)
     ls = LabelStudioClient(backend.pk, CREDENTIALS)
     assert ls.get("health").status_code == 200  # the first request with these credentials
     header = ls.headers["HTTP_AUTHORIZATION"]
-    services.backend_authenticate(backend=fresh, authorization=header, client="127.0.0.1")
+    auth.backend_authenticate(backend=fresh, authorization=header, client="127.0.0.1")
     wrong = LabelStudioClient(backend.pk, (CREDENTIALS[0], "not-the-password"))
     assert wrong.get("health").status_code == 401
 

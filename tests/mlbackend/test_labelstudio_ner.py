@@ -8,7 +8,7 @@ from apps.mlbackend.labelstudio import runtime
 from apps.mlbackend.labelstudio.connect import clear_check_cache
 from apps.mlbackend.labelstudio.services import backend_create
 from apps.tasks.models import Task
-from apps.tasks.services import task_run
+from apps.tasks.runner import task_run
 from ml.ner import spans_from_tokens, token_classes, tokenize
 from tests.clusters.helpers import make_cluster, template
 from tests.mlbackend.labelstudio_helpers import (

@@ -8,7 +8,7 @@ from apps.mlbackend.labelstudio import runtime
 from apps.mlbackend.labelstudio.connect import clear_check_cache
 from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
 from apps.tasks.models import Task
-from apps.tasks.services import task_run
+from apps.tasks.runner import task_run
 from tests.conftest import client_for
 from tests.mlbackend.labelstudio_helpers import (
     TEXT_CONFIG,

@@ -11,7 +11,7 @@ from django.test import Client
 from apps.mlbackend.labelstudio import runtime
 from apps.mlbackend.models import LabelStudioAnnotation, LabelStudioBackend
 from apps.tasks.models import Task
-from apps.tasks.services import task_run
+from apps.tasks.runner import task_run
 from tests.mlbackend.labelstudio_helpers import (
     IMAGE_CONFIG,
     LS_PROJECT_UID,

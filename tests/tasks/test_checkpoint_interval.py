@@ -4,7 +4,7 @@ written after the last epoch (the weights are stored right after it)."""
 import pytest
 
 from apps.clusters.services import cluster_task_create
-from apps.tasks.services import TaskContext
+from apps.tasks.context import TaskContext
 from tests.clusters.helpers import make_cluster
 from tests.tasks.conftest import wait_state
 

@@ -65,7 +65,7 @@ def test_train_request_check_reaches_97_percent(world, digits, stub_worker):
     assert r.json()["data"]["accuracy"] >= 97.0
 
     # A redelivered message for a finished task does nothing.
-    from apps.tasks.services import task_run
+    from apps.tasks.runner import task_run
 
     before = Task.objects.get(pk=request["id"])
     task_run(request["id"])
@@ -102,7 +102,7 @@ def test_abort_queued_task(world, digits, stub_broker):
         finally:
             worker.stop()
     else:
-        from apps.tasks.services import task_run
+        from apps.tasks.runner import task_run
 
         task_run(task["id"])
     row = Task.objects.get(pk=task["id"])

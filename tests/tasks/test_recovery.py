@@ -15,7 +15,7 @@ from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
 from apps.clusters.services import cluster_task_create
-from apps.tasks import registry, services
+from apps.tasks import context, registry, runner, services
 from apps.tasks.models import Task, TaskEvent
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
@@ -68,9 +68,9 @@ def test_sweeper_resends_a_lost_message_that_blocked_its_cluster(world, kinds, s
     try:
         # The second task waits for the first, whose message is gone: only the first is due
         # once its message is older than TASK_QUEUED_RESEND_S.
-        assert services.task_sweep()["resent"] == []  # not older than the threshold yet
+        assert runner.task_sweep()["resent"] == []  # not older than the threshold yet
         Task.objects.filter(pk=first.pk).update(sent_at=timezone.now() - timedelta(minutes=2))
-        assert services.task_sweep()["resent"] == [str(first.pk)]
+        assert runner.task_sweep()["resent"] == [str(first.pk)]
         rows = [wait_state(first.pk), wait_state(second.pk)]
     finally:
         w.stop()
@@ -108,14 +108,14 @@ def test_inprocess_worker_sweeps_on_an_interval(world, kinds, stub_broker, setti
 
     settings.TASK_SWEEP_INTERVAL_S = 0.05
     sweeps = []
-    original = services.task_sweep
+    original = runner.task_sweep
 
     def counted(**kw):
         result = original(**kw)
         sweeps.append(kw)
         return result
 
-    monkeypatch.setattr(services, "task_sweep", counted)
+    monkeypatch.setattr(runner, "task_sweep", counted)
     start_inprocess_worker()
     try:
         wait_for(lambda: sweeps)  # the recovery pass ran
@@ -159,7 +159,7 @@ def test_submit_with_broker_down_answers_201_and_the_sweeper_sends_it(
     assert row.state == "queued" and row.sent_at is None  # due at the next sweep
 
     monkeypatch.undo()
-    assert services.task_sweep()["resent"] == [str(row.pk)]
+    assert runner.task_sweep()["resent"] == [str(row.pk)]
     done = wait_state(row.pk)
     assert done.state == "finished", (done.error, done.traceback)
 
@@ -179,7 +179,7 @@ def test_heartbeat_reconnects_after_its_connection_drops(world, stub_broker, wor
                 break
 
     registry.register("rec-hold", hold)
-    original = services.TaskContext._beat
+    original = context.TaskContext._beat
     drops = []
 
     def flaky(self):
@@ -190,7 +190,7 @@ def test_heartbeat_reconnects_after_its_connection_drops(world, stub_broker, wor
             raise InterfaceError("connection already closed")
         return original(self)
 
-    services.TaskContext._beat = flaky
+    context.TaskContext._beat = flaky
     try:
         task = _create(world, "rec-hold")
         active = wait_state(task.pk, states=("active",))
@@ -198,7 +198,7 @@ def test_heartbeat_reconnects_after_its_connection_drops(world, stub_broker, wor
         wait_for(lambda: Task.objects.get(pk=task.pk).heartbeat_at > active.heartbeat_at)
     finally:
         gate.set()
-        services.TaskContext._beat = original
+        context.TaskContext._beat = original
     assert wait_state(task.pk).state == "finished"
 
 
@@ -260,7 +260,7 @@ def test_sigterm_requeues_the_running_task_with_its_checkpoint(world, digits, st
     if isinstance(stub_broker, StubBroker):
         # The stub broker drops what a stopping worker had prefetched (the re-sent message);
         # Redis puts it back. The embedded worker's start-up recovery re-sends it.
-        services.task_sweep(resend_after_s=0)
+        runner.task_sweep(resend_after_s=0)
     w = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
     w.start()
     try:
@@ -349,20 +349,20 @@ def test_epoch_redone_after_resume_is_published_once(world, digits, monkeypatch,
         params={"epochs": 5},
     )
     published = []
-    monkeypatch.setattr(services, "publish", lambda group, event: published.append(event))
-    original = services.TaskContext.save_resume
+    monkeypatch.setattr(context, "publish", lambda group, event: published.append(event))
+    original = context.TaskContext.save_resume
 
     def die_before_saving_epoch_3(self, state, metadata):
         if metadata["epoch"] == 3 and self.attempt == 1:
             raise WorkerKilled()  # epoch 3 was recorded, its checkpoint not written
         original(self, state, metadata)
 
-    monkeypatch.setattr(services.TaskContext, "save_resume", die_before_saving_epoch_3)
+    monkeypatch.setattr(context.TaskContext, "save_resume", die_before_saving_epoch_3)
     with pytest.raises(WorkerKilled):
-        services.task_run(str(task.pk))
+        runner.task_run(str(task.pk))
     Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-    assert services.task_requeue_stale(older_than_s=60) == [str(task.pk)]
-    services.task_run(str(task.pk))
+    assert runner.task_requeue_stale(older_than_s=60) == [str(task.pk)]
+    runner.task_run(str(task.pk))
 
     task.refresh_from_db()
     assert task.state == "finished" and task.result["resumed_from_epoch"] == 2

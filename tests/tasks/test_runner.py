@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.clusters.services import cluster_task_create
-from apps.tasks import registry, services
+from apps.tasks import context, registry, runner, services
 from apps.tasks.models import Task, TaskEvent, target_of
 from tests.clusters.helpers import make_cluster
 
@@ -40,7 +40,7 @@ def _train_task(world, dataset, **params):
 def test_lost_worker_resumes_from_last_checkpoint(world, digits, monkeypatch):
     train_set, _ = digits
     task = _train_task(world, train_set, epochs=5)
-    original = services.TaskContext.save_resume
+    original = context.TaskContext.save_resume
     crashed = []
 
     def save_then_die(self, state, metadata):
@@ -49,20 +49,20 @@ def test_lost_worker_resumes_from_last_checkpoint(world, digits, monkeypatch):
             crashed.append(True)
             raise WorkerKilled()
 
-    monkeypatch.setattr(services.TaskContext, "save_resume", save_then_die)
+    monkeypatch.setattr(context.TaskContext, "save_resume", save_then_die)
     with pytest.raises(WorkerKilled):
-        services.task_run(str(task.pk))
+        runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "active" and task.attempts == 1
 
     # Fresh heartbeat: not stale yet.
-    assert services.task_requeue_stale(older_than_s=60) == []
+    assert runner.task_requeue_stale(older_than_s=60) == []
     Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
-    assert services.task_requeue_stale(older_than_s=60) == [str(task.pk)]
+    assert runner.task_requeue_stale(older_than_s=60) == [str(task.pk)]
     task.refresh_from_db()
     assert task.state == "queued" and "lost" in task.error
 
-    services.task_run(str(task.pk))
+    runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "finished", (task.error, task.traceback)
     assert task.attempts == 2 and task.error == ""
@@ -89,7 +89,7 @@ def test_reaper_fails_a_task_out_of_attempts(world):
         max_attempts=3,
         heartbeat_at=old,
     )
-    assert services.task_requeue_stale(older_than_s=10) == []
+    assert runner.task_requeue_stale(older_than_s=10) == []
     task.refresh_from_db()
     assert task.state == "failed" and task.error == "Worker lost 3 times."
     assert task.finished_at is not None
@@ -101,7 +101,7 @@ def test_handler_error_fails_with_traceback(world):
 
     registry.register("broken", broken)
     task = services.task_create(project=world.project, actor=world.owner, kind="broken", name="b")
-    services.task_run(str(task.pk))
+    runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "failed" and task.error == "RuntimeError: boom"
     assert "RuntimeError" in task.traceback
@@ -116,13 +116,13 @@ def test_handler_time_limit(world, monkeypatch):
 
     registry.register("slow", slow, time_limit_s=1)
     task = services.task_create(project=world.project, actor=world.owner, kind="slow", name="s")
-    services.task_run(str(task.pk))
+    runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "failed" and "Time limit of 1 s" in task.error
 
 
 def test_unknown_kind_in_row_fails(world):
     task = Task.objects.create(project=world.project, kind="vanished", name="v")
-    services.task_run(str(task.pk))
+    runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "failed" and "Unknown task kind" in task.error

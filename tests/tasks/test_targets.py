@@ -11,7 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 from apps.clusters.services import cluster_delete, cluster_task_create
 from apps.datasets.models import TaskDataset
 from apps.datasets.services import dataset_delete
-from apps.tasks import registry, services
+from apps.tasks import registry, runner
 from apps.tasks.models import Task, target_of
 from tests.clusters.helpers import make_cluster
 from tests.conftest import client_for
@@ -75,7 +75,7 @@ def test_deleting_a_dataset_keeps_the_history_and_a_queued_task_fails_clearly(wo
 
     shown = client.get(url).json()["data"]
     assert shown["dataset_id"] is None and shown["cluster_id"] == str(cluster.pk)
-    services.task_run(str(task.pk))
+    runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "failed"
     assert task.error == "dataset_id: The task's dataset was deleted."

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from ml.architectures import build_architecture
 from ml.augment import AugmentConfig, make_augment
-from ml.networks import build_architecture
 from ml.parallel import DeviceListError, data_parallel, parse_devices
 from ml.training import FitOptions, TrainConfig, fit
 

@@ -8,8 +8,8 @@ from channels.layers import get_channel_layer
 from apps.accounts.services import token_pair_for
 from apps.core.events import group_name
 from apps.tasks import registry
+from apps.tasks.context import TaskContext
 from apps.tasks.models import Task
-from apps.tasks.services import TaskContext
 from apps.training import services
 from apps.training.models import Run
 from tests.conftest import client_for

@@ -32,7 +32,7 @@ from apps.core.api.views import GlobalAPIView
 from apps.core.clientip import client_ip
 from apps.core.exceptions import Conflict, Forbidden
 from apps.core.safeio import memory_guard
-from apps.mlbackend.labelprop import selectors, services, storage
+from apps.mlbackend.labelprop import reading, selectors, services, storage
 from apps.mlbackend.labelprop.http import (
     PlainTextRenderer,
     TextNegotiation,
@@ -193,11 +193,9 @@ class _SessionStartView(LabelpropView):
     def post(self, request):
         self.access.require_write()
         with memory_guard("arrays", "LABELPROP_MAX_VOXELS"):
-            params = services.read_params(
-                _bytes(_part(request, "params"), services.MAX_PARAMS_BYTES)
-            )
+            params = reading.read_params(_bytes(_part(request, "params"), reading.MAX_PARAMS_BYTES))
             self._params = params
-            arrays = services.read_npz(_part(request, "arrays"))
+            arrays = reading.read_npz(_part(request, "arrays"))
             session = services.session_start(
                 access=self.access, kind=self.kind, arrays=arrays, params=params
             )

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from apps.core.api.views import ProjectScopedViewSet
 from apps.core.exceptions import Forbidden
 from apps.core.tenancy import require_edit
-from apps.mlbackend.labelstudio import selectors, services
+from apps.mlbackend.labelstudio import selectors, services, training
 from apps.mlbackend.labelstudio import serializers as s
 from apps.mlbackend.models import LabelStudioBackend
 
@@ -114,7 +114,7 @@ class LabelStudioBackendViewSet(ProjectScopedViewSet):
     @extend_schema(request=None, responses={201: s.TrainingTaskSerializer})
     @action(detail=True, methods=["post"], url_path="train")
     def train(self, request, project_id=None, backend_id=None):
-        task, created = services.backend_train_start(
+        task, created = training.backend_train_start(
             backend=self.get_object(), actor=request.user, reuse_pending=False
         )
         return Response(

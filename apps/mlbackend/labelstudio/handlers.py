@@ -67,11 +67,8 @@ def training_options(params: dict[str, Any], *, samples: int, device: str) -> di
 def _read_from_label_studio(ctx, backend, scope, interface) -> dict[str, Any]:
     """Store the project's annotated tasks read from Label Studio's API; what happened."""
     from apps.mlbackend.labelstudio.connect import export_annotated_tasks, ls_project_key
-    from apps.mlbackend.labelstudio.services import (
-        _scope_key,
-        annotation_upsert,
-        fetch_policy,
-    )
+    from apps.mlbackend.labelstudio.services import _scope_key, fetch_policy
+    from apps.mlbackend.labelstudio.training import annotation_upsert
 
     key = _scope_key(backend, scope) or ls_project_key(backend.ls_project)
     if not (scope.label_studio_url and scope.access_token and key.isdigit()):
@@ -103,7 +100,7 @@ def _read_from_label_studio(ctx, backend, scope, interface) -> dict[str, Any]:
 def _token_set(ctx, backend, scope, interface, spec):
     """(token features, token classes, skipped) of a named-entity project's annotations: every
     token of an annotated text, in the class of the span that covers it (or outside)."""
-    from apps.mlbackend.labelstudio.services import scope_annotations, spans_of
+    from apps.mlbackend.labelstudio.training import scope_annotations, spans_of
     from ml.ner import token_classes, tokenize
 
     inputs, classes, skipped = [], [], []
@@ -132,13 +129,9 @@ def _cell_set(ctx, backend, scope, interface, spec):
     """(cells, classes, skipped) of an object-detection project's annotations: every grid cell
     of an annotated image in the class of the rectangle over its centre (or background), and
     each rectangle's own crop in its label's class."""
-    from apps.mlbackend.labelstudio.services import (
-        detection_grid,
-        fetch_policy,
-        rectangles_of,
-        scope_annotations,
-        task_inputs,
-    )
+    from apps.mlbackend.labelstudio.predict import detection_grid
+    from apps.mlbackend.labelstudio.services import fetch_policy, task_inputs
+    from apps.mlbackend.labelstudio.training import rectangles_of, scope_annotations
     from ml.detection import cell_classes, crop, grid_patches
 
     grid = detection_grid()
@@ -176,12 +169,8 @@ def _cell_set(ctx, backend, scope, interface, spec):
 
 def _training_set(ctx, backend, scope, interface, spec):
     """(inputs, labels, skipped) from the project's usable annotations."""
-    from apps.mlbackend.labelstudio.services import (
-        fetch_policy,
-        label_of,
-        scope_annotations,
-        task_inputs,
-    )
+    from apps.mlbackend.labelstudio.services import fetch_policy, task_inputs
+    from apps.mlbackend.labelstudio.training import label_of, scope_annotations
 
     if interface.kind == "ner":
         return _token_set(ctx, backend, scope, interface, spec)
@@ -245,7 +234,7 @@ def train(ctx) -> dict[str, Any]:
     from apps.mlbackend.labelstudio import runtime
     from apps.mlbackend.labelstudio.features import ModelSpec
     from apps.mlbackend.labelstudio.label_config import Interface
-    from apps.mlbackend.labelstudio.services import version_record
+    from apps.mlbackend.labelstudio.training import version_record
     from apps.mlbackend.models import LabelStudioBackend, LabelStudioProject
     from ml.training import TrainConfig
 

@@ -12,7 +12,7 @@ def backend_for_gateway(backend_id: str) -> LabelStudioBackend:
     """The backend Label Studio addresses at `/ml/<backend_id>/`, or NotFound.
 
     The gateway has no Orchard user: the backend id (and its Basic credentials, checked next by
-    `services.backend_authenticate`) is the whole scope, and everything after this call only
+    `auth.backend_authenticate`) is the whole scope, and everything after this call only
     touches this backend's rows.
     """
     # One plain query: /health needs nothing more (its model, checkpoint and owner load lazily

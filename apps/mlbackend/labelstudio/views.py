@@ -25,7 +25,7 @@ from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSON
 from apps.core.api.views import GlobalAPIView
 from apps.core.clientip import client_ident
 from apps.core.exceptions import NotFound, ValidationFailed
-from apps.mlbackend.labelstudio import selectors, services
+from apps.mlbackend.labelstudio import auth, predict, selectors, services, training
 from apps.mlbackend.labelstudio.http import labelstudio_exception_handler
 
 MODEL_CLASS = "OrchardClassifier"
@@ -65,7 +65,7 @@ class LabelStudioView(GlobalAPIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.backend = selectors.backend_for_gateway(kwargs.get("backend_id", ""))
-        services.backend_authenticate(
+        auth.backend_authenticate(
             backend=self.backend,
             authorization=request.META.get("HTTP_AUTHORIZATION"),
             client=client_ident(request),
@@ -110,7 +110,7 @@ class PredictView(LabelStudioView):
     def post(self, request, backend_id, secret=None):
         data = _body(request)
         return Response(
-            services.backend_predict(
+            predict.backend_predict(
                 backend=self.backend,
                 tasks=data.get("tasks"),
                 label_config=data.get("label_config"),
@@ -127,7 +127,7 @@ class WebhookView(LabelStudioView):
     secret_is_enough = True
 
     def post(self, request, backend_id, secret=None):
-        status, answer = services.backend_webhook(backend=self.backend, payload=request.data)
+        status, answer = training.backend_webhook(backend=self.backend, payload=request.data)
         return Response(answer, status=status)
 
 
@@ -162,7 +162,7 @@ class TrainView(LabelStudioView):
     -> 201 {job}; 400 when there are no annotations."""
 
     def post(self, request, backend_id, secret=None):
-        answer = services.backend_train_legacy(backend=self.backend, payload=request.data)
+        answer = training.backend_train_legacy(backend=self.backend, payload=request.data)
         return Response(answer, status=201)
 
 
@@ -171,7 +171,7 @@ class IsTrainingView(LabelStudioView):
 
     def get(self, request, backend_id, secret=None):
         return Response(
-            services.backend_training_status(
+            training.backend_training_status(
                 backend=self.backend, project=request.query_params.get("project")
             )
         )

@@ -4,7 +4,7 @@
 
 One process per device: `--queue cpu` for the CPU, `--queue gpu-0` for the first GPU, and so on
 (the queue names are the host ids of `GET /api/hosts`). GPU queues take one message at a time.
-The worker runs the task sweeper (`services.task_sweep`: re-queues tasks whose worker died, re-sends
+The worker runs the task sweeper (`runner.task_sweep`: re-queues tasks whose worker died, re-sends
 queued tasks whose message was lost) when it starts and every `--reap-every` seconds
 (TASK_SWEEP_INTERVAL_S, 15), and polls the broker every 100 ms (Dramatiq's default is 1 s).
 torch uses TORCH_THREADS threads (default: the cores this process may use / worker threads).
@@ -21,7 +21,7 @@ import dramatiq
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
-from apps.tasks import services
+from apps.tasks import context, runner, services
 
 logger = logging.getLogger("apps.tasks.worker")
 QUEUE_RE = r"^[a-z][a-z0-9-]{0,31}$"
@@ -78,7 +78,7 @@ class Command(BaseCommand):
 
         def on_signal(signum, frame):
             logger.info("signal %s: stopping the worker; running tasks are re-queued", signum)
-            services.worker_shutdown()
+            context.worker_shutdown()
             stop.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -108,18 +108,18 @@ class Command(BaseCommand):
             while not stop.wait(reap_every):
                 self._sweep(stale_after)
         finally:
-            services.worker_shutdown()
+            context.worker_shutdown()
             if worker is not None:
                 worker.stop()  # waits for the running tasks (they stop at their next step)
             broker.close()
-            services.worker_shutdown(False)
+            context.worker_shutdown(False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _sweep(self, stale_after):
         close_old_connections()
         try:
-            services.task_sweep(stale_after_s=stale_after)
+            runner.task_sweep(stale_after_s=stale_after)
         except Exception:
             logger.exception("task sweeper failed")
         finally:
