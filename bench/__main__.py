@@ -35,6 +35,7 @@ MODULES = [
     "bench.labelstudio",
     "bench.export",
     "bench.labelprop",
+    "bench.hanami",
     "bench.deployed",
 ]
 

@@ -167,36 +167,53 @@ async def _upload(port: int, token: str, file_uuid: str, payload: bytes) -> None
         await ws.close()
 
 
-def _one_sample_dataset(server: Server, token: str) -> str:
+def upload_mnist(base: str, token: str, name: str, images: np.ndarray, labels: np.ndarray) -> str:
+    """`dataset.upload_mnist_files` of the SDK: create, both idx files over the upload socket,
+    finalize; the dataset's uuid."""
     from apps.datasets.idx import idx_bytes
 
-    images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
-    labels = np.array([3], dtype=np.uint8)
+    port = int(base.rsplit(":", 1)[1])
     images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
-    created = server.call(
+    created = hanami_call(
+        base,
         "POST",
         "mnist/dataset",
-        {"name": "one", "input_data_size": len(images_raw), "label_data_size": len(labels_raw)},
+        {"name": name, "input_data_size": len(images_raw), "label_data_size": len(labels_raw)},
         token,
     )
-    asyncio.run(_upload(server.port, token, created["uuid_input_file"], images_raw))
-    asyncio.run(_upload(server.port, token, created["uuid_label_file"], labels_raw))
+    asyncio.run(_upload(port, token, created["uuid_input_file"], images_raw))
+    asyncio.run(_upload(port, token, created["uuid_label_file"], labels_raw))
     body = {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")}
-    server.call("PUT", "mnist/dataset", body, token)
+    hanami_call(base, "PUT", "mnist/dataset", body, token)
     return created["uuid"]
 
 
-def _request_task_seconds(server: Server, token: str, cluster: str, dataset: str) -> float:
-    body = {"name": "one", "type": "request", "cluster_uuid": cluster, "dataset_uuid": dataset}
+def _one_sample_dataset(server: Server, token: str) -> str:
+    images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
+    return upload_mnist(server.base, token, "one", images, np.array([3], dtype=np.uint8))
+
+
+def run_task(
+    base: str, token: str, kind: str, cluster: str, dataset: str, poll: float = 0.002
+) -> tuple[str, float]:
+    """A Hanami task (`train` or `request`) from POST to `finished`, polled as the SDK polls;
+    (its uuid, the seconds it took as the client saw them)."""
+    body = {"name": "bench", "type": kind, "cluster_uuid": cluster, "dataset_uuid": dataset}
     start = time.perf_counter()
-    task = server.call("POST", "task", body, token)
+    task = hanami_call(base, "POST", "task", body, token)
     while True:
-        state = server.call("GET", "task", None, token, uuid=task["uuid"], cluster_uuid=cluster)
+        state = hanami_call(
+            base, "GET", "task", None, token, uuid=task["uuid"], cluster_uuid=cluster
+        )
         if state["state"] == "finished":
-            return time.perf_counter() - start
+            return task["uuid"], time.perf_counter() - start
         if state["state"] == "aborted":
-            raise RuntimeError(f"request task failed: {state}")
-        time.sleep(0.002)
+            raise RuntimeError(f"{kind} task failed: {state}")
+        time.sleep(poll)
+
+
+def _request_task_seconds(server: Server, token: str, cluster: str, dataset: str) -> float:
+    return run_task(server.base, token, "request", cluster, dataset)[1]
 
 
 def forward_seconds(n: int, threads: int | None = None) -> list[float]:
