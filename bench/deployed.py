@@ -142,6 +142,7 @@ def _queue_rows(dep, name: str, quick: bool) -> list[Row]:
             per_task_s,
             plain_s,
             "s",
+            goal="<= 0.1 s per task",
             notes=(
                 f"{1 / per_task_s:.1f} tasks/s; enqueue -> start under load p50 "
                 f"{statistics.median(burst_starts):.0f} ms, p99 {_pct(burst_starts, 0.99):.0f} ms; "
@@ -203,6 +204,7 @@ def _ws_rate_row(dep, quick: bool) -> Row:
         socket_s * 1e3,
         layer_s * 1e3,
         "ms",
+        goal="<= 2",
         notes=(
             f"{1 / socket_s:.0f} msg/s through daphne + the Redis layer; baseline: the same "
             "messages on the Redis layer alone"
