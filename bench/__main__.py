@@ -125,7 +125,9 @@ def main(argv=None) -> int:
         print(f"... {name}", flush=True)
         try:
             with _deadline(row_timeout, name):
-                rows.extend(fn(ctx))
+                measured = fn(ctx)
+            rows.extend(measured)
+            append_history(measured, Path(args.history), ctx, note=args.note)
         except Exception:
             traceback.print_exc()
             failed.append(name)
@@ -133,7 +135,6 @@ def main(argv=None) -> int:
     print()
     print(format_table(rows))
     write_json(rows, Path(args.json), ctx)
-    append_history(rows, Path(args.history), ctx, note=args.note)
     print(f"\nresults: {args.json}, appended to {args.history}")
     if failed:
         print(f"rows that failed: {failed}", file=sys.stderr)

@@ -152,8 +152,9 @@ def write_json(rows: list[Row], path: Path, ctx: Context) -> None:
 
 
 def append_history(rows: list[Row], path: Path, ctx: Context, note: str = "") -> None:
-    """Append one JSON line per measured row of this run (date, machine, quick flag, `note`: what
-    else ran on the machine). The rows' `extra` (raw samples, per-case tables) is left out."""
+    """Append one JSON line per measured row (date, machine, quick flag, `note`: what else ran on
+    the machine), after each row so a killed run keeps what it measured. The rows' `extra` (raw
+    samples, per-case tables) is left out."""
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     where = machine()
