@@ -175,7 +175,12 @@ def append_history(rows: list[Row], path: Path, ctx: Context, note: str = "") ->
 def _figure(value: float | None, unit: str = "") -> str:
     if value is None:
         return ""
-    text = f"{value:,.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2g}"
+    if abs(value) >= 1e4:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 1e-3 or value == 0:
+        text = f"{value:,.4g}"
+    else:
+        text = f"{value:.2g}"
     return f"{text} {unit}".strip()
 
 
