@@ -1,5 +1,7 @@
-"""`python -m bench [--quick] [--only NAME] [--json PATH]`: run every row, print the table of
-ratios, write the JSON results (default bench/results/latest.json)."""
+"""`python -m bench [--quick] [--only NAME] [--json PATH] [--note TEXT]`: run every row, print the
+table of ratios, write the JSON results (default bench/results/latest.json) and append the rows to
+the history (bench/results/history.jsonl). `python -m bench --report`: the README's table, medians
+over every full run of the history."""
 
 import argparse
 import contextlib
@@ -11,7 +13,16 @@ import sys
 import traceback
 from pathlib import Path
 
-from bench.harness import ROWS, Context, format_table, machine, write_json
+from bench.harness import (
+    HISTORY,
+    ROWS,
+    Context,
+    append_history,
+    format_table,
+    machine,
+    report,
+    write_json,
+)
 
 MODULES = [
     "bench.training",
@@ -24,6 +35,7 @@ MODULES = [
     "bench.labelstudio",
     "bench.export",
     "bench.labelprop",
+    "bench.hanami",
     "bench.deployed",
 ]
 
@@ -71,7 +83,21 @@ def main(argv=None) -> int:
         help="seconds one row may run before it fails with every thread's stack printed "
         "(default 600 with --quick, 3600 otherwise)",
     )
+    parser.add_argument(
+        "--note",
+        default="",
+        help="kept with each history line: what else ran on the machine (e.g. shared, idle)",
+    )
+    parser.add_argument("--history", default=str(HISTORY), help="the history file (JSON lines)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the README table (medians over the history's full runs) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(Path(args.history)))
+        return 0
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     for flag, name in (
@@ -99,7 +125,9 @@ def main(argv=None) -> int:
         print(f"... {name}", flush=True)
         try:
             with _deadline(row_timeout, name):
-                rows.extend(fn(ctx))
+                measured = fn(ctx)
+            rows.extend(measured)
+            append_history(measured, Path(args.history), ctx, note=args.note)
         except Exception:
             traceback.print_exc()
             failed.append(name)
@@ -107,7 +135,7 @@ def main(argv=None) -> int:
     print()
     print(format_table(rows))
     write_json(rows, Path(args.json), ctx)
-    print(f"\nresults: {args.json}")
+    print(f"\nresults: {args.json}, appended to {args.history}")
     if failed:
         print(f"rows that failed: {failed}", file=sys.stderr)
         return 1

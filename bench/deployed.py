@@ -12,6 +12,9 @@ PostgreSQL and Redis or RabbitMQ, prod settings), measured over HTTP and websock
 - deployed.redis.db_connections: most PostgreSQL connections the deployment held while 50
   clients listed datasets at once, against one client doing the same (bounded: at most one per
   request in flight, CONN_MAX_AGE=0).
+- deployed.redis.directio_p50 / _p99, deployed.redis.io_binary / io_json / io_binary_x4: direct
+  io on the Hanami socket and on the main-API io socket through the deployed daphne (the Redis
+  channel layer), measured as `bench.directio` measures embedded mode, beside its figures.
 
 Settable: BENCH_PG_URL (server), BENCH_REDIS_URL (server), BENCH_DEPLOYED_REDIS_DB (first of two
 numbers, default 10), BENCH_AMQP_URL; the database is `orchard_bench_deployed_<pid>`, dropped at
@@ -139,6 +142,7 @@ def _queue_rows(dep, name: str, quick: bool) -> list[Row]:
             per_task_s,
             plain_s,
             "s",
+            goal="<= 0.1 s per task",
             notes=(
                 f"{1 / per_task_s:.1f} tasks/s; enqueue -> start under load p50 "
                 f"{statistics.median(burst_starts):.0f} ms, p99 {_pct(burst_starts, 0.99):.0f} ms; "
@@ -200,6 +204,7 @@ def _ws_rate_row(dep, quick: bool) -> Row:
         socket_s * 1e3,
         layer_s * 1e3,
         "ms",
+        goal="<= 2",
         notes=(
             f"{1 / socket_s:.0f} msg/s through daphne + the Redis layer; baseline: the same "
             "messages on the Redis layer alone"
@@ -263,6 +268,62 @@ def _connections_row(dep, quick: bool) -> Row:
     )
 
 
+def _directio_rows(dep, quick: bool) -> list[Row]:
+    """Direct io on both sockets through the deployed daphne (Redis channel layer, prod
+    settings): the Hanami socket's round trip and the main-API io socket's rates, measured as
+    `bench.directio` measures them in embedded mode; baseline: the bare forward pass in this
+    process on one torch thread (the deployment runs with OMP_NUM_THREADS=1)."""
+    from bench.deployment import ADMIN_PASSWORD
+    from bench.directio import direct_cluster, forward_seconds, socket_figures
+
+    n = 200 if quick else 3000
+    token, cluster = direct_cluster(dep.base, ADMIN_PASSWORD)
+    trips, io = socket_figures(dep.base, token, cluster, ADMIN_PASSWORD, n)
+    forward = forward_seconds(n, threads=1)
+    where = "team mode, daphne with the Redis channel layer, prod settings"
+    bare_rate = 1.0 / statistics.mean(forward)
+    rows = []
+    for q in (0.5, 0.99):
+        trip, bare = _pct(trips, q) * 1e3, _pct(forward, q) * 1e3
+        rows.append(
+            Row(
+                f"deployed.redis.directio_p{round(q * 100)}",
+                f"Hanami socket round trip / bare forward (p{round(q * 100)})",
+                trip,
+                bare,
+                "ms",
+                goal="overhead <= 1.5 ms" if q == 0.5 else "round trip < 10 ms",
+                notes=f"overhead {trip - bare:.3f} ms; {n} sequential REQUEST messages, "
+                f"784-400-10 ({where})",
+                extra={"overhead_ms": trip - bare},
+            )
+        )
+    for kind, goal in (("binary", ">= 2000 msg/s"), ("json", ">= 1000 msg/s")):
+        rows.append(
+            Row(
+                f"deployed.redis.io_{kind}",
+                f"main-API io socket, {kind} frames, msg/s / bare forwards/s",
+                io[kind],
+                bare_rate,
+                "msg/s",
+                goal=goal,
+                notes=f"{n} sequential one-sample requests on ws/projects/.../io ({where})",
+            )
+        )
+    rows.append(
+        Row(
+            "deployed.redis.io_binary_x4",
+            "4 io sockets at once, binary frames, total msg/s / one socket's",
+            io["binary_x4"],
+            io["binary"],
+            "msg/s",
+            goal="scales with sockets",
+            notes=f"the same one-sample requests spread over 4 concurrent connections ({where})",
+        )
+    )
+    return rows
+
+
 def _rows(ctx: Context, broker: str) -> list[Row]:
     from bench.deployment import amqp_unreachable, team, unreachable
 
@@ -288,6 +349,7 @@ def _rows(ctx: Context, broker: str) -> list[Row]:
             if broker == "redis":
                 rows.append(_ws_rate_row(dep, ctx.quick))
                 rows.append(_connections_row(dep, ctx.quick))
+                rows.extend(_directio_rows(dep, ctx.quick))
     return rows
 
 

@@ -202,8 +202,8 @@ def embedded(
         ORCHARD_DATA_DIR=str(workdir / "data"),
         ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
         SECRET_KEY=secrets.token_urlsafe(50),
-        **(extra_env or {}),
     )
+    env.update(extra_env or {})  # may name other settings (a bench site adds its own routes)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     deployment = (cls or Deployment)(
         base=f"http://127.0.0.1:{free_port()}",
@@ -267,8 +267,8 @@ def team(
         ORCHARD_DATA_DIR=str(data_dir),
         ORCHARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
         PYTHONPATH=str(ROOT),
-        **(extra_env or {}),
     )
+    env.update(extra_env or {})  # may name other settings (a bench site adds its own routes)
     deployment = Deployment(
         base=f"http://127.0.0.1:{free_port()}", env=env, data_dir=data_dir, logs=logs
     )

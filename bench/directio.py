@@ -87,20 +87,28 @@ class Server:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self.base + path
 
     def call(self, method: str, path: str, body=None, token: str | None = None, **query):
-        """A Hanami SDK request: JSON body without a Content-Type, raw X-Auth-Token."""
-        from urllib.parse import urlencode
+        return hanami_call(self.base, method, path, body, token, **query)
 
-        url = self.url("/control/v1/" + path) + (("?" + urlencode(query)) if query else "")
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
-        if token:
-            request.add_header("X-Auth-Token", token)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+
+def hanami_call(base: str, method: str, path: str, body=None, token: str | None = None, **query):
+    """A Hanami SDK request: JSON body without a Content-Type, raw X-Auth-Token."""
+    from urllib.parse import urlencode
+
+    url = base + "/control/v1/" + path + (("?" + urlencode(query)) if query else "")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("X-Auth-Token", token)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 async def _ws_open(port: int, token: str, target: str, uuid: str):
@@ -159,39 +167,58 @@ async def _upload(port: int, token: str, file_uuid: str, payload: bytes) -> None
         await ws.close()
 
 
-def _one_sample_dataset(server: Server, token: str) -> str:
+def upload_mnist(base: str, token: str, name: str, images: np.ndarray, labels: np.ndarray) -> str:
+    """`dataset.upload_mnist_files` of the SDK: create, both idx files over the upload socket,
+    finalize; the dataset's uuid."""
     from apps.datasets.idx import idx_bytes
 
-    images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
-    labels = np.array([3], dtype=np.uint8)
+    port = int(base.rsplit(":", 1)[1])
     images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
-    created = server.call(
+    created = hanami_call(
+        base,
         "POST",
         "mnist/dataset",
-        {"name": "one", "input_data_size": len(images_raw), "label_data_size": len(labels_raw)},
+        {"name": name, "input_data_size": len(images_raw), "label_data_size": len(labels_raw)},
         token,
     )
-    asyncio.run(_upload(server.port, token, created["uuid_input_file"], images_raw))
-    asyncio.run(_upload(server.port, token, created["uuid_label_file"], labels_raw))
+    asyncio.run(_upload(port, token, created["uuid_input_file"], images_raw))
+    asyncio.run(_upload(port, token, created["uuid_label_file"], labels_raw))
     body = {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")}
-    server.call("PUT", "mnist/dataset", body, token)
+    hanami_call(base, "PUT", "mnist/dataset", body, token)
     return created["uuid"]
 
 
-def _request_task_seconds(server: Server, token: str, cluster: str, dataset: str) -> float:
-    body = {"name": "one", "type": "request", "cluster_uuid": cluster, "dataset_uuid": dataset}
+def _one_sample_dataset(server: Server, token: str) -> str:
+    images = (np.random.default_rng(1).random((1, 28, 28)) * 255).astype(np.uint8)
+    return upload_mnist(server.base, token, "one", images, np.array([3], dtype=np.uint8))
+
+
+def run_task(
+    base: str, token: str, kind: str, cluster: str, dataset: str, poll: float = 0.002
+) -> tuple[str, float]:
+    """A Hanami task (`train` or `request`) from POST to `finished`, polled as the SDK polls;
+    (its uuid, the seconds it took as the client saw them)."""
+    body = {"name": "bench", "type": kind, "cluster_uuid": cluster, "dataset_uuid": dataset}
     start = time.perf_counter()
-    task = server.call("POST", "task", body, token)
+    task = hanami_call(base, "POST", "task", body, token)
     while True:
-        state = server.call("GET", "task", None, token, uuid=task["uuid"], cluster_uuid=cluster)
+        state = hanami_call(
+            base, "GET", "task", None, token, uuid=task["uuid"], cluster_uuid=cluster
+        )
         if state["state"] == "finished":
-            return time.perf_counter() - start
+            return task["uuid"], time.perf_counter() - start
         if state["state"] == "aborted":
-            raise RuntimeError(f"request task failed: {state}")
-        time.sleep(0.002)
+            raise RuntimeError(f"{kind} task failed: {state}")
+        time.sleep(poll)
 
 
-def _forward_seconds(n: int) -> list[float]:
+def _request_task_seconds(server: Server, token: str, cluster: str, dataset: str) -> float:
+    return run_task(server.base, token, "request", cluster, dataset)[1]
+
+
+def forward_seconds(n: int, threads: int | None = None) -> list[float]:
+    """Seconds of each of `n` bare batch-1 forward passes of the 784-400-10 network in this
+    process, on `threads` torch threads (default: as many as this process has)."""
     import torch
 
     from ml.networks import build_network
@@ -200,20 +227,25 @@ def _forward_seconds(n: int) -> list[float]:
     model = build_network(parse_template(MNIST_784_400_10), seed=0).eval()
     x = torch.rand(1, 784)
     times = []
-    with torch.inference_mode():
-        for _ in range(min(50, n)):
-            torch.softmax(model(x), dim=1).numpy()
-        for _ in range(n):
-            start = time.perf_counter()
-            torch.softmax(model(x), dim=1).numpy()
-            times.append(time.perf_counter() - start)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        with torch.inference_mode():
+            for _ in range(min(50, n)):
+                torch.softmax(model(x), dim=1).numpy()
+            for _ in range(n):
+                start = time.perf_counter()
+                torch.softmax(model(x), dim=1).numpy()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
     return times
 
 
-def _api(server: Server, method: str, path: str, body=None, token: str | None = None):
+def _api(base: str, method: str, path: str, body=None, token: str | None = None):
     """A main-API request (JSON, Bearer); the envelope's data."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(server.url(path), data=data, method=method)
+    request = urllib.request.Request(base + path, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -261,12 +293,36 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _cluster_in(server: Server, jwt: str, project: str, cluster: str) -> bool:
+def _cluster_in(base: str, jwt: str, project: str, cluster: str) -> bool:
     try:
-        _api(server, "GET", f"/api/projects/{project}/clusters/{cluster}", token=jwt)
+        _api(base, "GET", f"/api/projects/{project}/clusters/{cluster}", token=jwt)
         return True
     except urllib.error.HTTPError:
         return False
+
+
+def direct_cluster(base: str, password: str) -> tuple[str, str]:
+    """(Hanami token, cluster uuid): admin's token and a new 784-400-10 cluster in its project,
+    through the Hanami API as the SDK sends it."""
+    from ml.templates import MNIST_784_400_10
+
+    token = hanami_call(base, "POST", "token", {"id": "admin", "password": password})["token"]
+    template = base64.b64encode(MNIST_784_400_10.encode()).decode()
+    cluster = hanami_call(base, "POST", "cluster", {"name": "io", "template": template}, token)
+    return token, cluster["uuid"]
+
+
+def socket_figures(base: str, token: str, cluster: str, password: str, n: int):
+    """Round-trip seconds on the Hanami socket (`n` sequential REQUEST messages) and the main-API
+    io socket's rates (`_io_rates`) for `cluster`, switched to DIRECT mode first."""
+    port = int(base.rsplit(":", 1)[1])
+    hanami_call(base, "PUT", "cluster/set_mode", {"new_state": "DIRECT", "uuid": cluster}, token)
+    trips = asyncio.run(_roundtrips(port, token, cluster, n))
+    jwt = _api(base, "POST", "/api/auth/token", {"username": "admin", "password": password})
+    projects = _api(base, "GET", "/api/projects", token=jwt["access"])
+    project = next(p["id"] for p in projects if _cluster_in(base, jwt["access"], p["id"], cluster))
+    io = asyncio.run(_io_rates(port, jwt["access"], project, cluster, n))
+    return trips, io
 
 
 @row("directio")
@@ -275,29 +331,17 @@ def directio(ctx: Context) -> list[Row]:
         import websockets  # noqa: F401
     except ImportError:
         return [skipped("directio.roundtrip", "overhead p50", "the websockets package is missing")]
-    from ml.templates import MNIST_784_400_10
-
     n = 200 if ctx.quick else 3000
     with Server() as server:
-        token = server.call("POST", "token", {"id": "admin", "password": PASSWORD})["token"]
-        template = base64.b64encode(MNIST_784_400_10.encode()).decode()
-        cluster = server.call("POST", "cluster", {"name": "io", "template": template}, token)
-        cluster_uuid = cluster["uuid"]
+        token, cluster_uuid = direct_cluster(server.base, PASSWORD)
         dataset = _one_sample_dataset(server, token)
         _request_task_seconds(server, token, cluster_uuid, dataset)  # warm-up (imports, caches)
         task_times = [
             _request_task_seconds(server, token, cluster_uuid, dataset)
             for _ in range(1 if ctx.quick else 5)
         ]
-        server.call("PUT", "cluster/set_mode", {"new_state": "DIRECT", "uuid": cluster_uuid}, token)
-        trips = asyncio.run(_roundtrips(server.port, token, cluster_uuid, n))
-        jwt = _api(server, "POST", "/api/auth/token", {"username": "admin", "password": PASSWORD})
-        projects = _api(server, "GET", "/api/projects", token=jwt["access"])
-        project = next(
-            p["id"] for p in projects if _cluster_in(server, jwt["access"], p["id"], cluster_uuid)
-        )
-        io = asyncio.run(_io_rates(server.port, jwt["access"], project, cluster_uuid, n))
-    forward = _forward_seconds(n)
+        trips, io = socket_figures(server.base, token, cluster_uuid, PASSWORD, n)
+    forward = forward_seconds(n)
 
     ms = 1000.0
     p50, p99 = _pct(trips, 50) * ms, _pct(trips, 99) * ms

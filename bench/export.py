@@ -6,6 +6,13 @@ compared with torch eager at batch 1, for a small MLP and a small CNN of `ml.arc
 - `export.ort_vs_torch_b1`: median latency of one batch-1 forward pass, onnxruntime's CPU provider
   (numpy in, numpy out, as a serving client calls it) over torch eager (`inference_mode`), both
   with the same number of threads. Goal: ratio <= 1.0 (the export is no slower than the model).
+- `export.api_s`: an ONNX export as a client gets it from the studio route, in the embedded mode
+  `make run` starts (`bench.deployment.embedded`, in-process worker): `POST /api/export/<project>`
+  of a 64-128-10 cluster, `GET` its status until it ends, `GET .../download` into a file; versus
+  the same work by hand in this process: the same network (the cluster's template) through
+  `torch.onnx.export` (the exporter, opset and batch axis Orchard uses) into a file, then the
+  parity check every Orchard export runs (onnxruntime against torch on as many samples as the
+  export's `validation` reports). The export + file write alone is in the notes.
 """
 
 from __future__ import annotations
@@ -115,3 +122,100 @@ def ort_vs_torch(ctx: Context) -> list[Row]:
                 )
             )
     return rows
+
+
+def _by_hand(path: Path, samples: int) -> tuple[float, float]:
+    """(seconds for torch.onnx.export + write, seconds with the parity check too)."""
+    import onnxruntime as ort
+
+    from ml.networks import build_network
+    from ml.templates import DIGITS_64_128_10, parse_template
+
+    start = time.perf_counter()
+    model = build_network(parse_template(DIGITS_64_128_10), seed=0).eval()
+    torch.onnx.export(
+        model,
+        (torch.rand(2, 64),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=17,
+        dynamic_axes={"input": {0: "batch_size"}, "output": {0: "batch_size"}},
+    )
+    written = time.perf_counter() - start
+    x = np.random.default_rng(0).random((samples, 64), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["output"], {"input": x})
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.allclose(actual, expected, rtol=1e-3, atol=1e-5)
+    return written, time.perf_counter() - start
+
+
+def _through_api(dep, project: str, cluster: str, path: Path) -> tuple[float, dict]:
+    """Seconds from the POST to the downloaded file on disk; the export's final status."""
+    from bench.deployment import wait_until
+
+    start = time.perf_counter()
+    created = dep.ok(dep.post(f"/api/export/{project}", {"cluster_id": cluster, "format": "onnx"}))
+
+    def ended():
+        data = dep.ok(dep.get(f"/api/export/{project}/{created['id']}"))
+        return data if data["status"] in ("completed", "failed", "aborted") else None
+
+    done = wait_until(ended, timeout=300, what="the export", interval=0.02)
+    if done["status"] != "completed":
+        raise RuntimeError(f"export {done['status']}: {done.get('error')}")
+    response = dep.get(f"/api/export/{project}/{created['id']}/download", stream=True)
+    response.raise_for_status()
+    with path.open("wb") as out:
+        for chunk in response.iter_content(1 << 16):
+            out.write(chunk)
+    return time.perf_counter() - start, done
+
+
+@row("export.api")
+def export_api(ctx: Context) -> list[Row]:
+    import warnings
+
+    from bench.deployed import _demo
+    from bench.deployment import embedded
+    from ml.templates import DIGITS_64_128_10
+
+    ours, plain, written = [], [], []
+    with tempfile.TemporaryDirectory(prefix="orchard-bench-export-") as tmp:
+        work = Path(tmp)
+        with embedded(workdir=work / "site", extra_env={"LOGIN_THROTTLE_RATE": "1000/min"}) as dep:
+            project, _ = _demo(dep)
+            cluster = dep.ok(
+                dep.post(
+                    f"/api/projects/{project}/clusters",
+                    {"name": "export", "template": DIGITS_64_128_10},
+                ),
+                201,
+            )["id"]
+            # Warm-up on both sides (imports, the worker's first task), then interleaved.
+            _, done = _through_api(dep, project, cluster, work / "api.onnx")
+            samples = int(done["validation"].get("num_samples") or 16)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript-based exporter's notices
+                _by_hand(work / "hand.onnx", samples)
+                for _ in range(ctx.repeats):
+                    ours.append(_through_api(dep, project, cluster, work / "api.onnx")[0])
+                    alone, checked = _by_hand(work / "hand.onnx", samples)
+                    written.append(alone)
+                    plain.append(checked)
+    return [
+        Row(
+            "export.api_s",
+            "ONNX export over /api/export, s",
+            statistics.median(ours),
+            statistics.median(plain),
+            "s",
+            goal="<= 5 (one platform round trip on a sub-second job)",
+            notes=f"POST -> status completed (polled 20 ms) -> download written, embedded mode; "
+            f"baseline: torch.onnx.export + write + onnxruntime check on {samples} samples "
+            f"(export + write alone {statistics.median(written):.3f} s); {ctx.repeats} repeats",
+        )
+    ]

@@ -14,9 +14,15 @@ import platform
 import socket
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+# One line per row per run, appended by every run (`--quick` ones too, marked so); the README's
+# tables are `python -m bench --report`: the median over every full run, not the best one.
+HISTORY = Path("bench/results/history.jsonl")
 
 
 @dataclass
@@ -143,3 +149,70 @@ def write_json(rows: list[Row], path: Path, ctx: Context) -> None:
         "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
     }
     path.write_text(json.dumps(payload, indent=2))
+
+
+def append_history(rows: list[Row], path: Path, ctx: Context, note: str = "") -> None:
+    """Append one JSON line per measured row (date, machine, quick flag, `note`: what else ran on
+    the machine), after each row so a killed run keeps what it measured. The rows' `extra` (raw
+    samples, per-case tables) is left out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    where = machine()
+    with path.open("a") as out:
+        for r in rows:
+            line = {k: v for k, v in asdict(r).items() if k != "extra"}
+            line.update(
+                date=stamp,
+                machine=where,
+                quick=ctx.quick,
+                device=ctx.device,
+                note=note,
+                ratio=r.ratio,
+            )
+            out.write(json.dumps(line) + "\n")
+
+
+def _figure(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return ""
+    if abs(value) >= 1e4:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 1e-3 or value == 0:
+        text = f"{value:,.4g}"
+    else:
+        text = f"{value:.2g}"
+    return f"{text} {unit}".strip()
+
+
+def report(path: Path = HISTORY) -> str:
+    """The README's table: per row and metric, the median of Orchard, baseline and ratio over
+    every full (not `--quick`) run in the history, with the number of runs and the ratio's
+    range, so a favourable re-run cannot stand in for the others."""
+    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    if path.exists():
+        for text in path.read_text().splitlines():
+            line = json.loads(text)
+            if line["quick"] or line["orchard"] is None:
+                continue
+            runs[(line["name"], line["metric"])].append(line)
+
+    def median(lines: list[dict], key: str) -> float | None:
+        values = [line[key] for line in lines if line[key] is not None]
+        return statistics.median(values) if values else None
+
+    out = [
+        "| row | metric | Orchard | baseline | ratio | goal | runs (ratio range) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, metric), lines in runs.items():
+        last = lines[-1]
+        ratios = [line["ratio"] for line in lines if line["ratio"] is not None]
+        spread = f" ({min(ratios):.3g}-{max(ratios):.3g})" if len(ratios) > 1 else ""
+        ratio = median(lines, "ratio")
+        out.append(
+            f"| `{name}` | {metric} | {_figure(median(lines, 'orchard'), last['unit'])} "
+            f"| {_figure(median(lines, 'baseline'), last['unit'])} "
+            f"| {'' if ratio is None else f'{ratio:.3g}'} | {last['goal']} "
+            f"| {len(lines)}{spread} |"
+        )
+    return "\n".join(out)

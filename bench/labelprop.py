@@ -162,7 +162,8 @@ def labelprop(ctx: Context) -> list[Row]:
             better,
             "",
             goal="above both at noise <= 0.10 with 3+ slices; >= better - 0.02 elsewhere",
-            notes=f"{met}/{len(results)} cases meet the goal ({device.type})",
+            notes=f"{met}/{len(results)} cases meet the goal ({device.type}); quality, not time: "
+            "Orchard trains and runs a network, the baselines are analytic",
             extra=table,
         ),
         Row(
@@ -172,7 +173,7 @@ def labelprop(ctx: Context) -> list[Row]:
             10.0,
             "s",
             goal="<= 10 s CPU",
-            notes="baseline: the goal",
+            notes="baseline: the goal (10 s), not a measurement",
         ),
         Row(
             "labelprop.train_cpu_s",
@@ -180,5 +181,6 @@ def labelprop(ctx: Context) -> list[Row]:
             train,
             None,
             "s",
+            goal="<= 10 s CPU",
         ),
     ]

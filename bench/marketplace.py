@@ -222,7 +222,9 @@ def marketplace(ctx: Context) -> list[Row]:
             statistics.median(gateway) * 1e3,
             statistics.median(plain_view) * 1e3,
             "ms",
-            notes="Basic auth + tenancy + protocol JSON vs bare Django view, same query",
+            goal="<= 1.5",
+            notes="Basic auth + tenancy + protocol JSON vs bare Django view, same query; "
+            "in-process test client, and the bare view skips the auth and tenancy",
         ),
         Row(
             "marketplace.queries",
@@ -320,6 +322,7 @@ def marketplace_push(ctx: Context) -> list[Row]:
             statistics.median(orchard) * 1e3,
             statistics.median(plain) * 1e3,
             "ms",
+            goal="<= 3",
             notes=(
                 "compute_push job in-process (claim, outbox row, DNS + address check, pinned "
                 "POST, delivered bookkeeping) vs a bare http.client POST of the same bytes"

@@ -296,6 +296,7 @@ def _latency_rows(ctx: Context, name: str) -> list[Row]:
             _percentile(orchard, 0.95),
             _percentile(bare, 0.95),
             "ms",
+            goal="p95 <= 100 ms",
         ),
     ]
 
