@@ -88,6 +88,14 @@ def main(argv=None) -> int:
         default="",
         help="kept with each history line: what else ran on the machine (e.g. shared, idle)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=int(os.environ.get("TORCH_THREADS") or 1),
+        help="torch threads of this process, both sides of every in-process ratio (default "
+        "TORCH_THREADS or 1: torch's default fights the servers and workers a row starts on a "
+        "small host; rows that pin their own count say so)",
+    )
     parser.add_argument("--history", default=str(HISTORY), help="the history file (JSON lines)")
     parser.add_argument(
         "--report",
@@ -109,6 +117,7 @@ def main(argv=None) -> int:
             os.environ[name] = str(flag)  # read by bench.harness.port/db_name/redis_db
     import torch
 
+    torch.set_num_threads(max(1, args.torch_threads))
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
