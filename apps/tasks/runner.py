@@ -87,9 +87,16 @@ def _over_fair_share(task: Task) -> bool:
 def _claim(task_id: str, token: str | None = None) -> Task | None:
     """queued -> active for this worker, or None (not queued, or must wait: then its message is
     sent again after TASK_ORDER_RETRY_MS, when it is the task's current message)."""
-    queue = Task.objects.filter(pk=task_id).values_list("queue", flat=True).first()
-    if queue is None:
+    row = Task.objects.filter(pk=task_id).values_list("queue", "state").first()
+    if row is None:
         logger.warning("task %s does not exist (deleted?); message dropped", task_id)
+        return None
+    queue, state = row
+    if state != TaskState.QUEUED:
+        # Most often the duplicate that `_wake_next_of_target` sends when a task's first message
+        # is still in the queue: ignored with this one read, without taking the queue's lock (a
+        # task that leaves queued comes back only with a message of its own).
+        logger.info("task %s is %s; message ignored", task_id, state)
         return None
     resend: tuple[Task, str] | None = None
     with transaction.atomic():

@@ -61,3 +61,39 @@ def test_tokens_are_capped(broker):
     for i in range(100):
         broker.enqueue(Message(queue_name="q", actor_name="a", args=(i,), kwargs={}, options={}))
     assert broker.client.llen(broker.wake_key("q")) <= 16
+
+
+def test_a_busy_consumer_fetches_when_its_message_is_acked_not_after_its_backoff(broker):
+    """A worker with one slot took its next message only after sleeping out its backoff (up to
+    the timeout) once its task ended; now the ack wakes it."""
+    from dramatiq.message import Message
+
+    def send(i):
+        return broker.enqueue(
+            Message(queue_name="q", actor_name="a", args=(i,), kwargs={}, options={})
+        )
+
+    consumer = broker.consume("q", prefetch=1, timeout=60_000)
+    first = send(1)
+    running = next(consumer)
+    while running is None:
+        running = next(consumer)
+    assert running.message_id == first.message_id
+    second = send(2)
+    consumer.misses = 30  # a long task: Dramatiq's busy consumer would now sleep up to 60 s
+    got: list = []
+    asked = threading.Event()
+
+    def take():
+        asked.set()
+        message = next(consumer)  # busy (one outstanding of one): waits for a free slot
+        got.append(message)
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    asked.wait(5)
+    consumer.ack(running)  # the worker thread is done with the first message
+    taker.join(20)  # far below the 60 s backoff: only the ack's wake-up gets here in time
+    assert got and got[0] is not None and got[0].message_id == second.message_id
+    consumer.ack(got[0])
+    consumer.close()

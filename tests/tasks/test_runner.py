@@ -126,3 +126,21 @@ def test_unknown_kind_in_row_fails(world):
     runner.task_run(str(task.pk))
     task.refresh_from_db()
     assert task.state == "failed" and "Unknown task kind" in task.error
+
+
+@pytest.mark.parametrize("state", ["active", "finished"])
+def test_a_message_for_a_task_that_left_queued_costs_one_read(
+    world, state, monkeypatch, django_assert_num_queries
+):
+    """A finishing task wakes the next of its target with a second message even when that task's
+    first message is still in the queue: under load every other message was such a duplicate,
+    and each took the queue's lock in a transaction of its own before it was ignored."""
+    cluster = make_cluster(world.project, world.owner)
+    task = Task.objects.create(
+        project=world.project, kind="train", name="t", **target_of(cluster), state=state
+    )
+    monkeypatch.setattr(runner, "_last_reap", float("inf"))  # no reaper pass in this count
+    with django_assert_num_queries(1):
+        runner.task_run(str(task.pk), token=None)
+    task.refresh_from_db()
+    assert task.state == state and task.attempts == 0
