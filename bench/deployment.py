@@ -103,6 +103,21 @@ class Deployment:
         self.workers.append(proc)
         return proc
 
+    def wait_workers_ready(self, timeout: float = 180) -> None:
+        """Wait until every started worker printed its ready line (it consumes from then on): a
+        worker boots for seconds (Django, torch, the warm-up), and a task sent before counted
+        that boot as its start latency."""
+
+        def ready() -> bool:
+            for index, proc in enumerate(self.workers):
+                assert proc.poll() is None, f"worker{index} exited with {proc.returncode}"
+                log = (self.logs / f"worker{index}.log").read_text(errors="replace")
+                if "orchard worker: queue=" not in log:
+                    return False
+            return True
+
+        wait_until(ready, timeout=timeout, what="the workers to be ready")
+
     def live_workers(self) -> list[subprocess.Popen]:
         return [p for p in self.workers if p.poll() is None]
 
@@ -279,6 +294,7 @@ def team(
         deployment.start_server()
         for _ in range(workers):
             deployment.start_worker(*worker_args)
+        deployment.wait_workers_ready()
         deployment.login()
         yield deployment
     finally:
