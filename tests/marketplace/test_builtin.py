@@ -47,8 +47,14 @@ def make_shards(world, source, count: int, size: int | None = None) -> list[str]
 
 
 def _all_finished(algo_uuid, count):
-    uplets = list(Learnuplet.objects.filter(algo__uuid=algo_uuid).order_by("rank"))
-    if len(uplets) == count and all(u.status in ("done", "failed") for u in uplets):
+    """The uplets once each is done or failed AND its task finished: the job's body writes the
+    uplet's status, the engine finishes the task after the body returns."""
+    uplets = list(
+        Learnuplet.objects.filter(algo__uuid=algo_uuid).select_related("task").order_by("rank")
+    )
+    if len(uplets) == count and all(
+        u.status in ("done", "failed") and u.task is not None and u.task.is_terminal for u in uplets
+    ):
         return uplets
     return None
 
