@@ -11,13 +11,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 
-def setting(name: str, default: Any = None) -> Any:
+def setting(name: str) -> Any:
     """The value of the declared setting `name`.
 
     An empty declared value (None or "") falls back to the environment variable of the same
     name as it is now (a process may set one after its settings loaded: the test suite sets
-    TORCH_THREADS so), then to `default`. The defaults themselves live in base.py; `default` is
-    only for callers that still repeat one.
+    TORCH_THREADS so); the defaults themselves live in base.py.
     """
     try:
         value = getattr(settings, name)
@@ -27,9 +26,9 @@ def setting(name: str, default: Any = None) -> Any:
         ) from None
     if value in (None, ""):
         value = os.environ.get(name)
-    return default if value in (None, "") else value
+    return None if value in (None, "") else value
 
 
-def number_setting(name: str, default: float | None = None) -> float:
+def number_setting(name: str) -> float:
     """A declared numeric setting as a float (environment values may arrive as text)."""
-    return float(setting(name, default))
+    return float(setting(name))

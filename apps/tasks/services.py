@@ -70,23 +70,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_DEFAULTS: dict[str, float] = {
-    "TASK_HEARTBEAT_STALE_S": 60,
-    "TASK_HEARTBEAT_INTERVAL_S": 1.0,
-    "TASK_EVENT_INTERVAL_S": 0.25,
-    "TASK_ORDER_RETRY_MS": 500,
-    "TASK_TIME_LIMIT_GRACE_S": 30,
-    "TASK_CHECKPOINT_INTERVAL_S": 30,
-    "TASK_PROJECT_MAX_ACTIVE": 1,
-    "TASK_QUEUED_RESEND_S": 60,
-    "TASK_SWEEP_INTERVAL_S": 15,
-    "TASK_PROGRESS_STALE_S": 600,
-}
-
 
 def setting(name: str) -> float:
-    """A numeric engine setting: Django settings, else the environment, else the default."""
-    return number_setting(name, _DEFAULTS[name])
+    """A numeric engine setting (declared with its default in config/settings/base.py)."""
+    return number_setting(name)
 
 
 def _retrying(fn, *, attempts: int = 5, delay_s: float = 0.2):
