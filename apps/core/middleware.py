@@ -61,8 +61,9 @@ def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, 
 
     A view may render its own: a class attribute `too_large_answer(caller, url_name, message)`
     returning (content type, body) or None (`caller` is the request, or the ASGI scope; it may
-    touch the database). labelprop's session routes answer a refused session's token there, so
-    the napari client shows the reason instead of polling for it forever."""
+    touch the database). labelprop's routes answer plain text there, and its session routes a
+    refused session's token, so the napari client shows the reason instead of polling for it
+    forever."""
     message = f"Request body exceeds the limit of {limit} bytes ({name})."
     match = _match(path)
     func = match.func if match is not None else None
@@ -78,8 +79,6 @@ def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, 
     for prefix, render in _PREFIX_ANSWERS.items():
         if path.startswith(prefix):
             return render(message)
-    if (getattr(match, "url_name", None) or "").startswith("labelprop-"):
-        return "text/plain; charset=utf-8", message.encode()  # labelprop answers short texts
     return "application/json", json.dumps({"error": message}).encode()  # Hanami and the rest
 
 

@@ -254,3 +254,15 @@ def test_each_protocol_surface_answers_413_in_its_own_format(settings, path, ans
     assert response.status_code == 413
     assert response["Content-Type"] == "application/json"
     assert response.content == json.dumps(answer).encode()
+
+
+@pytest.mark.parametrize("path", ["/check", "/send_ckpt"])
+def test_labelprop_routes_answer_413_as_plain_text(settings, path):
+    """napari-labelprop reads short texts: its routes' early 413 is the message itself."""
+    from django.test import Client
+
+    settings.API_MAX_BODY_BYTES = 1000
+    response = Client().generic("POST", path, "x" * 2000, content_type="application/json")
+    assert response.status_code == 413
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content == MESSAGE.encode()

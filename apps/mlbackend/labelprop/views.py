@@ -81,6 +81,12 @@ class LabelpropView(GlobalAPIView):
     renderer_classes: ClassVar[list] = [PlainTextRenderer]
     content_negotiation_class = TextNegotiation
 
+    @staticmethod
+    def too_large_answer(caller, url_name: str, message: str):
+        """The body-limit 413 that apps.core.middleware answers before any view runs: labelprop
+        answers short texts."""
+        return "text/plain; charset=utf-8", message.encode()
+
     def get_exception_handler(self):
         return labelprop_exception_handler
 
@@ -163,9 +169,9 @@ class _SessionStartView(LabelpropView):
     @staticmethod
     def too_large_answer(caller, url_name: str, message: str):
         """The body-limit 413 that apps.core.middleware answers before any view runs: a failed
-        session's token too (see the class docstring), else None (the plain text)."""
+        session's token too (see the class docstring), else the plain text."""
         token = body_too_large(caller, url_name, message)
-        return ("text/plain; charset=utf-8", token.encode()) if token else None
+        return "text/plain; charset=utf-8", (token or message).encode()
 
     def initial(self, request, *args, **kwargs):
         self._refusal_tokens = False
