@@ -130,8 +130,6 @@ class _TrainCallbacks(TrainingCallbacks):
 
     def on_start(self, start_epoch: int) -> None:
         self.epoch = start_epoch
-        if start_epoch:
-            self.ctx.record("resumed", {"epoch": start_epoch, "attempt": self.ctx.attempt})
 
     def should_stop(self) -> bool:
         self.polls += 1
@@ -193,6 +191,8 @@ def train(ctx) -> dict[str, Any]:
         scale=scale,
     )
     point = _resume_point(ctx)
+    if point is not None:  # also a resume at epoch 0 (a worker stopped inside the first epoch)
+        ctx.record("resumed", {"epoch": point.epoch, "attempt": ctx.attempt})
     job = TrainingJob(config, x=x, y=np.array(y), record_input_scale=scale, resume=point)
     outcome = cluster_train(cluster=cluster, job=job, callbacks=callbacks)
     fit_result = outcome.fit

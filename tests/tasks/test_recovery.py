@@ -371,3 +371,32 @@ def test_epoch_redone_after_resume_is_published_once(world, digits, monkeypatch,
     )
     assert stored == [1, 2, 3, 4, 5]
     assert [e["epoch"] for e in published if e.get("type") == "epoch"] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.django_db
+def test_a_resume_from_inside_the_first_epoch_is_recorded(world, digits, monkeypatch, settings):
+    """A worker stopped inside the first epoch keeps a resume point at epoch 0: the next attempt
+    still records that it resumed (as it did before training moved onto cluster_train)."""
+    from apps.clusters import handlers
+    from apps.clusters.runtime import cluster_load_model
+    from apps.clusters.training import ResumePoint
+
+    settings.TASK_HEARTBEAT_INTERVAL_S = 3600  # runs inside the test's transaction
+    train_set, _ = digits
+    cluster = make_cluster(world.project, world.owner)
+    task = cluster_task_create(
+        project=world.project,
+        actor=world.owner,
+        kind="train",
+        name="fit",
+        cluster=cluster,
+        dataset=train_set,
+        params={"epochs": 1},
+    )
+    state = cluster_load_model(cluster).state_dict()
+    monkeypatch.setattr(handlers, "_resume_point", lambda ctx: ResumePoint(state, None, 0))
+    runner.task_run(str(task.pk))
+    task.refresh_from_db()
+    assert task.state == "finished", task.error
+    resumed = TaskEvent.objects.filter(task=task, kind="resumed").values_list("data", flat=True)
+    assert list(resumed) == [{"epoch": 0, "attempt": 1}]
