@@ -2,8 +2,10 @@
 
 A Project is a tenant. `project_access` resolves the caller's rights in one project (a missing
 project and one the caller is not a member of both raise NotFound); `TenantQuerySet.visible_to`
-and `editable_by` are the only way tenant-owned rows are read or written by surfaces. Views,
-consumers, gateways and actors all go through these helpers.
+and `editable_by` are the only way tenant-owned rows are read or written by surfaces, and
+`get_visible(access, for_edit=..., denied=...)` the one fetch of a row (404 when not visible, then
+403 when `for_edit` and the caller may not change it). Views, consumers, gateways and actors all
+go through these helpers.
 """
 
 from __future__ import annotations
