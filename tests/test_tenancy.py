@@ -149,3 +149,113 @@ def test_a_member_of_another_project_reaches_nothing(world):
                     assert response.json()["status"] == "error", (method, url, response.content)
     assert not failures, "cross-tenant access:\n" + "\n".join(failures)
     assert _snapshot() == before, "a cross-tenant request changed the database"
+
+
+# -- one fetch, one edit check ------------------------------------------------------------------
+#
+# Rows a surface changes are fetched through `get_visible(access, for_edit=True, denied=...)`
+# (apps/core/tenancy.py): not visible answers 404 before not editable answers 403, and the edit
+# rule is applied there and nowhere else. A call of the check's names outside tenancy is refused
+# unless listed here, with the reason; the list only shrinks.
+EDIT_CHECKS = {"require_edit", "can_edit", "get_or_not_found"}
+EDIT_CHECKS_KNOWN = {
+    # A service given a cluster, not fetching it: a retried task's cluster need not be one the
+    # caller sees, and that answers 403 TRAIN_DENIED (a fetch would answer 404).
+    ("apps/clusters/services.py", "require_edit"),
+    # Rights flags that refuse nothing: whether a direct-IO socket may train (rechecked on the
+    # socket's timer), whether the console offers abort/retry, whether a backend's secret URL
+    # is shown. The rows were fetched through `get_visible`.
+    ("apps/clusters/directio.py", "can_edit"),
+    ("apps/clusters/consumers.py", "can_edit"),
+    ("apps/hanami/consumers.py", "can_edit"),
+    ("apps/console/views.py", "can_edit"),
+    ("apps/mlbackend/labelstudio/serializers.py", "can_edit"),
+}
+
+
+def edit_check_calls(source: str) -> list[tuple[int, str]]:
+    """Calls of `require_edit` / `can_edit` / `get_or_not_found`, as names or attributes."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in EDIT_CHECKS:
+                found.append((node.lineno, name))
+    return found
+
+
+def test_the_edit_check_is_only_in_tenancy():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders, used = [], set()
+    for path in sorted((root / "apps").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "apps/core/tenancy.py":
+            continue
+        for line, name in edit_check_calls(path.read_text()):
+            if (rel, name) in EDIT_CHECKS_KNOWN:
+                used.add((rel, name))
+            else:
+                offenders.append(f"{rel}:{line}: {name}(...)")
+    assert not offenders, (
+        "fetch the row with get_visible(access, for_edit=True, denied=...) instead:\n"
+        + "\n".join(offenders)
+    )
+    assert used == EDIT_CHECKS_KNOWN, f"no longer needed, remove: {EDIT_CHECKS_KNOWN - used}"
+
+
+def test_the_edit_check_scan_sees_names_and_methods():
+    source = "require_edit(a, o)\naccess.can_edit(o)\nx.tenancy.get_or_not_found(q)\nf(can_edit)\n"
+    assert edit_check_calls(source) == [
+        (1, "require_edit"),
+        (2, "can_edit"),
+        (3, "get_or_not_found"),
+    ]
+
+
+@pytest.mark.django_db
+def test_get_visible_for_edit_answers_404_then_403_then_the_row():
+    from apps.clusters.models import Cluster
+    from apps.core.exceptions import Forbidden, NotFound
+    from apps.core.tenancy import EDIT_DENIED, Role, Visibility, project_access
+    from tests.clusters.helpers import make_cluster
+    from tests.factories import add_member, make_project, make_user
+
+    creator, owner, member, viewer, admin, outsider = (make_user() for _ in range(6))
+    project, other = make_project(creator), make_project(outsider)
+    add_member(project, owner, Role.MEMBER)
+    add_member(project, member, Role.MEMBER)
+    add_member(project, viewer, Role.VIEWER)
+    add_member(project, admin, Role.ADMIN)
+    cluster = make_cluster(project, owner)
+    Cluster.objects.filter(pk=cluster.pk).update(visibility=Visibility.SHARED)
+    private = make_cluster(project, owner, name="private")
+    Cluster.objects.filter(pk=private.pk).update(visibility=Visibility.PRIVATE)
+    foreign = make_cluster(other, outsider, name="foreign")
+
+    def access(user, proj=project):
+        return project_access(user=user, project_id=proj.pk)
+
+    # Not visible (another project's, a private one of another owner, malformed): 404 first.
+    for user, pk in ((member, foreign.pk), (member, private.pk), (member, "not-a-uuid")):
+        with pytest.raises(NotFound):
+            Cluster.objects.get_visible(access(user), for_edit=True, denied="x", pk=pk)
+    # Visible but not the caller's to change: 403 with the surface's text, else EDIT_DENIED.
+    for user in (member, viewer):
+        with pytest.raises(Forbidden) as denied:
+            Cluster.objects.get_visible(
+                access(user), for_edit=True, denied="Not yours.", pk=cluster.pk
+            )
+        assert denied.value.message == "Not yours."
+        with pytest.raises(Forbidden) as default:
+            Cluster.objects.get_visible(access(user), for_edit=True, pk=cluster.pk)
+        assert default.value.message == EDIT_DENIED
+        assert Cluster.objects.get_visible(access(user), pk=cluster.pk) == cluster  # reading
+    # The owner (a member) and a project admin get the row.
+    for user in (owner, admin):
+        assert Cluster.objects.get_visible(access(user), for_edit=True, pk=cluster.pk) == cluster
+    assert Cluster.objects.get_visible(access(admin), for_edit=True, pk=private.pk) == private

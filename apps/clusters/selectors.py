@@ -6,17 +6,21 @@ from apps.clusters.models import Checkpoint, Cluster, Host
 from apps.core.tenancy import ProjectAccess
 
 
-def cluster_get(*, access: ProjectAccess, cluster_id) -> Cluster:
-    """A cluster the caller sees, or NotFound."""
-    return Cluster.objects.get_visible(access, pk=cluster_id)
+def cluster_get(
+    *, access: ProjectAccess, cluster_id, for_edit: bool = False, denied: str | None = None
+) -> Cluster:
+    """A cluster the caller sees, or NotFound; with `for_edit`, one the caller may change, or
+    Forbidden (`denied`)."""
+    return Cluster.objects.get_visible(access, for_edit=for_edit, denied=denied, pk=cluster_id)
 
 
 def cluster_list(*, access: ProjectAccess) -> QuerySet[Cluster]:
     return Cluster.objects.visible_to(access).select_related("host")
 
 
-def checkpoint_get(*, access: ProjectAccess, checkpoint_id) -> Checkpoint:
-    return Checkpoint.objects.get_visible(access, pk=checkpoint_id)
+def checkpoint_get(*, access: ProjectAccess, checkpoint_id, for_edit: bool = False) -> Checkpoint:
+    """A checkpoint the caller sees (and may change, with `for_edit`), or NotFound / Forbidden."""
+    return Checkpoint.objects.get_visible(access, for_edit=for_edit, pk=checkpoint_id)
 
 
 def checkpoint_list(*, access: ProjectAccess) -> QuerySet[Checkpoint]:

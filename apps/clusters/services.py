@@ -122,6 +122,9 @@ def require_task_rights(*, access: ProjectAccess, kind: str, cluster: Cluster | 
     needs a writing role; a task that writes the cluster's weights needs edit rights on it."""
     access.require_write()
     if cluster is not None and kind not in CLUSTER_READ_ONLY_TASK_KINDS:
+        # The one edit check on an object given rather than fetched (tenancy's `require_edit`):
+        # a retried task's cluster need not be one the caller sees, and that answers 403
+        # TRAIN_DENIED, not the 404 a fetch through `get_visible(for_edit=True)` would give.
         require_edit(access, cluster, TRAIN_DENIED)
 
 

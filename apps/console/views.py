@@ -25,7 +25,7 @@ from apps.console import charts
 from apps.console import selectors as console_selectors
 from apps.console.access import console_access
 from apps.core.conf import number_setting
-from apps.core.exceptions import NotFound, OrchardError
+from apps.core.exceptions import Forbidden, NotFound, OrchardError
 
 SVG = "image/svg+xml"
 PAGE_SIZE = 48
@@ -38,7 +38,8 @@ WORST_ERRORS = 16
 
 def _resolve(request, model, pk, get):
     """(access, object): the object's project must be one the caller administers; `get(access)`
-    then reads it through the app's selector. 404 for missing, foreign and malformed ids."""
+    then reads it through the app's selector. 404 for missing, foreign and malformed ids, and
+    for one `get` fetches to change that the caller may not change."""
     try:
         project_id = model.objects.filter(pk=pk).values_list("project_id", flat=True).first()
     except (ValueError, TypeError, ValidationError):
@@ -48,7 +49,7 @@ def _resolve(request, model, pk, get):
     try:
         access = console_access(request.user, project_id)
         return access, get(access)
-    except NotFound:
+    except (NotFound, Forbidden):
         raise Http404("Not found.") from None
 
 
@@ -313,14 +314,16 @@ def evaluation_confusion(request, site, eval_id):
 # --- tasks ---------------------------------------------------------------------------------------
 
 
-def _task(request, task_id):
+def _task(request, task_id, *, for_edit: bool = False):
     from apps.tasks.models import Task
 
     return _resolve(
         request,
         Task,
         task_id,
-        lambda a: Task.objects.select_related("project").get_visible(a, pk=task_id),
+        lambda a: Task.objects.select_related("project").get_visible(
+            a, for_edit=for_edit, pk=task_id
+        ),
     )
 
 
@@ -350,9 +353,7 @@ def task_detail(request, site, task_id):
 def _task_action(request, task_id, action) -> HttpResponse:
     from apps.tasks import services
 
-    access, task = _task(request, task_id)
-    if not access.can_edit(task):
-        raise Http404("Not found.")
+    _, task = _task(request, task_id, for_edit=True)
     try:
         if action == "abort":
             services.task_abort(task=task)

@@ -2,8 +2,10 @@
 
 A Project is a tenant. `project_access` resolves the caller's rights in one project (a missing
 project and one the caller is not a member of both raise NotFound); `TenantQuerySet.visible_to`
-and `editable_by` are the only way tenant-owned rows are read or written by surfaces. Views,
-consumers, gateways and actors all go through these helpers.
+and `editable_by` are the only way tenant-owned rows are read or written by surfaces, and
+`get_visible(access, for_edit=..., denied=...)` the one fetch of a row (404 when not visible, then
+403 when `for_edit` and the caller may not change it). Views, consumers, gateways and actors all
+go through these helpers.
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ class ProjectAccess:
 
 
 def require_edit(access: ProjectAccess, obj: Any, message: str | None = None) -> None:
-    """The one edit check of every surface (views, gateways, consumers, services):
-    Forbidden unless `access` may change `obj` (owner, project admin or global admin)."""
+    """The edit check of an object a surface did not fetch itself (a service given one): Forbidden
+    unless `access` may change `obj`. Rows a surface fetches to change go through
+    `get_visible(access, for_edit=True)` instead, which answers 404 before 403."""
     access.require_edit(obj, message)
 
 
@@ -116,6 +119,23 @@ def get_or_not_found(queryset: models.QuerySet, **lookup: Any) -> models.Model:
         raise NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found.") from None
 
 
+def fetch_visible(
+    scoped: models.QuerySet,
+    access: ProjectAccess,
+    *,
+    for_edit: bool = False,
+    denied: str | None = None,
+    **lookup: Any,
+) -> models.Model:
+    """THE fetch of one tenant row: from `scoped` (already `visible_to(access)`), the row or
+    NotFound (missing, foreign and malformed alike); with `for_edit`, then Forbidden (`denied`,
+    else EDIT_DENIED) unless the caller may change it. Not visible answers 404 before 403."""
+    row = get_or_not_found(scoped, **lookup)
+    if for_edit:
+        access.require_edit(row, denied)
+    return row
+
+
 class TenantQuerySet(models.QuerySet):
     """The one queryset of every tenant-owned model."""
 
@@ -133,9 +153,19 @@ class TenantQuerySet(models.QuerySet):
             return qs.none()
         return qs.filter(owner_id=access.user.pk)
 
-    def get_visible(self, access: ProjectAccess, **lookup: Any) -> models.Model:
-        """One visible row or NotFound (the same answer for missing and foreign)."""
-        return get_or_not_found(self.visible_to(access), **lookup)
+    def get_visible(
+        self,
+        access: ProjectAccess,
+        *,
+        for_edit: bool = False,
+        denied: str | None = None,
+        **lookup: Any,
+    ) -> models.Model:
+        """One visible row or NotFound (the same answer for missing and foreign); with
+        `for_edit`, one the caller may change, else Forbidden (`denied` or EDIT_DENIED)."""
+        return fetch_visible(
+            self.visible_to(access), access, for_edit=for_edit, denied=denied, **lookup
+        )
 
 
 class ProjectScopedQuerySet(models.QuerySet):
@@ -147,3 +177,17 @@ class ProjectScopedQuerySet(models.QuerySet):
     def editable_by(self, access: ProjectAccess) -> ProjectScopedQuerySet:
         qs = self.filter(project_id=access.project.pk)
         return qs if access.can_write else qs.none()
+
+    def get_visible(
+        self,
+        access: ProjectAccess,
+        *,
+        for_edit: bool = False,
+        denied: str | None = None,
+        **lookup: Any,
+    ) -> models.Model:
+        """As `TenantQuerySet.get_visible`: the project is the scope; changing needs an admin
+        (these rows have no owner)."""
+        return fetch_visible(
+            self.visible_to(access), access, for_edit=for_edit, denied=denied, **lookup
+        )

@@ -23,13 +23,16 @@ THUMBNAIL_SIZE = 128
 IMAGE_SORTS = {"filename": "filename", "class": "class_name", "size": "size"}
 
 
-def dataset_get(*, access: ProjectAccess, dataset_id) -> Dataset:
-    """One dataset the caller may see; NotFound for missing, foreign or malformed ids."""
+def dataset_get(
+    *, access: ProjectAccess, dataset_id, for_edit: bool = False, denied: str | None = None
+) -> Dataset:
+    """One dataset the caller may see (and change, with `for_edit`: else Forbidden with
+    `denied`); NotFound for missing, foreign or malformed ids."""
     try:
         uuid.UUID(str(dataset_id))
     except (TypeError, ValueError):
         raise NotFound("Dataset not found.") from None
-    return Dataset.objects.get_visible(access, pk=dataset_id)
+    return Dataset.objects.get_visible(access, for_edit=for_edit, denied=denied, pk=dataset_id)
 
 
 def dataset_list(*, access: ProjectAccess) -> QuerySet[Dataset]:
@@ -37,13 +40,22 @@ def dataset_list(*, access: ProjectAccess) -> QuerySet[Dataset]:
     return Dataset.objects.visible_to(access).order_by("-created_at", "pk")
 
 
-def studio_dataset(*, access: ProjectAccess) -> Dataset | None:
-    """The project's image dataset that the studio routes (`/api/datasets/{project_id}`) show."""
-    return (
-        Dataset.objects.visible_to(access)
-        .filter(name=STUDIO_DATASET_NAME, kind=Dataset.Kind.IMAGES)
-        .first()
-    )
+def studio_dataset(
+    *, access: ProjectAccess, for_edit: bool = False, denied: str | None = None
+) -> Dataset | None:
+    """The project's image dataset that the studio routes (`/api/datasets/{project_id}`) show,
+    None when the caller sees none; with `for_edit`, Forbidden (`denied`) unless the caller may
+    change the one it sees. (Dataset names are unique per project.)"""
+    try:
+        return Dataset.objects.get_visible(
+            access,
+            for_edit=for_edit,
+            denied=denied,
+            name=STUDIO_DATASET_NAME,
+            kind=Dataset.Kind.IMAGES,
+        )
+    except NotFound:
+        return None
 
 
 def studio_dataset_get(*, access: ProjectAccess) -> Dataset:

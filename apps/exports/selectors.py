@@ -27,9 +27,14 @@ def export_list(*, access: ProjectAccess) -> QuerySet[Export]:
     return Export.objects.visible_to(access).select_related("owner", "task").order_by("-created_at")
 
 
-def export_get(*, access: ProjectAccess, export_id: str) -> Export:
-    """One export the caller sees, or NotFound (missing and foreign alike)."""
-    return Export.objects.select_related("owner", "task").get_visible(access, pk=str(export_id))
+def export_get(
+    *, access: ProjectAccess, export_id: str, for_edit: bool = False, denied: str | None = None
+) -> Export:
+    """One export the caller sees, or NotFound (missing and foreign alike); with `for_edit`,
+    one the caller may change, or Forbidden (`denied`)."""
+    return Export.objects.select_related("owner", "task").get_visible(
+        access, for_edit=for_edit, denied=denied, pk=str(export_id)
+    )
 
 
 def export_dir(export: Export) -> Path:

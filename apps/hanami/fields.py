@@ -13,7 +13,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from apps.clusters import selectors as clusters_selectors
-from apps.core.tenancy import ProjectAccess, require_edit
+from apps.core.tenancy import ProjectAccess
 from apps.datasets import selectors as datasets_selectors
 from apps.hanami import selectors
 
@@ -100,38 +100,36 @@ class UUIDText(Value):
 
 class Scoped(UUIDText):
     """A resource of the token's project by its uuid, fetched through the owning app's selector
-    (`lookup(access, uuid)`: NotFound for a missing or foreign one); with `edit`, one the caller
-    may change (Forbidden otherwise)."""
+    (`lookup(access, uuid, for_edit)`: NotFound for a missing or foreign one); with `edit`, one
+    the caller may change (Forbidden otherwise)."""
 
-    def __init__(self, lookup: Callable[[ProjectAccess, str], Any], *, edit: bool = False) -> None:
+    def __init__(
+        self, lookup: Callable[[ProjectAccess, str, bool], Any], *, edit: bool = False
+    ) -> None:
         self.lookup, self.edit = lookup, edit
         super().__init__()
 
     def to_internal_value(self, data: Any) -> Any:
-        access = self.context["access"]
-        obj = self.lookup(access, super().to_internal_value(data))
-        if self.edit:
-            require_edit(access, obj)
-        return obj
+        return self.lookup(self.context["access"], super().to_internal_value(data), self.edit)
 
 
 # The lookups of `Scoped` fields: the owning apps' selectors, within the caller's access.
 
 
-def dataset_lookup(access: ProjectAccess, pk: str):
-    return datasets_selectors.dataset_get(access=access, dataset_id=pk)
+def dataset_lookup(access: ProjectAccess, pk: str, for_edit: bool = False):
+    return datasets_selectors.dataset_get(access=access, dataset_id=pk, for_edit=for_edit)
 
 
-def cluster_lookup(access: ProjectAccess, pk: str):
-    return clusters_selectors.cluster_get(access=access, cluster_id=pk)
+def cluster_lookup(access: ProjectAccess, pk: str, for_edit: bool = False):
+    return clusters_selectors.cluster_get(access=access, cluster_id=pk, for_edit=for_edit)
 
 
-def checkpoint_lookup(access: ProjectAccess, pk: str):
-    return clusters_selectors.checkpoint_get(access=access, checkpoint_id=pk)
+def checkpoint_lookup(access: ProjectAccess, pk: str, for_edit: bool = False):
+    return clusters_selectors.checkpoint_get(access=access, checkpoint_id=pk, for_edit=for_edit)
 
 
-def result_lookup(access: ProjectAccess, pk: str):
-    return selectors.request_result_get(access=access, result_id=pk)
+def result_lookup(access: ProjectAccess, pk: str, for_edit: bool = False):
+    return selectors.request_result_get(access=access, result_id=pk, for_edit=for_edit)
 
 
 class Flag(serializers.Field):

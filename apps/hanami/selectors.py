@@ -8,7 +8,7 @@ from apps.accounts.models import Membership, Project, User
 from apps.clusters import selectors as clusters_selectors
 from apps.clusters.models import RequestResult
 from apps.clusters.services import CLUSTER_TARGET
-from apps.core.tenancy import ProjectAccess, get_or_not_found
+from apps.core.tenancy import ProjectAccess
 from apps.datasets import selectors as datasets_selectors
 from apps.hanami.logs import PAGE_SIZE
 from apps.tasks.models import Task, target_of
@@ -35,13 +35,16 @@ def project_list() -> QuerySet[Project]:
     return Project.objects.select_related("created_by").order_by("id")
 
 
-def task_get(*, access: ProjectAccess, task_id: str, cluster_id: str | None = None) -> Task:
-    """A task the caller sees (of that cluster when given), or NotFound."""
+def task_get(
+    *, access: ProjectAccess, task_id: str, cluster_id: str | None = None, for_edit: bool = False
+) -> Task:
+    """A task the caller sees (of that cluster when given), or NotFound; with `for_edit`, one
+    the caller may change, or Forbidden."""
     lookup = {"pk": task_id}
     if cluster_id:
         lookup["target_type"] = CLUSTER_TARGET
         lookup["target_id"] = cluster_id
-    return get_or_not_found(Task.objects.visible_to(access), **lookup)
+    return Task.objects.get_visible(access, for_edit=for_edit, **lookup)
 
 
 def cluster_task_list(*, access: ProjectAccess, cluster) -> QuerySet[Task]:
@@ -49,8 +52,10 @@ def cluster_task_list(*, access: ProjectAccess, cluster) -> QuerySet[Task]:
     return Task.objects.visible_to(access).filter(**target_of(cluster)).order_by("sequence")
 
 
-def request_result_get(*, access: ProjectAccess, result_id: str) -> RequestResult:
-    return RequestResult.objects.get_visible(access, pk=result_id)
+def request_result_get(
+    *, access: ProjectAccess, result_id: str, for_edit: bool = False
+) -> RequestResult:
+    return RequestResult.objects.get_visible(access, for_edit=for_edit, pk=result_id)
 
 
 def request_result_list(*, access: ProjectAccess) -> QuerySet[RequestResult]:

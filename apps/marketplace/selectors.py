@@ -172,14 +172,12 @@ def _as_list(value) -> list:
 
 def document_get(*, access: ProjectAccess, collection: Collection, uuid: str):
     """One visible document by its uuid, or NotFound (also for a malformed uuid)."""
-    from apps.core.tenancy import get_or_not_found
-
-    qs = collection.model.objects.visible_to(access)
+    qs = collection.model.objects.all()
     if collection.related:
         qs = qs.select_related(*collection.related)
     if collection.prefetch:
         qs = qs.prefetch_related(*collection.prefetch)
-    return get_or_not_found(qs, uuid=uuid)
+    return qs.get_visible(access, uuid=uuid)
 
 
 # --- the learnuplet rules ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from apps.accounts.authentication import JWTAuthentication
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
-from apps.core.tenancy import get_or_not_found
+from apps.core.tenancy import fetch_visible
 from apps.marketplace import selectors, services
 from apps.marketplace.http import OrchestratorBasicAuthentication, orchestrator_exception_handler
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
@@ -70,7 +70,7 @@ class OrchestratorView(OrchestratorMixin, ProjectScopedAPIView):
 
     def lookup(self, value: str):
         """The visible uplet/document `value` names, or NotFound (also for a malformed uuid)."""
-        return get_or_not_found(self.get_queryset(), uuid=value)
+        return fetch_visible(self.get_queryset(), self.access, uuid=value)
 
     def lookup_for_update(self, value: str, what: str):
         """The visible uplet `value` names, for the compute routes (worker, learndone,

@@ -10,7 +10,6 @@ from apps.clusters.api import serializers as s
 from apps.clusters.api.filters import CheckpointFilter
 from apps.clusters.models import Checkpoint, Cluster
 from apps.core.api.views import GlobalAPIView, ProjectScopedViewSet
-from apps.core.tenancy import require_edit
 
 
 class ClusterViewSet(ProjectScopedViewSet):
@@ -109,8 +108,10 @@ class CheckpointViewSet(ProjectScopedViewSet):
             data=request.data, context=self.get_serializer_context()
         )
         data.is_valid(raise_exception=True)
-        cluster = data.validated_data["cluster_id"]
-        require_edit(self.access, cluster)
+        # The serializer found the cluster among those the caller sees; fetched again to change it.
+        cluster = selectors.cluster_get(
+            access=self.access, cluster_id=data.validated_data["cluster_id"].pk, for_edit=True
+        )
         cluster = services.checkpoint_restore(checkpoint=checkpoint, cluster=cluster)
         return Response(s.ClusterSerializer(cluster).data)
 

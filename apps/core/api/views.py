@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from apps.core.api.metadata import RouteMetadata
 from apps.core.api.parsers import JSONParser
 from apps.core.exceptions import NotFound, ValidationFailed
-from apps.core.tenancy import ProjectAccess, get_or_not_found, project_access, require_edit
+from apps.core.tenancy import ProjectAccess, fetch_visible, project_access
 
 _GUARDED = (
     "get_queryset",
@@ -115,10 +115,14 @@ class ProjectScopedMixin:
     def get_object(self):
         queryset = self.filter_queryset(self.get_queryset())
         lookup_url_kwarg = self.lookup_url_kwarg or self.lookup_field
-        obj = get_or_not_found(queryset, **{self.lookup_field: self.kwargs[lookup_url_kwarg]})
-        if self.request.method not in SAFE_METHODS:
-            require_edit(self.access, obj)
-        return obj
+        # The queryset is already `visible_to(access)` and narrowed by the view (annotations,
+        # ordering), so the one fetch runs on it rather than on a fresh `get_visible`.
+        return fetch_visible(
+            queryset,
+            self.access,
+            for_edit=self.request.method not in SAFE_METHODS,
+            **{self.lookup_field: self.kwargs[lookup_url_kwarg]},
+        )
 
     def get_serializer_context(self):
         context = super().get_serializer_context()

@@ -15,7 +15,6 @@ from rest_framework.response import Response
 from apps.core.api.parsers import JSONParser  # refuses NUL strings and too deep bodies
 from apps.core.api.views import ProjectScopedAPIView
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
-from apps.core.tenancy import require_edit
 from apps.datasets import selectors, services
 from apps.datasets.api import serializers as s
 from apps.datasets.api.filters import DatasetFilter
@@ -41,16 +40,14 @@ class OctetStreamParser(BaseParser):
         return {}
 
 
-def _require_edit(access, dataset: Dataset) -> None:
-    require_edit(access, dataset, "Only the owner or a project admin may change this dataset.")
+# The answer (403) to a change of a dataset, or of an upload session, the caller may not change.
+DATASET_DENIED = "Only the owner or a project admin may change this dataset."
+UPLOAD_DENIED = "Only the uploader or a project admin may use this upload."
 
 
 def _studio_dataset_to_change(access) -> Dataset | None:
     """The project's studio dataset (None before the first import), if the caller may change it."""
-    dataset = selectors.studio_dataset(access=access)
-    if dataset is not None:
-        _require_edit(access, dataset)
-    return dataset
+    return selectors.studio_dataset(access=access, for_edit=True, denied=DATASET_DENIED)
 
 
 def _validated(serializer_class, data, **kwargs) -> dict:
@@ -156,14 +153,15 @@ class DatasetFromUploadsView(ProjectScopedAPIView):
     @extend_schema(request=s.FromUploadsSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
         data = _validated(s.FromUploadsSerializer, request.data)
+        # Every upload not found answers 404 before any the caller may not use answers 403.
+        for upload_id in data["uploads"].values():
+            UploadSession.objects.get_visible(self.access, pk=upload_id)
         uploads = {
-            role: UploadSession.objects.get_visible(self.access, pk=upload_id)
+            role: UploadSession.objects.get_visible(
+                self.access, for_edit=True, denied=UPLOAD_DENIED, pk=upload_id
+            )
             for role, upload_id in data["uploads"].items()
         }
-        for session in uploads.values():
-            require_edit(
-                self.access, session, "Only the uploader or a project admin may use this upload."
-            )
         options = {k: data[k] for k in ("label_column", "input_columns") if data.get(k)}
         dataset = services.dataset_create_pending(
             project=self.access.project,
@@ -197,8 +195,9 @@ class DatasetDetailView(ProjectScopedAPIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, project_id, dataset_id):
-        dataset = selectors.dataset_get(access=self.access, dataset_id=dataset_id)
-        _require_edit(self.access, dataset)
+        dataset = selectors.dataset_get(
+            access=self.access, dataset_id=dataset_id, for_edit=True, denied=DATASET_DENIED
+        )
         services.dataset_delete(dataset=dataset)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -244,8 +243,9 @@ class UploadDetailView(ProjectScopedAPIView):
         responses=s.UploadSerializer,
     )
     def put(self, request, project_id, upload_id):
-        session = UploadSession.objects.get_visible(self.access, pk=upload_id)
-        _require_edit(self.access, session)
+        session = UploadSession.objects.get_visible(
+            self.access, for_edit=True, denied=DATASET_DENIED, pk=upload_id
+        )
         try:
             position = int(request.query_params.get("position", ""))
         except ValueError:
@@ -261,8 +261,9 @@ class UploadDetailView(ProjectScopedAPIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, project_id, upload_id):
-        session = UploadSession.objects.get_visible(self.access, pk=upload_id)
-        _require_edit(self.access, session)
+        session = UploadSession.objects.get_visible(
+            self.access, for_edit=True, denied=DATASET_DENIED, pk=upload_id
+        )
         services.upload_session_delete(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -475,10 +476,9 @@ class SplitListView(ProjectScopedAPIView):
     @extend_schema(request=s.SplitCreateSerializer, responses=s.SplitCreatedSerializer)
     def post(self, request, project_id):
         data = _validated(s.SplitCreateSerializer, request.data)
-        dataset = selectors.studio_dataset(access=self.access)
+        dataset = _studio_dataset_to_change(self.access)
         if dataset is None:
             raise DatasetNotImported(f"Project {project_id} has no imported dataset.")
-        _require_edit(self.access, dataset)
         split = services.split_create(
             dataset=dataset, name=data["name"], ratios=dict(data["ratios"]), seed=data["seed"]
         )
@@ -528,7 +528,8 @@ class SplitDetailView(ProjectScopedAPIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, split_index):
-        dataset, split = self._split(split_index)
-        _require_edit(self.access, dataset)
+        _, split = self._split(split_index)
+        # Fetched again to change it: a split not found answers 404 before a refusal (403).
+        _studio_dataset_to_change(self.access)
         services.split_delete(split=split)
         return Response({"split_index": split_index, "deleted": True})

@@ -9,7 +9,6 @@ from rest_framework.response import Response
 
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
 from apps.core.exceptions import Conflict
-from apps.core.tenancy import require_edit
 from apps.exports import selectors, services
 from apps.exports.api import serializers as s
 from apps.exports.api.filters import ExportFilter
@@ -93,9 +92,11 @@ class ExportDetailView(ProjectScopedAPIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, project_id, export_id):
-        export = selectors.export_get(access=self.access, export_id=export_id)
-        require_edit(
-            self.access, export, "Only the owner or a project admin may delete this export."
+        export = selectors.export_get(
+            access=self.access,
+            export_id=export_id,
+            for_edit=True,
+            denied="Only the owner or a project admin may delete this export.",
         )
         services.export_delete(export=export)
         # The plan answers every delete with an envelope and 200.

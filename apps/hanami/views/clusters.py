@@ -8,7 +8,6 @@ from apps.clusters import selectors as clusters_selectors
 from apps.clusters import services as clusters
 from apps.clusters.models import Checkpoint, Cluster
 from apps.core.exceptions import NotFound
-from apps.core.tenancy import require_edit
 from apps.hanami import selectors
 from apps.hanami.answers import host_uuid, owned_answer, owned_rows, table
 from apps.hanami.serializers import (
@@ -28,10 +27,9 @@ class ClusterBase(HanamiView):
 
     def cluster(self, cluster_id: str, *, edit: bool = False) -> Cluster:
         """A cluster of the token's project that the caller sees (and may change, with `edit`)."""
-        cluster = clusters_selectors.cluster_get(access=self.access, cluster_id=cluster_id)
-        if edit:
-            require_edit(self.access, cluster)
-        return cluster
+        return clusters_selectors.cluster_get(
+            access=self.access, cluster_id=cluster_id, for_edit=edit
+        )
 
 
 class ClusterView(ClusterBase):
@@ -115,9 +113,10 @@ class CheckpointView(HanamiView):
 
     def delete(self, request):
         checkpoint = clusters_selectors.checkpoint_get(
-            access=self.access, checkpoint_id=validated(UuidQuery, request.query_params)["uuid"]
+            access=self.access,
+            checkpoint_id=validated(UuidQuery, request.query_params)["uuid"],
+            for_edit=True,
         )
-        require_edit(self.access, checkpoint)
         clusters.checkpoint_delete(checkpoint=checkpoint)
         return Response({})
 

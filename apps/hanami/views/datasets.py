@@ -7,7 +7,6 @@ from typing import ClassVar
 
 from rest_framework.response import Response
 
-from apps.core.tenancy import require_edit
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
 from apps.datasets.models import Dataset
@@ -28,10 +27,9 @@ from apps.hanami.views.base import HanamiView
 class DatasetBase(HanamiView):
     def dataset(self, dataset_id: str, *, edit: bool = False) -> Dataset:
         """A dataset of the token's project that the caller sees (and may change, with `edit`)."""
-        dataset = datasets_selectors.dataset_get(access=self.access, dataset_id=dataset_id)
-        if edit:
-            require_edit(self.access, dataset)
-        return dataset
+        return datasets_selectors.dataset_get(
+            access=self.access, dataset_id=dataset_id, for_edit=edit
+        )
 
 
 class _UploadDatasetView(DatasetBase):

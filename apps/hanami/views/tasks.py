@@ -6,7 +6,6 @@ from rest_framework.response import Response
 
 from apps.clusters import services as clusters
 from apps.clusters.models import RequestResult
-from apps.core.tenancy import require_edit
 from apps.hanami import selectors
 from apps.hanami.answers import owned_answer, owned_rows, task_answer, task_rows
 from apps.hanami.serializers import (
@@ -25,11 +24,15 @@ from apps.tasks.models import Task
 class _TaskBase(HanamiView):
     queryset = Task.objects.all()
 
-    def task(self, request) -> Task:
-        """The task of `?uuid=` (of the cluster of `?cluster_uuid=` when given)."""
+    def task(self, request, *, edit: bool = False) -> Task:
+        """The task of `?uuid=` (of the cluster of `?cluster_uuid=` when given), one the caller
+        may change with `edit`."""
         query = validated(TaskQuery, request.query_params)
         return selectors.task_get(
-            access=self.access, task_id=query["uuid"], cluster_id=query.get("cluster_uuid")
+            access=self.access,
+            task_id=query["uuid"],
+            cluster_id=query.get("cluster_uuid"),
+            for_edit=edit,
         )
 
 
@@ -54,8 +57,7 @@ class TaskView(_TaskBase):
         return Response(task_answer(self.task(request)))
 
     def delete(self, request):
-        task = self.task(request)
-        require_edit(self.access, task)
+        task = self.task(request, edit=True)
         tasks.task_delete(task=task)
         return Response({})
 
@@ -69,8 +71,8 @@ class TaskListView(_TaskBase):
 class _ResultBase(HanamiView):
     queryset = RequestResult.objects.all()
 
-    def result(self, result_id: str) -> RequestResult:
-        return selectors.request_result_get(access=self.access, result_id=result_id)
+    def result(self, result_id: str, *, edit: bool = False) -> RequestResult:
+        return selectors.request_result_get(access=self.access, result_id=result_id, for_edit=edit)
 
 
 class RequestResultView(_ResultBase):
@@ -80,8 +82,7 @@ class RequestResultView(_ResultBase):
         return Response({**owned_answer(result), "data": classes.tolist()})
 
     def delete(self, request):
-        result = self.result(validated(UuidQuery, request.query_params)["uuid"])
-        require_edit(self.access, result)
+        result = self.result(validated(UuidQuery, request.query_params)["uuid"], edit=True)
         clusters.request_result_delete(result=result)
         return Response({})
 

@@ -6,9 +6,9 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from apps.clusters import selectors as clusters_selectors
 from apps.core.api.views import ProjectScopedViewSet
 from apps.core.exceptions import Forbidden
-from apps.core.tenancy import require_edit
 from apps.mlbackend.labelstudio import selectors, services, training
 from apps.mlbackend.labelstudio import serializers as s
 from apps.mlbackend.models import LabelStudioBackend
@@ -58,12 +58,13 @@ class LabelStudioBackendViewSet(ProjectScopedViewSet):
                     "Only project admins may let a backend fetch from private networks "
                     "(allow_private_networks) or change the hosts such a backend fetches from."
                 )
-        cluster = fields.get("cluster")
-        if cluster is not None:
-            require_edit(
-                self.access,
-                cluster,
-                "Only the model's owner or a project admin may bind it to a backend.",
+        if fields.get("cluster") is not None:
+            # The serializer found the model among those the caller sees; fetched again to bind.
+            fields["cluster"] = clusters_selectors.cluster_get(
+                access=self.access,
+                cluster_id=fields["cluster"].pk,
+                for_edit=True,
+                denied="Only the model's owner or a project admin may bind it to a backend.",
             )
         return fields
 
