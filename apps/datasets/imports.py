@@ -20,7 +20,7 @@ from apps.core.safeio import (
     too_large,
     writable_npy,
 )
-from apps.datasets import idx
+from apps.datasets import idx, mnist
 from apps.datasets.models import Dataset
 from apps.datasets.storage import (
     CHUNK,
@@ -28,7 +28,6 @@ from apps.datasets.storage import (
     array_limits,
     create_ready,
     csv_max_rows,
-    idx_max_bytes,
     max_decompressed_bytes,
     save_float32,
     staging_dir,
@@ -41,82 +40,23 @@ _ROWS_PER_CHUNK = 10_000
 # -- MNIST ------------------------------------------------------------------------------------
 
 
-def parse_mnist(images, labels, staging: Path) -> Parsed:
-    """One pass per file from the upload to the stored arrays: the images header is checked,
-    then the labels are read (their count must match), then the image bytes go straight into a
-    memory-mapped `inputs.npy` in the dtype they came in (native byte order; uint8 pixels stay
-    uint8, a quarter of float32's bytes): `dataset_arrays` converts them to float32 on read."""
-    limit, setting_name = idx_max_bytes(), "DATASET_IDX_MAX_BYTES"
-    head = idx.idx_header(
-        images, field="images", expect_ndim=(3,), max_bytes=limit, setting_name=setting_name
-    )
-    n, rows, cols = head.dims
-    if n == 0:
-        raise ValidationFailed.for_field("images", "the file holds no images.")
-    if rows * cols == 0:
-        raise ValidationFailed.for_field("images", "the images have no pixels.")
-
-    def label_array(header: idx.IdxHeader) -> np.ndarray:
-        if header.dtype.kind not in "iu":
-            raise ValidationFailed.for_field(
-                "labels", "labels must be integers (idx magic 0x0801)."
-            )
-        if header.count != n:
-            raise ValidationFailed(
-                f"labels: {header.count} labels for {n} images.",
-                details={"labels": [f"{header.count} labels for {n} images; counts must match."]},
-            )
-        return np.empty(n, dtype=header.dtype.newbyteorder("="))
-
-    y = idx.stream_idx(
-        labels,
-        field="labels",
-        expect_ndim=(1,),
-        max_bytes=limit,
-        setting_name=setting_name,
-        allocate=label_array,
-    )
-    if int(y.min()) < 0 or int(y.max()) > 255:
-        raise ValidationFailed.for_field("labels", "labels must lie within 0..255.")
-    source_dtype = head.dtype.newbyteorder("=")
-
-    def inputs_file(header: idx.IdxHeader) -> np.ndarray:
-        if header != head:
-            raise ValidationFailed.for_field("images", "the file changed while it was read.")
-        return writable_npy(staging / "inputs.npy", dtype=source_dtype, shape=(n, rows * cols))
-
-    x = idx.stream_idx(
-        images,
-        field="images",
-        expect_ndim=(3,),
-        max_bytes=limit,
-        setting_name=setting_name,
-        allocate=inputs_file,
-    )
-    x.flush()
-    del x
-    np.save(staging / "labels.npy", y.astype(np.int64))
-    top = int(y.max())
-    num_classes = 10 if top <= 9 else top + 1
-    return Parsed(
-        num_samples=int(n),
-        input_shape=[int(rows * cols)],
-        num_classes=num_classes,
-        class_names=[str(i) for i in range(num_classes)],
-        label_shape=[],
-        metadata={"rows": int(rows), "cols": int(cols), "source_dtype": str(source_dtype)},
-    )
-
-
 def dataset_import_mnist(*, project: Project, actor: User, name: str, images, labels) -> Dataset:
-    """Import an MNIST pair of idx files (raw or gzip; paths or file objects) as a dataset.
-
-    Inputs are stored `(N, rows*cols)` in the images' own dtype (`dataset_arrays` reads them as
-    float32, uint8 pixels scaled to 0..1), labels as int64.
-    """
+    """Import an MNIST pair of idx files (raw or gzip; paths or file objects, or the pair a
+    multipart request streamed within `mnist.streamed_upload`) as a dataset (see `mnist`)."""
     validate_name(project, name)
+    streamed = mnist.streamed_pair(images, labels)
+    if streamed is not None:  # parsed while the request arrived: only publishing is left
+        parsed, staging = streamed
+        return create_ready(
+            project=project,
+            actor=actor,
+            name=name,
+            kind=Dataset.Kind.MNIST,
+            parsed=parsed,
+            staging=staging,
+        )
     with staging_dir(project.pk) as staging:
-        parsed = parse_mnist(images, labels, staging)
+        parsed = mnist.parse_mnist(images, labels, staging)
         return create_ready(
             project=project,
             actor=actor,

@@ -16,7 +16,8 @@ from apps.core.exceptions import (
 )
 from apps.core.locks import alive
 from apps.datasets.images import dataset_import_images_zip
-from apps.datasets.imports import parse_csv, parse_mnist, parse_volume
+from apps.datasets.imports import parse_csv, parse_volume
+from apps.datasets.mnist import parse_mnist
 from apps.datasets.models import Dataset, UploadSession
 from apps.datasets.services import dataset_discard
 from apps.datasets.storage import (

@@ -16,7 +16,7 @@ from apps.core.api.parsers import JSONParser  # refuses NUL strings and too deep
 from apps.core.api.views import ProjectScopedAPIView
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
 from apps.core.tenancy import require_edit
-from apps.datasets import images, imports, selectors, services
+from apps.datasets import images, imports, mnist, selectors, services
 from apps.datasets import uploads as dataset_uploads
 from apps.datasets.api import serializers as s
 from apps.datasets.api.filters import DatasetFilter
@@ -96,14 +96,15 @@ class MnistImportView(ProjectScopedAPIView):
 
     @extend_schema(request=s.MnistImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
-        data = _validated(s.MnistImportSerializer, request.data)
-        dataset = imports.dataset_import_mnist(
-            project=self.access.project,
-            actor=request.user,
-            name=data["name"],
-            images=data["images"],
-            labels=data["labels"],
-        )
+        with mnist.streamed_upload(request, self.access.project):  # parsed as the body arrives
+            data = _validated(s.MnistImportSerializer, request.data)
+            dataset = imports.dataset_import_mnist(
+                project=self.access.project,
+                actor=request.user,
+                name=data["name"],
+                images=data["images"],
+                labels=data["labels"],
+            )
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
