@@ -367,7 +367,9 @@ def ingest(ctx: Context) -> list[Row]:
             goal="streamed: << file size",
             notes=(
                 f"Python allocations of the server process during one upload vs of the NumPy "
-                f"baseline; the upload body is {size / MIB:.1f} MiB"
+                f"baseline; the upload body is {size / MIB:.1f} MiB, which daphne queues whole "
+                "before the application reads it (the floor of this row); the view then parses "
+                "it as it reads (a Django upload handler, no temporary file)"
             ),
             extra={"server_peak_bytes": server_peak, "baseline_peak_bytes": baseline_peak},
         ),

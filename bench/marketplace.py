@@ -65,8 +65,8 @@ def marketplace(ctx: Context) -> list[Row]:
     from apps.accounts.models import User
     from apps.accounts.services import project_create
     from apps.clusters.services import cluster_create
+    from apps.datasets.imports import dataset_import_mnist
     from apps.datasets.selectors import dataset_arrays
-    from apps.datasets.services import dataset_import_mnist
     from apps.marketplace import services
     from apps.marketplace.models import Learnuplet
     from apps.tasks.runner import task_run

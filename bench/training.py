@@ -151,8 +151,8 @@ def train_task(ctx: Context) -> list[Row]:
     from apps.accounts.models import User
     from apps.accounts.services import project_create
     from apps.clusters.services import cluster_create, cluster_task_create
+    from apps.datasets.imports import dataset_import_mnist
     from apps.datasets.selectors import dataset_arrays
-    from apps.datasets.services import dataset_import_mnist
 
     if ctx.device == "cuda":
         from apps.clusters.models import Host

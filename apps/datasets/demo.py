@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from apps.datasets.idx import write_idx
+from apps.datasets.imports import dataset_import_mnist
 from apps.datasets.models import Dataset
-from apps.datasets.services import dataset_import_mnist
 
 DEMO_SEED = 0
 DEMO_TEST_SIZE = 360

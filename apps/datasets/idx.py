@@ -149,6 +149,145 @@ def stream_idx(
     return out
 
 
+class IdxFeed:
+    """The push side of `stream_idx`: the bytes of an idx file (raw or gzip) given as they
+    arrive (`feed`, e.g. by an upload handler), decoded and written straight into the array
+    `allocate(header)` gives; `close` answers it once the file ended.
+
+    The checks and messages are `stream_idx`'s: the header (magic, dimensions, `max_bytes`
+    declared: 413 naming `setting_name`) before `allocate` is called, a file shorter or longer
+    than declared, corrupt or truncated gzip. Memory: the chunk given plus at most `_CHUNK` of
+    decoded bytes (gzip output is produced in bounded steps, refused as soon as it passes the
+    declared size), never the whole file.
+    """
+
+    def __init__(
+        self,
+        *,
+        field: str,
+        expect_ndim: tuple[int, ...],
+        max_bytes: int,
+        setting_name: str,
+        allocate: Callable[[IdxHeader], np.ndarray],
+    ) -> None:
+        self.field, self.expect_ndim = field, expect_ndim
+        self.max_bytes, self.setting_name, self.allocate = max_bytes, setting_name, allocate
+        self.received = 0  # bytes given (compressed when gzip)
+        self.header: IdxHeader | None = None
+        self.out: np.ndarray | None = None
+        self._start = b""  # the first bytes, until it is known whether they are gzip
+        self._gzip: bool | None = None
+        self._inflate = zlib.decompressobj(31)
+        self._head = bytearray()
+        self._raw: memoryview | None = None
+        self._written = 0
+
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._gzip is None:
+            self._start += data
+            if len(self._start) < len(GZIP_MAGIC):
+                return
+            self._gzip = self._start.startswith(GZIP_MAGIC)
+            data, self._start = self._start, b""
+        if self._gzip:
+            self._gunzip(data)
+        else:
+            self._take(data)
+
+    def close(self) -> np.ndarray:
+        """The filled array (byte-swapped to native order), once every check passed."""
+        if self._gzip is None:  # fewer than two bytes: not gzip
+            self._gzip = False
+            self._take(self._start)
+        if self._gzip and not self._inflate.eof:
+            raise ValidationFailed.for_field(
+                self.field,
+                "corrupt gzip data (Compressed file ended before the end-of-stream marker was "
+                "reached).",
+            )
+        if self.header is None or self.out is None:
+            self._parse_header()  # raises: the header is incomplete
+            raise AssertionError("unreachable")
+        got = self._written
+        if got < self.header.count * self.header.dtype.itemsize:
+            raise ValidationFailed.for_field(
+                self.field,
+                f"truncated file: the header declares dimensions {list(self.header.dims)} "
+                f"({self.header.file_size} bytes) but the file has {self.header.offset + got} "
+                "bytes.",
+            )
+        self._raw = None
+        out = self.out
+        if self.header.dtype.itemsize > 1 and not self.header.dtype.isnative:
+            out.reshape(-1).byteswap(inplace=True)
+        return out
+
+    def _gunzip(self, data: bytes) -> None:
+        try:
+            while data:
+                if self._inflate.eof:  # another member follows, or gzip's zero padding
+                    data = data.lstrip(b"\x00")
+                    if not data:
+                        return
+                    self._inflate = zlib.decompressobj(31)
+                self._take(self._inflate.decompress(data, _CHUNK))
+                data = (
+                    self._inflate.unused_data
+                    if self._inflate.eof
+                    else self._inflate.unconsumed_tail
+                )
+        except zlib.error as exc:
+            raise ValidationFailed.for_field(self.field, f"corrupt gzip data ({exc}).") from None
+
+    def _take(self, data: bytes) -> None:
+        view = memoryview(data)
+        if self.header is None and view:
+            view = self._take_header(view)
+        if not view:
+            return
+        assert self._raw is not None and self.header is not None
+        end = self._written + len(view)
+        if end > len(self._raw):
+            raise ValidationFailed.for_field(
+                self.field,
+                f"the file holds more than the {self.header.file_size} bytes its dimensions "
+                f"{list(self.header.dims)} declare.",
+            )
+        self._raw[self._written : end] = view
+        self._written = end
+
+    def _take_header(self, view: memoryview) -> memoryview:
+        """Collect the header from the front of `view`; the bytes after it are returned."""
+        while self.header is None and view:
+            have = len(self._head)
+            need = (4 if have < 4 else 4 + 4 * self._head[3]) - have
+            self._head += view[:need]
+            view = view[need:]
+            if len(self._head) == 4 and not self._plausible():
+                self._parse_header()  # raises (bad magic or dimensions)
+            if len(self._head) > 4 and len(self._head) == 4 + 4 * self._head[3]:
+                self.header = self._parse_header()
+                self.out = self.allocate(self.header)
+                self._raw = memoryview(self.out.reshape(-1).view(np.uint8))
+        return view
+
+    def _plausible(self) -> bool:
+        magic = self._head
+        return (
+            magic[0] == 0 and magic[1] == 0 and magic[2] in DTYPES and magic[3] in self.expect_ndim
+        )
+
+    def _parse_header(self) -> IdxHeader:
+        return _read_header(
+            io.BytesIO(bytes(self._head)),
+            self.field,
+            self.expect_ndim,
+            self.max_bytes,
+            self.setting_name,
+        )
+
+
 def _read_header(
     stream, field: str, expect_ndim: tuple[int, ...], max_bytes: int, setting_name: str
 ) -> IdxHeader:

@@ -43,7 +43,7 @@ from apps.core.consumers import DatabaseFreeReceiveMixin, RecheckLoop, token_exp
 from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess
-from apps.datasets import services as datasets
+from apps.datasets import uploads as datasets
 from apps.hanami.access import socket_cluster, socket_upload, token_access
 from apps.hanami.proto.messages import (
     REQUEST_TYPE,

@@ -2,14 +2,17 @@
 
 import io
 
+from apps.datasets import images as dataset_images
+from apps.datasets import imports as dataset_imports
 from apps.datasets import services
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset
 from tests.datasets.conftest import class_zip, idx_bytes, mnist_arrays
 
 
 def _dataset(project, user):
     images, labels = mnist_arrays(n=4)
-    return services.dataset_import_mnist(
+    return dataset_imports.dataset_import_mnist(
         project=project,
         actor=user,
         name="tenancy-mnist",
@@ -22,7 +25,7 @@ def _studio_dataset(project, user) -> Dataset:
     existing = Dataset.objects.filter(project=project, name=services.STUDIO_DATASET_NAME).first()
     if existing is not None:
         return existing
-    dataset = services.dataset_import_images_zip(
+    dataset = dataset_images.dataset_import_images_zip(
         project=project, actor=user, file=io.BytesIO(class_zip({"cat": 3, "dog": 3}))
     )
     services.split_create(
@@ -40,7 +43,7 @@ def _split_index(project, user) -> str:
 
 
 def _upload(project, user) -> str:
-    return str(services.upload_session_create(project=project, actor=user, size=10).pk)
+    return str(dataset_uploads.upload_session_create(project=project, actor=user, size=10).pk)
 
 
 URL_KWARGS = {

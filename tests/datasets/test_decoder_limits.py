@@ -12,7 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from apps.datasets import services
+from apps.core.exceptions import PayloadTooLarge
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.idx import idx_bytes as raw_idx_bytes
 from apps.datasets.models import Dataset, DatasetItem, UploadSession
 from tests.conftest import client_for
@@ -177,10 +178,10 @@ def test_zip_members_are_streamed_not_read_whole(world, settings):
     client = client_for(world.owner)
 
     def from_uploads(data: bytes):
-        session = services.upload_session_create(
+        session = dataset_uploads.upload_session_create(
             project=world.project, actor=world.owner, size=len(data), filename="z.zip"
         )
-        services.upload_session_write(session=session, position=0, data=data)
+        dataset_uploads.upload_session_write(session=session, position=0, data=data)
         body = {"name": "z", "kind": "images", "uploads": {"file": str(session.pk)}}
         return lambda: client.post(
             f"/api/projects/{world.project.pk}/datasets/from-uploads", body, format="json"
@@ -363,8 +364,8 @@ def test_a_chunk_that_brings_no_bytes_is_refused(world):
 
 
 def test_an_upload_bound_to_a_dataset_being_uploaded_cannot_be_deleted(world):
-    s = services.upload_session_create(project=world.project, actor=world.member, size=4)
-    services.dataset_create_pending(
+    s = dataset_uploads.upload_session_create(project=world.project, actor=world.member, size=4)
+    dataset_uploads.dataset_create_pending(
         project=world.project, actor=world.member, name="p", kind="csv", uploads={"file": s}
     )
     r = client_for(world.member).delete(f"{_uploads(world)}/{s.pk}")
@@ -387,11 +388,11 @@ def test_a_refused_limit_leaves_no_dataset_uploading(world, settings):
     session = UploadSession.objects.get(pk=upload_id)
     assert session.dataset_id is None and session.path.exists()  # kept for another attempt
 
-    pending = services.dataset_create_pending(
+    pending = dataset_uploads.dataset_create_pending(
         project=world.project, actor=world.owner, name="h", kind="volume", uploads={"file": session}
     )
-    with pytest.raises(services.PayloadTooLarge):
-        services.dataset_finalize_upload(dataset=pending)
+    with pytest.raises(PayloadTooLarge):
+        dataset_uploads.dataset_finalize_upload(dataset=pending)
     pending.refresh_from_db()
     assert pending.status == "failed" and "DATASET_ARRAY_MAX_ELEMENTS" in pending.error
     assert _dataset_files(settings) == []

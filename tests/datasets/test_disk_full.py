@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from apps.datasets import services
+from apps.datasets import storage as dataset_storage
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset
 from tests.conftest import client_for
 
@@ -26,7 +27,7 @@ def _full_disk(monkeypatch):
             return _FullDiskFile(path, mode.replace("b", "").replace("t", "") or "r")
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(services, "open", opener, raising=False)
+    monkeypatch.setattr(dataset_uploads, "open", opener, raising=False)
 
 
 def test_an_upload_chunk_on_a_full_disk_is_507_and_stores_nothing(world, monkeypatch):
@@ -91,5 +92,5 @@ def test_an_mnist_import_on_a_full_disk_is_507_and_leaves_nothing(world, monkeyp
     assert r.status_code == 507, r.content
     assert r.json()["error"]["code"] == "INSUFFICIENT_STORAGE"
     assert not Dataset.objects.filter(project=world.project).exists()
-    root = services._datasets_root(world.project.pk)
+    root = dataset_storage.datasets_root(world.project.pk)
     assert [p for p in root.rglob("*") if p.is_file()] == []

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from apps.datasets import services
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.idx import idx_bytes
 from apps.datasets.models import Dataset, UploadSession
 from tests.conftest import client_for
@@ -42,13 +42,13 @@ def _from_uploads(client, project, ids, name="digits"):
 
 def _died_half_way(world, ids, name="digits"):
     """What a killed server leaves: the pending dataset, its uploads bound to it."""
-    return services.dataset_create_pending(
+    return dataset_uploads.dataset_create_pending(
         project=world.project,
         actor=world.member,
         name=name,
         kind="mnist",
         uploads={role: UploadSession.objects.get(pk=pk) for role, pk in ids.items()},
-        origin=services.FROM_UPLOADS,
+        origin=dataset_uploads.FROM_UPLOADS,
     )
 
 
@@ -71,7 +71,7 @@ def test_a_call_still_in_progress_is_not_taken_over(world):
     def in_progress():  # another request (thread, connection) still finalizing it
         from django.db import connection
 
-        with services._finalize_lock(pending):
+        with dataset_uploads._finalize_lock(pending):
             held.set()
             release.wait(30)
         connection.close()

@@ -206,9 +206,9 @@ def test_csv_import_integer_labels_columns_and_no_labels(world):
 def test_csv_rows_stream_to_disk_in_chunks(world, monkeypatch, labels, names, codes):
     """Rows go to disk chunk by chunk (3 rows here) and labels as codes: the stored arrays are
     those of the whole table, class names sorted (or integer labels kept as class indices)."""
-    from apps.datasets import services
+    from apps.datasets import imports as dataset_imports
 
-    monkeypatch.setattr(services, "_ROWS_PER_CHUNK", 3)
+    monkeypatch.setattr(dataset_imports, "_ROWS_PER_CHUNK", 3)
     rows = [[i, i * 0.5, -i] for i in range(len(labels))]
     data = "p,q,r,label\n" + "".join(
         f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(rows, labels, strict=True)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from apps.datasets import services
+from apps.core.exceptions import ValidationFailed
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset, UploadSession
 from apps.datasets.selectors import dataset_arrays
 from tests.conftest import client_for
@@ -57,7 +58,7 @@ def test_chunked_upload_out_of_order_with_resends_then_finalize(world):
     _put(client, world, session["id"], 0, image_bytes[:10])
     progress = client.get(f"{_base(world)}/uploads/{session['id']}").json()["data"]
     assert progress["complete"] and progress["received_bytes"] == len(image_bytes)
-    assert services.upload_session_progress(UploadSession.objects.get(pk=session["id"])) == {
+    assert dataset_uploads.upload_session_progress(UploadSession.objects.get(pk=session["id"])) == {
         "uuid": session["id"],
         "complete": True,
         "received_bytes": len(image_bytes),
@@ -126,28 +127,30 @@ def test_hanami_flow_marks_failed_datasets(world):
     image_bytes, label_bytes = idx_bytes(images), idx_bytes(labels)
     sessions = {}
     for role, data in (("images", image_bytes), ("labels", b"\x00\x00\x08\x09" + label_bytes[4:])):
-        s = services.upload_session_create(
+        s = dataset_uploads.upload_session_create(
             project=world.project, actor=world.owner, size=len(data), filename=role
         )
         for pos in range(0, len(data), 16):
-            services.upload_session_write(session=s, position=pos, data=data[pos : pos + 16])
+            dataset_uploads.upload_session_write(session=s, position=pos, data=data[pos : pos + 16])
         sessions[role] = s
-    ds = services.dataset_create_pending(
+    ds = dataset_uploads.dataset_create_pending(
         project=world.project, actor=world.owner, name="h", kind="mnist", uploads=sessions
     )
     assert ds.status == "uploading"
-    with pytest.raises(services.ValidationFailed):
-        services.dataset_finalize_upload(dataset=ds)
+    with pytest.raises(ValidationFailed):
+        dataset_uploads.dataset_finalize_upload(dataset=ds)
     ds.refresh_from_db()
     assert ds.status == "failed" and "dimensions" in ds.error
 
     csv = b"a,b\n1,2\n3,4\n"
-    s = services.upload_session_create(project=world.project, actor=world.owner, size=len(csv))
-    services.upload_session_write(session=s, position=0, data=csv)
-    ds = services.dataset_create_pending(
+    s = dataset_uploads.upload_session_create(
+        project=world.project, actor=world.owner, size=len(csv)
+    )
+    dataset_uploads.upload_session_write(session=s, position=0, data=csv)
+    ds = dataset_uploads.dataset_create_pending(
         project=world.project, actor=world.owner, name="c", kind="csv", uploads={"file": s}
     )
-    ds = services.dataset_finalize_upload(dataset=ds)
+    ds = dataset_uploads.dataset_finalize_upload(dataset=ds)
     assert ds.status == "ready" and ds.num_samples == 2 and ds.input_shape == [2]
 
 

@@ -8,7 +8,8 @@ import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.accounts.models import Membership, Project, User
-from apps.datasets import services as dataset_services
+from apps.datasets import imports as dataset_imports
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset, UploadSession
 from tests.datasets.conftest import idx_bytes, mnist_arrays
 from tests.factories import PASSWORD
@@ -192,7 +193,7 @@ def test_user_project_routes(world):
 
 def _upload_all(session_id: str, payload: bytes):
     session = UploadSession.objects.get(pk=session_id)
-    dataset_services.upload_session_write(session=session, position=0, data=payload)
+    dataset_uploads.upload_session_write(session=session, position=0, data=payload)
 
 
 def test_mnist_dataset_lifecycle_over_rest(world):
@@ -309,7 +310,7 @@ def test_csv_dataset_and_bad_content(world):
 
 def test_viewer_cannot_write_and_member_cannot_delete_others(world):
     images, labels = mnist_arrays(n=3)
-    dataset = dataset_services.dataset_import_mnist(
+    dataset = dataset_imports.dataset_import_mnist(
         project=world.project,
         actor=world.owner,
         name="owned",

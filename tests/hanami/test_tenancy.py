@@ -14,7 +14,9 @@ from rest_framework_simplejwt.tokens import AccessToken
 from apps.accounts.services import membership_remove, token_pair_for
 from apps.clusters.services import checkpoint_save, request_result_store
 from apps.core.tenancy import Role
+from apps.datasets import imports as dataset_imports
 from apps.datasets import services as dataset_services
+from apps.datasets import uploads as dataset_uploads
 from apps.hanami.proto.messages import FileUpload_Message, FileUploadResponse_Message
 from apps.hanami.urls import urlpatterns
 from apps.tasks.models import Task, target_of
@@ -28,30 +30,30 @@ from tests.test_tenancy import _snapshot
 def _foreign_objects(world):
     """A ready dataset and a pending one with its upload sessions, in project B."""
     images, labels = mnist_arrays(n=4)
-    ready = dataset_services.dataset_import_mnist(
+    ready = dataset_imports.dataset_import_mnist(
         project=world.other_project,
         actor=world.outsider,
         name="victim",
         images=io.BytesIO(idx_bytes(images)),
         labels=io.BytesIO(idx_bytes(labels)),
     )
-    images_s = dataset_services.upload_session_create(
+    images_s = dataset_uploads.upload_session_create(
         project=world.other_project, actor=world.outsider, size=8
     )
-    labels_s = dataset_services.upload_session_create(
+    labels_s = dataset_uploads.upload_session_create(
         project=world.other_project, actor=world.outsider, size=8
     )
-    pending = dataset_services.dataset_create_pending(
+    pending = dataset_uploads.dataset_create_pending(
         project=world.other_project,
         actor=world.outsider,
         name="victim-pending",
         kind="mnist",
         uploads={"images": images_s, "labels": labels_s},
     )
-    csv_s = dataset_services.upload_session_create(
+    csv_s = dataset_uploads.upload_session_create(
         project=world.other_project, actor=world.outsider, size=8
     )
-    csv = dataset_services.dataset_create_pending(
+    csv = dataset_uploads.dataset_create_pending(
         project=world.other_project,
         actor=world.outsider,
         name="victim-csv",

@@ -11,8 +11,8 @@ import pytest
 
 from apps.clusters.models import Checkpoint
 from apps.datasets.idx import write_idx
+from apps.datasets.imports import dataset_import_mnist
 from apps.datasets.selectors import dataset_arrays
-from apps.datasets.services import dataset_import_mnist
 from apps.marketplace.models import Algo, Learnuplet, Preduplet, UpletStatus
 from apps.tasks.models import Task
 from apps.tasks.runner import task_run

@@ -108,9 +108,9 @@ async def test_idle_direct_io_socket_closes_when_the_member_is_removed(world):
 
 
 async def test_idle_hanami_upload_socket_closes_when_the_member_is_removed(world):
-    from apps.datasets import services as datasets
+    from apps.datasets import uploads as dataset_uploads
 
-    session = await sync_to_async(datasets.upload_session_create)(
+    session = await sync_to_async(dataset_uploads.upload_session_create)(
         project=world.project, actor=world.member, size=8
     )
     token = await sync_to_async(

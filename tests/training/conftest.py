@@ -24,7 +24,7 @@ def make_mnist(project, user, name: str, n: int | None = None, *, test: bool = F
     """A dataset of the scikit-learn digits (train or test part), the first `n` samples."""
     from apps.datasets.demo import digits_arrays
     from apps.datasets.idx import write_idx
-    from apps.datasets.services import dataset_import_mnist
+    from apps.datasets.imports import dataset_import_mnist
 
     x_train, y_train, x_test, y_test = digits_arrays()
     images, labels = (x_test, y_test) if test else (x_train, y_train)
@@ -69,7 +69,8 @@ def image_zip(per_class: int = 8, classes=("bars", "dots", "ring"), size: int = 
 def image_set(world):
     """The studio image dataset of project A (3 classes x 8 images, 8x8) with split 0
     (60/20/20, seed 1)."""
-    from apps.datasets.services import dataset_import_images_zip, split_create
+    from apps.datasets.images import dataset_import_images_zip
+    from apps.datasets.services import split_create
 
     dataset = dataset_import_images_zip(
         project=world.project, actor=world.owner, file=io.BytesIO(image_zip())

@@ -15,7 +15,8 @@ from rest_framework.response import Response
 from apps.core.api.parsers import JSONParser  # refuses NUL strings and too deep bodies
 from apps.core.api.views import ProjectScopedAPIView
 from apps.core.exceptions import Conflict, NotFound, ValidationFailed
-from apps.datasets import selectors, services
+from apps.datasets import images, imports, mnist, selectors, services
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.api import serializers as s
 from apps.datasets.api.filters import DatasetFilter
 from apps.datasets.exceptions import DatasetNotImported, SplitNotFound
@@ -92,14 +93,15 @@ class MnistImportView(ProjectScopedAPIView):
 
     @extend_schema(request=s.MnistImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
-        data = _validated(s.MnistImportSerializer, request.data)
-        dataset = services.dataset_import_mnist(
-            project=self.access.project,
-            actor=request.user,
-            name=data["name"],
-            images=data["images"],
-            labels=data["labels"],
-        )
+        with mnist.streamed_upload(request, self.access.project):  # parsed as the body arrives
+            data = _validated(s.MnistImportSerializer, request.data)
+            dataset = imports.dataset_import_mnist(
+                project=self.access.project,
+                actor=request.user,
+                name=data["name"],
+                images=data["images"],
+                labels=data["labels"],
+            )
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
@@ -113,7 +115,7 @@ class CsvImportView(ProjectScopedAPIView):
     @extend_schema(request=s.CsvImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
         data = _validated(s.CsvImportSerializer, request.data)
-        dataset = services.dataset_import_csv(
+        dataset = imports.dataset_import_csv(
             project=self.access.project,
             actor=request.user,
             name=data["name"],
@@ -134,7 +136,7 @@ class VolumeImportView(ProjectScopedAPIView):
     @extend_schema(request=s.VolumeImportSerializer, responses={201: s.DatasetSerializer})
     def post(self, request, project_id):
         data = _validated(s.VolumeImportSerializer, request.data)
-        dataset = services.dataset_import_volume(
+        dataset = imports.dataset_import_volume(
             project=self.access.project,
             actor=request.user,
             name=data["name"],
@@ -163,17 +165,17 @@ class DatasetFromUploadsView(ProjectScopedAPIView):
             for role, upload_id in data["uploads"].items()
         }
         options = {k: data[k] for k in ("label_column", "input_columns") if data.get(k)}
-        dataset = services.dataset_create_pending(
+        dataset = dataset_uploads.dataset_create_pending(
             project=self.access.project,
             actor=request.user,
             name=data["name"],
             kind=data["kind"],
             uploads=uploads,
             options=options,
-            origin=services.FROM_UPLOADS,
+            origin=dataset_uploads.FROM_UPLOADS,
         )
         try:
-            dataset = services.dataset_finalize_upload(dataset=dataset)
+            dataset = dataset_uploads.dataset_finalize_upload(dataset=dataset)
         except Exception:
             # One call on this route: a failed parse (or a refused limit) leaves nothing behind
             # (Hanami keeps it); the uploads stay for another attempt.
@@ -214,7 +216,7 @@ class UploadCreateView(ProjectScopedAPIView):
     @extend_schema(request=s.UploadCreateSerializer, responses={201: s.UploadSerializer})
     def post(self, request, project_id):
         data = _validated(s.UploadCreateSerializer, request.data)
-        session = services.upload_session_create(
+        session = dataset_uploads.upload_session_create(
             project=self.access.project,
             actor=request.user,
             size=data["size"],
@@ -254,7 +256,7 @@ class UploadDetailView(ProjectScopedAPIView):
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        session = services.upload_session_write_stream(
+        session = dataset_uploads.upload_session_write_stream(
             session=session, position=position, stream=request.stream, length=length
         )
         return Response(s.UploadSerializer(session).data)
@@ -264,7 +266,7 @@ class UploadDetailView(ProjectScopedAPIView):
         session = UploadSession.objects.get_visible(
             self.access, for_edit=True, denied=DATASET_DENIED, pk=upload_id
         )
-        services.upload_session_delete(session=session)
+        dataset_uploads.upload_session_delete(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -333,7 +335,7 @@ class StudioImportLocalView(ProjectScopedAPIView):
     def post(self, request, project_id):
         data = _validated(s.LocalImportSerializer, request.data)
         dataset = _studio_dataset_to_change(self.access)
-        dataset = services.dataset_import_images_local(
+        dataset = images.dataset_import_images_local(
             project=self.access.project,
             actor=request.user,
             path=data.get("source_path") or data["path"],
@@ -360,7 +362,7 @@ class StudioImportUploadView(ProjectScopedAPIView):
             body["format"] = request.query_params["format"]
         data = _validated(s.ZipImportSerializer, body)
         dataset = _studio_dataset_to_change(self.access)
-        dataset = services.dataset_import_images_zip(
+        dataset = images.dataset_import_images_zip(
             project=self.access.project, actor=request.user, file=data["file"], dataset=dataset
         )
         return Response(_plan_info(self.access, dataset, data.get("format") or "folder"))

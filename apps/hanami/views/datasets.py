@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from apps.datasets import selectors as datasets_selectors
 from apps.datasets import services as datasets
+from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset
 from apps.hanami import selectors
 from apps.hanami.answers import dataset_answer, table
@@ -44,7 +45,7 @@ class _UploadDatasetView(DatasetBase):
     def post(self, request):
         data = validated(self.begin_input, request.data)
         sizes = {role: data[size_field] for role, (size_field, _) in self.files.items()}
-        dataset, uploads = datasets.dataset_upload_begin(
+        dataset, uploads = dataset_uploads.dataset_upload_begin(
             project=self.access.project,
             actor=self.access.user,
             name=data["name"],
@@ -58,7 +59,7 @@ class _UploadDatasetView(DatasetBase):
 
     def put(self, request):
         data = validated(self.finish_input, request.data, access=self.access)
-        dataset = datasets.dataset_finalize_upload(dataset=data["uuid"])
+        dataset = dataset_uploads.dataset_finalize_upload(dataset=data["uuid"])
         return Response(dataset_answer(dataset))
 
 
