@@ -2,7 +2,8 @@
 
 Designed to cost only a few percent over a hand-written torch loop on the same tensors:
 
-- the whole dataset is converted once and kept on the training device;
+- the whole dataset is converted once and kept on the training device (inputs given as
+  ``ml.data.StoredInputs`` stay in their stored dtype there, each batch converted as it is used);
 - each epoch draws one ``torch.randperm`` and slices it into batches (no DataLoader, no
   per-sample Python);
 - loss and accuracy are accumulated in device tensors and read back once per epoch (no
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ml.callbacks import FitCallbacks
-from ml.data import as_tensors, model_device
+from ml.data import ConvertedBatches, StoredInputs, model_device, training_tensors
 
 __all__ = [
     "LOSSES",
@@ -64,6 +65,8 @@ LOSSES = ("cross_entropy", "mse", "focal", "label_smoothing")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 _PRECISION_ALIASES = {"32-true": "32", "16": "16-mixed", "bf16": "bf16-mixed"}
 _DEVICE_RE = re.compile(r"(cpu|cuda|gpu)(?::(\d+))?")
+# Training inputs on the device: float32 tensors, or stored ones converted batch by batch.
+_Inputs = Tensor | ConvertedBatches
 
 
 @dataclass
@@ -306,11 +309,11 @@ class FitOptions:
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray | Tensor,
+    x_train: np.ndarray | Tensor | StoredInputs,
     y_train: np.ndarray | Tensor,
     config: TrainConfig | None = None,
     *,
-    x_val: np.ndarray | Tensor | None = None,
+    x_val: np.ndarray | Tensor | StoredInputs | None = None,
     y_val: np.ndarray | Tensor | None = None,
     options: FitOptions | None = None,
     callbacks: FitCallbacks | None = None,
@@ -321,6 +324,9 @@ def fit(
     the run: training then stops, ``FitResult.stopped`` is True and an interrupted epoch is not
     counted (the model holds its partial updates; resume from the last checkpoint).
     ``options`` (see :class:`FitOptions`) resume a run, augment batches or use several GPUs.
+    Inputs given as ``StoredInputs`` (e.g. uint8 pixels and their scale) stay in their stored
+    dtype on the device; every batch is converted as it is used, into the numbers the float32
+    array would have held.
     """
     config = config if config is not None else TrainConfig()
     config.validate()
@@ -420,27 +426,25 @@ def fit(
 
 
 def _fit_tensors(
-    x_train: np.ndarray | Tensor,
+    x_train: np.ndarray | Tensor | StoredInputs,
     y_train: np.ndarray | Tensor,
-    x_val: np.ndarray | Tensor | None,
+    x_val: np.ndarray | Tensor | StoredInputs | None,
     y_val: np.ndarray | Tensor | None,
     *,
     loss: str,
     device: torch.device,
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """:func:`fit`'s training set and optional validation set as tensors on ``device``."""
+) -> tuple[_Inputs, Tensor, tuple[_Inputs, Tensor] | None]:
+    """:func:`fit`'s training set and optional validation set as tensors on ``device``
+    (``StoredInputs`` in their stored dtype, as ``ConvertedBatches``)."""
     task = "regression" if loss == "mse" else "classification"
-    x, y = as_tensors(x_train, y_train, device=device, task=task)
-    assert y is not None
+    x, y = training_tensors(x_train, y_train, device=device, task=task)
     if x.shape[0] == 0:
         raise ValueError("the training set is empty")
-    val: tuple[Tensor, Tensor] | None = None
+    val: tuple[_Inputs, Tensor] | None = None
     if x_val is not None or y_val is not None:
         if x_val is None or y_val is None:
             raise ValueError("x_val and y_val must be given together")
-        xv, yv = as_tensors(x_val, y_val, device=device, task=task)
-        assert yv is not None
-        val = (xv, yv)
+        val = training_tensors(x_val, y_val, device=device, task=task)
     return x, y, val
 
 
@@ -536,7 +540,7 @@ def train_step(
 
 def evaluate(
     model: nn.Module,
-    x: np.ndarray | Tensor,
+    x: np.ndarray | Tensor | StoredInputs,
     y: np.ndarray | Tensor,
     *,
     loss: str = "cross_entropy",
@@ -547,8 +551,7 @@ def evaluate(
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
     device = model_device(model)
     task = "regression" if loss == "mse" else "classification"
-    xt, yt = as_tensors(x, y, device=device, task=task)
-    assert yt is not None
+    xt, yt = training_tensors(x, y, device=device, task=task)
     yt = _check_targets(model, xt, yt, loss)
     return _evaluate_tensors(model, xt, yt, loss, batch_size)
 
@@ -559,7 +562,7 @@ def evaluate(
 def _train_epoch(  # noqa: PLR0913
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: Tensor,
+    x: _Inputs,
     y: Tensor,
     order: Tensor,
     config: TrainConfig,
@@ -645,7 +648,7 @@ def _loss_function(config: TrainConfig) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def _evaluate_scores(
-    model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, batch_size: int
+    model: nn.Module, x: _Inputs, y: Tensor, config: TrainConfig, batch_size: int
 ) -> tuple[float, float, dict[str, float]]:
     """Validation loss, accuracy and (classification) macro F1 / precision / recall: the class
     predictions stay on the device and one confusion matrix is read back."""
@@ -700,7 +703,7 @@ def _regression_hits(out: Tensor, target: Tensor) -> Tensor:
 
 
 def _evaluate_tensors(
-    model: nn.Module, x: Tensor, y: Tensor, loss: str, batch_size: int
+    model: nn.Module, x: _Inputs, y: Tensor, loss: str, batch_size: int
 ) -> tuple[float, float]:
     n = x.shape[0]
     if n == 0:
@@ -724,7 +727,7 @@ def _evaluate_tensors(
     return total_loss / n, total_correct / n
 
 
-def _check_targets(model: nn.Module, x: Tensor, y: Tensor, loss: str) -> Tensor:
+def _check_targets(model: nn.Module, x: _Inputs, y: Tensor, loss: str) -> Tensor:
     """Check labels against the model's output width once, before training (one sync).
 
     An out-of-range class index would otherwise fail deep inside cross entropy (and, on CUDA,
