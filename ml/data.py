@@ -20,6 +20,7 @@ from torch import Tensor, nn
 __all__ = [
     "DEVICE_MEMORY_FRACTION",
     "ConvertedBatches",
+    "DeviceInputs",
     "StoredInputs",
     "as_tensors",
     "copy_on_write",
@@ -97,6 +98,10 @@ class ConvertedBatches:
 
     def __getitem__(self, key: slice) -> Tensor:
         return self.convert(self.values[key])
+
+
+# Training inputs on the device: float32 tensors, or stored ones converted batch by batch.
+DeviceInputs = Tensor | ConvertedBatches
 
 
 def _targets(y: np.ndarray | Tensor, n: int, device: torch.device, task: str) -> Tensor:

@@ -205,12 +205,12 @@ def train(ctx) -> dict[str, Any]:
         if ctx.interrupted:
             # The worker shuts down and the task is re-queued: keep what was learnt. An interrupted
             # epoch is not counted, so the next attempt redoes it from these weights.
-            from ml.training import _cpu_copy
+            from ml.checkpoints import cpu_copy
 
             callbacks.on_checkpoint(
                 fit_result.epochs_completed,
-                _cpu_copy(outcome.model.state_dict()),
-                _cpu_copy(fit_result.optimizer_state_dict()),
+                cpu_copy(outcome.model.state_dict()),
+                cpu_copy(fit_result.optimizer_state_dict()),
             )
         return summary
     summary["cluster_version"] = outcome.cluster_version
