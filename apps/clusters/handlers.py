@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.clusters.selectors import stored_input_scale
 from apps.clusters.training import (
     ResumePoint,
     TrainingCallbacks,
@@ -243,7 +244,7 @@ def request(ctx) -> dict[str, Any]:
     _check_fit(cluster, dataset)
     params = ctx.params
     x_raw, _labels = dataset_arrays(dataset)
-    scale = float((cluster.config or {}).get("input_scale") or 1.0)
+    scale = stored_input_scale(cluster=cluster) or 1.0
     model = cluster_load_model(cluster)
     device = resolve_device(ctx.device)
     model.to(device)

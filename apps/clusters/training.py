@@ -123,10 +123,11 @@ class TrainingOutcome:
 def training_scale(cluster: Cluster, x: np.ndarray) -> float:
     """The input scale of a cluster's training: the one stored at its first training, else the
     one `x` needs (`ml.data.input_scale`)."""
+    from apps.clusters.selectors import stored_input_scale
     from ml.data import input_scale
 
-    stored = (cluster.config or {}).get("input_scale")
-    return float(stored) if stored else input_scale(x)
+    stored = stored_input_scale(cluster=cluster)
+    return stored if stored else input_scale(x)
 
 
 def stored_inputs(x: Any, scale: float = 1.0, shape: Sequence[int] | None = None) -> StoredInputs:
