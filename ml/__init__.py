@@ -5,7 +5,8 @@ Modules:
 - :mod:`ml.templates`   parse and print Hanami cluster templates (no torch import).
 - :mod:`ml.networks`    torch networks built from templates, and named architectures.
 - :mod:`ml.data`        NumPy arrays -> device tensors.
-- :mod:`ml.training`    the training loop (``fit``) and a single ``train_step``.
+- :mod:`ml.training`    the training loop (``fit``).
+- :mod:`ml.evaluation`  a single ``train_step``, ``evaluate``, the losses and validation scores.
 - :mod:`ml.inference`   batched prediction.
 - :mod:`ml.metrics`     accuracy, confusion matrix, classification report.
 - :mod:`ml.checkpoints` safetensors (de)serialisation of weights and optimizer state.

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
+    "cpu_copy",
     "load_compatible",
     "optimizer_state_from_bytes",
     "optimizer_state_to_bytes",
@@ -209,3 +210,14 @@ def optimizer_state_from_bytes(data: bytes) -> tuple[dict[str, Any], dict[str, s
 
 def _more(count: int, what: str) -> str:
     return f" (and {count} more {what}{'s' if count != 1 else ''})" if count > 0 else ""
+
+
+def cpu_copy(value: Any) -> Any:
+    """Deep copy of a (nested) state dict with every tensor detached and cloned to the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(cpu_copy(v) for v in value)
+    return value

@@ -1,12 +1,17 @@
 """Turn NumPy sample arrays into device tensors, and check whether a dataset fits on a device.
 
 Training keeps whole datasets as tensors on the training device (no DataLoader, no per-sample
-Python), so conversion happens once, here.
+Python), so conversion happens once, here; inputs given as :class:`StoredInputs` stay in their
+stored dtype there (uint8 pixels: a quarter of float32's bytes) and each batch is converted as it
+is used.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,11 +19,16 @@ from torch import Tensor, nn
 
 __all__ = [
     "DEVICE_MEMORY_FRACTION",
+    "ConvertedBatches",
+    "DeviceInputs",
+    "StoredInputs",
     "as_tensors",
+    "copy_on_write",
     "fits_on_device",
     "input_scale",
     "labels_to_indices",
     "model_device",
+    "training_tensors",
 ]
 
 # Share of free device memory a dataset may take; the rest is for weights, activations, optimizer.
@@ -44,12 +54,159 @@ def as_tensors(
     x_tensor = _to_tensor(x).to(device=device, dtype=torch.float32)
     if y is None:
         return x_tensor, None
+    return x_tensor, _targets(y, x_tensor.shape[0], device, task)
+
+
+def training_tensors(
+    x: np.ndarray | Tensor | StoredInputs,
+    y: np.ndarray | Tensor,
+    *,
+    device: torch.device | str,
+    task: str = "classification",
+) -> tuple[Tensor | ConvertedBatches, Tensor]:
+    """:func:`as_tensors` for training: ``StoredInputs`` are moved to ``device`` once in their
+    stored dtype and come back as :class:`ConvertedBatches`; other inputs as float32 tensors."""
+    if not isinstance(x, StoredInputs):
+        x_tensor, y_tensor = as_tensors(x, y, device=device, task=task)
+        assert y_tensor is not None
+        return x_tensor, y_tensor
+    if task not in ("classification", "regression"):
+        raise ValueError(f"unknown task '{task}' (expected 'classification' or 'regression')")
+    device = torch.device(device)
+    values = x.values
+    if isinstance(values, np.ndarray):
+        values = copy_on_write(values)
+    with warnings.catch_warnings():
+        # A read-only array (a map of the dataset's file): the batches are only ever read.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        stored = _to_tensor(values).to(device)
+    batches = ConvertedBatches(stored, x.batch_converter(device))
+    return batches, _targets(y, stored.shape[0], device, task)
+
+
+class ConvertedBatches:
+    """Inputs kept on the device in their stored dtype that hand out float32 batches: what
+    training reads of a ``Tensor`` (``shape``, ``device``, ``index_select`` and slices), each
+    batch converted as :class:`StoredInputs` says."""
+
+    def __init__(self, values: Tensor, convert: Callable[[Tensor], Tensor]) -> None:
+        self.values, self.convert = values, convert
+        self.shape, self.device = values.shape, values.device
+
+    def index_select(self, dim: int, index: Tensor) -> Tensor:
+        return self.convert(self.values.index_select(dim, index))
+
+    def __getitem__(self, key: slice) -> Tensor:
+        return self.convert(self.values[key])
+
+
+# Training inputs on the device: float32 tensors, or stored ones converted batch by batch.
+DeviceInputs = Tensor | ConvertedBatches
+
+
+def _targets(y: np.ndarray | Tensor, n: int, device: torch.device, task: str) -> Tensor:
+    """Labels as int64 class indices (float32 targets for regression) on ``device``."""
     y_tensor = _to_tensor(y)
-    if y_tensor.shape[0] != x_tensor.shape[0]:
-        raise ValueError(f"x has {x_tensor.shape[0]} samples but y has {y_tensor.shape[0]} labels")
+    if y_tensor.shape[0] != n:
+        raise ValueError(f"x has {n} samples but y has {y_tensor.shape[0]} labels")
     if task == "regression":
-        return x_tensor, y_tensor.to(device=device, dtype=torch.float32)
-    return x_tensor, labels_to_indices(y_tensor).to(device)
+        return y_tensor.to(device=device, dtype=torch.float32)
+    return labels_to_indices(y_tensor).to(device)
+
+
+@dataclass(frozen=True)
+class StoredInputs:
+    """Samples kept in the dtype they are stored in, and how they become the float32 numbers a
+    model is fed, batch by batch: converted to float32, multiplied by each of ``factors`` in
+    turn (float32 products, as ``x *= np.float32(f)``), then ``(x - mean) / std`` per channel
+    (axis 1) when ``mean`` and ``std`` are given. :func:`ml.training.fit` keeps ``values`` on
+    the training device as they are and converts only the batch it uses, giving the model the
+    same numbers as converting the whole array first (:meth:`as_float32`) would.
+    """
+
+    values: np.ndarray | Tensor
+    factors: tuple[float, ...] = ()
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Each factor as the float32 number NumPy multiplies by: torch then computes the same
+        # correctly rounded float32 products.
+        object.__setattr__(self, "factors", tuple(float(np.float32(f)) for f in self.factors))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std must be given together")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    def scaled(self, factor: float) -> StoredInputs:
+        """The same inputs with one more factor (none for 1)."""
+        if float(factor) == 1.0:
+            return self
+        return StoredInputs(self.values, (*self.factors, factor), self.mean, self.std)
+
+    def normalized(self, mean, std) -> StoredInputs:
+        """The same inputs, then normalised per channel (unchanged when ``mean`` is None)."""
+        if mean is None or std is None:
+            return self
+        values = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        return StoredInputs(self.values, self.factors, *values)
+
+    def convert(self, values: np.ndarray) -> np.ndarray:
+        """Some of the stored values (e.g. their extremes) as the model would see them."""
+        out = np.asarray(values, dtype=np.float32)
+        for factor in self.factors:
+            out = out * np.float32(factor)
+        if self.mean is not None and self.std is not None and out.ndim >= 2:
+            shape = (1, len(self.mean)) + (1,) * (out.ndim - 2)
+            out = out - np.asarray(self.mean, dtype=np.float32).reshape(shape)
+            out = out / np.asarray(self.std, dtype=np.float32).reshape(shape)
+        return out
+
+    def as_float32(self) -> np.ndarray:
+        """The whole array converted (what training avoids; for tests and small sets)."""
+        values = self.values
+        return self.convert(values.numpy() if isinstance(values, Tensor) else values)
+
+    def batch_converter(self, device: torch.device) -> Callable[[Tensor], Tensor]:
+        """The per-batch conversion on ``device``; it never writes into its argument (a slice
+        of ``values``, which may map a read-only file)."""
+        factors = self.factors
+        mean = std = None
+        if self.mean is not None and self.std is not None:
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=device)
+            std = torch.tensor(self.std, dtype=torch.float32, device=device)
+
+        def convert(batch: Tensor) -> Tensor:
+            out = batch.to(torch.float32)
+            for factor in factors:
+                out = out * factor
+            if mean is not None and std is not None:
+                shape = (1, mean.shape[0]) + (1,) * (out.dim() - 2)
+                out = (out - mean.reshape(shape)) / std.reshape(shape)
+            return out
+
+        return convert
+
+
+def copy_on_write(x: np.ndarray) -> np.ndarray:
+    """A whole-file memory map (``np.load(..., mmap_mode="r")``) mapped again copy-on-write:
+    writable for torch (``torch.from_numpy`` of a read-only array warns), while the pages stay
+    the page cache's, shared with every reader, until written (training never writes them).
+    Anything else (an array in memory, a slice of a map, which keeps its parent's offset) is
+    returned as it is."""
+    if (
+        isinstance(x, np.memmap)
+        and x.filename
+        and x.flags.c_contiguous
+        and x.offset + x.nbytes == os.path.getsize(x.filename)
+    ):
+        return np.memmap(x.filename, dtype=x.dtype, mode="c", offset=x.offset, shape=x.shape)
+    return x
 
 
 def input_scale(x: np.ndarray) -> float:

@@ -1,8 +1,10 @@
-"""The training loop: :func:`fit` for whole datasets, :func:`train_step` for one batch.
+"""The training loop: :func:`fit` for whole datasets, :func:`train_step` for one batch (that one,
+:func:`evaluate` and the losses live in :mod:`ml.evaluation`, re-exported here).
 
 Designed to cost only a few percent over a hand-written torch loop on the same tensors:
 
-- the whole dataset is converted once and kept on the training device;
+- the whole dataset is converted once and kept on the training device (inputs given as
+  ``ml.data.StoredInputs`` stay in their stored dtype there, each batch converted as it is used);
 - each epoch draws one ``torch.randperm`` and slices it into batches (no DataLoader, no
   per-sample Python);
 - loss and accuracy are accumulated in device tensors and read back once per epoch (no
@@ -20,7 +22,6 @@ reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
@@ -31,11 +32,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ml.callbacks import FitCallbacks
-from ml.data import as_tensors, model_device
+from ml.checkpoints import cpu_copy
+from ml.data import DeviceInputs, StoredInputs, training_tensors
+from ml.evaluation import (
+    LOSSES,
+    autocast,
+    check_targets,
+    evaluate,
+    evaluate_scores,
+    loss_function,
+    regression_hits,
+    train_step,
+)
 
 __all__ = [
     "LOSSES",
@@ -58,7 +69,6 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "multistep", "poly")
-LOSSES = ("cross_entropy", "mse", "focal", "label_smoothing")
 # Training precisions (Lightning's names); "16"/"bf16" mean the mixed ones. Half precision
 # ("16-mixed") autocasts on CUDA only; "bf16-mixed" autocasts on CUDA and on the CPU.
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
@@ -306,11 +316,11 @@ class FitOptions:
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray | Tensor,
+    x_train: np.ndarray | Tensor | StoredInputs,
     y_train: np.ndarray | Tensor,
     config: TrainConfig | None = None,
     *,
-    x_val: np.ndarray | Tensor | None = None,
+    x_val: np.ndarray | Tensor | StoredInputs | None = None,
     y_val: np.ndarray | Tensor | None = None,
     options: FitOptions | None = None,
     callbacks: FitCallbacks | None = None,
@@ -321,6 +331,9 @@ def fit(
     the run: training then stops, ``FitResult.stopped`` is True and an interrupted epoch is not
     counted (the model holds its partial updates; resume from the last checkpoint).
     ``options`` (see :class:`FitOptions`) resume a run, augment batches or use several GPUs.
+    Inputs given as ``StoredInputs`` (e.g. uint8 pixels and their scale) stay in their stored
+    dtype on the device; every batch is converted as it is used, into the numbers the float32
+    array would have held.
     """
     config = config if config is not None else TrainConfig()
     config.validate()
@@ -334,9 +347,9 @@ def fit(
     x, y, val = _fit_tensors(x_train, y_train, x_val, y_val, loss=config.loss, device=device)
     model.to(device)
     runner = _parallel_runner(model, device, options.device_ids)
-    y = _check_targets(model, x, y, config.loss)
+    y = check_targets(model, x, y, config.loss)
     if val is not None:
-        val = (val[0], _check_targets(model, val[0], val[1], config.loss))
+        val = (val[0], check_targets(model, val[0], val[1], config.loss))
     optimizer = make_optimizer(model, config)
     if options.optimizer_state is not None:
         optimizer.load_state_dict(dict(options.optimizer_state))
@@ -377,7 +390,7 @@ def fit(
         val_loss = val_accuracy = None
         scores: dict[str, float] = {}
         if val is not None:
-            val_loss, val_accuracy, scores = _evaluate_scores(
+            val_loss, val_accuracy, scores = evaluate_scores(
                 runner, val[0], val[1], config, config.eval_batch_size
             )
             if best_val_accuracy is None or val_accuracy > best_val_accuracy:
@@ -400,7 +413,7 @@ def fit(
         hooks.on_epoch_end(result)
         if hooks.wants_checkpoint(epoch + 1):
             hooks.on_checkpoint(
-                epoch + 1, _cpu_copy(model.state_dict()), _cpu_copy(optimizer.state_dict())
+                epoch + 1, cpu_copy(model.state_dict()), cpu_copy(optimizer.state_dict())
             )
         if early_stopped:
             break
@@ -420,27 +433,25 @@ def fit(
 
 
 def _fit_tensors(
-    x_train: np.ndarray | Tensor,
+    x_train: np.ndarray | Tensor | StoredInputs,
     y_train: np.ndarray | Tensor,
-    x_val: np.ndarray | Tensor | None,
+    x_val: np.ndarray | Tensor | StoredInputs | None,
     y_val: np.ndarray | Tensor | None,
     *,
     loss: str,
     device: torch.device,
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """:func:`fit`'s training set and optional validation set as tensors on ``device``."""
+) -> tuple[DeviceInputs, Tensor, tuple[DeviceInputs, Tensor] | None]:
+    """:func:`fit`'s training set and optional validation set as tensors on ``device``
+    (``StoredInputs`` in their stored dtype, as ``ConvertedBatches``)."""
     task = "regression" if loss == "mse" else "classification"
-    x, y = as_tensors(x_train, y_train, device=device, task=task)
-    assert y is not None
+    x, y = training_tensors(x_train, y_train, device=device, task=task)
     if x.shape[0] == 0:
         raise ValueError("the training set is empty")
-    val: tuple[Tensor, Tensor] | None = None
+    val: tuple[DeviceInputs, Tensor] | None = None
     if x_val is not None or y_val is not None:
         if x_val is None or y_val is None:
             raise ValueError("x_val and y_val must be given together")
-        xv, yv = as_tensors(x_val, y_val, device=device, task=task)
-        assert yv is not None
-        val = (xv, yv)
+        val = training_tensors(x_val, y_val, device=device, task=task)
     return x, y, val
 
 
@@ -482,84 +493,13 @@ def precision_check(precision: str, device: torch.device) -> None:
         raise ValueError(f"precision 'bf16-mixed' is not supported by {device}")
 
 
-def _autocast(precision: str, device: torch.device):
-    """The autocast context of a precision (a no-op for "32")."""
-    if precision == "16-mixed":
-        return torch.autocast(device.type, dtype=torch.float16)
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor | Mapping[str, Tensor],
-    y: Tensor | Mapping[str, Tensor],
-    *,
-    loss: str = "auto",
-) -> float:
-    """Run one optimisation step on one batch and return its loss (one device sync).
-
-    ``x`` and ``y`` must already be on the model's device. For dict-output networks (several
-    output bricks) ``y`` is a dict keyed by output name and the losses are summed. ``loss``:
-    ``"auto"`` uses cross entropy, on class indices (integer ``y``) or on one-hot / probability
-    rows (float ``y`` shaped like the output); ``"cross_entropy"`` is the same; ``"mse"`` is
-    mean squared error.
-    """
-    if loss not in ("auto", *LOSSES):
-        raise ValueError(f"loss must be 'auto' or one of {', '.join(LOSSES)}")
-    if not model.training:
-        model.train()
-    out = model(x)
-    if isinstance(out, Mapping):
-        if not isinstance(y, Mapping):
-            raise ValueError("this network has several outputs: pass y as a dict keyed by name")
-        missing = [name for name in out if name not in y]
-        if missing:
-            raise ValueError(f"missing expected values for output(s): {', '.join(missing)}")
-        losses = [_step_loss(out[name], y[name], loss) for name in out]
-        value = losses[0]
-        for extra in losses[1:]:
-            value = value + extra
-    else:
-        if isinstance(y, Mapping):
-            if len(y) != 1:
-                raise ValueError("this network has one output: pass y as a tensor")
-            y = next(iter(y.values()))
-        value = _step_loss(out, y, loss)
-    optimizer.zero_grad(set_to_none=True)
-    value.backward()
-    optimizer.step()
-    return value.item()
-
-
-def evaluate(
-    model: nn.Module,
-    x: np.ndarray | Tensor,
-    y: np.ndarray | Tensor,
-    *,
-    loss: str = "cross_entropy",
-    batch_size: int = 1024,
-) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` on a labelled set, on the model's device."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
-    device = model_device(model)
-    task = "regression" if loss == "mse" else "classification"
-    xt, yt = as_tensors(x, y, device=device, task=task)
-    assert yt is not None
-    yt = _check_targets(model, xt, yt, loss)
-    return _evaluate_tensors(model, xt, yt, loss, batch_size)
-
-
 # --- helpers ------------------------------------------------------------------------------------
 
 
 def _train_epoch(  # noqa: PLR0913
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: Tensor,
+    x: DeviceInputs,
     y: Tensor,
     order: Tensor,
     config: TrainConfig,
@@ -573,7 +513,7 @@ def _train_epoch(  # noqa: PLR0913
     Loss and hits stay on the device until the single read-back at the end; for classification
     each batch only writes its argmax into ``predictions``, compared with the labels once.
     """
-    loss_fn = _loss_function(config)
+    loss_fn = loss_function(config.loss, config.label_smoothing)
     batch_size, every = config.batch_size, config.stop_check_every
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
@@ -584,7 +524,7 @@ def _train_epoch(  # noqa: PLR0913
         if augment is not None:
             xb = augment(xb)
         yb = y.index_select(0, index)
-        with _autocast(config.precision, x.device):
+        with autocast(config.precision, x.device):
             out = model(xb)
             loss = loss_fn(out.float(), yb)
         optimizer.zero_grad(set_to_none=True)
@@ -597,7 +537,7 @@ def _train_epoch(  # noqa: PLR0913
             optimizer.step()
         loss_sum.add_(loss.detach(), alpha=xb.shape[0])
         if predictions is None:
-            correct += _regression_hits(out.detach(), yb)
+            correct += regression_hits(out.detach(), yb)
         else:
             torch.argmax(out.detach(), dim=1, out=predictions[start : start + batch_size])
         if should_stop is not None and (batch + 1) % every == 0 and should_stop():
@@ -627,147 +567,6 @@ def _parallel_runner(
     return data_parallel(model, ids)
 
 
-def _focal_loss(out: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
-    """Focal loss (Lin et al.): cross entropy down-weighted by (1 - p_true)**gamma."""
-    log_p = F.log_softmax(out, dim=1).gather(1, target.reshape(-1, 1).long()).squeeze(1)
-    return (-((1.0 - log_p.exp()) ** gamma) * log_p).mean()
-
-
-def _loss_function(config: TrainConfig) -> Callable[[Tensor, Tensor], Tensor]:
-    if config.loss == "mse":
-        return F.mse_loss
-    if config.loss == "focal":
-        return _focal_loss
-    if config.loss == "label_smoothing":
-        smoothing = float(config.label_smoothing)
-        return lambda out, target: F.cross_entropy(out, target, label_smoothing=smoothing)
-    return F.cross_entropy
-
-
-def _evaluate_scores(
-    model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, batch_size: int
-) -> tuple[float, float, dict[str, float]]:
-    """Validation loss, accuracy and (classification) macro F1 / precision / recall: the class
-    predictions stay on the device and one confusion matrix is read back."""
-    n = x.shape[0]
-    if n == 0 or config.loss == "mse":
-        loss, accuracy = _evaluate_tensors(model, x, y, config.loss, batch_size)
-        return loss, accuracy, {}
-    loss_fn = _loss_function(config)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), _autocast(config.precision, x.device):
-            loss_sum = torch.zeros((), device=x.device)
-            preds = []
-            width = 0
-            for start in range(0, n, batch_size):
-                out = model(x[start : start + batch_size]).float()
-                width = out.shape[1]
-                loss_sum += loss_fn(out, y[start : start + batch_size]) * out.shape[0]
-                preds.append(out.argmax(dim=1))
-            pred = torch.cat(preds)
-            matrix = torch.bincount(y.long() * width + pred, minlength=width * width)
-            loss_total = float(loss_sum)
-            confusion = matrix.reshape(width, width).double().cpu()
-    finally:
-        model.train(was_training)
-    tp = confusion.diagonal()
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    present = support > 0
-    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
-    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0 * tp)
-    k = max(1, int(present.sum()))
-    scores = {
-        "val_f1": float(f1[present].sum()) / k,
-        "val_precision": float(precision[present].sum()) / k,
-        "val_recall": float(recall[present].sum()) / k,
-    }
-    return loss_total / n, float(tp.sum()) / n, scores
-
-
-def _class_hits(out: Tensor, target: Tensor) -> Tensor:
-    return (out.argmax(dim=1) == target).sum()
-
-
-def _regression_hits(out: Tensor, target: Tensor) -> Tensor:
-    """Argmax agreement for multi-column targets; |error| < 0.5 for single-column ones."""
-    if out.shape[1] > 1:
-        return (out.argmax(dim=1) == target.argmax(dim=1)).sum()
-    return ((out - target).abs() < 0.5).sum()
-
-
-def _evaluate_tensors(
-    model: nn.Module, x: Tensor, y: Tensor, loss: str, batch_size: int
-) -> tuple[float, float]:
-    n = x.shape[0]
-    if n == 0:
-        return 0.0, 0.0
-    loss_fn = _loss_function(TrainConfig(loss=loss)) if loss in LOSSES else F.cross_entropy
-    hits = _regression_hits if loss == "mse" else _class_hits
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            loss_sum = torch.zeros((), device=x.device)
-            correct = torch.zeros((), device=x.device, dtype=torch.int64)
-            for start in range(0, n, batch_size):
-                out = model(x[start : start + batch_size])
-                target = y[start : start + batch_size]
-                loss_sum += loss_fn(out, target) * out.shape[0]
-                correct += hits(out, target)
-            total_loss, total_correct = torch.stack((loss_sum, correct.to(loss_sum.dtype))).tolist()
-    finally:
-        model.train(was_training)
-    return total_loss / n, total_correct / n
-
-
-def _check_targets(model: nn.Module, x: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Check labels against the model's output width once, before training (one sync).
-
-    An out-of-range class index would otherwise fail deep inside cross entropy (and, on CUDA,
-    poison the device context). Returns ``y``, reshaped to ``(n, 1)`` for 1-D regression targets.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            out = model(x[:2])
-    finally:
-        model.train(was_training)
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        raise ValueError("fit and evaluate need a model that returns one (batch, outputs) tensor")
-    width = out.shape[1]
-    if loss == "mse":
-        if y.dim() == 1:
-            y = y.unsqueeze(1)
-        if tuple(y.shape[1:]) != (width,):
-            raise ValueError(
-                f"regression targets have shape {tuple(y.shape[1:])} per sample "
-                f"but the model outputs {width} values"
-            )
-        return y
-    if y.numel():
-        top = int(y.max())
-        if top >= width:
-            raise ValueError(f"labels go up to {top} but the model has only {width} outputs")
-    return y
-
-
-def _step_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
-    if loss == "mse":
-        return F.mse_loss(out, y.reshape(out.shape).to(out.dtype))
-    if loss == "focal":
-        return _focal_loss(out, y.reshape(-1).long())
-    if loss == "label_smoothing":
-        return F.cross_entropy(out, y.reshape(-1).long(), label_smoothing=0.1)
-    if y.is_floating_point() and y.shape == out.shape:
-        return F.cross_entropy(out, y)  # one-hot or probability rows
-    return F.cross_entropy(out, y.reshape(-1).long())
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for one epoch of one run."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -794,14 +593,3 @@ def _epoch_rng(seed: int | None, epoch: int, device: torch.device) -> Iterator[N
         if cuda:
             torch.cuda.default_generators[device.index].manual_seed(epoch_seed)
         yield
-
-
-def _cpu_copy(value: Any) -> Any:
-    """Deep copy of a (nested) state dict with every tensor detached and cloned to the CPU."""
-    if isinstance(value, Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_cpu_copy(v) for v in value)
-    return value

@@ -7,17 +7,18 @@ task context. Registered in `ClustersConfig.ready()`.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
 import numpy as np
 
+from apps.clusters.selectors import stored_input_scale
 from apps.clusters.training import (
     ResumePoint,
     TrainingCallbacks,
     TrainingJob,
     cluster_train,
+    stored_inputs,
     training_scale,
 )
 from apps.core.exceptions import ValidationFailed
@@ -63,17 +64,12 @@ def _scaled(x, scale: float) -> np.ndarray:
     MNIST/volume pixels) is not copied: a copy-on-write map of the same file, whose pages the
     page cache shares with every reader (a 60k-sample task kept a private float32 copy beside
     the map: 460 -> 820 MiB of worker memory). Other scales need a scaled copy."""
-    if (
-        scale == 1.0
-        and isinstance(x, np.memmap)
-        and x.filename
-        and x.dtype == np.float32
-        and x.flags.c_contiguous
-        # The whole mapped array only: a slice of a memmap keeps its parent's offset.
-        and x.offset + x.nbytes == os.path.getsize(x.filename)
-    ):
-        shared = np.memmap(x.filename, dtype=np.float32, mode="c", offset=x.offset, shape=x.shape)
-        return shared.reshape(len(shared), -1)
+    from ml.data import copy_on_write
+
+    if scale == 1.0 and isinstance(x, np.memmap) and x.dtype == np.float32:
+        shared = copy_on_write(x)  # the whole mapped array only (a slice keeps its offset)
+        if shared is not x:
+            return shared.reshape(len(shared), -1)
     x = np.array(x, dtype=np.float32).reshape(len(x), -1)
     if scale != 1.0:
         x *= np.float32(scale)
@@ -182,7 +178,9 @@ def train(ctx) -> dict[str, Any]:
     if y is None:
         raise ValidationFailed.for_field("dataset_id", "The dataset has no labels.")
     scale = float(ctx.params.get("input_scale") or training_scale(cluster, x_raw))
-    x = _scaled(x_raw, scale)
+    # Float32 data: mapped or scaled rows; other stored dtypes (uint8 MNIST) stay as stored and
+    # `fit` converts each batch (no float32 copy of the whole set).
+    x = _scaled(x_raw, scale) if isinstance(x_raw, np.ndarray) else stored_inputs(x_raw, scale)
     batches = max(1, math.ceil(len(x) / config.batch_size))
     callbacks = _TrainCallbacks(
         ctx,
@@ -208,12 +206,12 @@ def train(ctx) -> dict[str, Any]:
         if ctx.interrupted:
             # The worker shuts down and the task is re-queued: keep what was learnt. An interrupted
             # epoch is not counted, so the next attempt redoes it from these weights.
-            from ml.training import _cpu_copy
+            from ml.checkpoints import cpu_copy
 
             callbacks.on_checkpoint(
                 fit_result.epochs_completed,
-                _cpu_copy(outcome.model.state_dict()),
-                _cpu_copy(fit_result.optimizer_state_dict()),
+                cpu_copy(outcome.model.state_dict()),
+                cpu_copy(fit_result.optimizer_state_dict()),
             )
         return summary
     summary["cluster_version"] = outcome.cluster_version
@@ -246,7 +244,7 @@ def request(ctx) -> dict[str, Any]:
     _check_fit(cluster, dataset)
     params = ctx.params
     x_raw, _labels = dataset_arrays(dataset)
-    scale = float((cluster.config or {}).get("input_scale") or 1.0)
+    scale = stored_input_scale(cluster=cluster) or 1.0
     model = cluster_load_model(cluster)
     device = resolve_device(ctx.device)
     model.to(device)

@@ -1,5 +1,8 @@
 """Reads of clusters, checkpoints and hosts."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.db.models import QuerySet
 
 from apps.clusters.models import Checkpoint, Cluster, Host
@@ -47,3 +50,26 @@ def task_cluster_or_none(task) -> Cluster | None:
     if task.target_type != Cluster._meta.label_lower:
         return None
     return Cluster.objects.filter(pk=task.target_id).first()
+
+
+def stored_input_scale(
+    *,
+    cluster: Cluster | None = None,
+    checkpoint_metadata: Mapping[str, Any] | None = None,
+    network: Mapping[str, Any] | None = None,
+) -> float | None:
+    """The factor a model's inputs were scaled with in training, as it was stored: a
+    checkpoint's metadata or an export's network (`input_scale`, else the one in the `config`
+    of the cluster they carry), else the cluster's config (`input_scale`, recorded by its first
+    training). Looked up in that order among those given; None when none holds one (callers
+    fall back to 1, or to the scale their data need). 0 and missing values count as none."""
+    for source in (checkpoint_metadata, network):
+        if source:
+            value = source.get("input_scale") or (source.get("config") or {}).get("input_scale")
+            if value:
+                return float(value)
+    if cluster is not None:
+        value = (cluster.config or {}).get("input_scale")
+        if value:
+            return float(value)
+    return None

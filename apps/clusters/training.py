@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor, nn
 
+    from ml.data import StoredInputs
     from ml.training import FitResult, TrainConfig
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "checkpoint_store",
     "cluster_config_update",
     "cluster_train",
+    "stored_inputs",
     "training_scale",
 ]
 
@@ -82,7 +84,9 @@ class ResumePoint:
 class TrainingJob:
     """What to train and how.
 
-    `record_input_scale`: the factor `x` (and `x_val`) were scaled with, merged into the
+    `x`/`x_val`: float32 arrays, or `StoredInputs` (`stored_inputs`: uint8 pixels stay uint8,
+    `fit` converts each batch). `record_input_scale`: the factor `x` (and `x_val`) were scaled
+    with, merged into the
     cluster's config; None leaves the config alone (inputs that are not scaled, or a trainer
     whose scale lives with its own checkpoints). `model`: the module to train (weights the caller
     loaded); None: the cluster's current weights, or its initial ones with `initial_weights`.
@@ -91,9 +95,9 @@ class TrainingJob:
     """
 
     config: TrainConfig
-    x: np.ndarray
+    x: np.ndarray | StoredInputs
     y: np.ndarray
-    x_val: np.ndarray | None = None
+    x_val: np.ndarray | StoredInputs | None = None
     y_val: np.ndarray | None = None
     record_input_scale: float | None = None
     model: nn.Module | None = None
@@ -119,10 +123,27 @@ class TrainingOutcome:
 def training_scale(cluster: Cluster, x: np.ndarray) -> float:
     """The input scale of a cluster's training: the one stored at its first training, else the
     one `x` needs (`ml.data.input_scale`)."""
+    from apps.clusters.selectors import stored_input_scale
     from ml.data import input_scale
 
-    stored = (cluster.config or {}).get("input_scale")
-    return float(stored) if stored else input_scale(x)
+    stored = stored_input_scale(cluster=cluster)
+    return stored if stored else input_scale(x)
+
+
+def stored_inputs(x: Any, scale: float = 1.0, shape: Sequence[int] | None = None) -> StoredInputs:
+    """A dataset's inputs (`dataset_arrays`' array, or its `Float32Inputs` of uint8 pixels) for
+    training as they are stored, times `scale`: `fit` converts each batch to the float32 numbers
+    a converted copy would hold (the 0..1 factor of uint8 pixels, then `scale`), so no float32
+    copy of the whole set is made (60k MNIST images: 188 MB). `shape`: the per-sample shape
+    (default: flat rows)."""
+    from apps.datasets.selectors import Float32Inputs
+    from ml.data import StoredInputs
+
+    factors: tuple[float, ...] = ()
+    if isinstance(x, Float32Inputs):
+        x, factors = x.stored, (() if x.scale is None else (float(x.scale),))
+    rows = x.reshape(len(x), *(shape if shape is not None else (-1,)))
+    return StoredInputs(rows, factors).scaled(scale)
 
 
 def checkpoint_payload(model_state: dict[str, Tensor], metadata: dict[str, Any]) -> bytes:

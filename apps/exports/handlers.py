@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.clusters.selectors import stored_input_scale
 from apps.core.conf import number_setting
 from apps.core.exceptions import OrchardError, ValidationFailed
 from apps.exports import services
@@ -206,13 +207,8 @@ def _load_model(row: Export):
             raise ExportFailed(f"The checkpoint cannot be loaded: {exc}") from None
         details["checkpoint_id"] = str(checkpoint.pk)
     model.to("cpu").eval()
-    details["input_scale"] = _input_scale(network)
+    details["input_scale"] = stored_input_scale(network=network) or 1.0
     return model, network, details
-
-
-def _input_scale(network: dict[str, Any]) -> float:
-    scale = network.get("input_scale") or (network.get("config") or {}).get("input_scale")
-    return float(scale) if scale else 1.0
 
 
 def _file_metadata(
@@ -268,7 +264,7 @@ def preprocessing_of(
     `mean`/`std` hold one value per channel (0 and 1 when training did not normalise)."""
     from apps.datasets.models import Dataset
 
-    scale = _input_scale(network)
+    scale = stored_input_scale(network=network) or 1.0
     kind = getattr(dataset, "kind", None)
     shape = list(sample_shape or [])
     info: dict[str, Any] = {"input": "values", "dtype": "float32"}
@@ -328,7 +324,7 @@ def _parity_inputs(
             x = None
             notes.append(f"parity: samples of dataset {dataset.name!r} unusable ({exc})")
         if x is not None:
-            scale = _input_scale(network)
+            scale = stored_input_scale(network=network) or 1.0
             if scale != 1.0:
                 x = x * np.float32(scale)
             normalize = network.get("normalize") or {}

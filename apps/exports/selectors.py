@@ -194,6 +194,8 @@ _NETWORK_KEYS = (
 
 
 def network_of_cluster(cluster: Cluster) -> dict[str, Any]:
+    from apps.clusters.selectors import stored_input_scale
+
     config = dict(cluster.config or {})
     network = {
         "source": cluster.source,
@@ -202,20 +204,24 @@ def network_of_cluster(cluster: Cluster) -> dict[str, Any]:
         "shape": dict(cluster.shape or {}),
         "cluster_id": str(cluster.pk),
     }
-    if config.get("input_scale"):
-        network["input_scale"] = config["input_scale"]
+    scale = stored_input_scale(cluster=cluster)
+    if scale:
+        network["input_scale"] = scale
     return network
 
 
 def network_of_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
     """The network a checkpoint's weights belong to: its metadata, else its cluster's."""
+    from apps.clusters.selectors import stored_input_scale
+
     meta = checkpoint.metadata or {}
     if meta.get("source") and isinstance(meta.get("config"), dict):
         network = {k: meta[k] for k in _NETWORK_KEYS if k in meta}
         network.setdefault("template", "")
         network.setdefault("shape", {})
-        if "input_scale" not in network and network["config"].get("input_scale"):
-            network["input_scale"] = network["config"]["input_scale"]
+        scale = stored_input_scale(checkpoint_metadata=meta)
+        if "input_scale" not in network and scale:  # the one in its cluster's config
+            network["input_scale"] = scale
         return network
     if checkpoint.cluster is not None:
         return network_of_cluster(checkpoint.cluster)

@@ -121,12 +121,13 @@ def _load_model(uplet, cluster, model_id) -> tuple[Any, float | None]:
     Checkpoint of the project."""
     from apps.clusters import runtime
     from apps.clusters.models import Checkpoint
+    from apps.clusters.selectors import stored_input_scale
     from apps.clusters.services import checkpoint_path
     from ml.checkpoints import CheckpointMismatch, load_compatible
 
     algo = getattr(uplet, "algo", None)
     if algo is not None and model_id == algo.uuid:
-        return runtime.cluster_load_model(cluster), (cluster.config or {}).get("input_scale")
+        return runtime.cluster_load_model(cluster), stored_input_scale(cluster=cluster)
     checkpoint = Checkpoint.objects.filter(project_id=uplet.project_id, pk=model_id).first()
     path = checkpoint_path(str(uplet.project_id), str(model_id)) if checkpoint else None
     if path is None or not path.exists():
@@ -138,7 +139,7 @@ def _load_model(uplet, cluster, model_id) -> tuple[Any, float | None]:
     except CheckpointMismatch as exc:
         raise ValidationFailed.for_field("model", f"model {model_id} does not fit: {exc}") from None
     model.eval()
-    return model, meta.get("input_scale") or (meta.get("config") or {}).get("input_scale")
+    return model, stored_input_scale(checkpoint_metadata=meta)
 
 
 # --- learnuplet ------------------------------------------------------------------------------

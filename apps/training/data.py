@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from apps.core.exceptions import ValidationFailed
 from apps.datasets.models import Dataset, Split
+
+if TYPE_CHECKING:
+    from ml.data import StoredInputs
 
 MAX_IMAGE_SIDE = 1024
 SUBSETS = ("train", "val", "test", "all")
@@ -23,9 +27,10 @@ SUBSETS = ("train", "val", "test", "all")
 
 @dataclass
 class Subset:
-    """Rows of one dataset: inputs shaped `(n, *input_size)` float32, class indices, row numbers."""
+    """Rows of one dataset: inputs shaped `(n, *input_size)` (float32, or as stored for
+    training: `load_subset(stored=True)`), class indices, row numbers."""
 
-    x: np.ndarray
+    x: np.ndarray | StoredInputs
     y: np.ndarray
     indices: np.ndarray
 
@@ -123,10 +128,18 @@ def subset_indices(dataset: Dataset, split: Split | None, subset: str) -> np.nda
 
 
 def load_subset(
-    dataset: Dataset, *, input_size: list[int], indices: np.ndarray, scale: float = 1.0
+    dataset: Dataset,
+    *,
+    input_size: list[int],
+    indices: np.ndarray,
+    scale: float = 1.0,
+    stored: bool = False,
 ) -> Subset:
     """The inputs (a private float32 copy shaped `(n, *input_size)`, times `scale`) and class
-    labels of the given rows."""
+    labels of the given rows. `stored`: the inputs as `StoredInputs` for training instead, in
+    the dtype they are stored in (the whole memory map when every row is taken in order, else
+    a copy of the rows in that dtype), converted batch by batch by `fit`."""
+    from apps.clusters.training import stored_inputs
     from apps.datasets.selectors import dataset_arrays
 
     size = (int(input_size[-2]), int(input_size[-1])) if is_image(dataset) else None
@@ -137,13 +150,27 @@ def load_subset(
         raise ValidationFailed.for_field(
             "split_index", "the dataset changed since the split was made."
         )
-    x = np.asarray(inputs[indices], dtype=np.float32).reshape(len(indices), *input_size)
-    if scale != 1.0:
-        x *= np.float32(scale)
+    x: np.ndarray | StoredInputs
+    if stored:
+        every = len(indices) == len(inputs) and np.array_equal(indices, np.arange(len(inputs)))
+        rows = inputs if every else _stored_rows(inputs, indices)
+        x = stored_inputs(rows, scale, shape=input_size)
+    else:
+        x = np.asarray(inputs[indices], dtype=np.float32).reshape(len(indices), *input_size)
+        if scale != 1.0:
+            x *= np.float32(scale)
     y = np.asarray(labels[indices])
     if y.ndim == 2:  # one-hot rows
         y = y.argmax(axis=1)
     return Subset(x=x, y=y.astype(np.int64, copy=False), indices=indices)
+
+
+def _stored_rows(inputs, indices: np.ndarray):
+    """`inputs[indices]` in the stored dtype (a `Float32Inputs` keeps its conversion)."""
+    stored = getattr(inputs, "stored", None)
+    if stored is None:
+        return inputs[indices]
+    return type(inputs)(stored[indices])
 
 
 def item_names(dataset: Dataset, indices: np.ndarray) -> np.ndarray:

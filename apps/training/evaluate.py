@@ -30,6 +30,7 @@ def studio_evaluate(ctx) -> dict[str, Any]:
     import torch
 
     from apps.clusters.runtime import build_module, read_state
+    from apps.clusters.selectors import stored_input_scale
     from apps.clusters.services import checkpoint_path
     from apps.training import data
     from apps.training.services import evaluation_dir
@@ -56,7 +57,7 @@ def studio_evaluate(ctx) -> dict[str, Any]:
     )
     model.load_state_dict(state)
     input_size = list(meta.get("input_size") or data.default_input_size(dataset))
-    scale = float(meta.get("input_scale") or 1.0)
+    scale = stored_input_scale(checkpoint_metadata=meta) or 1.0
     class_names = list(meta.get("class_names") or dataset.class_names)
     num_classes = len(class_names)
 

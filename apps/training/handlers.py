@@ -57,26 +57,32 @@ def _load_training_data(run: Run, config: dict[str, Any]):
     train_rows = data.subset_indices(dataset, split, "train" if split else "all")
     if not len(train_rows):
         raise ValidationFailed.for_field("split_index", "the split has no train items.")
-    train = data.load_subset(dataset, input_size=input_size, indices=train_rows)
-    scale = input_scale(train.x)
-    if scale != 1.0:
-        train.x *= np.float32(scale)
+    # The inputs stay in their stored dtype (uint8 pixels); `fit` converts each batch: scaled,
+    # then normalised, to the numbers a float32 copy would hold.
+    train = data.load_subset(dataset, input_size=input_size, indices=train_rows, stored=True)
+    values = train.x.values
+    scale = input_scale(train.x.convert(np.stack([values.max(), values.min()])))
     normalize = config.get("normalize") or {}
-    data.normalize(train.x, normalize.get("mean"), normalize.get("std"))
+    mean, std = normalize.get("mean"), normalize.get("std")
+    train.x = train.x.scaled(scale).normalized(mean, std)
     val = None
     if split is not None:
         val_rows = data.subset_indices(dataset, split, "val")
         if len(val_rows):
-            val = data.load_subset(dataset, input_size=input_size, indices=val_rows, scale=scale)
-            data.normalize(val.x, normalize.get("mean"), normalize.get("std"))
+            val = data.load_subset(
+                dataset, input_size=input_size, indices=val_rows, scale=scale, stored=True
+            )
     elif config.get("val_dataset_id"):
         other = Dataset.objects.filter(
             pk=config["val_dataset_id"], project_id=run.project_id
         ).first()
         if other is not None:
             rows = data.subset_indices(other, None, "all")
-            val = data.load_subset(other, input_size=input_size, indices=rows, scale=scale)
-            data.normalize(val.x, normalize.get("mean"), normalize.get("std"))
+            val = data.load_subset(
+                other, input_size=input_size, indices=rows, scale=scale, stored=True
+            )
+    if val is not None:
+        val.x = val.x.normalized(mean, std)
     return train, val, scale
 
 

@@ -239,6 +239,7 @@ def backend_predict(
     before the batch's deadline) gets an empty `result` and its `error`, and no
     `model_version` (so that Label Studio predicts it again later), while the others of the
     batch keep theirs. Task data is fetched concurrently (see `batch.py`)."""
+    from apps.clusters.selectors import stored_input_scale
     from ml.inference import predict_proba
 
     started = time.monotonic()
@@ -249,7 +250,7 @@ def backend_predict(
     if backend.experiment_id is not None:
         cluster, checkpoint, version = _run_weights(backend, model_version)
         # The studio trained on inputs times this factor (1 for images, which lie in 0..1).
-        scale = float((checkpoint.metadata or {}).get("input_scale") or 1.0)
+        scale = stored_input_scale(checkpoint_metadata=checkpoint.metadata) or 1.0
     else:
         cluster = _require_cluster(scope)
         checkpoint, version = _version_weights(backend, scope, model_version)
