@@ -70,7 +70,137 @@ def dataset_import_mnist(*, project: Project, actor: User, name: str, images, la
 # -- CSV --------------------------------------------------------------------------------------
 
 
-def parse_csv(  # noqa: C901, PLR0915
+def _csv_columns(
+    header: list[str], label_column: str | None, input_columns: list[str] | None
+) -> list[str]:
+    """The input columns of a CSV header (checked); the label column is checked too."""
+    if not header or any(h == "" for h in header):
+        raise ValidationFailed.for_field("file", "line 1: every header cell needs a name.")
+    dupes = sorted(h for h, c in Counter(header).items() if c > 1)
+    if dupes:
+        raise ValidationFailed.for_field(
+            "file", f"line 1: duplicate column names {', '.join(dupes)}."
+        )
+    if label_column is not None and label_column not in header:
+        raise ValidationFailed.for_field(
+            "label_column", f"no column named {label_column!r} in the header."
+        )
+    if input_columns:
+        unknown = [c for c in input_columns if c not in header]
+        if unknown:
+            raise ValidationFailed.for_field(
+                "input_columns", f"no columns named {', '.join(map(repr, unknown))}."
+            )
+        if label_column in input_columns:
+            raise ValidationFailed.for_field(
+                "input_columns", "the label column cannot also be an input."
+            )
+        inputs = list(input_columns)
+    else:
+        inputs = [h for h in header if h != label_column]
+    if not inputs:
+        raise ValidationFailed.for_field("input_columns", "no input columns.")
+    return inputs
+
+
+def _csv_values(row: list[str], positions: list[int], header: list[str], line: int) -> list[float]:
+    """One data row's input cells as finite floats, or a 422 naming the line and column."""
+    values = []
+    for pos in positions:
+        cell = row[pos]
+        try:
+            value = float(cell)
+        except ValueError:
+            raise ValidationFailed.for_field(
+                "file",
+                f"line {line}, column {header[pos]!r}: {cell[:40]!r} is not a number.",
+            ) from None
+        if not np.isfinite(value):
+            raise ValidationFailed.for_field(
+                "file", f"line {line}, column {header[pos]!r}: {cell!r} is not finite."
+            )
+        values.append(value)
+    return values
+
+
+class _CsvRows:
+    """Streams a CSV's data rows to `rows_path` as float32, every _ROWS_PER_CHUNK rows; labels
+    are kept as codes of distinct names: memory holds one chunk, the distinct labels and 8 bytes
+    of label code per row."""
+
+    def __init__(self, header: list[str], inputs: list[str], label_column: str | None) -> None:
+        self.header, self.inputs, self.label_column = header, inputs, label_column
+        self.positions = [header.index(c) for c in inputs]
+        self.label_pos = header.index(label_column) if label_column is not None else None
+        self.codes = array("q")  # per row: the index of its label in `names` (first seen first)
+        self.names: dict[str, int] = {}
+        self.count = 0
+
+    def write(self, reader, rows_out) -> None:
+        width, limit = len(self.header), csv_max_rows()
+        buffer: list[list[float]] = []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            line = reader.line_num
+            if len(row) != width:
+                raise ValidationFailed.for_field(
+                    "file", f"line {line}: expected {width} fields, found {len(row)}."
+                )
+            buffer.append(_csv_values(row, self.positions, self.header, line))
+            if self.label_pos is not None:
+                self._label(row[self.label_pos].strip(), line)
+            self.count += 1
+            if self.count > limit:
+                raise ValidationFailed.for_field("file", f"more than {limit} data rows.")
+            if len(buffer) >= _ROWS_PER_CHUNK:
+                rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
+                buffer = []
+        if buffer:
+            rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
+
+    def _label(self, label: str, line: int) -> None:
+        if not label:
+            raise ValidationFailed.for_field(
+                "file", f"line {line}, column {self.label_column!r}: empty label."
+            )
+        self.codes.append(self.names.setdefault(label, len(self.names)))
+
+    def store_labels(self, parsed: Parsed, staging: Path) -> None:
+        """Integer labels (all >= 0) are class indices; other labels are class names, sorted,
+        each row's code becoming its name's rank."""
+        distinct = np.asarray(list(self.names))
+        try:
+            indices = distinct.astype(np.int64)
+            integer = bool(indices.min() >= 0)
+        except ValueError:
+            integer = False
+        if integer:
+            parsed.num_classes = int(indices.max()) + 1
+            parsed.class_names = [str(i) for i in range(parsed.num_classes)]
+        else:
+            classes = np.unique(distinct)
+            indices = np.searchsorted(classes, distinct)
+            parsed.class_names = [str(c) for c in classes]
+            parsed.num_classes = len(classes)
+        y = indices[np.frombuffer(self.codes, dtype=np.int64)]
+        np.save(staging / "labels.npy", y.astype(np.int64))
+        parsed.label_shape = []
+
+
+def _gather_rows(rows_path: Path, dest: Path, count: int, columns: int) -> None:
+    """The streamed float32 rows as one (count, columns) .npy, a chunk at a time."""
+    x = writable_npy(dest, dtype=np.float32, shape=(count, columns))
+    with open(rows_path, "rb") as fh:
+        for start in range(0, count, _ROWS_PER_CHUNK):
+            block = np.fromfile(fh, dtype=np.float32, count=_ROWS_PER_CHUNK * columns)
+            x[start : start + _ROWS_PER_CHUNK] = block.reshape(-1, columns)
+    x.flush()
+    del x
+    rows_path.unlink()
+
+
+def parse_csv(
     file, label_column: str | None, input_columns: list[str] | None, staging: Path
 ) -> Parsed:
     import csv
@@ -78,12 +208,7 @@ def parse_csv(  # noqa: C901, PLR0915
     raw = idx.materialize(
         file, staging / "table.csv", field="file", max_bytes=max_decompressed_bytes()
     )
-    # Rows go to disk as float32 every _ROWS_PER_CHUNK rows, labels as codes of distinct names:
-    # memory holds one chunk, the distinct labels and 8 bytes of label code per row.
     rows_path = staging / "inputs.f32"
-    codes = array("q")  # per row: the index of its label in `names` (first seen first)
-    names: dict[str, int] = {}
-    count = 0
     try:
         with open(raw, encoding="utf-8-sig", newline="") as fh, open(rows_path, "wb") as rows_out:
             reader = csv.reader(fh)
@@ -93,116 +218,25 @@ def parse_csv(  # noqa: C901, PLR0915
                 raise ValidationFailed.for_field(
                     "file", "the file is empty (a header row is required)."
                 ) from None
-            if not header or any(h == "" for h in header):
-                raise ValidationFailed.for_field("file", "line 1: every header cell needs a name.")
-            dupes = sorted(h for h, c in Counter(header).items() if c > 1)
-            if dupes:
-                raise ValidationFailed.for_field(
-                    "file", f"line 1: duplicate column names {', '.join(dupes)}."
-                )
-            if label_column is not None and label_column not in header:
-                raise ValidationFailed.for_field(
-                    "label_column", f"no column named {label_column!r} in the header."
-                )
-            if input_columns:
-                unknown = [c for c in input_columns if c not in header]
-                if unknown:
-                    raise ValidationFailed.for_field(
-                        "input_columns", f"no columns named {', '.join(map(repr, unknown))}."
-                    )
-                if label_column in input_columns:
-                    raise ValidationFailed.for_field(
-                        "input_columns", "the label column cannot also be an input."
-                    )
-                inputs = list(input_columns)
-            else:
-                inputs = [h for h in header if h != label_column]
-            if not inputs:
-                raise ValidationFailed.for_field("input_columns", "no input columns.")
-            positions = [header.index(c) for c in inputs]
-            label_pos = header.index(label_column) if label_column is not None else None
-            width, limit = len(header), csv_max_rows()
-            buffer: list[list[float]] = []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                line = reader.line_num
-                if len(row) != width:
-                    raise ValidationFailed.for_field(
-                        "file", f"line {line}: expected {width} fields, found {len(row)}."
-                    )
-                values = []
-                for pos in positions:
-                    cell = row[pos]
-                    try:
-                        value = float(cell)
-                    except ValueError:
-                        raise ValidationFailed.for_field(
-                            "file",
-                            f"line {line}, column {header[pos]!r}: {cell[:40]!r} is not a number.",
-                        ) from None
-                    if not np.isfinite(value):
-                        raise ValidationFailed.for_field(
-                            "file", f"line {line}, column {header[pos]!r}: {cell!r} is not finite."
-                        )
-                    values.append(value)
-                if label_pos is not None:
-                    label = row[label_pos].strip()
-                    if not label:
-                        raise ValidationFailed.for_field(
-                            "file", f"line {line}, column {label_column!r}: empty label."
-                        )
-                    codes.append(names.setdefault(label, len(names)))
-                buffer.append(values)
-                count += 1
-                if count > limit:
-                    raise ValidationFailed.for_field("file", f"more than {limit} data rows.")
-                if len(buffer) >= _ROWS_PER_CHUNK:
-                    rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
-                    buffer = []
-            if buffer:
-                rows_out.write(np.asarray(buffer, dtype=np.float32).tobytes())
+            rows = _CsvRows(header, _csv_columns(header, label_column, input_columns), label_column)
+            rows.write(reader, rows_out)
     except UnicodeDecodeError as exc:
         raise ValidationFailed.for_field(
             "file", f"the file is not UTF-8 text ({exc.reason})."
         ) from None
     except csv.Error as exc:
         raise ValidationFailed.for_field("file", f"malformed CSV: {exc}.") from None
-    if not count:
+    if not rows.count:
         raise ValidationFailed.for_field("file", "the file holds no data rows.")
     raw.unlink()
-    columns = len(positions)
-    x = writable_npy(staging / "inputs.npy", dtype=np.float32, shape=(count, columns))
-    with open(rows_path, "rb") as fh:
-        for start in range(0, count, _ROWS_PER_CHUNK):
-            block = np.fromfile(fh, dtype=np.float32, count=_ROWS_PER_CHUNK * columns)
-            x[start : start + _ROWS_PER_CHUNK] = block.reshape(-1, columns)
-    x.flush()
-    del x
-    rows_path.unlink()
+    _gather_rows(rows_path, staging / "inputs.npy", rows.count, len(rows.inputs))
     parsed = Parsed(
-        num_samples=count,
-        input_shape=[columns],
-        metadata={"input_columns": inputs, "label_column": label_column},
+        num_samples=rows.count,
+        input_shape=[len(rows.inputs)],
+        metadata={"input_columns": rows.inputs, "label_column": label_column},
     )
     if label_column is not None:
-        distinct = np.asarray(list(names))
-        try:
-            indices = distinct.astype(np.int64)
-            integer = bool(indices.min() >= 0)
-        except ValueError:
-            integer = False
-        if integer:
-            parsed.num_classes = int(indices.max()) + 1
-            parsed.class_names = [str(i) for i in range(parsed.num_classes)]
-        else:  # class names, sorted; each code becomes its name's rank
-            classes = np.unique(distinct)
-            indices = np.searchsorted(classes, distinct)
-            parsed.class_names = [str(c) for c in classes]
-            parsed.num_classes = len(classes)
-        y = indices[np.frombuffer(codes, dtype=np.int64)]
-        np.save(staging / "labels.npy", y.astype(np.int64))
-        parsed.label_shape = []
+        rows.store_labels(parsed, staging)
     return parsed
 
 
