@@ -6,6 +6,10 @@ Rows:
   <= 1.5 ms, p99 round trip < 10 ms.
 - directio.throughput: request messages per second on one connection (send, wait, repeat).
   Goal >= 1,000/s.
+- directio.io_binary / io_json: the same on the main-API io socket (one message in flight at a
+  time: the SDK's `request` waits for each answer). Wall-clock rates are noisy on a shared host,
+  so these rows also carry the server process's CPU per message (utime + stime from /proc, 10 ms
+  ticks: coarse with --quick) and the client's, in `extra` and the notes.
 - directio.vs_request_task: a one-sample request task (create -> finished, polled) / one direct
   io round trip (p50). Direct io should be far faster.
 
@@ -253,8 +257,23 @@ def _api(base: str, method: str, path: str, body=None, token: str | None = None)
         return json.loads(response.read())["data"]
 
 
-async def _io_rates(port: int, jwt: str, project: str, cluster: str, n: int) -> dict[str, float]:
-    """Messages per second on one main-API io socket, binary frames then JSON frames."""
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds (user + system) process `pid` has used so far; None where /proc can't tell."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _io_rates(
+    port: int, jwt: str, project: str, cluster: str, n: int, server_pid: int | None = None
+) -> dict[str, float]:
+    """Messages per second on one main-API io socket, binary frames then JSON frames; with
+    `server_pid`, also the server's and this client's CPU microseconds per message
+    (`<kind>_server_us`, `<kind>_client_us`)."""
     import websockets
 
     url = f"ws://127.0.0.1:{port}/ws/projects/{project}/clusters/{cluster}/io?token={jwt}"
@@ -269,11 +288,16 @@ async def _io_rates(port: int, jwt: str, project: str, cluster: str, n: int) -> 
             for _ in range(min(50, n)):  # warm-up
                 await ws.send(frame)
                 await ws.recv()
+            server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
             start = time.perf_counter()
             for _ in range(n):
                 await ws.send(frame)
                 await ws.recv()
             rates[name] = n / (time.perf_counter() - start)
+            server_after = cpu_seconds(server_pid)
+            if server_cpu is not None and server_after is not None:
+                rates[f"{name}_server_us"] = (server_after - server_cpu) / n * 1e6
+                rates[f"{name}_client_us"] = (time.process_time() - client_cpu) / n * 1e6
 
     async def one(sockets_n: int) -> None:
         async with websockets.connect(url, max_size=None) as ws:
@@ -287,6 +311,21 @@ async def _io_rates(port: int, jwt: str, project: str, cluster: str, n: int) -> 
         await asyncio.gather(*(one(sockets_n) for _ in range(sockets_n)))
         rates[f"binary_x{sockets_n}"] = (n // sockets_n) * sockets_n / (time.perf_counter() - start)
     return rates
+
+
+def _cpu_extra(io: dict[str, float], kind: str) -> dict[str, float]:
+    keys = {"server_cpu_us": f"{kind}_server_us", "client_cpu_us": f"{kind}_client_us"}
+    return {name: io[key] for name, key in keys.items() if key in io}
+
+
+def _cpu_note(io: dict[str, float], kind: str) -> str:
+    extra = _cpu_extra(io, kind)
+    if not extra:
+        return ""
+    return (
+        f"; CPU per message: server {extra['server_cpu_us']:.0f} us, "
+        f"client {extra['client_cpu_us']:.0f} us"
+    )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -312,7 +351,9 @@ def direct_cluster(base: str, password: str) -> tuple[str, str]:
     return token, cluster["uuid"]
 
 
-def socket_figures(base: str, token: str, cluster: str, password: str, n: int):
+def socket_figures(
+    base: str, token: str, cluster: str, password: str, n: int, server_pid: int | None = None
+):
     """Round-trip seconds on the Hanami socket (`n` sequential REQUEST messages) and the main-API
     io socket's rates (`_io_rates`) for `cluster`, switched to DIRECT mode first."""
     port = int(base.rsplit(":", 1)[1])
@@ -321,7 +362,7 @@ def socket_figures(base: str, token: str, cluster: str, password: str, n: int):
     jwt = _api(base, "POST", "/api/auth/token", {"username": "admin", "password": password})
     projects = _api(base, "GET", "/api/projects", token=jwt["access"])
     project = next(p["id"] for p in projects if _cluster_in(base, jwt["access"], p["id"], cluster))
-    io = asyncio.run(_io_rates(port, jwt["access"], project, cluster, n))
+    io = asyncio.run(_io_rates(port, jwt["access"], project, cluster, n, server_pid))
     return trips, io
 
 
@@ -340,7 +381,8 @@ def directio(ctx: Context) -> list[Row]:
             _request_task_seconds(server, token, cluster_uuid, dataset)
             for _ in range(1 if ctx.quick else 5)
         ]
-        trips, io = socket_figures(server.base, token, cluster_uuid, PASSWORD, n)
+        pid = server.proc.pid if server.proc is not None else None
+        trips, io = socket_figures(server.base, token, cluster_uuid, PASSWORD, n, pid)
     forward = forward_seconds(n)
 
     ms = 1000.0
@@ -358,7 +400,9 @@ def directio(ctx: Context) -> list[Row]:
             bare,
             "msg/s",
             goal=">= 2000 msg/s" if kind == "binary" else ">= 1000 msg/s",
-            notes=f"{n} sequential one-sample requests on ws/projects/.../io, daphne on loopback",
+            notes=f"{n} sequential one-sample requests on ws/projects/.../io, daphne on loopback"
+            + _cpu_note(io, kind),
+            extra=_cpu_extra(io, kind),
         )
         for kind in ("binary", "json")
     ]

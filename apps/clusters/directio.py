@@ -75,17 +75,17 @@ class DirectRuntime:
     def check_values(self, kind: str, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """(batch, size) float32 arrays per brick, or ValidationFailed naming the problem."""
         sizes = self.inputs if kind == "input" else self.outputs
-        unknown = sorted(set(values) - set(sizes))
-        if unknown:
-            raise ValidationFailed(
-                f"Unknown {kind} brick(s): {', '.join(unknown)} (expected {', '.join(sizes)})."
-            )
-        missing = sorted(set(sizes) - set(values))
-        if missing:
+        if values.keys() != sizes.keys():
+            unknown = sorted(set(values) - set(sizes))
+            if unknown:
+                raise ValidationFailed(
+                    f"Unknown {kind} brick(s): {', '.join(unknown)} (expected {', '.join(sizes)})."
+                )
+            missing = sorted(set(sizes) - set(values))
             raise ValidationFailed(f"Missing values for {kind} brick(s): {', '.join(missing)}.")
         arrays: dict[str, np.ndarray] = {}
         batch = None
-        limit = int(setting("DIRECTIO_MAX_BATCH"))
+        limit = max_batch()
         for name, raw in values.items():
             try:
                 array = np.asarray(raw, dtype=np.float32)
@@ -102,7 +102,7 @@ class DirectRuntime:
                 array = array.reshape(-1, size)
             if array.ndim != 2 or array.shape[1] != size:
                 raise ValidationFailed(f"Brick {name!r} takes {size} values per sample.")
-            if not np.isfinite(array).all():
+            if not _all_finite(array):
                 raise ValidationFailed(f"Brick {name!r}: values must be finite numbers.")
             if array.shape[0] > limit:
                 raise ValidationFailed(f"At most {limit} samples per message.")
@@ -132,27 +132,33 @@ class DirectRuntime:
 
     def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the network on one message; softmax scores per output brick, (batch, size)."""
-        return self.forward([self.check_values("input", inputs)])[0]
+        return self._scores(self.check_values("input", inputs))
 
-    def forward(self, messages: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """One forward pass over the samples of several checked messages, stacked: the only copy
-        of their values (frames are read-only, so one copy is needed anyway). The softmax scores
-        come back split per message, as row slices of one array."""
+    def _scores(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The softmax scores of one forward pass over checked (batch, size) arrays."""
         import torch
 
-        stacked = {name: np.concatenate([m[name] for m in messages]) for name in messages[0]}
         with self.lock:
             self._ensure_open()
             if self.model.training:  # after a train step; eval() walks every module
                 self.model.eval()
             with torch.inference_mode():
-                out = self.model(self._forward_input(self._tensors(stacked, self.input_scale)))
+                out = self.model(self._forward_input(self._tensors(arrays, self.input_scale)))
             if not isinstance(out, Mapping):
                 out = {next(iter(self.outputs)): out}
-            scores = {
+            return {
                 name: torch.softmax(value.float(), dim=1).cpu().numpy()
                 for name, value in out.items()
             }
+
+    def forward(self, messages: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One forward pass over the samples of several checked messages, stacked: the only copy
+        of their values (frames are read-only, so one copy is needed anyway). The softmax scores
+        come back split per message, as row slices of one array."""
+        if len(messages) == 1:  # nothing to stack or split
+            return [self._scores(messages[0])]
+        stacked = {name: np.concatenate([m[name] for m in messages]) for name in messages[0]}
+        scores = self._scores(stacked)
         answers, start = [], 0
         for message in messages:
             end = start + len(next(iter(message.values())))
@@ -250,7 +256,7 @@ class RequestBatcher:
 
     def _take(self) -> list[tuple[dict[str, np.ndarray], Any]]:
         """The waiting messages, up to DIRECTIO_MAX_BATCH samples (at least one message)."""
-        limit = int(setting("DIRECTIO_MAX_BATCH"))
+        limit = max_batch()
         taken, samples = [], 0
         while self.pending:
             arrays, future = self.pending[0]
@@ -300,6 +306,18 @@ class RequestBatcher:
                     _settle(future, answer)
         finally:
             self.draining = False
+
+
+def max_batch() -> int:
+    """DIRECTIO_MAX_BATCH: the most samples of one message (and of one stacked pass)."""
+    return int(setting("DIRECTIO_MAX_BATCH"))
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """No NaN and no infinity in `array`: a finite sum proves it with one reduction and no
+    temporary (NaN and infinities propagate into the sum); a sum that overflows is checked
+    value by value."""
+    return bool(np.isfinite(array.sum())) or bool(np.isfinite(array).all())
 
 
 def _settle(future, answer=None, *, error: BaseException | None = None) -> None:

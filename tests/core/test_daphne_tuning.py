@@ -1,10 +1,11 @@
-"""Under daphne, Twisted must not parse multipart bodies into memory (daphne never reads them)."""
+"""Under daphne, Twisted must not parse multipart bodies into memory (daphne never reads them), and
+autobahn's per-frame debug-log arguments carry no colour codes (click.style on every frame)."""
 
 from types import SimpleNamespace
 
 from daphne.http_protocol import WebRequest
 
-from config.daphne import skip_twisted_form_parsing
+from config.daphne import plain_autobahn_log_arguments, skip_twisted_form_parsing
 
 
 def test_requests_skip_twisted_form_parsing():
@@ -20,3 +21,12 @@ def test_requests_skip_twisted_form_parsing():
     )
     request = WebRequest(channel)
     assert request._parsePOSTFormSubmission is False
+
+
+def test_autobahn_log_arguments_are_plain_text():
+    from autobahn.util import hltype
+
+    assert plain_autobahn_log_arguments() is True
+    assert hltype(test_autobahn_log_arguments_are_plain_text) == (
+        f"<{__name__}.test_autobahn_log_arguments_are_plain_text>"
+    )
