@@ -27,6 +27,7 @@ from channels.db import database_sync_to_async
 
 from apps.clusters.directio import DirectIoSession, RuntimeClosed
 from apps.clusters.models import Cluster
+from apps.core import jsonframes
 from apps.core.consumers import (
     CLOSE_UNAUTHORIZED,
     DatabaseFreeReceiveMixin,
@@ -90,10 +91,8 @@ class ClusterIoConsumer(DatabaseFreeReceiveMixin, ProjectScopedConsumer):
 
     @classmethod
     async def decode_json(cls, text_data):
-        import json
-
         try:
-            return json.loads(text_data)
+            return jsonframes.loads(text_data)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than json decodes
             return None
 
