@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from bench.deployment import close_shared
 from bench.harness import (
     HISTORY,
     ROWS,
@@ -128,19 +129,22 @@ def main(argv=None) -> int:
     row_timeout = args.row_timeout or (600 if args.quick else 3600)
     print(f"machine: {machine()}")
     rows, failed = [], []
-    for name, fn in ROWS:
-        if args.only and name not in args.only:
-            continue
-        print(f"... {name}", flush=True)
-        try:
-            with _deadline(row_timeout, name):
-                measured = fn(ctx)
-            rows.extend(measured)
-            append_history(measured, Path(args.history), ctx, note=args.note)
-        except Exception:
-            traceback.print_exc()
-            failed.append(name)
-        write_json(rows, Path(args.json), ctx)  # row by row: a killed run keeps what it measured
+    try:
+        for name, fn in ROWS:
+            if args.only and name not in args.only:
+                continue
+            print(f"... {name}", flush=True)
+            try:
+                with _deadline(row_timeout, name):
+                    measured = fn(ctx)
+                rows.extend(measured)
+                append_history(measured, Path(args.history), ctx, note=args.note)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+            write_json(rows, Path(args.json), ctx)  # row by row: a killed run keeps its rows
+    finally:
+        close_shared()  # the embedded site the rows shared (bench.deployment.shared_embedded)
     print()
     print(format_table(rows))
     write_json(rows, Path(args.json), ctx)

@@ -325,7 +325,7 @@ def _directio_rows(dep, quick: bool) -> list[Row]:
 
 
 def _rows(ctx: Context, broker: str) -> list[Row]:
-    from bench.deployment import amqp_unreachable, team, unreachable
+    from bench.deployment import amqp_unreachable, shared_team_setup, team, unreachable
 
     metric = "enqueue -> start p50"
     reason = unreachable(PG_URL, REDIS_URL)
@@ -344,6 +344,7 @@ def _rows(ctx: Context, broker: str) -> list[Row]:
             amqp_url=AMQP_URL,
             db_name=db_name(f"deployed_{os.getpid()}"),
             extra_env={"LOGIN_THROTTLE_RATE": "1000/min", "OMP_NUM_THREADS": "1"},
+            reuse=shared_team_setup(),
         ) as dep:
             rows = _queue_rows(dep, name, ctx.quick)
             if broker == "redis":

@@ -10,9 +10,10 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -137,6 +138,20 @@ class Deployment:
             proc.kill()
             proc.wait()
 
+    def stop_all(self, procs: list[subprocess.Popen | None], sig=signal.SIGTERM) -> None:
+        """`stop` for several processes at once: every one is signalled first, then each is
+        waited for, so their graceful shutdowns overlap (a worker's takes seconds)."""
+        alive = [proc for proc in procs if proc is not None and proc.poll() is None]
+        for proc in alive:
+            proc.send_signal(sig)
+        deadline = time.monotonic() + 30
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
     # -- HTTP -----------------------------------------------------------------------------------
     def url(self, path: str) -> str:
         return self.base + path
@@ -239,6 +254,74 @@ def embedded(
             print(f"--- {log.name} (tail)\n{log.read_bytes()[-3000:].decode(errors='replace')}")
 
 
+_shared: dict[tuple, tuple[ExitStack, Deployment]] = {}
+_templates: set[tuple[str, str]] = set()  # (server, database) migrated copies, see `team`
+_cleanup = ExitStack()  # the run's shared temporary directories
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What a run's team deployments share (`team(reuse=...)`): a copy of the first one's
+    database as migrate left it, and one STATIC_ROOT collected once."""
+
+    template_db: str
+    static_root: Path
+
+
+def shared_team_setup() -> Reuse:
+    """The `Reuse` of this bench run (dropped and removed by `close_shared`)."""
+    from bench.harness import db_name
+
+    global _reuse
+    if _reuse is None:
+        static = _cleanup.enter_context(tempfile.TemporaryDirectory(prefix="orchard-bench-"))
+        _reuse = Reuse(db_name(f"migrated_{os.getpid()}"), Path(static))
+    return _reuse
+
+
+_reuse: Reuse | None = None
+
+
+def shared_embedded(extra_env: dict | None = None) -> Deployment:
+    """One embedded-mode site (`embedded`, in a temporary directory) for every bench row of this
+    run that asks for one with the same `extra_env`: started by the first, stopped by
+    `close_shared` at the end of the run, so a run pays one migrate + bootstrap + server start
+    (about 30 s on a small host) instead of one per row. The rows only add their own clusters,
+    datasets and tasks to it; a site whose server died is started afresh."""
+    key = tuple(sorted((extra_env or {}).items()))
+    if key in _shared and _shared[key][1].server.poll() is not None:
+        _shared.pop(key)[0].close()
+    if key not in _shared:
+        stack = ExitStack()
+        try:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="orchard-bench-"))
+            deployment = stack.enter_context(embedded(workdir=Path(workdir), extra_env=extra_env))
+        except BaseException:
+            stack.close()
+            raise
+        _shared[key] = (stack, deployment)
+    return _shared[key][1]
+
+
+def close_shared() -> None:
+    """Stop the sites `shared_embedded` started, drop the migrated copies `team` made and remove
+    the shared static files."""
+    global _reuse
+    while _shared:
+        _shared.popitem()[1][0].close()
+    while _templates:
+        server, name = _templates.pop()
+        try:
+            import psycopg
+
+            with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception as exc:  # the server went away: nothing left to drop there
+            print(f"    (could not drop {name}: {exc!s:.200})")
+    _cleanup.close()
+    _reuse = None
+
+
 @contextmanager
 def team(
     *,
@@ -252,16 +335,25 @@ def team(
     workers: int = 2,
     worker_args: tuple[str, ...] = ("--reap-every", "0.5"),
     extra_env: dict | None = None,
+    reuse: Reuse | None = None,
 ) -> Iterator[Deployment]:
     """Team mode as the README's team section runs it, on its own database (created, dropped at
-    the end) and Redis numbers `first_redis_db` (cache/channel layer) and +1 (broker; flushed)."""
+    the end) and Redis numbers `first_redis_db` (cache/channel layer) and +1 (broker; flushed).
+    With `reuse` (the bench's `shared_team_setup()`), a later deployment of the same run copies
+    the first one's freshly migrated database and collected static files instead of running
+    `migrate` and `collectstatic` again."""
     import psycopg
 
     pg_server, redis_server = pg_server.rstrip("/"), redis_server.rstrip("/")
     db_name = db_name or f"orchard_deployed_{os.getpid()}"
+    cloned = False
     with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db_name}"')
+        if reuse is not None and (pg_server, reuse.template_db) in _templates:
+            conn.execute(f'CREATE DATABASE "{db_name}" TEMPLATE "{reuse.template_db}"')
+            cloned = True
+        else:
+            conn.execute(f'CREATE DATABASE "{db_name}"')
     redis_urls = [f"{redis_server}/{first_redis_db}", f"{redis_server}/{first_redis_db + 1}"]
     for url in redis_urls:
         _flush_redis(url)
@@ -284,22 +376,30 @@ def team(
         PYTHONPATH=str(ROOT),
     )
     env.update(extra_env or {})  # may name other settings (a bench site adds its own routes)
+    if reuse is not None:
+        env["STATIC_ROOT"] = str(reuse.static_root)
     deployment = Deployment(
         base=f"http://127.0.0.1:{free_port()}", env=env, data_dir=data_dir, logs=logs
     )
     try:
-        deployment.manage("migrate", "--noinput")
-        deployment.manage("collectstatic", "--noinput", "--verbosity", "0")
+        if not cloned:
+            deployment.manage("migrate", "--noinput")
+            if reuse is not None:  # copied by the run's later deployments (no connection now)
+                with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{reuse.template_db}" WITH (FORCE)')
+                    conn.execute(f'CREATE DATABASE "{reuse.template_db}" TEMPLATE "{db_name}"')
+                _templates.add((pg_server, reuse.template_db))
+        if reuse is None or not (reuse.static_root / "staticfiles.json").exists():
+            deployment.manage("collectstatic", "--noinput", "--verbosity", "0")
         deployment.manage("bootstrap")
-        deployment.start_server()
-        for _ in range(workers):
+        for _ in range(workers):  # they boot (Django, torch, warm-up) while daphne starts
             deployment.start_worker(*worker_args)
+        deployment.start_server()
         deployment.wait_workers_ready()
         deployment.login()
         yield deployment
     finally:
-        for proc in [deployment.server, *deployment.workers]:
-            deployment.stop(proc)
+        deployment.stop_all([deployment.server, *deployment.workers])
         for url in redis_urls:
             _flush_redis(url)
         with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:

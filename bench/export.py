@@ -180,32 +180,32 @@ def export_api(ctx: Context) -> list[Row]:
     import warnings
 
     from bench.deployed import _demo
-    from bench.deployment import embedded
+    from bench.deployment import shared_embedded
     from ml.templates import DIGITS_64_128_10
 
     ours, plain, written = [], [], []
     with tempfile.TemporaryDirectory(prefix="orchard-bench-export-") as tmp:
         work = Path(tmp)
-        with embedded(workdir=work / "site", extra_env={"LOGIN_THROTTLE_RATE": "1000/min"}) as dep:
-            project, _ = _demo(dep)
-            cluster = dep.ok(
-                dep.post(
-                    f"/api/projects/{project}/clusters",
-                    {"name": "export", "template": DIGITS_64_128_10},
-                ),
-                201,
-            )["id"]
-            # Warm-up on both sides (imports, the worker's first task), then interleaved.
-            _, done = _through_api(dep, project, cluster, work / "api.onnx")
-            samples = int(done["validation"].get("num_samples") or 16)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript-based exporter's notices
-                _by_hand(work / "hand.onnx", samples)
-                for _ in range(ctx.repeats):
-                    ours.append(_through_api(dep, project, cluster, work / "api.onnx")[0])
-                    alone, checked = _by_hand(work / "hand.onnx", samples)
-                    written.append(alone)
-                    plain.append(checked)
+        dep = shared_embedded(extra_env={"LOGIN_THROTTLE_RATE": "1000/min"})
+        project, _ = _demo(dep)
+        cluster = dep.ok(
+            dep.post(
+                f"/api/projects/{project}/clusters",
+                {"name": "export", "template": DIGITS_64_128_10},
+            ),
+            201,
+        )["id"]
+        # Warm-up on both sides (imports, the worker's first task), then interleaved.
+        _, done = _through_api(dep, project, cluster, work / "api.onnx")
+        samples = int(done["validation"].get("num_samples") or 16)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's notices
+            _by_hand(work / "hand.onnx", samples)
+            for _ in range(ctx.repeats):
+                ours.append(_through_api(dep, project, cluster, work / "api.onnx")[0])
+                alone, checked = _by_hand(work / "hand.onnx", samples)
+                written.append(alone)
+                plain.append(checked)
     return [
         Row(
             "export.api_s",

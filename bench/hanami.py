@@ -1,7 +1,8 @@
 """Hanami accuracy: a 64-128-10 cluster trained through the Hanami REST API, with the requests the
 SDK sends (tests/hanami/test_workflow.py: token, cluster from a template, MNIST-format digits over
 the upload socket, train task, request task, `dataset/check`), on sklearn's 8x8 digits, in the
-embedded mode `make run` starts (`bench.deployment.embedded`), versus a plain torch loop with the
+embedded mode `make run` starts (`bench.deployment.shared_embedded`: the site the
+export row uses too), versus a plain torch loop with the
 same network, the same split and the same hyper-parameters (read back from the train task's
 stored `config` over the main API, so both sides do the same work even if the defaults change).
 
@@ -13,10 +14,8 @@ stored `config` over the main API, so both sides do the same work even if the de
 
 from __future__ import annotations
 
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -89,46 +88,43 @@ def _ts(value: str) -> float:
 def hanami_accuracy(ctx: Context) -> list[Row]:
     import base64
 
-    from bench.deployment import ADMIN_PASSWORD, embedded
+    from bench.deployment import ADMIN_PASSWORD, shared_embedded
     from bench.directio import _api, _cluster_in, hanami_call, run_task, upload_mnist
     from ml.templates import DIGITS_64_128_10
 
     x_train, x_test, y_train, y_test = _split()
     results = []
-    with tempfile.TemporaryDirectory(prefix="orchard-bench-hanami-") as tmp:
-        with embedded(workdir=Path(tmp), extra_env={"LOGIN_THROTTLE_RATE": "1000/min"}) as dep:
-            base = dep.base
-            token = hanami_call(base, "POST", "token", {"id": "admin", "password": ADMIN_PASSWORD})[
-                "token"
-            ]
-            train_set = upload_mnist(base, token, "digits-train-sdk", x_train, y_train)
-            test_set = upload_mnist(base, token, "digits-test-sdk", x_test, y_test)
-            template = base64.b64encode(DIGITS_64_128_10.encode()).decode()
-            for i in range(1 if ctx.quick else ctx.repeats):
-                cluster = hanami_call(
-                    base, "POST", "cluster", {"name": f"acc{i}", "template": template}, token
-                )["uuid"]
-                train_id, train_s = run_task(base, token, "train", cluster, train_set, poll=0.05)
-                result_id, _ = run_task(base, token, "request", cluster, test_set, poll=0.05)
-                check = hanami_call(
-                    base,
-                    "POST",
-                    "dataset/check",
-                    {"result_uuid": result_id, "dataset_uuid": test_set},
-                    token,
-                )
-                # The stored hyper-parameters of the train task, over the main API.
-                jwt = dep.token
-                project = next(
-                    p["id"]
-                    for p in _api(base, "GET", "/api/projects", token=jwt)
-                    if _cluster_in(base, jwt, p["id"], cluster)
-                )
-                task = _api(base, "GET", f"/api/projects/{project}/tasks/{train_id}", token=jwt)
-                config, scale = task["result"]["config"], task["result"]["input_scale"]
-                worker_s = _ts(task["finished_at"]) - _ts(task["started_at"])
-                plain_acc, plain_s = plain_loop(x_train, y_train, x_test, y_test, config, scale)
-                results.append((check["accuracy"], plain_acc, train_s, worker_s, plain_s))
+    dep = shared_embedded(extra_env={"LOGIN_THROTTLE_RATE": "1000/min"})
+    base = dep.base
+    token = hanami_call(base, "POST", "token", {"id": "admin", "password": ADMIN_PASSWORD})["token"]
+    train_set = upload_mnist(base, token, "digits-train-sdk", x_train, y_train)
+    test_set = upload_mnist(base, token, "digits-test-sdk", x_test, y_test)
+    template = base64.b64encode(DIGITS_64_128_10.encode()).decode()
+    for i in range(1 if ctx.quick else ctx.repeats):
+        cluster = hanami_call(
+            base, "POST", "cluster", {"name": f"acc{i}", "template": template}, token
+        )["uuid"]
+        train_id, train_s = run_task(base, token, "train", cluster, train_set, poll=0.05)
+        result_id, _ = run_task(base, token, "request", cluster, test_set, poll=0.05)
+        check = hanami_call(
+            base,
+            "POST",
+            "dataset/check",
+            {"result_uuid": result_id, "dataset_uuid": test_set},
+            token,
+        )
+        # The stored hyper-parameters of the train task, over the main API.
+        jwt = dep.token
+        project = next(
+            p["id"]
+            for p in _api(base, "GET", "/api/projects", token=jwt)
+            if _cluster_in(base, jwt, p["id"], cluster)
+        )
+        task = _api(base, "GET", f"/api/projects/{project}/tasks/{train_id}", token=jwt)
+        config, scale = task["result"]["config"], task["result"]["input_scale"]
+        worker_s = _ts(task["finished_at"]) - _ts(task["started_at"])
+        plain_acc, plain_s = plain_loop(x_train, y_train, x_test, y_test, config, scale)
+        results.append((check["accuracy"], plain_acc, train_s, worker_s, plain_s))
     orchard, plain, train_s, worker_s, plain_s = (
         float(np.median([r[k] for r in results])) for k in range(5)
     )

@@ -84,7 +84,7 @@ def _measure(dep, project: str, size: int, requests_n: int, repeats: int) -> dic
 @row("rest")
 def rest(ctx: Context) -> list[Row]:
     from bench.deployed import PG_URL, REDIS_DB, REDIS_URL
-    from bench.deployment import team, unreachable
+    from bench.deployment import shared_team_setup, team, unreachable
 
     reason = unreachable(PG_URL, REDIS_URL)
     if reason:
@@ -100,6 +100,7 @@ def rest(ctx: Context) -> list[Row]:
             first_redis_db=REDIS_DB,
             db_name=db_name(f"rest_{os.getpid()}"),
             workers=0,
+            reuse=shared_team_setup(),
             extra_env={
                 "DJANGO_SETTINGS_MODULE": "bench.site_settings",
                 "LOGIN_THROTTLE_RATE": "1000/min",
