@@ -491,22 +491,12 @@ def result_dir(*, project_id: str, result_id: str) -> Path:
     return project_local_dir(str(project_id), "results", str(result_id))
 
 
-_UNSET: Any = object()
-
-
 def request_result_store(
-    *,
-    task: Task,
-    classes,
-    logits=None,
-    summary: dict[str, Any] | None = None,
-    dataset_id: Any = _UNSET,
+    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None, dataset_id=None
 ) -> RequestResult:
-    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name.
-
-    `dataset_id`: the task's dataset when the caller has it (else it is looked up). The row is
-    inserted (BEGIN, INSERT, COMMIT: `update_or_create` took six round trips) and updated when an
-    earlier attempt of the task stored one already."""
+    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name;
+    `dataset_id` is the task's dataset (looked up when None). The row is inserted (three round
+    trips, `update_or_create` took six), or updated when an earlier attempt stored one."""
     import numpy as np
     from django.db import IntegrityError
     from django.utils import timezone
@@ -525,7 +515,7 @@ def request_result_store(
         "name": task.name,
         "task": task,
         "cluster_id": task.target_id if task.target_type == CLUSTER_TARGET else None,
-        "dataset_id": task_dataset_id(task) if dataset_id is _UNSET else dataset_id,
+        "dataset_id": dataset_id or task_dataset_id(task),
         "num_samples": int(classes.shape[0]),
         "shape": list(classes.shape),
         "has_logits": logits is not None,
