@@ -268,7 +268,11 @@ def request(ctx) -> dict[str, Any]:
     counts = np.bincount(classes, minlength=logits.shape[1] if logits.ndim == 2 else 0)
     summary = {"class_counts": counts.tolist()}
     result = request_result_store(
-        task=ctx.task, classes=classes, logits=logits if keep else None, summary=summary
+        task=ctx.task,
+        classes=classes,
+        logits=logits if keep else None,
+        summary=summary,
+        dataset_id=dataset.pk,
     )
     return {"result_id": str(result.pk), "num_samples": int(n), **summary}
 

@@ -492,10 +492,14 @@ def result_dir(*, project_id: str, result_id: str) -> Path:
 
 
 def request_result_store(
-    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None
+    *, task: Task, classes, logits=None, summary: dict[str, Any] | None = None, dataset_id=None
 ) -> RequestResult:
-    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name."""
+    """Store a request task's outputs (.npy) as a RequestResult with the task's id and name;
+    `dataset_id` is the task's dataset (looked up when None). The row is inserted (three round
+    trips, `update_or_create` took six), or updated when an earlier attempt stored one."""
     import numpy as np
+    from django.db import IntegrityError
+    from django.utils import timezone
 
     from apps.datasets.selectors import task_dataset_id
 
@@ -504,23 +508,29 @@ def request_result_store(
     _save_npy(directory / "classes.npy", classes)
     if logits is not None:
         _save_npy(directory / "logits.npy", np.asarray(logits, dtype=np.float32))
-    result, _ = RequestResult.objects.update_or_create(
-        pk=task.pk,
-        defaults={
-            "project_id": task.project_id,
-            "owner_id": task.owner_id,
-            "visibility": task.visibility,
-            "name": task.name,
-            "task": task,
-            "cluster_id": task.target_id if task.target_type == CLUSTER_TARGET else None,
-            "dataset_id": task_dataset_id(task),
-            "num_samples": int(classes.shape[0]),
-            "shape": list(classes.shape),
-            "has_logits": logits is not None,
-            "summary": summary or {},
-        },
-    )
-    return result
+    fields = {
+        "project_id": task.project_id,
+        "owner_id": task.owner_id,
+        "visibility": task.visibility,
+        "name": task.name,
+        "task": task,
+        "cluster_id": task.target_id if task.target_type == CLUSTER_TARGET else None,
+        "dataset_id": dataset_id or task_dataset_id(task),
+        "num_samples": int(classes.shape[0]),
+        "shape": list(classes.shape),
+        "has_logits": logits is not None,
+        "summary": summary or {},
+    }
+    try:
+        with transaction.atomic():
+            return RequestResult.objects.create(pk=task.pk, **fields)
+    except IntegrityError:
+        updated = RequestResult.objects.filter(pk=task.pk).update(
+            **fields, updated_at=timezone.now()
+        )
+        if not updated:  # not a second attempt: another constraint failed
+            raise
+    return RequestResult.objects.get(pk=task.pk)
 
 
 def _save_npy(path: Path, array) -> None:

@@ -86,7 +86,8 @@ class TaskContext:
         self._dirty = False
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._event_seq = TaskEvent.objects.filter(task=task).aggregate(m=Max("seq"))["m"] or 0
+        # The last stored event's seq, read on the first `record()` (most tasks record none).
+        self._event_seq: int | None = None
 
     # -- objects --------------------------------------------------------------------------
     @property
@@ -270,12 +271,15 @@ class TaskContext:
             )
             if _retrying(lambda: same.update(data=data)):
                 return
+        if self._event_seq is None:
+            last = TaskEvent.objects.filter(task_id=self.task.pk).aggregate(m=Max("seq"))["m"]
+            self._event_seq = last or 0
         self._event_seq += 1
         seq = self._event_seq
         _retrying(
             lambda: TaskEvent.objects.create(task_id=self.task.pk, seq=seq, kind=kind, data=data)
         )
-        self.publish({"type": kind, "seq": self._event_seq, **data})
+        self.publish({"type": kind, "seq": seq, **data})
 
     # -- resume files ---------------------------------------------------------------------------
     @property

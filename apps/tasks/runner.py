@@ -256,7 +256,14 @@ def _finish(
         )
     )
     if updated:
-        task.refresh_from_db()
+        if state == TaskState.FINISHED:
+            # What the state event and the next steps read is what the update wrote (the
+            # heartbeat's progress is 1.0 now); no need to read the row back.
+            for name, value in fields.items():
+                setattr(task, name, value)
+            task.state = str(state)  # a plain str, as read from the row
+        else:
+            task.refresh_from_db()
         _remove_resume_dir(task)
         _publish_state(task)
         _wake_next_of_target(task)

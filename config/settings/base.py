@@ -294,9 +294,11 @@ TASK_PROJECT_MAX_ACTIVE = env.int("TASK_PROJECT_MAX_ACTIVE", default=1)
 TASK_QUEUED_RESEND_S = env.float("TASK_QUEUED_RESEND_S", default=60)
 TASK_SWEEP_INTERVAL_S = env.float("TASK_SWEEP_INTERVAL_S", default=15)
 TASK_PROGRESS_STALE_S = env.float("TASK_PROGRESS_STALE_S", default=600)
-# torch intra-op threads per worker process (unset: usable cores / worker threads, at least 1;
-# the embedded in-process worker uses 1 so the web server stays responsive).
+# torch intra-op threads per worker process (unset: OMP_NUM_THREADS, else usable cores / worker
+# threads, at least 1; the embedded in-process worker uses 1 so the web server stays responsive).
 TORCH_THREADS = env.int("TORCH_THREADS", default=None)
+# OpenMP's own thread count: a worker without TORCH_THREADS takes it instead of the cores split.
+OMP_NUM_THREADS = env.int("OMP_NUM_THREADS", default=None)
 # Direct io: a cluster in DIRECT mode writes its weights back at most this often while trained,
 # and an open socket re-reads its caller's rights this often (never per message).
 DIRECTIO_FLUSH_INTERVAL_S = env.float("DIRECTIO_FLUSH_INTERVAL_S", default=60)

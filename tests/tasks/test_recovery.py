@@ -319,12 +319,30 @@ def test_torch_threads_share_the_usable_cores(settings, monkeypatch):
     from apps.tasks import threads
 
     monkeypatch.delenv("TORCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     settings.TORCH_THREADS = None
+    settings.OMP_NUM_THREADS = None
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     assert threads.torch_threads(3) == 2 and threads.torch_threads(16) == 1
     assert threads.torch_threads(2, default=1) == 1  # the embedded worker
     settings.TORCH_THREADS = 4
     assert threads.torch_threads(3) == 4 and threads.torch_threads(2, default=1) == 4
+
+
+def test_a_worker_keeps_the_openmp_thread_count_it_was_given(settings, monkeypatch):
+    """Team mode started with OMP_NUM_THREADS=1 (the deployed bench) still ran torch on every
+    core per worker process; without TORCH_THREADS, OMP_NUM_THREADS now decides."""
+    from apps.tasks import threads
+
+    monkeypatch.delenv("TORCH_THREADS", raising=False)
+    settings.TORCH_THREADS = None
+    settings.OMP_NUM_THREADS = 1
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    assert threads.torch_threads(1) == 1 and threads.torch_threads(2, default=1) == 1
+    settings.OMP_NUM_THREADS = 3
+    assert threads.torch_threads(1) == 3
+    settings.TORCH_THREADS = 2  # TORCH_THREADS still wins
+    assert threads.torch_threads(1) == 2
 
 
 # --- (h) an epoch redone after a resume is stored and published once -------------------------
