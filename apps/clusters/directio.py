@@ -340,6 +340,7 @@ def _load(cluster: Cluster) -> DirectRuntime:
     import torch
 
     from apps.clusters.runtime import cluster_load_model
+    from apps.clusters.selectors import stored_input_scale
     from ml.training import resolve_device
 
     shape = cluster.shape or {}
@@ -361,7 +362,7 @@ def _load(cluster: Cluster) -> DirectRuntime:
         device=device,
         inputs=inputs,
         outputs=outputs,
-        input_scale=float(config.get("input_scale") or 1.0),
+        input_scale=stored_input_scale(cluster=cluster) or 1.0,
         learning_rate=float(config.get("direct_learning_rate") or 2e-3),
         parameters=sum(p.numel() for p in model.parameters()),
     )
