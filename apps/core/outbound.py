@@ -176,8 +176,10 @@ def pinned_request(
             conn.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
             response = conn.getresponse()
             if response.status in REDIRECTS:
+                _drain_short(response, conn, deadline)
                 return response.status, response.getheader("Location"), b""
             if response.status != 200:
+                _drain_short(response, conn, deadline)
                 return response.status, None, b""
             return 200, None, _read_limited(response, conn, max_bytes, deadline)
         except (OSError, http.client.HTTPException) as exc:
@@ -187,6 +189,28 @@ def pinned_request(
     if last_error is None or isinstance(last_error, TimeoutError):
         raise FetchFailed(f"Timed out fetching {host}:{port}")
     raise FetchFailed(f"Could not fetch from {host}:{port}: {last_error}")
+
+
+def _drain_short(response, conn, deadline: float, limit: int = _CHUNK) -> None:
+    """Read (and drop) up to `limit` bytes of an answer whose body is not wanted (a 202's, a
+    redirect's), so that closing sends the far server a FIN, not a reset of unread data (its
+    keep-alive read failed with "Connection reset by peer"). Within the exchange's deadline,
+    checked on every receive as `_read_limited` does (a dripping server cannot hold it); a
+    longer body is left, and the close resets it as before."""
+    read = 0
+    try:
+        while read < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if conn.sock is not None:
+                conn.sock.settimeout(remaining)
+            chunk = response.read1(limit - read)
+            if not chunk:
+                return
+            read += len(chunk)
+    except (OSError, http.client.HTTPException):
+        pass
 
 
 def _read_limited(response, conn, max_bytes: int, deadline: float) -> bytes:
