@@ -177,17 +177,3 @@ class ProjectScopedQuerySet(models.QuerySet):
     def editable_by(self, access: ProjectAccess) -> ProjectScopedQuerySet:
         qs = self.filter(project_id=access.project.pk)
         return qs if access.can_write else qs.none()
-
-    def get_visible(
-        self,
-        access: ProjectAccess,
-        *,
-        for_edit: bool = False,
-        denied: str | None = None,
-        **lookup: Any,
-    ) -> models.Model:
-        """As `TenantQuerySet.get_visible`: the project is the scope; changing needs an admin
-        (these rows have no owner)."""
-        return fetch_visible(
-            self.visible_to(access), access, for_edit=for_edit, denied=denied, **lookup
-        )
