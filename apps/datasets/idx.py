@@ -133,17 +133,31 @@ def stream_idx(
         total = len(raw)
         got = _read_into(stream, raw)
         if got < total:
-            raise ValidationFailed.for_field(
-                field,
-                f"truncated file: the header declares dimensions {list(header.dims)} "
-                f"({header.file_size} bytes) but the file has {header.offset + got} bytes.",
-            )
+            raise _truncated(field, header, got)
         if stream.read(1):
-            raise ValidationFailed.for_field(
-                field,
-                f"the file holds more than the {header.file_size} bytes its dimensions "
-                f"{list(header.dims)} declare.",
-            )
+            raise _too_long(field, header)
+    return _native(out, header)
+
+
+def _truncated(field: str, header: IdxHeader, got: int) -> ValidationFailed:
+    return ValidationFailed.for_field(
+        field,
+        f"truncated file: the header declares dimensions {list(header.dims)} "
+        f"({header.file_size} bytes) but the file has {header.offset + got} bytes.",
+    )
+
+
+def _too_long(field: str, header: IdxHeader) -> ValidationFailed:
+    return ValidationFailed.for_field(
+        field,
+        f"the file holds more than the {header.file_size} bytes its dimensions "
+        f"{list(header.dims)} declare.",
+    )
+
+
+def _native(out: np.ndarray, header: IdxHeader) -> np.ndarray:
+    """`out` in native byte order (swapped in place when the file's items are wider than a byte
+    and big-endian, as idx files are)."""
     if header.dtype.itemsize > 1 and not header.dtype.isnative:
         out.reshape(-1).byteswap(inplace=True)
     return out
@@ -209,19 +223,10 @@ class IdxFeed:
         if self.header is None or self.out is None:
             self._parse_header()  # raises: the header is incomplete
             raise AssertionError("unreachable")
-        got = self._written
-        if got < self.header.count * self.header.dtype.itemsize:
-            raise ValidationFailed.for_field(
-                self.field,
-                f"truncated file: the header declares dimensions {list(self.header.dims)} "
-                f"({self.header.file_size} bytes) but the file has {self.header.offset + got} "
-                "bytes.",
-            )
+        if self._written < self.header.count * self.header.dtype.itemsize:
+            raise _truncated(self.field, self.header, self._written)
         self._raw = None
-        out = self.out
-        if self.header.dtype.itemsize > 1 and not self.header.dtype.isnative:
-            out.reshape(-1).byteswap(inplace=True)
-        return out
+        return _native(self.out, self.header)
 
     def _gunzip(self, data: bytes) -> None:
         try:
@@ -249,11 +254,7 @@ class IdxFeed:
         assert self._raw is not None and self.header is not None
         end = self._written + len(view)
         if end > len(self._raw):
-            raise ValidationFailed.for_field(
-                self.field,
-                f"the file holds more than the {self.header.file_size} bytes its dimensions "
-                f"{list(self.header.dims)} declare.",
-            )
+            raise _too_long(self.field, self.header)
         self._raw[self._written : end] = view
         self._written = end
 
