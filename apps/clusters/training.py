@@ -86,9 +86,8 @@ class TrainingJob:
 
     `x`/`x_val`: float32 arrays, or `StoredInputs` (`stored_inputs`: uint8 pixels stay uint8,
     `fit` converts each batch). `record_input_scale`: the factor `x` (and `x_val`) were scaled
-    with, merged into the
-    cluster's config; None leaves the config alone (inputs that are not scaled, or a trainer
-    whose scale lives with its own checkpoints). `model`: the module to train (weights the caller
+    with, merged into the cluster's config; None leaves the config alone (inputs that are not
+    scaled, or a trainer whose scale lives with its own checkpoints). `model`: the module to train (weights the caller
     loaded); None: the cluster's current weights, or its initial ones with `initial_weights`.
     `early_stopping` is updated in place by `fit` (keep it with your checkpoints to resume).
     `store_weights`: False when the caller keeps the result itself (a checkpoint, a version).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from array import array
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +46,10 @@ def dataset_import_mnist(*, project: Project, actor: User, name: str, images, la
     multipart request streamed within `mnist.streamed_upload`) as a dataset (see `mnist`)."""
     validate_name(project, name)
     streamed = mnist.streamed_pair(images, labels)
-    if streamed is not None:  # parsed while the request arrived: only publishing is left
-        parsed, staging = streamed
-        return create_ready(
-            project=project,
-            actor=actor,
-            name=name,
-            kind=Dataset.Kind.MNIST,
-            parsed=parsed,
-            staging=staging,
-        )
-    with staging_dir(project.pk) as staging:
-        parsed = mnist.parse_mnist(images, labels, staging)
+    # Parsed while the request arrived: its staging directory is the request's (only publishing
+    # is left); else the files are parsed into a staging directory of this call.
+    with nullcontext(streamed[1]) if streamed else staging_dir(project.pk) as staging:
+        parsed = streamed[0] if streamed else mnist.parse_mnist(images, labels, staging)
         return create_ready(
             project=project,
             actor=actor,
