@@ -18,6 +18,7 @@ from apps.clusters.training import (
     TrainingCallbacks,
     TrainingJob,
     cluster_train,
+    scaled_rows,
     stored_inputs,
     training_scale,
 )
@@ -57,23 +58,6 @@ def _check_fit(cluster, dataset) -> None:
             "dataset_id",
             f"The dataset has {got} input values per sample, the cluster's input takes {expected}.",
         )
-
-
-def _scaled(x, scale: float) -> np.ndarray:
-    """The training inputs as float32 rows. A dataset already in range (scale 1, the stored
-    MNIST/volume pixels) is not copied: a copy-on-write map of the same file, whose pages the
-    page cache shares with every reader (a 60k-sample task kept a private float32 copy beside
-    the map: 460 -> 820 MiB of worker memory). Other scales need a scaled copy."""
-    from ml.data import copy_on_write
-
-    if scale == 1.0 and isinstance(x, np.memmap) and x.dtype == np.float32:
-        shared = copy_on_write(x)  # the whole mapped array only (a slice keeps its offset)
-        if shared is not x:
-            return shared.reshape(len(shared), -1)
-    x = np.array(x, dtype=np.float32).reshape(len(x), -1)
-    if scale != 1.0:
-        x *= np.float32(scale)
-    return x
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -180,7 +164,7 @@ def train(ctx) -> dict[str, Any]:
     scale = float(ctx.params.get("input_scale") or training_scale(cluster, x_raw))
     # Float32 data: mapped or scaled rows; other stored dtypes (uint8 MNIST) stay as stored and
     # `fit` converts each batch (no float32 copy of the whole set).
-    x = _scaled(x_raw, scale) if isinstance(x_raw, np.ndarray) else stored_inputs(x_raw, scale)
+    x = scaled_rows(x_raw, scale) if isinstance(x_raw, np.ndarray) else stored_inputs(x_raw, scale)
     batches = max(1, math.ceil(len(x) / config.batch_size))
     callbacks = _TrainCallbacks(
         ctx,
@@ -255,7 +239,7 @@ def request(ctx) -> dict[str, Any]:
         ctx.check()
         logits = predict_logits(
             model,
-            _scaled(x_raw[start : start + REQUEST_CHUNK], scale),
+            scaled_rows(x_raw[start : start + REQUEST_CHUNK], scale),
             batch_size=batch_size,
             device=device,
         )

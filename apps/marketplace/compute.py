@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from apps.clusters.selectors import task_cluster
-from apps.clusters.training import TrainingCallbacks
+from apps.clusters.training import TrainingCallbacks, scaled_rows
 from apps.core.conf import setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
@@ -95,18 +95,6 @@ def _datasets(uplet, uuids) -> dict:
     if datasets is None:
         raise ValidationFailed.for_field("data", "some data are not ready Orchard datasets.")
     return datasets
-
-
-def _scaled(x, scale: float) -> np.ndarray:
-    """float32 rows times `scale`. Inputs already float32 at scale 1 (MNIST and images, loaded
-    in 0..1) are used as they are, not copied (20,000 MNIST rows are 60 MB: the copies cost a
-    learnuplet more than a tenth of its time on a small host); a read-only (memory-mapped) array
-    is copied, so torch gets a writable one."""
-    x = np.asarray(x, dtype=np.float32)
-    x = x.reshape(len(x), -1)
-    if scale != 1.0:
-        return x * np.float32(scale)
-    return x if x.flags.writeable else x.copy()
 
 
 def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +180,9 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     ctx.progress(0.0, rank=uplet.rank)
     # The model of a rank is its Checkpoint `model_end` (kept below), not the algo's cluster:
     # its weights and config stay as they are.
-    job = TrainingJob(config=config, x=_scaled(x_raw, scale), y=y, model=model, store_weights=False)
+    job = TrainingJob(
+        config=config, x=scaled_rows(x_raw, scale), y=y, model=model, store_weights=False
+    )
     fitted = cluster_train(
         cluster=cluster, job=job, callbacks=LearnCallbacks(ctx, config.epochs)
     ).fit
@@ -201,7 +191,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     model.eval()
 
     def accuracy(x, labels) -> float:
-        return float(evaluate(model, _scaled(x, scale), labels)[1])
+        return float(evaluate(model, scaled_rows(x, scale), labels)[1])
 
     train_perf = {u: accuracy(x, labels) for u, (x, labels) in train.items()}
     # `perf` is the accuracy over every sample of the problem's test data together (the same
@@ -294,7 +284,7 @@ def _predict(ctx, uplet: Preduplet) -> dict[str, Any]:
     for i, u in enumerate(data):
         ctx.check()
         x, _ = dataset_arrays(datasets[u])
-        out = predict_logits(model, _scaled(x, scale), device=device).numpy()
+        out = predict_logits(model, scaled_rows(x, scale), device=device).numpy()
         logits.append(out.astype(np.float32))
         parts.append({"data": u, "offset": offset, "count": len(out)})
         offset += len(out)

@@ -232,7 +232,7 @@ def test_a_learnuplets_float32_inputs_are_used_as_loaded_not_copied():
     """The training set of a learnuplet (60 MB for 20,000 MNIST rows) is not copied at scale 1;
     a read-only (memory-mapped) array is copied so torch gets a writable one, and a scaled one is
     a new array, the loaded one left as it was."""
-    from apps.marketplace.compute import _scaled
+    from apps.clusters.training import scaled_rows as _scaled
 
     x = np.ones((3, 2, 2), dtype=np.float32)
     same = _scaled(x, 1.0)

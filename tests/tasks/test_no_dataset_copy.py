@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from apps.clusters.handlers import _scaled
+from apps.clusters.training import scaled_rows as _scaled
 
 
 def _stored(tmp_path, array):
