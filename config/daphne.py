@@ -9,6 +9,10 @@ is still queued whole by daphne: large files should use the resumable upload ses
 Autobahn builds the arguments of two debug lines per websocket frame (received, sent) eagerly, also
 when debug logging is off, and colours them with `click.style`: ~25 us of every direct-io message
 (a third of the forward pass it answers). Without the colours they cost ~8 us.
+
+Twisted sends a write only when the reactor next finds the socket writable; an open websocket's
+frames go out when written instead (`write_websocket_frames_at_once`): direct io's server CPU per
+binary message 228 -> 165 us, one socket 3,700 -> 5,300 msg/s on an idle 2-core machine.
 """
 
 import logging
@@ -42,4 +46,55 @@ def plain_autobahn_log_arguments() -> bool:
     except ImportError:  # not served by daphne
         return False
     util._HAS_CLICK = False  # `hl()` then returns its text as it is
+    return True
+
+
+def write_websocket_frames_at_once() -> bool:
+    """An open websocket's frames go to the socket when they are written, not a loop pass later.
+
+    Twisted buffers every `transport.write` and sends it when the reactor next finds the socket
+    writable: per direct-io answer, an epoll registration, a loop pass and an unregistration
+    (~60 us of ~225 in all). Once daphne opens a websocket, its transport sends a write at once when
+    nothing is waiting before it; what the kernel does not take (and every write behind it) is
+    buffered the usual way, so order, back-pressure and connection-loss handling stay Twisted's.
+    HTTP responses keep the buffered path (their header and body writes share one send).
+    Returns whether the patch is in place."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+        from twisted.internet import tcp
+        from twisted.internet.abstract import _dataMustBeBytes
+    except ImportError:  # not served by daphne
+        return False
+    if getattr(tcp.Server, "_orchard_write_at_once", None) is not None:
+        return True
+    buffered_write = tcp.Server.write
+
+    def write(self, data):
+        if (
+            self._orchard_write_at_once
+            and data
+            and not self.TLS
+            and self.connected
+            and not self._writeDisconnected
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+        ):
+            _dataMustBeBytes(data)
+            sent = self.writeSomeData(data)
+            if isinstance(sent, int) and sent >= 0:  # an error: the buffered path finds it again
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        buffered_write(self, data)
+
+    tcp.Server._orchard_write_at_once = False
+    tcp.Server.write = write
+    opened = WebSocketProtocol.onOpen
+
+    def onOpen(self):
+        if isinstance(self.transport, tcp.Server):
+            self.transport._orchard_write_at_once = True
+        return opened(self)
+
+    WebSocketProtocol.onOpen = onOpen
     return True

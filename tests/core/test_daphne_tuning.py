@@ -1,11 +1,20 @@
-"""Under daphne, Twisted must not parse multipart bodies into memory (daphne never reads them), and
-autobahn's per-frame debug-log arguments carry no colour codes (click.style on every frame)."""
+"""Under daphne, Twisted must not parse multipart bodies into memory (daphne never reads them),
+autobahn's per-frame debug-log arguments carry no colour codes (click.style on every frame), and an
+open websocket's frames go to the socket when written (not a reactor pass later)."""
 
+import socket
 from types import SimpleNamespace
 
+import pytest
 from daphne.http_protocol import WebRequest
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
 
-from config.daphne import plain_autobahn_log_arguments, skip_twisted_form_parsing
+from config.daphne import (
+    plain_autobahn_log_arguments,
+    skip_twisted_form_parsing,
+    write_websocket_frames_at_once,
+)
 
 
 def test_requests_skip_twisted_form_parsing():
@@ -30,3 +39,109 @@ def test_autobahn_log_arguments_are_plain_text():
     assert hltype(test_autobahn_log_arguments_are_plain_text) == (
         f"<{__name__}.test_autobahn_log_arguments_are_plain_text>"
     )
+
+
+class _Reactor:
+    """Records what a transport asks of the reactor (a buffered write registers a writer)."""
+
+    def __init__(self):
+        self.writers = set()
+
+    def addReader(self, reader):
+        pass
+
+    def addWriter(self, writer):
+        self.writers.add(writer)
+
+    def removeWriter(self, writer):
+        self.writers.discard(writer)
+
+
+@pytest.fixture
+def pair():
+    """A daphne-side transport (Twisted's server connection) over a real socket pair, and the
+    client's end of it."""
+    assert write_websocket_frames_at_once() is True
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport = tcp.Server(ours, None, ("127.0.0.1", 1), None, 0, _Reactor())
+    transport.connected = 1
+    yield transport, theirs
+    ours.close()
+    theirs.close()
+
+
+def _received(sock, limit=1 << 22) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(limit)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def _flush(transport, theirs) -> bytes:
+    """Run the reactor's part by hand: write what is buffered until nothing is left."""
+    got = b""
+    while transport.reactor.writers:
+        assert not isinstance(transport.doWrite(), BaseException)
+        if transport.offset == len(transport.dataBuffer) and not transport._tempDataLen:
+            transport.stopWriting()
+        got += _received(theirs)
+    return got + _received(theirs)
+
+
+def test_open_websocket_frames_are_sent_when_written(pair):
+    transport, theirs = pair
+    WebSocketProtocol.onOpen(
+        SimpleNamespace(
+            transport=transport,
+            server=SimpleNamespace(log_action=lambda *args: None),
+            request=SimpleNamespace(path="/"),
+            client_addr=None,
+        )
+    )
+    transport.write(b"frame one")
+    transport.write(b"frame two")
+    assert _received(theirs) == b"frame one" + b"frame two"
+    assert transport.reactor.writers == set()  # no reactor pass, no epoll registration
+
+
+def test_http_writes_keep_twisteds_buffered_path(pair):
+    transport, theirs = pair  # not upgraded: an HTTP response's writes share one send
+    transport.write(b"HTTP/1.1 200 OK\r\n")
+    transport.write(b"body")
+    assert _received(theirs) == b""
+    assert transport.reactor.writers == {transport}
+    assert _flush(transport, theirs) == b"HTTP/1.1 200 OK\r\nbody"
+
+
+def test_what_the_kernel_does_not_take_is_buffered_in_order(pair):
+    transport, theirs = pair
+    transport._orchard_write_at_once = True
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 8192  # 2 MiB: more than the socket takes at once
+    transport.write(big)
+    transport.write(b"after")  # behind buffered data: buffered too, never ahead of it
+    assert 0 < transport._tempDataLen <= len(big) + 5
+    assert transport.reactor.writers == {transport}
+    assert _flush(transport, theirs) == big + b"after"
+
+
+def test_a_write_to_a_broken_socket_is_left_to_twisted(pair):
+    transport, theirs = pair
+    transport._orchard_write_at_once = True
+    transport.socket.shutdown(socket.SHUT_WR)  # send() now fails with EPIPE
+    transport.write(b"lost")  # no exception here: buffered; the reactor's doWrite reports it
+    assert transport.reactor.writers == {transport}
+    assert isinstance(transport.doWrite(), BaseException)
+
+
+def test_text_is_refused_as_twisted_does(pair):
+    transport, _ = pair
+    transport._orchard_write_at_once = True
+    with pytest.raises(TypeError):
+        transport.write("text")
