@@ -19,7 +19,7 @@ from apps.clusters.training import (
     TrainingJob,
     cluster_train,
     scaled_rows,
-    stored_inputs,
+    training_inputs,
     training_scale,
 )
 from apps.core.exceptions import ValidationFailed
@@ -164,7 +164,7 @@ def train(ctx) -> dict[str, Any]:
     scale = float(ctx.params.get("input_scale") or training_scale(cluster, x_raw))
     # Float32 data: mapped or scaled rows; other stored dtypes (uint8 MNIST) stay as stored and
     # `fit` converts each batch (no float32 copy of the whole set).
-    x = scaled_rows(x_raw, scale) if isinstance(x_raw, np.ndarray) else stored_inputs(x_raw, scale)
+    x = training_inputs(x_raw, scale)
     batches = max(1, math.ceil(len(x) / config.batch_size))
     callbacks = _TrainCallbacks(
         ctx,

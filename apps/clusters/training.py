@@ -168,6 +168,16 @@ def stored_inputs(x: Any, scale: float = 1.0, shape: Sequence[int] | None = None
     return StoredInputs(rows, factors).scaled(scale)
 
 
+def training_inputs(x: Any, scale: float) -> np.ndarray | StoredInputs:
+    """A dataset's inputs (`dataset_arrays`' float32 array, or its `Float32Inputs`) times
+    `scale`, as `fit` and `evaluate` take them: float32 data as `scaled_rows`, other stored
+    dtypes (uint8 MNIST pixels) as `stored_inputs`, converted batch by batch (no float32 copy
+    of the whole set)."""
+    import numpy as np
+
+    return scaled_rows(x, scale) if isinstance(x, np.ndarray) else stored_inputs(x, scale)
+
+
 def checkpoint_payload(model_state: dict[str, Tensor], metadata: dict[str, Any]) -> bytes:
     """A checkpoint file's bytes (safetensors, metadata as JSON) for `checkpoint_store`;
     one payload may be stored under several ids (a studio run's best and last)."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from apps.clusters.selectors import task_cluster
-from apps.clusters.training import TrainingCallbacks, scaled_rows
+from apps.clusters.training import TrainingCallbacks, scaled_rows, training_inputs
 from apps.core.conf import setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
 from apps.marketplace import selectors, services
@@ -97,7 +97,9 @@ def _datasets(uplet, uuids) -> dict:
     return datasets
 
 
-def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(dataset) -> tuple[Any, np.ndarray]:
+    """A datum's inputs as `dataset_arrays` gives them (memory-mapped float32, or the stored
+    uint8 pixels as `Float32Inputs`) and its class indices."""
     from apps.datasets.selectors import dataset_arrays
 
     x, y = dataset_arrays(dataset)
@@ -106,7 +108,21 @@ def _labelled(dataset) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     if y.ndim == 2:  # one-hot
         y = y.argmax(axis=1)
-    return np.asarray(x), y.astype(np.int64)
+    return x, y.astype(np.int64)
+
+
+def _joined(inputs: list[Any]) -> Any:
+    """The training data of a learnuplet as one set of rows: one file as it is loaded (no
+    copy); several files of stored uint8 pixels still as stored pixels (a quarter of the bytes
+    of float32); other mixes as float32 rows."""
+    from apps.datasets.selectors import Float32Inputs
+
+    if len(inputs) == 1:
+        return inputs[0]
+    stored = {x.stored.dtype for x in inputs if isinstance(x, Float32Inputs)}
+    if len(stored) == 1 and all(isinstance(x, Float32Inputs) for x in inputs):
+        return Float32Inputs(np.concatenate([x.stored.reshape(len(x), -1) for x in inputs]))
+    return np.concatenate([np.asarray(x, dtype=np.float32).reshape(len(x), -1) for x in inputs])
 
 
 def _load_model(uplet, cluster, model_id) -> tuple[Any, float | None]:
@@ -172,8 +188,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     datasets = _datasets(uplet, [*uplet.train_data, *uplet.test_data])
     model, scale = _load_model(uplet, cluster, uplet.model_start)
     train = {u: _labelled(datasets[u]) for u in uplet.train_data}
-    rows = [x.reshape(len(x), -1) for x, _ in train.values()]
-    x_raw = rows[0] if len(rows) == 1 else np.concatenate(rows)  # one file: no copy
+    x_raw = _joined([x for x, _ in train.values()])
     y = np.concatenate([y for _, y in train.values()])
     scale = float(scale or input_scale(x_raw))
     config = _train_config(ctx.device)
@@ -181,7 +196,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     # The model of a rank is its Checkpoint `model_end` (kept below), not the algo's cluster:
     # its weights and config stay as they are.
     job = TrainingJob(
-        config=config, x=scaled_rows(x_raw, scale), y=y, model=model, store_weights=False
+        config=config, x=training_inputs(x_raw, scale), y=y, model=model, store_weights=False
     )
     fitted = cluster_train(
         cluster=cluster, job=job, callbacks=LearnCallbacks(ctx, config.epochs)
@@ -191,7 +206,7 @@ def _learn(ctx, uplet: Learnuplet) -> dict[str, Any]:
     model.eval()
 
     def accuracy(x, labels) -> float:
-        return float(evaluate(model, scaled_rows(x, scale), labels)[1])
+        return float(evaluate(model, training_inputs(x, scale), labels)[1])
 
     train_perf = {u: accuracy(x, labels) for u, (x, labels) in train.items()}
     # `perf` is the accuracy over every sample of the problem's test data together (the same

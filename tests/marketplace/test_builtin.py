@@ -242,3 +242,46 @@ def test_a_learnuplets_float32_inputs_are_used_as_loaded_not_copied():
     assert copied.flags.writeable and not np.shares_memory(copied, x)
     halved = _scaled(x, 0.5)
     assert halved.shape == (3, 4) and np.all(halved == 0.5) and np.all(x == 1)
+
+
+@pytest.mark.django_db
+def test_a_learnuplet_trains_and_scores_on_the_stored_pixels_without_a_float32_copy(
+    world, digits, owner_orch, inline_runner, monkeypatch
+):
+    """Two uint8 MNIST shards per learnuplet: training sees them joined as stored bytes (each
+    batch converted by `fit`), and the per-file accuracies read each file as stored too."""
+    import ml.training
+    from ml.data import StoredInputs
+
+    seen = {"fit": [], "evaluate": []}
+
+    def spy(name):
+        real = getattr(ml.training, name)
+
+        def wrapper(model, x, *args, **kwargs):
+            seen[name].append(x)
+            return real(model, x, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ml.training, "fit", spy("fit"))
+    monkeypatch.setattr(ml.training, "evaluate", spy("evaluate"))
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 2, size=150)
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=2)
+    owner_orch.data([*shards, str(test_set.pk)], [problem])
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    uplet = Learnuplet.objects.get(algo__uuid=algo, rank=0)
+    task_run(str(uplet.task_id))
+    uplet.refresh_from_db()
+    assert uplet.status == "done", uplet.task.error
+    assert set(uplet.train_perf) == set(shards) and 0.3 <= uplet.perf <= 1.0
+
+    [trained] = seen["fit"]
+    assert isinstance(trained, StoredInputs) and trained.values.dtype == np.uint8
+    assert trained.shape == (300, 64) and trained.factors == (float(np.float32(1 / 255)),)
+    scored = seen["evaluate"]  # the two shards, then the test file
+    assert [type(x) for x in scored] == [StoredInputs] * 3
+    assert all(x.values.dtype == np.uint8 for x in scored)
+    assert [len(x) for x in scored] == [150, 150, test_set.num_samples]
