@@ -26,6 +26,9 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 logger = logging.getLogger(__name__)
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 _HANDOFF_TIMEOUT_S = 2.0
+# Events are best effort: a publish that the layer has not taken within this is given up (logged),
+# so a Redis that stops answering delays a worker's step by this much, not forever.
+_PUBLISH_TIMEOUT_S = 5.0
 _server_loop: asyncio.AbstractEventLoop | None = None
 _publisher: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop)
 _publisher_layer: object = None  # the layer last sent to on that loop
@@ -101,7 +104,12 @@ def publish(group: str, event: dict) -> None:
             future.result(timeout=_HANDOFF_TIMEOUT_S)
         elif not isinstance(layer, InMemoryChannelLayer) and not _in_event_loop():
             send = _send_on_publisher(layer, group, message)
-            asyncio.run_coroutine_threadsafe(send, _publisher_loop()).result()
+            future = asyncio.run_coroutine_threadsafe(send, _publisher_loop())
+            try:
+                future.result(timeout=_PUBLISH_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()  # a hung layer (Redis not answering) must not hold the caller
+                raise
         else:
             async_to_sync(layer.group_send)(group, message)
     except Exception:

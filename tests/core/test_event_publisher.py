@@ -1,6 +1,7 @@
 """Events published from sync code (a worker) to a channel layer other than the in-memory one."""
 
 import asyncio
+import threading
 
 from apps.core import events
 
@@ -26,3 +27,31 @@ def test_sync_publishes_to_a_remote_layer_share_one_event_loop(monkeypatch):
     assert len(layer.loops) == 3
     assert layer.loops[0] is layer.loops[1] is layer.loops[2]
     assert not layer.loops[0].is_closed()
+
+
+class _HungLayer:
+    """A remote layer that never answers (a Redis that stopped responding)."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+
+    async def group_send(self, group, message):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+def test_a_publish_to_a_hung_layer_gives_up_and_logs(monkeypatch, caplog):
+    """The kept-loop publish waited without a limit: a worker's task step blocked for as long as
+    Redis did not answer. It now gives up after `_PUBLISH_TIMEOUT_S`, cancels the send and logs."""
+    layer = _HungLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    monkeypatch.setattr(events, "_PUBLISH_TIMEOUT_S", 0.05)
+    caller = threading.Thread(target=events.publish, args=("task.x", {"type": "progress"}))
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "publish is still waiting on the hung layer"
+    assert layer.cancelled.wait(timeout=30)
+    assert "could not publish to task.x" in caplog.text
