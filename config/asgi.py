@@ -14,6 +14,7 @@ from apps.accounts.ws import JWTAuthMiddleware, OriginCheckMiddleware  # noqa: E
 from apps.core.events import RememberLoopMiddleware  # noqa: E402
 from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
 from config.daphne import (  # noqa: E402
+    larger_request_body_messages,
     plain_autobahn_log_arguments,
     skip_twisted_form_parsing,
     write_websocket_frames_at_once,
@@ -23,6 +24,7 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 skip_twisted_form_parsing()
 plain_autobahn_log_arguments()
 write_websocket_frames_at_once()
+larger_request_body_messages()
 
 # Heavy imports at server start, never inside a request: the first `host/all` of a fresh team-mode
 # daphne imported torch inside the request (16 s; 78 s under load).

@@ -188,7 +188,6 @@ def _gather_rows(rows_path: Path, dest: Path, count: int, columns: int) -> None:
         for start in range(0, count, _ROWS_PER_CHUNK):
             block = np.fromfile(fh, dtype=np.float32, count=_ROWS_PER_CHUNK * columns)
             x[start : start + _ROWS_PER_CHUNK] = block.reshape(-1, columns)
-    x.flush()
     del x
     rows_path.unlink()
 
@@ -347,7 +346,6 @@ def _save_labels(path: Path, label: np.ndarray) -> int:
             top = max(top, int(as_int.max()))
         out[start : start + step] = as_int
         del chunk, as_int
-    out.flush()
     del out
     return top
 

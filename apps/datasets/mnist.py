@@ -123,7 +123,6 @@ def parse_mnist(images, labels, staging: Path) -> Parsed:
         setting_name=SETTING,
         allocate=inputs_file,
     )
-    x.flush()
     del x
     return stored_pair(head, y, staging)
 
@@ -246,7 +245,6 @@ def streamed_pair(images, labels) -> tuple[Parsed, Path] | None:
     assert image_feed.out is not None and label_feed.out is not None
     staging = images.staging
     check_counts(label_feed.header, image_feed.header)
-    image_feed.out.flush()
     parsed = stored_pair(image_feed.header, label_feed.out, staging)
     image_feed.out = label_feed.out = None  # unmapped before the directory is published
     images.close()

@@ -168,7 +168,6 @@ def _image_arrays(dataset: Dataset, *, mmap: bool, size: tuple[int, int] | None)
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.float32) / 255.0
             out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-        out.flush()
         del out
         index = {name: i for i, name in enumerate(dataset.class_names)}
         np.save(labels_path, np.asarray([index[it[1]] for it in items], dtype=np.int64))
