@@ -90,6 +90,13 @@ def main(argv=None) -> int:
         help="kept with each history line: what else ran on the machine (e.g. shared, idle)",
     )
     parser.add_argument(
+        "--no-malloc-tuning",
+        dest="malloc_tuning",
+        action="store_false",
+        help="leave glibc malloc as it starts (by default this process keeps freed memory as "
+        "Orchard's workers do: ml.memory; both sides of every in-process ratio share it)",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=int(os.environ.get("TORCH_THREADS") or 1),
@@ -119,6 +126,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.torch_threads))
+    if args.malloc_tuning:  # as in a worker (MALLOC_TUNING), for both sides of every ratio
+        from bench.harness import MALLOC_TUNED
+        from ml.memory import keep_freed_memory
+
+        MALLOC_TUNED[0] = keep_freed_memory()
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -120,11 +120,17 @@ def machine() -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        info["malloc_tuned"] = MALLOC_TUNED[0]
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
     return info
+
+
+# Whether this bench process set glibc malloc as Orchard's workers do (`ml.memory`); recorded
+# with the machine of every result.
+MALLOC_TUNED = [False]
 
 
 def format_table(rows: list[Row]) -> str:

@@ -299,6 +299,9 @@ TASK_PROGRESS_STALE_S = env.float("TASK_PROGRESS_STALE_S", default=600)
 TORCH_THREADS = env.int("TORCH_THREADS", default=None)
 # OpenMP's own thread count: a worker without TORCH_THREADS takes it instead of the cores split.
 OMP_NUM_THREADS = env.int("OMP_NUM_THREADS", default=None)
+# glibc malloc in a process that runs tasks: allocations up to 32 MiB from the heap and up to
+# 64 MiB of freed memory kept (ml.memory): training steps stop page-faulting their blocks anew.
+MALLOC_TUNING = env.bool("MALLOC_TUNING", default=True)
 # Direct io: a cluster in DIRECT mode writes its weights back at most this often while trained,
 # and an open socket re-reads its caller's rights this often (never per message).
 DIRECTIO_FLUSH_INTERVAL_S = env.float("DIRECTIO_FLUSH_INTERVAL_S", default=60)
