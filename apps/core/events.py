@@ -6,7 +6,10 @@ database row stays the truth and clients can replay stored metrics).
 Worker threads of the embedded mode publish into the in-memory channel layer, whose queues belong
 to the ASGI server's event loop: a put from another thread would not wake that loop (the event
 would sit there until something else woke it). So those sends are handed to the server's loop,
-which the ASGI application records (`remember_loop`) on every connection.
+which the ASGI application records (`remember_loop`) on every connection. The caller does not wait
+for the loop to run the send (the in-memory layer only appends to queues, in the order the sends
+were handed over): waiting cost a training thread two GIL hand-offs per event, 1.5 ms per epoch
+of a small Hanami train task.
 
 Other layers (Redis in team mode) are sent to from sync code on one event loop per process that a
 daemon thread keeps running (`_publisher_loop`): `async_to_sync` started a thread and an event loop
@@ -15,6 +18,7 @@ connection (about 2 ms of CPU each, three per request task; 0.25 ms on the kept 
 """
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -25,7 +29,6 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 logger = logging.getLogger(__name__)
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
-_HANDOFF_TIMEOUT_S = 2.0
 # Events are best effort: a publish that the layer has not taken within this is given up (logged),
 # so a Redis that stops answering delays a worker's step by this much, not forever.
 _PUBLISH_TIMEOUT_S = 5.0
@@ -100,8 +103,8 @@ def publish(group: str, event: dict) -> None:
             and isinstance(layer, InMemoryChannelLayer)
             and _foreign_thread_of(loop)
         ):
-            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
-            future.result(timeout=_HANDOFF_TIMEOUT_S)
+            handed = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+            handed.add_done_callback(functools.partial(_log_failed_send, group))
         elif not isinstance(layer, InMemoryChannelLayer) and not _in_event_loop():
             send = _send_on_publisher(layer, group, message)
             future = asyncio.run_coroutine_threadsafe(send, _publisher_loop())
@@ -114,6 +117,11 @@ def publish(group: str, event: dict) -> None:
             async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.warning("could not publish to %s", group, exc_info=True)
+
+
+def _log_failed_send(group: str, handed) -> None:
+    if not handed.cancelled() and handed.exception() is not None:
+        logger.warning("could not publish to %s", group, exc_info=handed.exception())
 
 
 class RememberLoopMiddleware:

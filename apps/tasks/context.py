@@ -262,10 +262,11 @@ class TaskContext:
 
         With `key` (a field of `data`, such as "epoch") an event is stored and published once per
         value of that field: a resumed attempt that redoes an epoch updates the stored event and
-        publishes nothing.
+        publishes nothing. Only a later attempt can find one stored (an attempt does each epoch
+        once), so the first attempt writes once per event.
         """
         self._last_report = time.monotonic()
-        if key is not None and key in data:
+        if key is not None and key in data and self.attempt > 1:
             same = TaskEvent.objects.filter(
                 task_id=self.task.pk, kind=kind, **{f"data__{key}": data[key]}
             )

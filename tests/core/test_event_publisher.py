@@ -55,3 +55,40 @@ def test_a_publish_to_a_hung_layer_gives_up_and_logs(monkeypatch, caplog):
     assert not caller.is_alive(), "publish is still waiting on the hung layer"
     assert layer.cancelled.wait(timeout=30)
     assert "could not publish to task.x" in caplog.text
+
+
+def test_a_worker_thread_hands_events_to_a_busy_server_loop_without_waiting(monkeypatch, caplog):
+    """Embedded mode: a worker thread publishes into the in-memory layer through the server's
+    loop. It used to wait for the loop to run each send (two GIL hand-offs per event, and up to
+    2 s then a 'could not publish' when the loop was busy); the sends now queue on the loop, in
+    order, and the caller goes on."""
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+
+        async def join():
+            channel = await layer.new_channel()
+            await layer.group_add("task.busy", channel)
+            return channel
+
+        channel = asyncio.run_coroutine_threadsafe(join(), loop).result(timeout=30)
+        monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+        monkeypatch.setattr(events, "_server_loop", loop)
+        busy, release = threading.Event(), threading.Event()
+        loop.call_soon_threadsafe(lambda: (busy.set(), release.wait(timeout=30)))
+        assert busy.wait(timeout=30)
+        for i in range(5):  # the loop is blocked: nothing is delivered meanwhile
+            events.publish("task.busy", {"type": "progress", "i": i})
+        assert "could not publish" not in caplog.text
+        release.set()
+
+        async def drain():
+            return [(await layer.receive(channel))["event"]["i"] for _ in range(5)]
+
+        assert asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=30) == [0, 1, 2, 3, 4]
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)

@@ -144,3 +144,29 @@ def test_a_message_for_a_task_that_left_queued_costs_one_read(
         runner.task_run(str(task.pk), token=None)
     task.refresh_from_db()
     assert task.state == state and task.attempts == 0
+
+
+def test_a_first_attempt_writes_each_epoch_event_once(world, digits):
+    """Epoch events are keyed so that a resumed attempt updates the stored one; the first attempt
+    cannot find one stored, so it inserts without the UPDATE that looks for it (one write per
+    epoch, not two); a later attempt still updates in place."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    train_set, _ = digits
+    task = _train_task(world, train_set, epochs=1)
+    Task.objects.filter(pk=task.pk).update(attempts=1)
+    task.refresh_from_db()
+    ctx = context.TaskContext(task, registry.get("train"))
+    with CaptureQueriesContext(connection) as first:
+        ctx.record("epoch", {"epoch": 1, "loss": 0.5}, key="epoch")
+        ctx.record("epoch", {"epoch": 2, "loss": 0.4}, key="epoch")
+    writes = [q["sql"] for q in first.captured_queries if "taskevent" in q["sql"].lower()]
+    assert [sql.split()[0] for sql in writes if not sql.startswith("SELECT")] == ["INSERT"] * 2
+
+    Task.objects.filter(pk=task.pk).update(attempts=2)
+    task.refresh_from_db()
+    again = context.TaskContext(task, registry.get("train"))
+    again.record("epoch", {"epoch": 2, "loss": 0.3}, key="epoch")  # redone after a resume
+    stored = TaskEvent.objects.filter(task=task, kind="epoch").order_by("seq")
+    assert [(e.data["epoch"], e.data["loss"]) for e in stored] == [(1, 0.5), (2, 0.3)]
