@@ -62,9 +62,10 @@ def test_malloc_tunables_given_in_the_environment_win():
         "kept": False,
         "from_heap": False,
     }
-    assert _probe("tune", **{**clean, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})[
-        "kept"
-    ] is False
+    assert (
+        _probe("tune", **{**clean, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})["kept"]
+        is False
+    )
 
 
 def test_a_worker_process_tunes_malloc_unless_the_setting_is_off(settings, monkeypatch):
