@@ -167,6 +167,9 @@ async def test_bad_first_frames_are_refused(world, first):
     answer = json.loads(await comm.receive_from(timeout=5))
     assert answer["success"] is False and answer["error"]
     assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"
+    # As a client does after the server's close: the consumer ends itself, not at the event
+    # loop's teardown (one CI run hung there for 300 s cancelling it, Redis channel layer).
+    await comm.disconnect()
 
 
 async def test_cluster_target_refuses_unknown_and_malformed_clusters(world):
