@@ -3,7 +3,8 @@ uploaded over real HTTP to Orchard's dataset routes, versus parsing the same fil
 `np.save`-ing the same arrays in-process; wall time and peak Python allocations of both.
 
 Orchard side: a daphne server (the ASGI server of `make run` and of the team mode) in a child
-process serving `config.asgi.application` on loopback against the bench database; this process is
+process serving `config.asgi.application` with the team mode's settings (`config.settings.prod`,
+its database pool included) on loopback against the bench database; this process is
 the client and streams the files from disk in 1 MiB pieces, so it holds neither file whole.
 
 - `ingest.mnist_upload`: one multipart `POST /api/projects/{id}/datasets/mnist` (images, labels,
@@ -108,7 +109,20 @@ class Server:
         from bench.harness import port
 
         self.port = port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "INPROCESS_WORKER": "false"}
+        from django.conf import settings
+
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "INPROCESS_WORKER": "false",
+            # The team mode's settings (its psycopg pool included), not the test settings this
+            # process reads: those drop the pool, and every request opened a connection.
+            "DJANGO_SETTINGS_MODULE": "config.settings.prod",
+            "SECRET_KEY": settings.SECRET_KEY,
+            "JWT_SIGNING_KEY": settings.SIMPLE_JWT["SIGNING_KEY"],
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "false",
+        }
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.ingest", "serve", str(self.port)],

@@ -2,9 +2,10 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+
+from apps.core.asgi import get_asgi_application  # Django's, bodies in memory
+
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -16,6 +17,7 @@ from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
 from config.daphne import (  # noqa: E402
     larger_request_body_messages,
     plain_autobahn_log_arguments,
+    request_bodies_in_memory,
     skip_twisted_form_parsing,
     write_websocket_frames_at_once,
 )
@@ -25,6 +27,14 @@ skip_twisted_form_parsing()
 plain_autobahn_log_arguments()
 write_websocket_frames_at_once()
 larger_request_body_messages()
+request_bodies_in_memory()
+
+# glibc keeps freed blocks up to 32 MiB in its heap (MALLOC_TUNING, ml.memory), as in the workers:
+# the server copies request bodies and runs direct-io models, and each 8 MiB upload chunk's
+# buffers were fresh mappings, page-faulted anew (a chunk PUT 55 -> 35 ms).
+from apps.tasks.threads import configure_malloc  # noqa: E402
+
+configure_malloc()
 
 # Heavy imports at server start, never inside a request: the first `host/all` of a fresh team-mode
 # daphne imported torch inside the request (16 s; 78 s under load).

@@ -125,3 +125,90 @@ def larger_request_body_messages() -> bool:
     Server.__init__ = __init__
     Server._orchard_body_messages = True
     return True
+
+
+class BodyBuffer:
+    """A request body as Twisted receives it, for daphne to read back: the received bytes objects
+    themselves up to `limit` bytes (no copy), then a temporary file holding all of it.
+
+    Twisted keeps a body over 100 kB in a temporary file that daphne then reads back whole: an
+    8 MiB upload chunk was written to disk and read again before the application saw a byte.
+    Only what daphne and Twisted use of a file: write, tell, seek to the start, read, close."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.closed = False
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._index = 0  # read position: chunk, offset in it
+        self._offset = 0
+        self._file = None
+
+    def write(self, data) -> None:
+        if self._file is not None:
+            self._file.write(data)
+            return
+        data = bytes(data)
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self.limit:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile()
+            self._file.writelines(self._chunks)
+            self._chunks = []
+
+    def tell(self) -> int:
+        return self._file.tell() if self._file is not None else self._size
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self._file is not None:
+            return self._file.seek(offset, whence)
+        if (offset, whence) != (0, 0):
+            raise OSError("a request body in memory seeks to its start only")
+        self._index = self._offset = 0
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._file is not None:
+            return self._file.read(size)
+        pieces, wanted = [], self._size if size is None or size < 0 else size
+        while wanted > 0 and self._index < len(self._chunks):
+            chunk = self._chunks[self._index]
+            piece = (
+                chunk[self._offset : self._offset + wanted]
+                if self._offset or wanted < len(chunk)
+                else chunk
+            )
+            pieces.append(piece)
+            wanted -= len(piece)
+            self._offset += len(piece)
+            if self._offset >= len(chunk):
+                self._index, self._offset = self._index + 1, 0
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def close(self) -> None:
+        self.closed = True
+        self._chunks = []
+        if self._file is not None:
+            self._file.close()
+
+
+def request_bodies_in_memory() -> bool:
+    """Daphne's requests keep a body of up to REQUEST_BODY_MEMORY_BYTES in memory as it arrived
+    (`BodyBuffer`) instead of Twisted's temporary file; a larger one still goes to a file.
+    Returns whether the patch is in place."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # not served by daphne
+        return False
+    if getattr(WebRequest, "_orchard_body_buffer", False):
+        return True
+    from django.conf import settings
+
+    def gotLength(self, length):
+        self.content = BodyBuffer(int(settings.REQUEST_BODY_MEMORY_BYTES))
+
+    WebRequest.gotLength = gotLength
+    WebRequest._orchard_body_buffer = True
+    return True

@@ -188,6 +188,9 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# A request body up to this size stays in memory as it arrived; a larger one is spooled to a
+# temporary file off the event loop (apps.core.asgi). Holds an 8 MiB upload chunk.
+REQUEST_BODY_MEMORY_BYTES = env.int("REQUEST_BODY_MEMORY_BYTES", default=16 * 1024 * 1024)
 FILE_UPLOAD_TEMP_DIR = None
 
 # Datasets: ZIP limits (zip bombs) and the server folders an admin allows imports from (off when
@@ -299,8 +302,9 @@ TASK_PROGRESS_STALE_S = env.float("TASK_PROGRESS_STALE_S", default=600)
 TORCH_THREADS = env.int("TORCH_THREADS", default=None)
 # OpenMP's own thread count: a worker without TORCH_THREADS takes it instead of the cores split.
 OMP_NUM_THREADS = env.int("OMP_NUM_THREADS", default=None)
-# glibc malloc in a process that runs tasks: allocations up to 32 MiB from the heap and up to
-# 64 MiB of freed memory kept (ml.memory): training steps stop page-faulting their blocks anew.
+# glibc malloc in the workers and the ASGI server: allocations up to 32 MiB from the heap and up
+# to 64 MiB of freed memory kept (ml.memory): training steps and request bodies stop
+# page-faulting their blocks anew.
 MALLOC_TUNING = env.bool("MALLOC_TUNING", default=True)
 # Direct io: a cluster in DIRECT mode writes its weights back at most this often while trained,
 # and an open socket re-reads its caller's rights this often (never per message).

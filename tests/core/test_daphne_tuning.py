@@ -1,6 +1,7 @@
 """Under daphne, Twisted must not parse multipart bodies into memory (daphne never reads them),
-autobahn's per-frame debug-log arguments carry no colour codes (click.style on every frame), and an
-open websocket's frames go to the socket when written (not a reactor pass later)."""
+autobahn's per-frame debug-log arguments carry no colour codes (click.style on every frame), an
+open websocket's frames go to the socket when written (not a reactor pass later), and request
+bodies reach the application in 1 MiB messages from memory (not a temporary file) up to a bound."""
 
 import socket
 from types import SimpleNamespace
@@ -19,18 +20,22 @@ from config.daphne import (
 )
 
 
-def test_requests_skip_twisted_form_parsing():
-    assert skip_twisted_form_parsing() is True
-    assert skip_twisted_form_parsing() is True  # idempotent: patched once
+def _channel() -> SimpleNamespace:
+    """What daphne's request needs of its HTTP channel to be made."""
     server = SimpleNamespace(protocol_connected=lambda request: None)
     address = SimpleNamespace(host="127.0.0.1", port=1)
-    channel = SimpleNamespace(
+    return SimpleNamespace(
         factory=SimpleNamespace(server=server),
         getPeer=lambda: address,
         getHost=lambda: address,
         transport=None,
     )
-    request = WebRequest(channel)
+
+
+def test_requests_skip_twisted_form_parsing():
+    assert skip_twisted_form_parsing() is True
+    assert skip_twisted_form_parsing() is True  # idempotent: patched once
+    request = WebRequest(_channel())
     assert request._parsePOSTFormSubmission is False
 
 
@@ -165,3 +170,50 @@ def test_request_bodies_reach_the_application_in_1_mib_messages():
         application=None, endpoints=endpoints, signal_handlers=False, request_buffer_size=4096
     )
     assert chosen.request_buffer_size == 4096
+
+
+def test_request_bodies_stay_in_memory_up_to_the_bound(settings):
+    """Twisted wrote a body over 100 kB to a temporary file that daphne read back whole; now the
+    received bytes objects are kept (up to REQUEST_BODY_MEMORY_BYTES) and read back without copies
+    where a read matches them."""
+    from config.daphne import BodyBuffer, request_bodies_in_memory
+
+    assert request_bodies_in_memory() is True
+    assert request_bodies_in_memory() is True  # idempotent: patched once
+    settings.REQUEST_BODY_MEMORY_BYTES = 1000
+    request = WebRequest(_channel())
+    request.gotLength(None)  # a body without a Content-Length too
+    assert isinstance(request.content, BodyBuffer) and request.content.limit == 1000
+
+    body = BodyBuffer(limit=1000)
+    pieces = [bytes([i]) * 100 for i in range(5)]
+    for piece in pieces:
+        body.write(piece)
+    assert body.tell() == 500
+    body.seek(0, 0)
+    assert body.read(100) is pieces[0]  # one whole piece: the object itself
+    assert body.read(150) == pieces[1] + pieces[2][:50]
+    assert body.read() == pieces[2][50:] + pieces[3] + pieces[4]
+    assert body.read(10) == b""
+    body.seek(0, 0)  # daphne seeks back before it reads
+    assert body.read(10_000) == b"".join(pieces)
+    with pytest.raises(OSError):
+        body.seek(3)
+    body.close()
+    assert body.closed
+
+
+def test_a_body_past_the_bound_spills_to_a_file():
+    from config.daphne import BodyBuffer
+
+    body = BodyBuffer(limit=250)
+    pieces = [bytes([i]) * 100 for i in range(5)]
+    for piece in pieces:
+        body.write(piece)
+    assert body._file is not None and body._chunks == []  # all of it, in order, on disk
+    assert body.tell() == 500
+    body.seek(0, 0)
+    assert body.read(120) == b"".join(pieces)[:120]
+    assert body.read() == b"".join(pieces)[120:]
+    body.close()
+    assert body.closed and body._file.closed

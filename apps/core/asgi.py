@@ -1,0 +1,128 @@
+"""Django's ASGI handler, with request bodies kept in memory up to a bound.
+
+Django's `ASGIHandler.read_body` copies every body into a `SpooledTemporaryFile` that rolls over
+to a disk file past FILE_UPLOAD_MAX_MEMORY_SIZE (2 MiB), written from the event loop: an 8 MiB
+upload chunk went to a temporary file and was read back before the view wrote it to the upload
+(a third of a chunked MNIST upload's server time), and a large body's disk writes held up every
+other connection of the server meanwhile.
+
+`OrchardASGIHandler` keeps a body of up to REQUEST_BODY_MEMORY_BYTES (16 MiB) as the messages'
+own bytes (`ChunksReader`: the view reads them without a copy; the ASGI server held them
+already), and spools a larger one
+to a temporary file (FILE_UPLOAD_TEMP_DIR) written off the event loop. A client that goes away
+mid-body ends the request as Django's does (`RequestAborted`, the partial file closed).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import tempfile
+
+import django
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+
+
+class ChunksReader(io.RawIOBase):
+    """A body read from the bytes objects it arrived in: a read of exactly one of them returns it
+    as it is (no copy), others join what they take."""
+
+    def __init__(self, chunks: list[bytes]):
+        super().__init__()
+        self._chunks = collections.deque(chunk for chunk in chunks if chunk)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunks = self._chunks
+        if size is None or size < 0:
+            data = b"".join(chunks)
+            chunks.clear()
+            return data
+        pieces, wanted = [], size
+        while wanted > 0 and chunks:
+            chunk = chunks[0]
+            if len(chunk) <= wanted:
+                pieces.append(chunks.popleft())
+                wanted -= len(chunk)
+            else:
+                pieces.append(chunk[:wanted])
+                chunks[0] = chunk[wanted:]
+                wanted = 0
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        pieces, taken = [], 0
+        while self._chunks and (limit < 0 or taken < limit):
+            chunk = self._chunks[0]
+            end = chunk.find(b"\n") + 1 or len(chunk)
+            if limit >= 0:
+                end = min(end, limit - taken)
+            pieces.append(self.read(end))
+            taken += end
+            if pieces[-1].endswith(b"\n"):
+                break
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        self._chunks.clear()
+        super().close()
+
+
+def _spool(chunks: list[bytes]):
+    body_file = tempfile.TemporaryFile(mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR)
+    try:
+        body_file.writelines(chunks)
+    except BaseException:
+        body_file.close()
+        raise
+    return body_file
+
+
+def _write(body_file, chunk: bytes) -> None:
+    body_file.write(chunk)
+
+
+class OrchardASGIHandler(ASGIHandler):
+    async def read_body(self, receive):
+        limit = int(settings.REQUEST_BODY_MEMORY_BYTES)
+        chunks: list[bytes] = []
+        held = 0
+        body_file = None
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()  # the client went away before the end of its body
+                chunk = message.get("body") or b""
+                if chunk:
+                    if body_file is not None:
+                        await sync_to_async(_write, thread_sensitive=False)(body_file, chunk)
+                    elif held + len(chunk) <= limit:
+                        chunks.append(chunk)
+                        held += len(chunk)
+                    else:
+                        chunks.append(chunk)
+                        body_file = await sync_to_async(_spool, thread_sensitive=False)(chunks)
+                        chunks, held = [], 0
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            if body_file is not None:
+                body_file.close()
+            raise
+        if body_file is None:
+            return ChunksReader(chunks)
+        body_file.seek(0)
+        return body_file
+
+
+def get_asgi_application() -> OrchardASGIHandler:
+    """`django.core.asgi.get_asgi_application` with Orchard's handler."""
+    django.setup(set_prefix=False)
+    return OrchardASGIHandler()

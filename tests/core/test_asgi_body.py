@@ -1,0 +1,126 @@
+"""Request bodies through the ASGI application daphne serves (`config.asgi.application`): a body
+of up to REQUEST_BODY_MEMORY_BYTES stays in memory, a larger one is spooled to a temporary file,
+both reach the view whole; a client that goes away mid-body gets nothing written."""
+
+import asyncio
+
+import pytest
+
+from apps.core import asgi as orchard_asgi
+from apps.datasets.models import UploadSession
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _upload_session(world, size: int) -> str:
+    response = client_for(world.owner).post(
+        f"/api/projects/{world.project.pk}/uploads", {"filename": "f", "size": size}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["data"]["id"]
+
+
+async def _put(world, upload: str, pieces: list[bytes], *, disconnect: bool = False) -> list:
+    """PUT `pieces` as separate `http.request` messages (as daphne sends a body); the messages
+    the application sent back."""
+    from channels.db import database_sync_to_async
+
+    from apps.accounts.services import token_pair_for
+    from config.asgi import application
+
+    token = (await database_sync_to_async(token_pair_for)(user=world.owner))["access"]
+    path = f"/api/projects/{world.project.pk}/uploads/{upload}"
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "PUT",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"position=0",
+        "root_path": "",
+        "scheme": "http",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(sum(map(len, pieces))).encode()),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    messages = [
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    ]
+    if disconnect:
+        messages[-1] = {"type": "http.disconnect"}
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # nothing more comes (the app must not ask)
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(application(scope, receive, send), 30)
+    return sent
+
+
+def _spools(monkeypatch) -> list[int]:
+    """The sizes `OrchardASGIHandler` spooled to a temporary file."""
+    seen = []
+    original = orchard_asgi._spool
+
+    def spool(chunks):
+        seen.append(sum(map(len, chunks)))
+        return original(chunks)
+
+    monkeypatch.setattr(orchard_asgi, "_spool", spool)
+    return seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("memory_bytes", [1 << 20, 2500])
+async def test_a_body_in_pieces_reaches_the_view_whole(world, settings, monkeypatch, memory_bytes):
+    settings.REQUEST_BODY_MEMORY_BYTES = memory_bytes
+    spooled = _spools(monkeypatch)
+    data = bytes(range(256)) * 40  # 10,240 bytes in 1,000-byte pieces
+    upload = await asyncio.to_thread(_upload_session, world, len(data))
+    sent = await _put(world, upload, [data[i : i + 1000] for i in range(0, len(data), 1000)])
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+    session = await UploadSession.objects.aget(pk=upload)
+    assert session.complete and session.path.read_bytes() == data
+    # In memory below the bound; past it, spooled once (what had come, plus the piece that
+    # crossed it), the rest appended to the file.
+    assert spooled == ([] if memory_bytes > len(data) else [3000])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("memory_bytes", [1 << 20, 2500])
+async def test_a_client_gone_mid_body_writes_nothing(world, settings, monkeypatch, memory_bytes):
+    settings.REQUEST_BODY_MEMORY_BYTES = memory_bytes
+    spooled = _spools(monkeypatch)
+    upload = await asyncio.to_thread(_upload_session, world, 5000)
+    sent = await _put(world, upload, [b"x" * 1000] * 5, disconnect=True)
+    assert sent == []  # no answer to a client that left
+    session = await UploadSession.objects.aget(pk=upload)
+    assert session.received_bytes == 0
+    assert spooled == ([] if memory_bytes > 5000 else [3000])
+
+
+def test_the_chunks_reader_hands_out_whole_messages_without_copies():
+    pieces = [b"ab\ncd", b"efgh", b"\nij"]
+    reader = orchard_asgi.ChunksReader(pieces)
+    assert reader.read(5) is pieces[0]
+    assert reader.read(2) == b"ef" and reader.read(3) == b"gh\n"
+    assert reader.read() == b"ij" and reader.read() == b"" and reader.read(4) == b""
+    lines = orchard_asgi.ChunksReader(pieces)
+    assert lines.readline() == b"ab\n"
+    assert lines.readline() == b"cdefgh\n"
+    assert lines.readline(1) == b"i"
+    assert lines.readline() == b"j" and lines.readline() == b""
+    lines.close()
+    assert lines.closed
