@@ -133,10 +133,16 @@ class BodyBuffer:
 
     Twisted keeps a body over 100 kB in a temporary file that daphne then reads back whole: an
     8 MiB upload chunk was written to disk and read again before the application saw a byte.
-    Only what daphne and Twisted use of a file: write, tell, seek to the start, read, close."""
+    The bodies held in memory by one server process share `total` bytes (bodies arrive before any
+    check: a crowd of slow clients must not fill the memory); a body that would go past either
+    bound goes to a file. Only what daphne and Twisted use of a file: write, tell, seek to the
+    start, read, close."""
 
-    def __init__(self, limit: int):
+    held = 0  # bytes held in memory by the open bodies of this process (the reactor's thread)
+
+    def __init__(self, limit: int, total: int | None = None):
         self.limit = limit
+        self.total = limit if total is None else total
         self.closed = False
         self._chunks: list[bytes] = []
         self._size = 0
@@ -149,14 +155,22 @@ class BodyBuffer:
             self._file.write(data)
             return
         data = bytes(data)
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > self.limit:
+        if self._size + len(data) > self.limit or BodyBuffer.held + len(data) > self.total:
             import tempfile
 
             self._file = tempfile.TemporaryFile()
             self._file.writelines(self._chunks)
-            self._chunks = []
+            self._file.write(data)
+            self._release()
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        BodyBuffer.held += len(data)
+
+    def _release(self) -> None:
+        """Give this body's share of the process's in-memory budget back."""
+        BodyBuffer.held -= sum(map(len, self._chunks))
+        self._chunks = []
 
     def tell(self) -> int:
         return self._file.tell() if self._file is not None else self._size
@@ -189,14 +203,18 @@ class BodyBuffer:
 
     def close(self) -> None:
         self.closed = True
-        self._chunks = []
+        self._release()
         if self._file is not None:
             self._file.close()
+
+    def __del__(self) -> None:  # a request dropped without close() still gives its share back
+        self._release()
 
 
 def request_bodies_in_memory() -> bool:
     """Daphne's requests keep a body of up to REQUEST_BODY_MEMORY_BYTES in memory as it arrived
-    (`BodyBuffer`) instead of Twisted's temporary file; a larger one still goes to a file.
+    (`BodyBuffer`, all of a process's together up to REQUEST_BODIES_MEMORY_BYTES) instead of
+    Twisted's temporary file; a larger one still goes to a file.
     Returns whether the patch is in place."""
     try:
         from daphne.http_protocol import WebRequest
@@ -207,7 +225,9 @@ def request_bodies_in_memory() -> bool:
     from django.conf import settings
 
     def gotLength(self, length):
-        self.content = BodyBuffer(int(settings.REQUEST_BODY_MEMORY_BYTES))
+        self.content = BodyBuffer(
+            int(settings.REQUEST_BODY_MEMORY_BYTES), int(settings.REQUEST_BODIES_MEMORY_BYTES)
+        )
 
     WebRequest.gotLength = gotLength
     WebRequest._orchard_body_buffer = True

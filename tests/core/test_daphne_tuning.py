@@ -181,9 +181,11 @@ def test_request_bodies_stay_in_memory_up_to_the_bound(settings):
     assert request_bodies_in_memory() is True
     assert request_bodies_in_memory() is True  # idempotent: patched once
     settings.REQUEST_BODY_MEMORY_BYTES = 1000
+    settings.REQUEST_BODIES_MEMORY_BYTES = 3000
     request = WebRequest(_channel())
     request.gotLength(None)  # a body without a Content-Length too
-    assert isinstance(request.content, BodyBuffer) and request.content.limit == 1000
+    assert isinstance(request.content, BodyBuffer)
+    assert (request.content.limit, request.content.total) == (1000, 3000)
 
     body = BodyBuffer(limit=1000)
     pieces = [bytes([i]) * 100 for i in range(5)]
@@ -217,3 +219,30 @@ def test_a_body_past_the_bound_spills_to_a_file():
     assert body.read() == b"".join(pieces)[120:]
     body.close()
     assert body.closed and body._file.closed
+
+
+def test_the_bodies_of_a_process_share_one_memory_budget():
+    """Bodies arrive before any check: many slow clients' bodies together stay within `total`;
+    past it a body goes to a file, and a closed (or dropped) body gives its share back."""
+    from config.daphne import BodyBuffer
+
+    start = BodyBuffer.held
+    first, second = (
+        BodyBuffer(limit=500, total=start + 800),
+        BodyBuffer(limit=500, total=start + 800),
+    )
+    first.write(b"a" * 500)
+    second.write(b"b" * 200)
+    assert (first._file, second._file) == (None, None) and BodyBuffer.held == start + 700
+    second.write(b"c" * 200)  # 900 in memory would pass the budget: this body goes to a file
+    assert second._file is not None and BodyBuffer.held == start + 500
+    second.seek(0, 0)
+    assert second.read() == b"b" * 200 + b"c" * 200
+    second.close()
+    first.close()
+    assert BodyBuffer.held == start
+    third = BodyBuffer(limit=500, total=start + 800)
+    third.write(b"d" * 300)
+    assert third._file is None and BodyBuffer.held == start + 300
+    del third  # never closed: its share comes back when it is dropped
+    assert BodyBuffer.held == start
