@@ -16,6 +16,7 @@ binary message 228 -> 165 us, one socket 3,700 -> 5,300 msg/s on an idle 2-core 
 """
 
 import logging
+import tempfile
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +157,6 @@ class BodyBuffer:
             return
         data = bytes(data)
         if self._size + len(data) > self.limit or BodyBuffer.held + len(data) > self.total:
-            import tempfile
-
             self._file = tempfile.TemporaryFile()
             self._file.writelines(self._chunks)
             self._file.write(data)

@@ -8,8 +8,8 @@ other connection of the server meanwhile.
 
 `OrchardASGIHandler` keeps a body of up to REQUEST_BODY_MEMORY_BYTES (16 MiB) as the messages'
 own bytes (`ChunksReader`: the view reads them without a copy; the ASGI server held them
-already), and spools a larger one
-to a temporary file (FILE_UPLOAD_TEMP_DIR) written off the event loop. A client that goes away
+already), and spools a larger one to a temporary file (FILE_UPLOAD_TEMP_DIR) written off the
+event loop. A client that goes away
 mid-body ends the request as Django's does (`RequestAborted`, the partial file closed).
 """
 
@@ -84,10 +84,6 @@ def _spool(chunks: list[bytes]):
     return body_file
 
 
-def _write(body_file, chunk: bytes) -> None:
-    body_file.write(chunk)
-
-
 class OrchardASGIHandler(ASGIHandler):
     async def read_body(self, receive):
         limit = int(settings.REQUEST_BODY_MEMORY_BYTES)
@@ -102,7 +98,7 @@ class OrchardASGIHandler(ASGIHandler):
                 chunk = message.get("body") or b""
                 if chunk:
                     if body_file is not None:
-                        await sync_to_async(_write, thread_sensitive=False)(body_file, chunk)
+                        await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
                     elif held + len(chunk) <= limit:
                         chunks.append(chunk)
                         held += len(chunk)

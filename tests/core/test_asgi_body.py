@@ -8,6 +8,7 @@ import pytest
 
 from apps.core import asgi as orchard_asgi
 from apps.datasets.models import UploadSession
+from tests.asgi import http_scope
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,25 +31,15 @@ async def _put(world, upload: str, pieces: list[bytes], *, disconnect: bool = Fa
     from config.asgi import application
 
     token = (await database_sync_to_async(token_pair_for)(user=world.owner))["access"]
-    path = f"/api/projects/{world.project.pk}/uploads/{upload}"
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "PUT",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"position=0",
-        "root_path": "",
-        "scheme": "http",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "PUT",
+        f"/api/projects/{world.project.pk}/uploads/{upload}?position=0",
+        [
             (b"content-type", b"application/octet-stream"),
             (b"content-length", str(sum(map(len, pieces))).encode()),
             (b"authorization", f"Bearer {token}".encode()),
         ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    )
     messages = [
         {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
         for i, piece in enumerate(pieces)

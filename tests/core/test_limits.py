@@ -8,6 +8,7 @@ import pytest
 from channels.testing import HttpCommunicator
 
 from apps.accounts.models import Project
+from tests.asgi import http_scope
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,23 +62,14 @@ async def test_asgi_refuses_declared_length_without_reading(world, settings):
 async def test_asgi_counts_bodies_sent_without_a_length(world, settings):
     settings.API_MAX_BODY_BYTES = 1000
     app = _asgi_app()
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "path": "/api/projects",
-        "raw_path": b"/api/projects",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "POST",
+        "/api/projects",
+        [
             (b"content-type", b"application/json"),
             (b"authorization", b"Bearer " + await _token(world)),
         ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    )
     chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True} for _ in range(5)]
     sent = []
 
@@ -165,19 +157,7 @@ async def test_asgi_refuses_a_declared_octet_stream_on_a_non_upload_route(world,
 
 
 async def _asgi_call(path, headers, chunks):
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "PUT" if "/uploads/" in path else "POST",
-        "path": path.split("?")[0],
-        "raw_path": path.split("?")[0].encode(),
-        "query_string": path.partition("?")[2].encode(),
-        "root_path": "",
-        "scheme": "http",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("PUT" if "/uploads/" in path else "POST", path, headers)
     pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
     pending.append({"type": "http.request", "body": b"", "more_body": False})
     sent = []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from asgiref.testing import ApplicationCommunicator
 
+from tests.asgi import http_scope
+
 
 @dataclass
 class SSEEvent:
@@ -43,20 +45,13 @@ class SSEClient:
             headers.append((b"authorization", f"Bearer {token}".encode()))
         if last_event_id is not None:
             headers.append((b"last-event-id", str(last_event_id).encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope(
+            "GET",
+            f"{path}?{query}" if query else path,
+            headers,
+            asgi={"version": "3.0", "spec_version": "2.3"},
+            client=("127.0.0.1", 50000),
+        )
         client = cls(ApplicationCommunicator(application, scope))
         await client.communicator.send_input(
             {"type": "http.request", "body": b"", "more_body": False}
