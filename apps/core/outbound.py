@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from apps.core.exceptions import OrchardError, PayloadTooLarge, ValidationFailed
@@ -146,7 +147,39 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def pinned_request(
+class KeepAlive:
+    """Connections kept open between the requests of one caller that fetches several URLs in a
+    row (a lane of a /predict batch): the next request to the same origin reuses the idle one
+    instead of resolving, connecting (and, for https, shaking hands) again. At most one idle
+    connection per origin; not shared between threads (one per lane). A kept connection stays
+    on the address checked when it was opened, under the same `allow_private` (part of the key).
+    Close it when done (a context manager)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple, http.client.HTTPConnection] = {}
+
+    def take(self, key: tuple) -> http.client.HTTPConnection | None:
+        return self._idle.pop(key, None)
+
+    def keep(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+        old = self._idle.pop(key, None)
+        if old is not None:
+            old.close()
+        self._idle[key] = conn
+
+    def close(self) -> None:
+        for conn in self._idle.values():
+            conn.close()
+        self._idle.clear()
+
+    def __enter__(self) -> KeepAlive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pinned_request(  # noqa: PLR0913 - keyword-only options
     method: str,
     url: str,
     origin: tuple[str, str, int],
@@ -156,15 +189,33 @@ def pinned_request(
     max_bytes: int,
     deadline: float,
     body: bytes | None = None,
+    keep_alive: KeepAlive | None = None,
 ) -> tuple[int, str | None, bytes]:
     """One request to `url` (whose `url_origin` is `origin`) on a checked, pinned address:
     (status, Location of a redirect or None, body of a 200 or b""). FetchRefused for an address
     that may not be reached, FetchFailed for network errors and the deadline, PayloadTooLarge
-    for a 200 answer over `max_bytes`. Redirects are the caller's to follow (or not)."""
+    for a 200 answer over `max_bytes`. Redirects are the caller's to follow (or not).
+
+    With `keep_alive`, an idle connection to the origin is reused and the connection is kept
+    after an answer read to its end that does not close it. A GET on a reused connection that
+    the server closed while it was idle (no status line came back) is sent again on a new one."""
     scheme, host, port = origin
-    addresses = _resolve(host, port, allow_private, deadline)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"User-Agent": USER_AGENT, **headers}
+    key = (origin, allow_private)
+    request = _Request(method, target, body, headers, max_bytes, deadline)
+    if keep_alive is not None and (idle := keep_alive.take(key)) is not None:
+        try:
+            return _exchange(idle, request, keep_alive, key)
+        except (ConnectionResetError, BrokenPipeError) as exc:  # RemoteDisconnected among them
+            if method != "GET":  # sent, maybe acted on: never twice
+                raise FetchFailed(f"Could not fetch from {host}:{port}: {exc}") from None
+        except TimeoutError:
+            raise FetchFailed(f"Timed out fetching {host}:{port}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchFailed(f"Could not fetch from {host}:{port}: {exc}") from None
+    addresses = _resolve(host, port, allow_private, deadline)
     cls = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     last_error: Exception | None = None
     for address in addresses:
@@ -173,22 +224,53 @@ def pinned_request(
             break
         conn = cls(host, port, address=address, timeout=remaining)
         try:
-            conn.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
-            response = conn.getresponse()
-            if response.status in REDIRECTS:
-                _drain_short(response, conn, deadline)
-                return response.status, response.getheader("Location"), b""
-            if response.status != 200:
-                _drain_short(response, conn, deadline)
-                return response.status, None, b""
-            return 200, None, _read_limited(response, conn, max_bytes, deadline)
+            return _exchange(conn, request, keep_alive, key)
         except (OSError, http.client.HTTPException) as exc:
             last_error = exc
-        finally:
-            conn.close()
     if last_error is None or isinstance(last_error, TimeoutError):
         raise FetchFailed(f"Timed out fetching {host}:{port}")
     raise FetchFailed(f"Could not fetch from {host}:{port}: {last_error}")
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    target: str
+    body: bytes | None
+    headers: dict[str, str]
+    max_bytes: int
+    deadline: float
+
+
+def _exchange(
+    conn: http.client.HTTPConnection, request: _Request, keep_alive: KeepAlive | None, key: tuple
+) -> tuple[int, str | None, bytes]:
+    """Send the request on `conn` and read the answer; the connection is then closed, or kept in
+    `keep_alive` when the answer was read to its end and the server keeps the connection open."""
+    deadline = request.deadline
+    kept = False
+    try:
+        if conn.sock is not None:  # a reused connection: this request's share of the time
+            conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        conn.request(request.method, request.target, body=request.body, headers=request.headers)
+        response = conn.getresponse()
+        location = None
+        if response.status == 200:
+            data = _read_limited(response, conn, request.max_bytes, deadline)
+        else:
+            _drain_short(response, conn, deadline)
+            data = b""
+            if response.status in REDIRECTS:
+                location = response.getheader("Location")
+        if response.length == 0:  # read to its end (http.client closes it only on the next read)
+            response.close()
+        if keep_alive is not None and response.isclosed() and not response.will_close:
+            keep_alive.keep(key, conn)
+            kept = True
+        return response.status, location, data
+    finally:
+        if not kept:
+            conn.close()
 
 
 def _drain_short(response, conn, deadline: float, limit: int = _CHUNK) -> None:

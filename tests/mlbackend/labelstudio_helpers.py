@@ -86,9 +86,12 @@ class TaskDataServer:
         delay=0.0,
         hold=None,
         gather: int | None = None,
+        keep_alive: bool = False,
     ):
         """`hold(path)`: requests it is true for wait until `release` is set (at most 60 s);
-        `gather`: every request waits (at most 30 s) until that many are in flight together."""
+        `gather`: every request waits (at most 30 s) until that many are in flight together;
+        `keep_alive`: HTTP/1.1 connections kept open between requests (as Label Studio's nginx
+        and Django's runserver keep them), counted in `connections`."""
         self.files = dict(files or {})
         self.hold = hold
         self.release = threading.Event()
@@ -100,10 +103,18 @@ class TaskDataServer:
         self.requests: list[tuple[str, dict]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0
         self._count = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                super().setup()
+                with server._count:
+                    server.connections += 1
+
             def log_message(self, *args):
                 pass
 
@@ -141,16 +152,19 @@ class TaskDataServer:
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 wanted = f"Token {server.require_token}" if server.require_token else None
                 if wanted and self.headers.get("Authorization") != wanted:
                     self.send_response(401)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_response(404)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 self.send_response(200)

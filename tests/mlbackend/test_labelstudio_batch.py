@@ -131,3 +131,23 @@ def test_task_data_is_fetched_concurrently(world, settings):
             r = ls.post("predict", predict_body(tasks, IMAGE_CONFIG))
             assert all(item["result"] for item in r.json()["results"])
             assert server.max_in_flight == workers
+
+
+def test_each_lane_keeps_its_connection_for_its_next_task(world, settings):
+    """A Label Studio that keeps connections open (nginx, runserver): 16 uploads over two lanes
+    take at most two connections, one missing upload (a 404) included, and every other task
+    is predicted."""
+    settings.LABELSTUDIO_FETCH_CONCURRENCY = 2
+    files = _uploads(16)
+    with TaskDataServer(files, keep_alive=True) as server:
+        backend = make_backend(world.project, world.owner, allow_private_networks=True)
+        backend.label_studio_url = server.url
+        backend.save()
+        paths = [*files, "/data/upload/7/deleted.png"]
+        tasks = [ls_task(i + 1, {"image": path}) for i, path in enumerate(paths)]
+        r = LabelStudioClient(backend.pk).post("predict", predict_body(tasks, IMAGE_CONFIG))
+        assert len(server.requests) == 17
+        assert 1 <= server.connections <= 2, server.connections
+    results = r.json()["results"]
+    assert all(item["result"] for item in results[:16])
+    assert results[16]["error"] == "Could not fetch the task data."

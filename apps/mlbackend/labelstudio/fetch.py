@@ -48,6 +48,7 @@ from apps.core.outbound import (  # noqa: F401 - FetchFailed, check_address: thi
     REDIRECTS,
     FetchFailed,
     FetchRefused,
+    KeepAlive,
     check_address,
     parse_host_entry,
     pinned_request,
@@ -115,8 +116,9 @@ class FetchPolicy:
         return {}
 
 
-def fetch_task_value(value: str, policy: FetchPolicy) -> bytes:
-    """The bytes a task value points to (data URI, Label Studio path or allowed URL)."""
+def fetch_task_value(value: str, policy: FetchPolicy, keep_alive: KeepAlive | None = None) -> bytes:
+    """The bytes a task value points to (data URI, Label Studio path or allowed URL); with
+    `keep_alive`, connections are reused between the values one caller fetches in a row."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed("The task value is empty.")
     value = value.strip()
@@ -129,10 +131,10 @@ def fetch_task_value(value: str, policy: FetchPolicy) -> bytes:
                 "call /setup with `hostname` first."
             )
         value = urljoin(policy.label_studio_url.rstrip("/") + "/", value.lstrip("/"))
-    return fetch_url(value, policy)
+    return fetch_url(value, policy, keep_alive)
 
 
-def fetch_url(url: str, policy: FetchPolicy) -> bytes:
+def fetch_url(url: str, policy: FetchPolicy, keep_alive: KeepAlive | None = None) -> bytes:
     """GET an allowed URL, following redirects to allowed hosts only (see the module docstring)."""
     deadline = time.monotonic() + policy.timeout_s
     first_origin = None
@@ -153,6 +155,7 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             allow_private=policy.allow_private_networks,
             max_bytes=policy.max_bytes,
             deadline=deadline,
+            keep_alive=keep_alive,
         )
         if status in REDIRECTS and location:
             url = urljoin(url, location)

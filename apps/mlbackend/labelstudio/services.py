@@ -25,6 +25,7 @@ from apps.mlbackend.labelstudio.connect import check_label_studio, ls_project_ke
 from apps.mlbackend.labelstudio.features import ModelSpec
 from apps.mlbackend.labelstudio.fetch import (
     FetchPolicy,
+    KeepAlive,
     fetch_task_value,
     parse_host_entry,
     url_origin,
@@ -551,7 +552,8 @@ def task_inputs(spec: ModelSpec, interface: Interface, values: list[Any], policy
     """Model inputs for task values (texts, or image URLs / data URIs fetched under `policy`)."""
     if interface.kind == "text":
         return spec.text_batch([str(v) if isinstance(v, int | float) else v for v in values])
-    return spec.image_batch([fetch_task_value(v, policy) for v in values])
+    with KeepAlive() as keep_alive:
+        return spec.image_batch([fetch_task_value(v, policy, keep_alive) for v in values])
 
 
 # --- the gateway: annotations, training ----------------------------------------------------------
