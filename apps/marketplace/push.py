@@ -291,8 +291,10 @@ def compute_push(ctx) -> dict[str, Any]:
     while push.state == PushState.PENDING:
         ctx.check()
         outcome = push_attempt(push=push)
-        ctx.progress(push.attempts / _max_attempts(), attempts=push.attempts)
         if outcome == _Outcome.RETRY:
+            # Progress (an event) only when there is more to come: a push's last attempt is
+            # followed at once by the task's own finished or failed event.
+            ctx.progress(push.attempts / _max_attempts(), attempts=push.attempts)
             wait = backoff_s(push.attempts)
             # Wait in short slices: an abort or a worker shutdown interrupts the backoff.
             while wait > 0:
@@ -302,8 +304,10 @@ def compute_push(ctx) -> dict[str, Any]:
                 pause.wait(step)
                 wait -= step
                 ctx.progress(push.attempts / _max_attempts(), attempts=push.attempts)
-        # Read it again: a "Retry" while this job was ending made it pending once more.
-        push.refresh_from_db()
+        if push.state != PushState.DELIVERED:
+            # Read it again: a "Retry" while this job was ending made it pending once more (a
+            # delivered push is never retried, nothing to read).
+            push.refresh_from_db()
     result = {
         "push": push.pk,
         "url": push.url,
