@@ -154,7 +154,9 @@ def _admin_memberships(project_id):
 
 def _lock_memberships(project_id) -> list[Membership]:
     """Lock the project's membership rows: concurrent changes cannot both remove an admin."""
-    return list(Membership.objects.select_for_update().filter(project_id=project_id))
+    # Ordered by pk: one lock order, and no join (Meta's ordering joins the users table, whose
+    # rows FOR UPDATE would lock too).
+    return list(Membership.objects.select_for_update().filter(project_id=project_id).order_by("pk"))
 
 
 def _require_other_admin(project_id, user: User, verb: str) -> None:
@@ -183,7 +185,7 @@ def _require_not_last_admin_anywhere(user: User, verb: str) -> None:
 
 def _admin_memberships_of(user: User) -> list[str]:
     qs = Membership.objects.filter(user=user).filter(Q(role=Role.ADMIN) | Q(is_project_admin=True))
-    return list(qs.values_list("project_id", flat=True))
+    return list(qs.order_by().values_list("project_id", flat=True))
 
 
 def _valid_role(role: str) -> str:

@@ -14,11 +14,15 @@ from apps.core.tenancy import ProjectAccess
 def resolve_access(*, user: User, project_id: str) -> ProjectAccess:
     """One query for the common case: the membership with its project (global admins see every
     project); NotFound for a missing project and for one the caller is not a member of."""
-    membership = (
-        Membership.objects.select_related("project")
-        .filter(project_id=project_id, user=user)
-        .first()
-    )
+    # get(), not first(): a membership is unique per (user, project), and first() would order
+    # by Membership's Meta ordering, which joins the users table (user__username) on every
+    # request.
+    try:
+        membership = Membership.objects.select_related("project").get(
+            project_id=project_id, user=user
+        )
+    except Membership.DoesNotExist:
+        membership = None
     project: Project | None
     if membership is not None:
         project = membership.project

@@ -128,7 +128,8 @@ def project_for_account(user, request) -> str:
     configured = setting("MARKETPLACE_PROJECT")
     if configured:
         return str(configured)
-    projects = list(Membership.objects.filter(user=user).values_list("project_id", flat=True)[:2])
+    mine = Membership.objects.filter(user=user).order_by()  # any two: no ordering, no join
+    projects = list(mine.values_list("project_id", flat=True)[:2])
     if len(projects) == 1:
         return projects[0]
     if not projects:
