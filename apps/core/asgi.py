@@ -9,21 +9,48 @@ other connection of the server meanwhile.
 `OrchardASGIHandler` keeps a body of up to REQUEST_BODY_MEMORY_BYTES (16 MiB) as the messages'
 own bytes (`ChunksReader`: the view reads them without a copy; the ASGI server held them
 already), and spools a larger one to a temporary file (FILE_UPLOAD_TEMP_DIR) written off the
-event loop. A client that goes away
-mid-body ends the request as Django's does (`RequestAborted`, the partial file closed).
+event loop. A body daphne already holds in a temporary file comes as a `SpilledBody` and is read
+in place (no copy, nothing in memory). A client that goes away mid-body ends the request as
+Django's does (`RequestAborted`, the partial file closed).
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import shutil
 import tempfile
+from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+
+
+class SpilledBody(bytes):
+    """A whole request body that the ASGI server already wrote to a temporary file, handed over
+    as the body of its one `http.request` message: no bytes of its own (so a reader that knows
+    nothing of it sees an empty body), the open file in `file` and its length in `size`. The
+    receiver owns the file: `OrchardASGIHandler` reads it in place as the request body and
+    Django closes it when the request ends. Made by `config.daphne.BodyBuffer`: daphne read a
+    body back from its file into the application's queue whole (a 2 GiB upload held in memory
+    at once, after a second copy on disk)."""
+
+    file: Any
+    size: int
+
+    def __new__(cls, file: Any, size: int) -> SpilledBody:
+        body = super().__new__(cls, b"")
+        body.file, body.size = file, size
+        return body
+
+
+def body_length(message: dict) -> int:
+    """The length of an `http.request` message's body, a `SpilledBody`'s included."""
+    body = message.get("body", b"")
+    return body.size if isinstance(body, SpilledBody) else len(body or b"")
 
 
 class ChunksReader(io.RawIOBase):
@@ -84,6 +111,12 @@ def _spool(chunks: list[bytes]):
     return body_file
 
 
+def _append(body_file, spilled: SpilledBody) -> None:
+    with spilled.file as source:
+        source.seek(0)
+        shutil.copyfileobj(source, body_file)
+
+
 class OrchardASGIHandler(ASGIHandler):
     async def read_body(self, receive):
         limit = int(settings.REQUEST_BODY_MEMORY_BYTES)
@@ -95,8 +128,16 @@ class OrchardASGIHandler(ASGIHandler):
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise RequestAborted()  # the client went away before the end of its body
-                chunk = message.get("body") or b""
-                if chunk:
+                chunk = message.get("body", b"")
+                if isinstance(chunk, SpilledBody):
+                    if body_file is None and not chunks:
+                        body_file = chunk.file  # the whole body, on disk already: read in place
+                    else:  # a spilled piece after others (daphne sends it alone): appended
+                        if body_file is None:
+                            body_file = await sync_to_async(_spool, thread_sensitive=False)(chunks)
+                            chunks, held = [], 0
+                        await sync_to_async(_append, thread_sensitive=False)(body_file, chunk)
+                elif chunk:
                     if body_file is not None:
                         await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
                     elif held + len(chunk) <= limit:

@@ -21,6 +21,8 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 
+from apps.core.asgi import body_length
+
 _UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream", "application/zip")
 
 # path prefix -> (message) -> (content type, body): the 413 of a protocol surface.
@@ -130,7 +132,7 @@ class BodySizeLimitASGIMiddleware:
             nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                received += body_length(message)
                 if received > limit and not refused:
                     refused = True
                     await self._refuse(scope, send, name, limit)

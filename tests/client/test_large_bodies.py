@@ -91,3 +91,34 @@ def test_a_chunk_cut_off_mid_body_stores_nothing(server):
         server.url(f"/api/projects/{project}/uploads/{upload}"), headers=headers, timeout=60
     )
     assert r.status_code == 200 and r.json()["data"]["received_bytes"] == 0
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_a_large_body_is_never_held_in_the_servers_memory(server):
+    """A 192 MiB PUT: Twisted writes it to a temporary file as it arrives, and the view reads that
+    file in place (`SpilledBody`). Daphne used to read such a body back into the application's
+    queue whole (and Django spooled it to a second file): the server's peak memory grew by the
+    body's size. The peak (VmHWM, reset before the PUT) stays within 64 MiB of where it began."""
+    pid = server.server.pid
+    token = server.login()
+    headers = {"Authorization": f"Bearer {token}"}
+    project = _project(server, headers)
+    size = 192 * MIB
+    upload = _open(server, headers, project, size)
+    body = np.random.default_rng(5).integers(0, 256, size=size, dtype=np.uint8).tobytes()
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")  # the peak resident size starts again from the current one
+    before = _status_kib(pid, "VmRSS")
+    assert _put(server, headers, project, upload, 0, body)["complete"]
+    grown_mib = (_status_kib(pid, "VmHWM") - before) / 1024
+    assert grown_mib < 64, grown_mib
+    r = requests.get(
+        server.url(f"/api/projects/{project}/uploads/{upload}"), headers=headers, timeout=60
+    )
+    assert r.json()["data"]["received_bytes"] == size

@@ -1,12 +1,15 @@
 """Request bodies through the ASGI application daphne serves (`config.asgi.application`): a body
 of up to REQUEST_BODY_MEMORY_BYTES stays in memory, a larger one is spooled to a temporary file,
-both reach the view whole; a client that goes away mid-body gets nothing written."""
+one daphne already spilled to a file is read in place, all reach the view whole; a client that
+goes away mid-body gets nothing written; a spilled body counts whole against the size limits."""
 
 import asyncio
+import tempfile
 
 import pytest
 
 from apps.core import asgi as orchard_asgi
+from apps.core.asgi import SpilledBody, body_length
 from apps.datasets.models import UploadSession
 from tests.asgi import http_scope
 from tests.conftest import client_for
@@ -22,7 +25,9 @@ def _upload_session(world, size: int) -> str:
     return response.json()["data"]["id"]
 
 
-async def _put(world, upload: str, pieces: list[bytes], *, disconnect: bool = False) -> list:
+async def _put(
+    world, upload: str, pieces: list[bytes], *, disconnect: bool = False, length: bool = True
+) -> list:
     """PUT `pieces` as separate `http.request` messages (as daphne sends a body); the messages
     the application sent back."""
     from channels.db import database_sync_to_async
@@ -36,10 +41,12 @@ async def _put(world, upload: str, pieces: list[bytes], *, disconnect: bool = Fa
         f"/api/projects/{world.project.pk}/uploads/{upload}?position=0",
         [
             (b"content-type", b"application/octet-stream"),
-            (b"content-length", str(sum(map(len, pieces))).encode()),
             (b"authorization", f"Bearer {token}".encode()),
         ],
     )
+    if length:  # else sent chunked, as Twisted takes a body without a Content-Length
+        size = sum(body_length({"body": piece}) for piece in pieces)
+        scope["headers"].append((b"content-length", str(size).encode()))
     messages = [
         {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
         for i, piece in enumerate(pieces)
@@ -115,3 +122,38 @@ def test_the_chunks_reader_hands_out_whole_messages_without_copies():
     assert lines.readline() == b"j" and lines.readline() == b""
     lines.close()
     assert lines.closed
+
+
+def _spilled(data: bytes) -> SpilledBody:
+    file = tempfile.TemporaryFile()
+    file.write(data)
+    file.seek(0)
+    return SpilledBody(file, len(data))
+
+
+@pytest.mark.asyncio
+async def test_a_body_daphne_spilled_to_a_file_is_read_in_place(world, settings, monkeypatch):
+    """`config.daphne.BodyBuffer` hands a spilled body over as its file: the view reads that
+    file (no second spool, no byte of it in memory) and it is closed when the request ends."""
+    settings.REQUEST_BODY_MEMORY_BYTES = 2500
+    spooled = _spools(monkeypatch)
+    data = bytes(range(256)) * 40
+    upload = await asyncio.to_thread(_upload_session, world, len(data))
+    body = _spilled(data)
+    sent = await _put(world, upload, [body])
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+    session = await UploadSession.objects.aget(pk=upload)
+    assert session.complete and session.path.read_bytes() == data
+    assert spooled == [] and body.file.closed
+
+
+@pytest.mark.asyncio
+async def test_a_spilled_body_counts_whole_against_the_upload_limit(world, settings):
+    """A body without a Content-Length (chunked) is measured as it comes: a spilled one by its
+    file's size, not by the empty bytes it is."""
+    settings.UPLOAD_MAX_BYTES = 4000
+    upload = await asyncio.to_thread(_upload_session, world, 3000)
+    sent = await _put(world, upload, [_spilled(b"x" * 5000)], length=False)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [413]
+    session = await UploadSession.objects.aget(pk=upload)
+    assert session.received_bytes == 0
