@@ -225,3 +225,28 @@ def test_roles_on_runs(world, small_digits, stub_broker):
         assert client.post(run_url(world.project, run_id, "stop")).status_code == 403
         assert client.delete(run_url(world.project, run_id)).status_code == 403
     assert Task.objects.get(pk=Run.objects.get(pk=run_id).task_id).state == "queued"
+
+
+def test_pending_and_cancelled_runs_match_the_schema(world, small_digits, stub_broker):
+    """A run not finished has no best metric, error or final metrics yet: null, which the schema
+    allows (schemathesis found `best_metric: null` answered where the schema said object)."""
+    from tests.core.test_schema_fuzz_regressions import _assert_matches_schema, _openapi
+
+    train, _ = small_digits
+    client = client_for(world.owner)
+    openapi = _openapi(client)
+    exp = create_experiment(client, world.project, dataset_id=str(train.pk), epochs=2, **FAST)
+    started = client.post(exp_url(world.project, exp["id"], "run"), format="json")
+    run = started.json()["data"]
+    assert run["best_metric"] is None and run["error"] is None
+    _assert_matches_schema(
+        openapi, "/api/training/{project_id}/experiments/{exp_id}/run", "post", started
+    )
+    detail = client.get(run_url(world.project, run["run_id"]))
+    assert detail.json()["data"]["final_metrics"] is None
+    _assert_matches_schema(openapi, "/api/training/{project_id}/runs/{run_id}", "get", detail)
+    stopped = client.post(run_url(world.project, run["run_id"], "stop"))
+    assert stopped.json()["data"]["status"] == "cancelled"
+    _assert_matches_schema(
+        openapi, "/api/training/{project_id}/runs/{run_id}/stop", "post", stopped
+    )

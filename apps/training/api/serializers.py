@@ -9,6 +9,18 @@ from apps.training import plan
 from apps.training.models import Evaluation, Experiment, Run
 from apps.training.services import CONFIG_FIELDS
 
+
+def nullable_object(description: str) -> dict:
+    """The schema of an object or null (a run not finished has no best metric, error or final
+    metrics yet)."""
+    return {
+        "type": "object",
+        "additionalProperties": {},
+        "nullable": True,
+        "description": description,
+    }
+
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "multistep", "poly")
 LOSSES = ("cross_entropy", "focal", "label_smoothing")
@@ -306,9 +318,8 @@ class RunSerializer(serializers.ModelSerializer):
     def get_stop_requested(self, obj) -> bool:
         return bool(obj.task and obj.task.stop_requested)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(nullable_object("null, or the plan's {type, message} of a failed run."))
     def get_error(self, obj) -> dict | None:
-        """null, or the plan's {type, message} of a failed run."""
         message = obj.task.error if obj.task else "The run's task was deleted."
         if not message:
             return None
@@ -317,9 +328,10 @@ class RunSerializer(serializers.ModelSerializer):
             return {"type": kind, "message": rest}
         return {"type": "Error", "message": message}
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(
+        nullable_object('{name: value} of the best epoch (plan: {"val_accuracy": 0.956}).')
+    )
     def get_best_metric(self, obj) -> dict | None:
-        """{name: value} of the best epoch (plan: {"val_accuracy": 0.956})."""
         if not obj.best_metric or obj.best_value is None:
             return None
         return {obj.best_metric: obj.best_value}
@@ -382,7 +394,7 @@ class RunDetailSerializer(RunSerializer):
             obj._plan_metrics = run_metrics(run=obj)
         return obj._plan_metrics
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(nullable_object("The last epoch's metrics; null before the first."))
     def get_final_metrics(self, obj) -> dict | None:
         epochs = self._metrics(obj)["epochs"]
         if not epochs:

@@ -24,6 +24,17 @@ from apps.training.streams import run_event_stream
 _EXP_ID = OpenApiParameter("exp_id", OpenApiTypes.STR, OpenApiParameter.PATH)
 _RUN_ID = OpenApiParameter("run_id", OpenApiTypes.STR, OpenApiParameter.PATH)
 _EVAL_ID = OpenApiParameter("eval_id", OpenApiTypes.STR, OpenApiParameter.PATH)
+# One server-sent event of a run's stream, as an SSE client parses it (`event`, `data`, `id`,
+# `retry`): the schema of each event, not of the stream's text.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "status, epoch_end, complete or error"},
+        "data": {"type": "string", "description": "JSON with `type`"},
+        "id": {"type": "string", "description": "the stored event's sequence number"},
+        "retry": {"type": "integer", "description": "reconnection delay, ms"},
+    },
+}
 
 
 def _validated(serializer) -> None:
@@ -254,7 +265,7 @@ class RunStreamView(_RunView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR,
+                SSE_EVENT,
                 description="Named events status, epoch_end, complete, error; JSON data with "
                 "`type`; `id` is the stored event's sequence number.",
             )
