@@ -389,7 +389,7 @@ def labelstudio_http(ctx: Context) -> list[Row]:
                     over_http_s * 1e3,
                     in_place_s * 1e3,
                     "ms",
-                    goal="< 2x inline" if n == 32 else "",
+                    goal="< 2x inline",
                     notes="fetched by the bounded pool vs the same images as data: URIs; the "
                     "stand-in Label Studio is a Python server of its own (keep-alive)",
                 )
@@ -401,7 +401,7 @@ def labelstudio_http(ctx: Context) -> list[Row]:
                     over_http_s * 1e3,
                     statistics.median(itself) * 1e3,
                     "ms",
-                    goal="<= 1.5" if n == 32 else "",
+                    goal="<= 1.5",
                     notes="equal work: the baseline client GETs the same uploads on one "
                     "keep-alive http.client connection, base64s them and predicts them inline "
                     f"(inline alone {in_place_s * 1e3:.3g} ms)",
@@ -483,7 +483,9 @@ def labelstudio_digits(ctx: Context) -> list[Row]:
                 mean["orchard"] * 100,
                 mean["sklearn"] * 100,
                 "%",
-                goal=">= scikit-learn (ratio >= 1)" if per_class >= 20 else "",
+                # 50 images in all at 5 per class: a linear model's regime; the network may
+                # trail it a little there, not from 20 per class on.
+                goal=">= scikit-learn (ratio >= 1)" if per_class >= 20 else ">= 0.97",
                 notes=f"before this change {mean['before'] * 100:.1f} %; mean of {len(seeds)} "
                 "splits, the rest of the 1,797 digits held out",
             )
