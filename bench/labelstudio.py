@@ -353,7 +353,8 @@ def labelstudio_http(ctx: Context) -> list[Row]:
 
     def client_fetch(base: str, n: int) -> tuple[float, list[dict]]:
         start = time.perf_counter()
-        conn = http.client.HTTPConnection(urlsplit(base).hostname, urlsplit(base).port, timeout=10)
+        where = urlsplit(base)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
         tasks = []
         for i in range(n):
             conn.request("GET", f"/data/upload/1/{i}.png")

@@ -210,11 +210,9 @@ def pinned_request(  # noqa: PLR0913 - keyword-only options
             return _exchange(idle, request, keep_alive, key)
         except (ConnectionResetError, BrokenPipeError) as exc:  # RemoteDisconnected among them
             if method != "GET":  # sent, maybe acted on: never twice
-                raise FetchFailed(f"Could not fetch from {host}:{port}: {exc}") from None
-        except TimeoutError:
-            raise FetchFailed(f"Timed out fetching {host}:{port}") from None
+                raise _failed(host, port, exc) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise FetchFailed(f"Could not fetch from {host}:{port}: {exc}") from None
+            raise _failed(host, port, exc) from None
     addresses = _resolve(host, port, allow_private, deadline)
     cls = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     last_error: Exception | None = None
@@ -227,9 +225,14 @@ def pinned_request(  # noqa: PLR0913 - keyword-only options
             return _exchange(conn, request, keep_alive, key)
         except (OSError, http.client.HTTPException) as exc:
             last_error = exc
-    if last_error is None or isinstance(last_error, TimeoutError):
-        raise FetchFailed(f"Timed out fetching {host}:{port}")
-    raise FetchFailed(f"Could not fetch from {host}:{port}: {last_error}")
+    raise _failed(host, port, last_error)
+
+
+def _failed(host: str, port: int, error: Exception | None) -> FetchFailed:
+    """The failure of an exchange with `host:port` (None: the deadline passed before one)."""
+    if error is None or isinstance(error, TimeoutError):
+        return FetchFailed(f"Timed out fetching {host}:{port}")
+    return FetchFailed(f"Could not fetch from {host}:{port}: {error}")
 
 
 @dataclass(frozen=True)
