@@ -157,3 +157,19 @@ async def test_a_spilled_body_counts_whole_against_the_upload_limit(world, setti
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [413]
     session = await UploadSession.objects.aget(pk=upload)
     assert session.received_bytes == 0
+
+
+@pytest.mark.asyncio
+async def test_a_spilled_piece_after_others_is_appended_in_order(world, settings, monkeypatch):
+    """Daphne sends a spilled body alone; should a spilled piece follow others, what came first
+    is spooled and the piece appended to it (nothing dropped, its file closed)."""
+    settings.REQUEST_BODY_MEMORY_BYTES = 1 << 20
+    spooled = _spools(monkeypatch)
+    data = bytes(range(256)) * 40
+    upload = await asyncio.to_thread(_upload_session, world, len(data))
+    tail = _spilled(data[1000:])
+    sent = await _put(world, upload, [data[:1000], tail])
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+    session = await UploadSession.objects.aget(pk=upload)
+    assert session.complete and session.path.read_bytes() == data
+    assert spooled == [1000] and tail.file.closed

@@ -2,12 +2,11 @@
 far server sees an orderly close, not a reset of unread data."""
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from apps.core import outbound
+from tests.outbound import pinned
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -54,15 +53,8 @@ def test_an_unwanted_answer_body_is_read_before_the_close(receiver):
     url = f"http://127.0.0.1:{port}/learnuplet"
     for _ in range(5):  # a reset needs the unread bytes to be there when the socket closes
         _Receiver.done = threading.Event()
-        status, location, body = outbound.pinned_request(
-            "POST",
-            url,
-            outbound.url_origin(url),
-            {"Content-Type": "application/json"},
-            allow_private=True,
-            max_bytes=1024,
-            deadline=time.monotonic() + 10,
-            body=b"{}",
+        status, location, body = pinned(
+            "POST", url, headers={"Content-Type": "application/json"}, body=b"{}"
         )
         assert (status, location, body) == (202, None, b"")
         assert _Receiver.done.wait(10)
@@ -95,16 +87,7 @@ def test_an_unwanted_body_that_drips_is_not_waited_for_past_the_deadline():
     thread.start()
     url = f"http://127.0.0.1:{port}/learnuplet"
     try:
-        status, _, body = outbound.pinned_request(
-            "POST",
-            url,
-            outbound.url_origin(url),
-            {},
-            allow_private=True,
-            max_bytes=1024,
-            deadline=time.monotonic() + 1.0,
-            body=b"{}",
-        )
+        status, _, body = pinned("POST", url, body=b"{}", seconds=1.0)
         assert (status, body) == (202, b"")
         assert len(sent) < 2000  # it gave up while the server was still dripping
     finally:

@@ -4,13 +4,13 @@ after an answer it did not read to the end, and a GET (never a POST) whose kept 
 server closed while idle is sent again on a new one."""
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from apps.core import outbound
 from apps.core.exceptions import PayloadTooLarge
+from tests.outbound import pinned
 
 
 class _Server:
@@ -79,15 +79,8 @@ def server():
 
 
 def _get(url, keep_alive, *, allow_private=True, max_bytes=1024):
-    return outbound.pinned_request(
-        "GET",
-        url,
-        outbound.url_origin(url),
-        {},
-        allow_private=allow_private,
-        max_bytes=max_bytes,
-        deadline=time.monotonic() + 10,
-        keep_alive=keep_alive,
+    return pinned(
+        "GET", url, allow_private=allow_private, max_bytes=max_bytes, keep_alive=keep_alive
     )
 
 
@@ -134,14 +127,10 @@ def test_a_post_is_never_sent_twice():
     url = server.url + "/learn"
 
     def post(keep_alive):
-        return outbound.pinned_request(
+        return pinned(
             "POST",
             url,
-            outbound.url_origin(url),
-            {"Content-Type": "application/json"},
-            allow_private=True,
-            max_bytes=1024,
-            deadline=time.monotonic() + 10,
+            headers={"Content-Type": "application/json"},
             body=b"{}",
             keep_alive=keep_alive,
         )
