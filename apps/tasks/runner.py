@@ -13,8 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.core.exceptions import OrchardError
@@ -101,14 +100,12 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
     resend: tuple[Task, str] | None = None
     with transaction.atomic():
         _lock_queue(queue)
-        task = Task.objects.filter(pk=task_id).first()
+        # The row and whether an earlier task of its target is pending, in one read.
+        task = Task.objects.filter(pk=task_id).annotate(blocked=_blocked_by_order()).first()
         if task is None or task.state != TaskState.QUEUED:
             logger.info("task %s is %s; message ignored", task_id, task and task.state)
             return None
-        waits = (
-            task.target_id is not None
-            and Task.objects.filter(pk=task.pk).filter(_blocked_by_order()).exists()
-        ) or _over_fair_share(task)
+        waits = (task.target_id is not None and task.blocked) or _over_fair_share(task)
         now = timezone.now()
         if waits:
             if token is not None and _token_time(token) != task.sent_at:
@@ -125,20 +122,28 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
                     return None
                 sent_at = now
             resend = (task, _token(sent_at))
-        elif not Task.objects.filter(pk=task_id, state=TaskState.QUEUED).update(
-            state=TaskState.ACTIVE,
-            attempts=F("attempts") + 1,
-            heartbeat_at=now,
-            started_at=Coalesce("started_at", now),
-            updated_at=now,
-        ):
-            return None
+        else:
+            claimed = {
+                "state": TaskState.ACTIVE,
+                "attempts": task.attempts + 1,
+                "heartbeat_at": now,
+                "started_at": task.started_at or now,
+                "updated_at": now,
+            }
+            if not Task.objects.filter(
+                pk=task_id, state=TaskState.QUEUED, attempts=task.attempts
+            ).update(**claimed):
+                return None
+            # The row is what the update wrote: no read back.
+            for name, value in claimed.items():
+                setattr(task, name, value)
+            task.state = str(TaskState.ACTIVE)  # a plain str, as read from the row
     if resend is not None:
         task, new_token = resend
         delay = int(setting("TASK_ORDER_RETRY_MS"))
         _send(task_id=task_id, queue=task.queue, kind=task.kind, token=new_token, delay_ms=delay)
         return None
-    return Task.objects.get(pk=task_id)
+    return task
 
 
 def task_run(task_id: str, token: str | None = None) -> None:

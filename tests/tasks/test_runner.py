@@ -146,6 +146,33 @@ def test_a_message_for_a_task_that_left_queued_costs_one_read(
     assert task.state == state and task.attempts == 0
 
 
+def test_a_claim_reads_the_row_once_and_returns_what_it_wrote(world):
+    """Claiming a queued task (the start of every task): the unlocked state read, the row with
+    its target's order in one read, the fair-share count and the update; the row is not read
+    back, and what the runner gets is what the database holds."""
+    cluster = make_cluster(world.project, world.owner)
+    task = Task.objects.create(
+        project=world.project, kind="train", name="t", **target_of(cluster), state="queued"
+    )
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        claimed = runner._claim(str(task.pk))
+    statements = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "BEGIN", "SELECT pg_"))
+    ]
+    assert len(statements) == 4, statements
+    stored = Task.objects.get(pk=task.pk)
+    assert claimed is not None and claimed.state == stored.state == "active"
+    assert claimed.attempts == stored.attempts == 1
+    for field in ("heartbeat_at", "started_at", "updated_at"):
+        assert getattr(claimed, field) == getattr(stored, field), field
+    assert runner._claim(str(task.pk)) is None  # active now: the duplicate is ignored
+
+
 def test_a_first_attempt_writes_each_epoch_event_once(world, digits):
     """Epoch events are keyed so that a resumed attempt updates the stored one; the first attempt
     cannot find one stored, so it inserts without the UPDATE that looks for it (one write per
