@@ -137,6 +137,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # BEGIN IMMEDIATE: a transaction takes the write lock when it starts and waits for it (the
     # timeout above) instead of failing with "database is locked" when it upgrades from reading.
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    # A connection's first statement parses the whole schema (1.3 ms): connections stay with the
+    # threads that opened them, the server's kept request threads (REQUEST_THREADS_KEPT) and the
+    # worker's threads, so at most one per thread (none waits on a server: a file, no sockets).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 else:
     # Under ASGI every request runs in a pool thread, and a persistent connection stays with its
     # thread: CONN_MAX_AGE=60 let one daphne open 78+ PostgreSQL connections for 40 clients and
@@ -191,6 +195,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # A request body up to this size stays in memory as it arrived; a larger one is spooled to a
 # temporary file off the event loop (apps.core.asgi). Holds an 8 MiB upload chunk.
 REQUEST_BODY_MEMORY_BYTES = env.int("REQUEST_BODY_MEMORY_BYTES", default=16 * 1024 * 1024)
+# Request threads a server process keeps between requests (apps.core.asgi.RequestThreads), each
+# with its database connection; requests beyond them at once get a thread of their own.
+REQUEST_THREADS_KEPT = env.int("REQUEST_THREADS_KEPT", default=16)
 # ...and the bodies a daphne process holds in memory while they arrive, all together (they arrive
 # before any check: past it, a body goes to a temporary file as a larger one does).
 REQUEST_BODIES_MEMORY_BYTES = env.int("REQUEST_BODIES_MEMORY_BYTES", default=64 * 1024 * 1024)

@@ -5,10 +5,14 @@ headers set by middleware, the API's error envelope, streamed answers."""
 
 import asyncio
 import json
+import threading
+import uuid
 
 import pytest
 from asgiref.sync import SyncToAsync
+from django.urls import path
 
+from config.urls import urlpatterns as site_urls
 from tests.asgi import http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,3 +83,57 @@ async def test_errors_keep_the_api_envelope(world, hops):
     assert start["status"] == 401
     assert json.loads(body)["error"]["code"] == "UNAUTHORIZED"
     assert len(hops) <= 4, hops  # and the log line of the 401, off the request's thread
+
+
+_marks = threading.local()
+
+
+def _where(request):
+    """A view that answers which thread it ran on (a mark no other thread has, not an ident,
+    which a new thread may reuse) and its database connection."""
+    from django.db import connection
+    from django.http import JsonResponse
+
+    if not hasattr(_marks, "thread"):
+        _marks.thread = uuid.uuid4().hex
+    connection.ensure_connection()
+    return JsonResponse({"thread": _marks.thread, "connection": id(connection.connection)})
+
+
+urlpatterns = [*site_urls, path("where", _where)]
+
+
+@pytest.mark.asyncio
+async def test_request_threads_and_their_connections_are_kept(settings):
+    """Django started a thread per request (and asgiref one more to join it), so every request
+    also opened a database connection (on SQLite its first statement parses the whole schema).
+    Requests one after another now run on one kept thread, with one connection."""
+    settings.ROOT_URLCONF = __name__
+    seen = [json.loads((await _call(http_scope("GET", "/where")))[1]) for _ in range(3)]
+    assert len({s["thread"] for s in seen}) == 1, seen
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        assert len({s["connection"] for s in seen}) == 1, seen
+
+
+def test_a_thread_still_running_a_view_is_not_handed_out_again():
+    """A client that goes away leaves its view running on the request's thread: that thread is
+    not kept for the next request (which would wait behind it), and ends when the view returns.
+    At most `keep` idle threads are kept."""
+    import threading
+
+    from apps.core.asgi import RequestThreads
+
+    threads = RequestThreads(keep=2)
+    busy = threads.take()
+    release = threading.Event()
+    running = busy.submit(release.wait, 30)
+    threads.give_back(busy)
+    assert len(threads) == 0 and threads.take() is not busy
+    release.set()
+    assert running.result(timeout=30) is True
+
+    taken = [threads.take() for _ in range(3)]
+    for thread in taken:
+        threads.give_back(thread)
+    assert len(threads) == 2
+    assert threads.take() in taken
