@@ -75,7 +75,7 @@ class ExportListView(ProjectScopedAPIView):
             name=values.get("name"),
             visibility=values.get("visibility"),
         )
-        export = selectors.export_get(access=self.access, export_id=export.pk)
+        # The row as created (its owner and task in memory): no read back.
         return Response(s.ExportSerializer(export).data)  # the plan answers creates with 200
 
 
