@@ -105,7 +105,7 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
         if task is None or task.state != TaskState.QUEUED:
             logger.info("task %s is %s; message ignored", task_id, task and task.state)
             return None
-        waits = (task.target_id is not None and task.blocked) or _over_fair_share(task)
+        waits = task.blocked or _over_fair_share(task)  # no target: never blocked
         now = timezone.now()
         if waits:
             if token is not None and _token_time(token) != task.sent_at:
@@ -134,16 +134,21 @@ def _claim(task_id: str, token: str | None = None) -> Task | None:
                 pk=task_id, state=TaskState.QUEUED, attempts=task.attempts
             ).update(**claimed):
                 return None
-            # The row is what the update wrote: no read back.
-            for name, value in claimed.items():
-                setattr(task, name, value)
-            task.state = str(TaskState.ACTIVE)  # a plain str, as read from the row
+            _as_written(task, claimed)
     if resend is not None:
         task, new_token = resend
         delay = int(setting("TASK_ORDER_RETRY_MS"))
         _send(task_id=task_id, queue=task.queue, kind=task.kind, token=new_token, delay_ms=delay)
         return None
     return task
+
+
+def _as_written(task: Task, fields: dict[str, Any]) -> None:
+    """Set on `task` what an update just wrote to its row, instead of reading it back; the
+    state as a plain str, as read from the row."""
+    for name, value in fields.items():
+        setattr(task, name, value)
+    task.state = str(task.state)
 
 
 def task_run(task_id: str, token: str | None = None) -> None:
@@ -264,9 +269,7 @@ def _finish(
         if state == TaskState.FINISHED:
             # What the state event and the next steps read is what the update wrote (the
             # heartbeat's progress is 1.0 now); no need to read the row back.
-            for name, value in fields.items():
-                setattr(task, name, value)
-            task.state = str(state)  # a plain str, as read from the row
+            _as_written(task, fields)
         else:
             task.refresh_from_db()
         _remove_resume_dir(task)
