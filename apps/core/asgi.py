@@ -194,9 +194,9 @@ class OrchardASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request):
-        """The whole chain and the view in one trip to the request's thread (Django's thread
-        per request, `ThreadSensitiveContext`): Django's async chain made one trip per
-        middleware hook (about 17 per request), which doubled a plain GET's server CPU."""
+        """The whole chain and the view in one trip to the request's thread (`__call__`):
+        Django's async chain made one trip per middleware hook (about 17 per request), which
+        doubled a plain GET's server CPU."""
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def read_body(self, receive):

@@ -195,12 +195,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # A request body up to this size stays in memory as it arrived; a larger one is spooled to a
 # temporary file off the event loop (apps.core.asgi). Holds an 8 MiB upload chunk.
 REQUEST_BODY_MEMORY_BYTES = env.int("REQUEST_BODY_MEMORY_BYTES", default=16 * 1024 * 1024)
-# Request threads a server process keeps between requests (apps.core.asgi.RequestThreads), each
-# with its database connection; requests beyond them at once get a thread of their own.
-REQUEST_THREADS_KEPT = env.int("REQUEST_THREADS_KEPT", default=16)
 # ...and the bodies a daphne process holds in memory while they arrive, all together (they arrive
 # before any check: past it, a body goes to a temporary file as a larger one does).
 REQUEST_BODIES_MEMORY_BYTES = env.int("REQUEST_BODIES_MEMORY_BYTES", default=64 * 1024 * 1024)
+# Request threads a server process keeps between requests (apps.core.asgi.RequestThreads), each
+# with its database connection; requests beyond them at once get a thread of their own.
+REQUEST_THREADS_KEPT = env.int("REQUEST_THREADS_KEPT", default=16)
 FILE_UPLOAD_TEMP_DIR = None
 
 # Datasets: ZIP limits (zip bombs) and the server folders an admin allows imports from (off when
