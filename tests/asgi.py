@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 
@@ -25,3 +26,23 @@ def http_scope(method: str, url: str, headers: Sequence[tuple[bytes, bytes]] = (
         "server": ("testserver", 80),
         **extra,
     }
+
+
+async def exchange(scope: dict, messages: list[dict], timeout: float = 30) -> list[dict]:
+    """Call `config.asgi.application` with `scope` as an ASGI server would: its `receive` hands
+    out `messages` in order and then stays connected (nothing more comes: the application must
+    not ask). The messages the application sent back."""
+    from config.asgi import application
+
+    pending, sent = list(messages), []
+
+    async def receive():
+        if pending:
+            return pending.pop(0)
+        await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(application(scope, receive, send), timeout)
+    return sent

@@ -11,7 +11,7 @@ import pytest
 from apps.core import asgi as orchard_asgi
 from apps.core.asgi import SpilledBody, body_length
 from apps.datasets.models import UploadSession
-from tests.asgi import http_scope
+from tests.asgi import exchange, http_scope
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,7 +33,6 @@ async def _put(
     from channels.db import database_sync_to_async
 
     from apps.accounts.services import token_pair_for
-    from config.asgi import application
 
     token = (await database_sync_to_async(token_pair_for)(user=world.owner))["access"]
     scope = http_scope(
@@ -53,18 +52,7 @@ async def _put(
     ]
     if disconnect:
         messages[-1] = {"type": "http.disconnect"}
-    sent = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.Event().wait()  # nothing more comes (the app must not ask)
-
-    async def send(message):
-        sent.append(message)
-
-    await asyncio.wait_for(application(scope, receive, send), 30)
-    return sent
+    return await exchange(scope, messages)
 
 
 def _spools(monkeypatch) -> list[int]:

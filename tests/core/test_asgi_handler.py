@@ -1,9 +1,9 @@
 """The middleware chain and the view of a request through the ASGI application daphne serves
 (`config.asgi.application`) run in one trip to the request's thread, not one per middleware hook
 (Django's async chain with synchronous middleware made about 17), and still do all they did:
-headers set by middleware, the API's error envelope, streamed answers."""
+headers set by middleware, the API's error envelope. Request threads, with their database
+connections, are kept between requests."""
 
-import asyncio
 import json
 import threading
 import uuid
@@ -13,26 +13,13 @@ from asgiref.sync import SyncToAsync
 from django.urls import path
 
 from config.urls import urlpatterns as site_urls
-from tests.asgi import http_scope
+from tests.asgi import exchange, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def _call(scope) -> tuple[dict, bytes]:
-    from config.asgi import application
-
-    sent = []
-    messages = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.Event().wait()
-
-    async def send(message):
-        sent.append(message)
-
-    await asyncio.wait_for(application(scope, receive, send), 30)
+    sent = await exchange(scope, [{"type": "http.request", "body": b"", "more_body": False}])
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start, body

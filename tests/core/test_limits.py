@@ -1,14 +1,13 @@
 """Oversized bodies are refused with 413 before the body is read: inside Django (test client)
 and in the ASGI layer that daphne/uvicorn run (declared Content-Length and chunked bodies)."""
 
-import asyncio
 import json
 
 import pytest
 from channels.testing import HttpCommunicator
 
 from apps.accounts.models import Project
-from tests.asgi import http_scope
+from tests.asgi import exchange, http_scope
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,18 +159,7 @@ async def _asgi_call(path, headers, chunks):
     scope = http_scope("PUT" if "/uploads/" in path else "POST", path, headers)
     pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
     pending.append({"type": "http.request", "body": b"", "more_body": False})
-    sent = []
-
-    async def receive():
-        if pending:
-            return pending.pop(0)
-        await asyncio.Event().wait()  # the client stays connected until the answer is sent
-
-    async def send(message):
-        sent.append(message)
-
-    await _asgi_app()(scope, receive, send)
-    return sent
+    return await exchange(scope, pending)  # the client stays connected until the answer is sent
 
 
 @pytest.mark.asyncio
