@@ -4,11 +4,12 @@ under /api/) and, for protocol gateways, `apps/<app>/urls.py` mounted at the pro
 from importlib import import_module
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.accounts.admin import admin_login
 from apps.core.api.negotiation import SchemaFormatNegotiation
+from apps.core.api.views import UnknownRouteView
 
 API_APPS = [
     "accounts",
@@ -56,5 +57,7 @@ urlpatterns = [
     ),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/", include(api_patterns)),
+    # After every API route: an unknown one answers the API's 404 envelope, not an HTML page.
+    re_path(r"^api(?:/.*)?$", UnknownRouteView.as_view(), name="api-unknown"),
     *_gateway_patterns(),
 ]

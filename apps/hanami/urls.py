@@ -4,9 +4,10 @@ Routes take no URL kwargs (the SDK sends ids in query strings and bodies), so th
 cross-tenant test does not reach them: tests/hanami/test_tenancy.py covers every route instead.
 """
 
-from django.urls import path
+from django.urls import path, re_path
 
 from apps.hanami.views import accounts, clusters, datasets, logs, tasks
+from apps.hanami.views.base import UnknownRouteView
 
 PREFIX = "control/v1/"
 
@@ -70,4 +71,6 @@ urlpatterns = [
     path(PREFIX + "host/all", clusters.HostListView.as_view(), name="hanami-host-all"),
     path(PREFIX + "audit_log", logs.AuditLogView.as_view(), name="hanami-audit-log"),
     path(PREFIX + "error_log", logs.ErrorLogView.as_view(), name="hanami-error-log"),
+    # After every route: an unknown one answers 404 as JSON, like the rest of the gateway.
+    re_path(r"^control(?:/.*)?$", UnknownRouteView.as_view(), name="hanami-unknown"),
 ]

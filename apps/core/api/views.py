@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, viewsets
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS
+from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.views import APIView
 
 from apps.core.api.metadata import RouteMetadata
@@ -165,3 +166,19 @@ class GlobalAPIView(GlobalMixin, APIView):
 
 class GlobalViewSet(GlobalMixin, viewsets.GenericViewSet):
     pass
+
+
+@extend_schema(exclude=True)
+class UnknownRouteView(GlobalAPIView):
+    """Any other path under /api/: 404 in the main API's envelope (never Django's HTML page),
+    whatever the method, before authentication (an unknown route has nothing to protect)."""
+
+    tenancy_exempt_reason = "answers 404 for unknown /api/ paths; reads and writes nothing"
+    authentication_classes: ClassVar[list] = []
+    permission_classes: ClassVar[list] = [AllowAny]
+    throttle_classes: ClassVar[list] = []
+
+    def _missing(self, request, *args, **kwargs):
+        raise NotFound(f"No API route at {request.path}.")
+
+    get = post = put = patch = delete = head = options = _missing

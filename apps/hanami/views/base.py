@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
 
 from apps.core.api.protocol import AnyJSONParser, JSONOnlyNegotiation, PlainJSONRenderer
 from apps.core.api.views import GlobalAPIView, ProjectScopedAPIView
+from apps.core.exceptions import NotFound
 from apps.datasets.models import Dataset
 from apps.hanami.access import hanami_project_access
 from apps.hanami.authentication import HanamiTokenAuthentication
@@ -40,6 +42,20 @@ class HanamiGlobalView(HanamiMixin, GlobalAPIView):
     """A gateway route outside any one project (tokens, users, projects)."""
 
     tenancy_exempt_reason = "Hanami user/project administration and tokens (global admin or self)"
+
+
+@extend_schema(exclude=True)
+class UnknownRouteView(HanamiGlobalView):
+    """Any other path under /control/: 404 with Hanami's `{"error": ...}` (never an HTML page),
+    whatever the method; no token needed to learn that a route does not exist."""
+
+    authentication_classes: ClassVar[list] = []
+    permission_classes: ClassVar[list] = [AllowAny]
+
+    def _missing(self, request, *args, **kwargs):
+        raise NotFound(f"Unknown endpoint: {request.path}")
+
+    get = post = put = patch = delete = head = options = _missing
 
 
 @extend_schema(exclude=True)
