@@ -8,8 +8,10 @@ database, and skips live events it already replayed, so nothing falls between th
 
 A fresh connection (no Last-Event-ID) starts with a `status` event (no id) giving the current
 status; a `: live` comment marks the end of the replay. Progress updates are relayed as `status`
-events without id. The stream ends once the run is completed, failed or stopped (after its final
-event).
+events without id. The stream ends once the run is completed, failed or stopped: after its final
+event and once its task has ended too (the handler records the final event just before the job
+engine writes the task's end), so a client that reads the run when the stream closes finds the
+status the final event gave. Between the two the database is looked at every ENDING_POLL_S.
 
 Without a live message the stream looks at the database every `TRAINING_SSE_POLL_S` seconds (a
 setting, default 1), so a lost or late channel-layer message delays an event but never drops it
@@ -35,6 +37,9 @@ from apps.core.events import group_name
 from apps.training.models import TASK_STATE_TO_STATUS, TERMINAL_RUN_STATUSES
 
 SSE_KEEPALIVE_S = 15.0
+# How often a stream that sent the run's final event looks for the task's end (which follows
+# within milliseconds unless the worker was lost, when the sweeper ends it).
+ENDING_POLL_S = 0.1
 SSE_RETRY_MS = 2000
 REPLAY_CHUNK = 1000
 EVENT_NAMES = ("status", "epoch_end", "complete", "error")
@@ -203,7 +208,7 @@ class _RunStream:
         if out:
             self.sent_at = time.monotonic()
         status = TASK_STATE_TO_STATUS.get((task or {}).get("state"), "failed")
-        if self.ended or status in TERMINAL_RUN_STATUSES:
+        if status in TERMINAL_RUN_STATUSES:
             return out + self._finish(status, (task or {}).get("error", ""))
         if time.monotonic() - self.sent_at >= SSE_KEEPALIVE_S:
             out.append(b": keep-alive\n\n")
@@ -258,7 +263,7 @@ class _RunStream:
         data = {k: v for k, v in event.items() if k not in ("type", "seq", "task_id")}
         out.append(_stored(self.run_id, seq, kind, data))
         self.last, self.sent_at = seq, time.monotonic()
-        self.done = is_terminal(kind, data)
+        self.ended = is_terminal(kind, data)
         return out
 
 
@@ -282,6 +287,8 @@ async def run_event_stream(
         yield b": live\n\n"  # replay done; what follows is relayed as it happens
         stream.sent_at = time.monotonic()
         while not stream.done:
-            event = await _receive(layer, channel, poll_s)
+            event = await _receive(
+                layer, channel, min(poll_s, ENDING_POLL_S) if stream.ended else poll_s
+            )
             for message in await (stream.poll() if event is None else stream.on_event(event)):
                 yield message

@@ -39,6 +39,14 @@ def _context(run_id) -> TaskContext:
     return TaskContext(task, registry.get(services.TRAIN_KIND))
 
 
+def _end_task(task_id, state: str) -> None:
+    """What the job engine does when a handler returns: the task's end, then its state event."""
+    from apps.tasks.services import _publish_state
+
+    Task.objects.filter(pk=task_id).update(state=state)
+    _publish_state(Task.objects.get(pk=task_id))
+
+
 def _path(world, run_id, project=None):
     return f"/api/training/{(project or world.project).pk}/runs/{run_id}/stream"
 
@@ -89,11 +97,18 @@ async def test_replay_then_live_then_end_and_last_event_id(world, small_digits, 
     await record("complete", {"status": "completed", "run_id": run_id, "best_epoch": 2})
     end = await sse.next_event()
     assert (end.event, end.id, end.data["type"]) == ("complete", 4, "complete")
+    # The handler records its final event just before the engine ends the task: the stream stays
+    # open until then, so a client reading the run when it closes finds it completed.
+    await get_channel_layer().group_send(
+        group_name("task", ctx.task.pk),
+        {"type": "orchard.event", "event": {"type": "progress", "progress": 1.0}},
+    )
+    assert (await sse.next_event()).data["progress"] == 1.0 and not sse.finished
+    await sync_to_async(_end_task)(ctx.task.pk, "finished")
     assert await sse.next_event() is None and sse.finished
     await sse.close()
 
-    # The engine marks the task finished; a client that saw id 2 gets 3 and 4, then the end.
-    await sync_to_async(Task.objects.filter(pk=ctx.task.pk).update)(state="finished")
+    # A client that saw id 2 gets 3 and 4, then the end.
     again = await SSEClient.open(_path(world, run_id), token=token, last_event_id=2)
     events = await again.events_until_end()
     assert [(e.event, e.id) for e in events] == [("epoch_end", 3), ("complete", 4)]
@@ -192,6 +207,7 @@ async def test_an_id_from_the_future_does_not_hide_new_events(world, small_digit
     event = await sse.next_event()
     assert (event.event, event.id) == ("epoch_end", 2)
     await record("error", {"status": "failed", "run_id": run_id, "message": "boom"})
+    await sync_to_async(_end_task)(ctx.task.pk, "failed")
     events = await sse.events_until_end()
     assert [(e.event, e.id, e.data["message"]) for e in events] == [("error", 3, "boom")]
     await sse.close()
