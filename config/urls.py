@@ -61,3 +61,10 @@ urlpatterns = [
     re_path(r"^api(?:/.*)?$", UnknownRouteView.as_view(), name="api-unknown"),
     *_gateway_patterns(),
 ]
+
+# Errors Django answers itself (a Host not in ALLOWED_HOSTS, an error in middleware, with DEBUG off
+# its 403/404) in the format of the surface that owns the path; HTML pages elsewhere.
+handler400 = "apps.core.errors.bad_request"
+handler403 = "apps.core.errors.permission_denied"
+handler404 = "apps.core.errors.page_not_found"
+handler500 = "apps.core.errors.server_error"

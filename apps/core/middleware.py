@@ -8,13 +8,12 @@ Only an upload route (a view that declares `accepts_uploads = True`) takes UPLOA
 only for an upload Content-Type; every other request is capped at API_MAX_BODY_BYTES whatever its
 Content-Type says (a client cannot lift the limit by declaring `application/octet-stream`).
 
-The 413 is written in the format of the surface that owns the path: the main API's envelope under
-`/api/`, a protocol surface's own shape where it registered one (`register_too_large_answer`,
-from its AppConfig.ready), else `{"error": message}`.
+The 413 is written in the format of the surface that owns the path (`apps.core.errors`): the main
+API's envelope under `/api/`, a protocol surface's own shape where it registered one, else
+`{"error": message}`.
 """
 
 import json
-from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -22,17 +21,9 @@ from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 
 from apps.core.asgi import body_length
+from apps.core.errors import surface_answer
 
 _UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream", "application/zip")
-
-# path prefix -> (message) -> (content type, body): the 413 of a protocol surface.
-_PREFIX_ANSWERS: dict[str, Callable[[str], tuple[str, bytes]]] = {}
-
-
-def register_too_large_answer(prefix: str, answer: Callable[[str], tuple[str, bytes]]) -> None:
-    """Let the surface that serves every path under `prefix` write its own 413 (also for paths
-    that match no route: the surface's clients read its shape whatever they called)."""
-    _PREFIX_ANSWERS[prefix] = answer
 
 
 def _match(path: str):
@@ -75,13 +66,10 @@ def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, 
         answer = hook(caller, match.url_name, message)
         if answer is not None:
             return answer
-    if path.startswith("/api/"):
-        answer = {"status": "error", "error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}
-        return "application/json", json.dumps(answer).encode()
-    for prefix, render in _PREFIX_ANSWERS.items():
-        if path.startswith(prefix):
-            return render(message)
-    return "application/json", json.dumps({"error": message}).encode()  # Hanami and the rest
+    answer = surface_answer(path, 413, message)
+    if answer is not None:
+        return answer[1], answer[2]
+    return "application/json", json.dumps({"error": message}).encode()
 
 
 class BodySizeLimitMiddleware:

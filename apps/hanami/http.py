@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from apps.core.api.protocol import error_message
+from apps.core.errors import json_answer
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -75,6 +76,13 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, drf.APIException) and exc.status_code < 500:
         return 400, error_message(exc.detail)
     return 500, "Internal error."
+
+
+def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
+    """An error answered outside the views under `/control/` (a Host not served, an error in
+    middleware, a body over its limit: `apps.core.errors`; registered by HanamiConfig.ready):
+    `{"error": message}`, a 403 as the 401 the SDK knows."""
+    return json_answer(401 if status == 403 else status, {"error": message})
 
 
 def hanami_exception_handler(exc, context):

@@ -7,11 +7,11 @@ class MarketplaceConfig(AppConfig):
     verbose_name = "Marketplace"
 
     def ready(self) -> None:
-        # The orchestrator's error shape for oversized bodies, refused before a view runs.
-        from apps.core.middleware import register_too_large_answer
-        from apps.marketplace.http import too_large_answer
+        # The orchestrator's error shape for errors answered outside its views.
+        from apps.core.errors import register_error_answer
+        from apps.marketplace.http import error_answer
 
-        register_too_large_answer("/orchestrator", too_large_answer)
+        register_error_answer("/orchestrator", error_answer)
 
         # The built-in compute: `learnuplet` and `preduplet` jobs on the job engine.
         from apps.marketplace.compute import register_kinds

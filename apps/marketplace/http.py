@@ -173,10 +173,11 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
     return 500, "Internal error."
 
 
-def too_large_answer(message: str) -> tuple[str, bytes]:
-    """The 413 that apps.core.middleware answers for a body over its limit under
-    `/orchestrator`, before any view runs (registered by MarketplaceConfig.ready)."""
-    return "application/json", json.dumps({"Error": message}).encode()
+def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
+    """An error answered outside the views under `/orchestrator` (a body over its limit, a Host
+    not served, an error in middleware: `apps.core.errors`; registered by
+    MarketplaceConfig.ready)."""
+    return status, "application/json", json.dumps({"Error": message}).encode()
 
 
 def orchestrator_exception_handler(exc, context):

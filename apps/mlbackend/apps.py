@@ -7,11 +7,15 @@ class MlbackendConfig(AppConfig):
     verbose_name = "ML backends"
 
     def ready(self) -> None:
-        # Label Studio's error shape for oversized bodies, refused before a view runs.
-        from apps.core.middleware import register_too_large_answer
-        from apps.mlbackend.labelstudio.http import too_large_answer
+        # Each protocol's error shape for errors answered outside its views.
+        from apps.core.errors import register_error_answer
+        from apps.mlbackend.labelprop import http as labelprop_http
+        from apps.mlbackend.labelprop.urls import gateway_urlpatterns as labelprop_routes
+        from apps.mlbackend.labelstudio import http as labelstudio_http
 
-        register_too_large_answer("/ml/", too_large_answer)
+        register_error_answer("/ml/", labelstudio_http.error_answer)
+        for route in labelprop_routes:  # labelprop's routes are at the root: each by its path
+            register_error_answer(f"/{route.pattern}", labelprop_http.error_answer)
 
         # Label Studio half: the `labelstudio_train` task kind.
         from apps.mlbackend.labelstudio.handlers import register_kinds as register_labelstudio

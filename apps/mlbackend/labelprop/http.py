@@ -67,6 +67,12 @@ def text(body: str, status: int = 200) -> HttpResponse:
     return HttpResponse(body, status=status, content_type=TEXT)
 
 
+def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
+    """An error answered outside the views on a labelprop route (a Host not served, an error in
+    middleware: `apps.core.errors`; registered by MlbackendConfig.ready): plain text."""
+    return status, TEXT, message.encode()
+
+
 def header_safe(message: str, limit: int = 300) -> str:
     """A message as an HTTP header value: printable ASCII only, bounded."""
     cleaned = "".join(c if " " <= c <= "~" else "?" for c in str(message))

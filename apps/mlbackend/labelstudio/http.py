@@ -35,10 +35,10 @@ def error_body(status: int, detail: str) -> dict:
     return {"status": status, "detail": detail}
 
 
-def too_large_answer(message: str) -> tuple[str, bytes]:
-    """The 413 that apps.core.middleware answers for a body over its limit under `/ml/`, before
-    any view runs (registered by MlbackendConfig.ready)."""
-    return "application/json", json.dumps(error_body(413, message)).encode()
+def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
+    """An error answered outside the views under `/ml/` (a body over its limit, a Host not
+    served, an error in middleware: `apps.core.errors`; registered by MlbackendConfig.ready)."""
+    return status, "application/json", json.dumps(error_body(status, message)).encode()
 
 
 def status_and_detail(exc: Exception) -> tuple[int, str]:
