@@ -12,14 +12,11 @@ middleware's 413 (`apps.core.middleware`) is written by the same answers.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 
 from django.core.exceptions import DisallowedHost
 from django.http import HttpResponse
 from django.views import defaults
-
-logger = logging.getLogger(__name__)
 
 # (status, message) -> (status, content type, body): a surface may answer another status than
 # Django's where its clients know only a few (the Hanami SDK: no 403).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 
 from django.conf import settings
@@ -33,6 +32,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from apps.core.api.protocol import error_message
 from apps.core.conf import setting
+from apps.core.errors import json_answer
 from apps.core.exceptions import (
     Conflict,
     Forbidden,
@@ -177,7 +177,7 @@ def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
     """An error answered outside the views under `/orchestrator` (a body over its limit, a Host
     not served, an error in middleware: `apps.core.errors`; registered by
     MarketplaceConfig.ready)."""
-    return status, "application/json", json.dumps({"Error": message}).encode()
+    return json_answer(status, {"Error": message})
 
 
 def orchestrator_exception_handler(exc, context):

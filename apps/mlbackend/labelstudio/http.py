@@ -16,7 +16,6 @@ JSON bodies whatever the Content-Type, and errors as label-studio-ml-backend wri
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.core.exceptions import RequestDataTooBig
@@ -24,6 +23,7 @@ from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from apps.core.errors import json_answer
 from apps.core.exceptions import OrchardError, Unauthorized, ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def error_body(status: int, detail: str) -> dict:
 def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
     """An error answered outside the views under `/ml/` (a body over its limit, a Host not
     served, an error in middleware: `apps.core.errors`; registered by MlbackendConfig.ready)."""
-    return status, "application/json", json.dumps(error_body(status, message)).encode()
+    return json_answer(status, error_body(status, message))
 
 
 def status_and_detail(exc: Exception) -> tuple[int, str]:
