@@ -18,6 +18,8 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpResponse
 from django.views import defaults
 
+from apps.core.api.exceptions import error_body
+
 # (status, message) -> (status, content type, body): a surface may answer another status than
 # Django's where its clients know only a few (the Hanami SDK: no 403).
 ErrorAnswer = Callable[[int, str], tuple[int, str, bytes]]
@@ -46,7 +48,7 @@ def json_answer(status: int, body: dict) -> tuple[int, str, bytes]:
 
 def main_api_answer(status: int, message: str) -> tuple[int, str, bytes]:
     code = MAIN_API_CODES.get(status, "ERROR")
-    return json_answer(status, {"status": "error", "error": {"code": code, "message": message}})
+    return json_answer(status, error_body(code, message))
 
 
 def surface_answer(path: str, status: int, message: str) -> tuple[int, str, bytes] | None:
