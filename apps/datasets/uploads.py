@@ -296,11 +296,20 @@ def dataset_finalize_upload(*, dataset: Dataset) -> Dataset:
         return _finalize_upload(dataset)
 
 
+def _deleted_meanwhile(dataset: Dataset) -> NotFound:
+    return NotFound(f"Dataset {dataset.name!r} was deleted while it was being created.")
+
+
 def _finalize_upload(dataset: Dataset) -> Dataset:
     if dataset.status != Dataset.Status.UPLOADING:
         raise Conflict(f"Dataset {dataset.name!r} is {dataset.status}, not uploading.")
     sessions = {s.role: s for s in dataset.uploads.all()}
     options = (dataset.metadata or {}).get("options") or {}
+    # An upload still arriving is not a failure: the dataset stays "uploading", so the client
+    # sends the rest and finalizes again.
+    for session in sessions.values():
+        if not session.complete:
+            upload_session_finalize(session=session)  # ValidationFailed naming what is missing
     try:
         for session in sessions.values():
             upload_session_finalize(session=session)
@@ -315,34 +324,17 @@ def _finalize_upload(dataset: Dataset) -> Dataset:
                 imported.refresh_from_db()
                 dataset = imported
             else:
-                if kind == Dataset.Kind.MNIST:
-                    parsed = parse_mnist(sessions["images"].path, sessions["labels"].path, staging)
-                elif kind == Dataset.Kind.CSV:
-                    parsed = parse_csv(
-                        sessions["file"].path,
-                        options.get("label_column"),
-                        options.get("input_columns"),
-                        staging,
-                    )
-                else:
-                    labels = sessions.get("labels")
-                    parsed = parse_volume(
-                        sessions["file"].path, labels.path if labels else None, staging
-                    )
-                parsed.metadata = {**parsed.metadata, "options": options}
-                with transaction.atomic():
-                    for key, value in parsed_fields(parsed).items():
-                        setattr(dataset, key, value)
-                    dataset.size_bytes = dir_size(staging)
-                    dataset.status, dataset.error = Dataset.Status.READY, ""
-                    dataset.save()
-                    publish(staging, dataset)
+                _parse_and_store(dataset, sessions, options, staging)
+    except Dataset.DoesNotExist:
+        raise _deleted_meanwhile(dataset) from None
     except (ValidationFailed, NotFound, Conflict, PayloadTooLarge) as exc:
         _mark_failed(dataset, exc.message)
         if isinstance(exc, ValidationFailed | PayloadTooLarge):
             raise  # a limit keeps its 413 (the message names the setting)
         raise ValidationFailed(exc.message, details={"uploads": [exc.message]}) from None
     except Exception as exc:
+        if not Dataset.objects.filter(pk=dataset.pk).exists():  # its files went with it
+            raise _deleted_meanwhile(dataset) from None
         # Never leave the row "uploading": whatever broke, the dataset failed (the uploads are
         # kept, so the same call can be retried once there is room).
         if disk_full(exc):
@@ -353,6 +345,36 @@ def _finalize_upload(dataset: Dataset) -> Dataset:
     for session in sessions.values():
         session.path.unlink(missing_ok=True)
     return dataset
+
+
+def _parse_and_store(dataset: Dataset, sessions: dict, options: dict, staging) -> None:
+    """Parse the uploads of an array dataset (MNIST, CSV, volume) into `staging`, then store the
+    arrays and mark it ready in one step."""
+    kind = dataset.kind
+    if kind == Dataset.Kind.MNIST:
+        parsed = parse_mnist(sessions["images"].path, sessions["labels"].path, staging)
+    elif kind == Dataset.Kind.CSV:
+        parsed = parse_csv(
+            sessions["file"].path,
+            options.get("label_column"),
+            options.get("input_columns"),
+            staging,
+        )
+    else:
+        labels = sessions.get("labels")
+        parsed = parse_volume(sessions["file"].path, labels.path if labels else None, staging)
+    parsed.metadata = {**parsed.metadata, "options": options}
+    with transaction.atomic():
+        # Deleted while its uploads were parsed: the delete wins (a plain save of the stale
+        # object would insert the row again and publish its files).
+        if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+            raise Dataset.DoesNotExist
+        for key, value in parsed_fields(parsed).items():
+            setattr(dataset, key, value)
+        dataset.size_bytes = dir_size(staging)
+        dataset.status, dataset.error = Dataset.Status.READY, ""
+        dataset.save(force_update=True)
+        publish(staging, dataset)
 
 
 def dataset_upload_begin(

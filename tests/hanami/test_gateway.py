@@ -11,6 +11,7 @@ from apps.accounts.models import Membership, Project, User
 from apps.datasets import imports as dataset_imports
 from apps.datasets import uploads as dataset_uploads
 from apps.datasets.models import Dataset, UploadSession
+from apps.datasets.storage import final_dir
 from tests.datasets.conftest import idx_bytes, mnist_arrays
 from tests.factories import PASSWORD
 from tests.hanami.conftest import SDK, token_for
@@ -272,6 +273,36 @@ def test_mnist_dataset_lifecycle_over_rest(world):
     assert sdk.get("dataset", uuid=created["uuid"]).status_code == 404
 
 
+def test_a_dataset_deleted_while_it_is_finalized_stays_deleted(world, monkeypatch):
+    """The SDK's DELETE lands while its PUT parses the uploads: the delete wins (the PUT used to
+    save its stale copy of the row, inserting it again, and publish the files)."""
+    sdk = SDK(token_for("bob", PASSWORD))
+    images, labels = mnist_arrays(n=6)
+    images_raw, labels_raw = idx_bytes(images), idx_bytes(labels)
+    sizes = {"input_data_size": len(images_raw), "label_data_size": len(labels_raw)}
+    created = sdk.post("mnist/dataset", {"name": "doomed", **sizes}).json()
+    _upload_all(created["uuid_input_file"], images_raw)
+    _upload_all(created["uuid_label_file"], labels_raw)
+    parse = dataset_uploads.parse_mnist
+    deleted = []
+
+    def parse_then_delete(*args, **kwargs):
+        parsed = parse(*args, **kwargs)
+        deleted.append(sdk.delete("dataset", uuid=created["uuid"]).status_code)
+        return parsed
+
+    monkeypatch.setattr(dataset_uploads, "parse_mnist", parse_then_delete)
+    directory = final_dir(Dataset.objects.get(pk=created["uuid"]))
+    body = {k: created[k] for k in ("uuid", "uuid_input_file", "uuid_label_file")}
+    finalized = sdk.put("mnist/dataset", body)
+    assert deleted == [200]
+    assert finalized.status_code == 404, finalized.content
+    assert set(finalized.json()) == {"error"} and "deleted" in finalized.json()["error"]
+    assert not Dataset.objects.filter(pk=created["uuid"]).exists()
+    assert sdk.get("dataset", uuid=created["uuid"]).status_code == 404
+    assert not directory.exists()  # no files published for a dataset that is gone
+
+
 def test_dataset_input_errors(world):
     sdk = SDK(token_for("bob", PASSWORD))
     assert sdk.get("dataset", uuid="not-a-uuid").status_code == 400
@@ -295,8 +326,11 @@ def test_csv_dataset_and_bad_content(world):
     body = {"uuid": created["uuid"], "uuid_input_file": created["uuid_input_file"]}
     incomplete = sdk.put("csv/dataset", body)
     assert incomplete.status_code == 400 and "incomplete" in incomplete.json()["error"]
-    # The failed finalize marked the dataset failed; a fresh one with good content works.
-    created = sdk.post("csv/dataset", {"name": "table2", "input_data_size": len(content)}).json()
+    # An upload still arriving fails nothing: the client sends the rest and finalizes again.
+    assert Dataset.objects.get(pk=created["uuid"]).status == Dataset.Status.UPLOADING
+    assert sdk.get("dataset/progress", uuid=created["uuid"]).json()["complete"] is False
+    _upload_all(created["uuid_input_file"], content[:7])
+    assert sdk.put("csv/dataset", body).status_code == 400
     _upload_all(created["uuid_input_file"], content)
     body = {"uuid": created["uuid"], "uuid_input_file": created["uuid_input_file"]}
     # The CSV route does not finalize MNIST datasets and vice versa.
