@@ -62,8 +62,14 @@ def request_result_list(*, access: ProjectAccess) -> QuerySet[RequestResult]:
     return RequestResult.objects.visible_to(access).select_related("owner")
 
 
+LAST_PAGE = 2**62 // PAGE_SIZE  # no log holds more rows than this
+
+
 def log_page(*, model: type[Model], user_id: str, page: int) -> QuerySet:
-    """One page (PAGE_SIZE rows, newest first) of a user's audit or error log."""
+    """One page (PAGE_SIZE rows, newest first) of a user's audit or error log; a page past the
+    end is empty, however far (an offset past 64 bits would be a database error)."""
+    if page > LAST_PAGE:
+        return model.objects.none()
     start = page * PAGE_SIZE
     return model.objects.filter(user__username=user_id)[start : start + PAGE_SIZE]
 
