@@ -8,9 +8,9 @@ Only an upload route (a view that declares `accepts_uploads = True`) takes UPLOA
 only for an upload Content-Type; every other request is capped at API_MAX_BODY_BYTES whatever its
 Content-Type says (a client cannot lift the limit by declaring `application/octet-stream`).
 
-The 413 is written in the format of the surface that owns the path (`apps.core.errors`): the main
-API's envelope under `/api/`, a protocol surface's own shape where it registered one, else
-`{"error": message}`.
+The refusal is written in the format of the surface that owns the path (`apps.core.errors`): the
+main API's envelope under `/api/`, a protocol surface's own shape (and status: Hanami's SDK knows a
+400, not a 413) where it registered one, else `{"error": message}`.
 """
 
 import json
@@ -49,8 +49,9 @@ def body_limit(path: str, content_type: str) -> tuple[str, int]:
     return "API_MAX_BODY_BYTES", int(settings.API_MAX_BODY_BYTES)
 
 
-def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, bytes]:
-    """The 413 answer (content type, body) in the format of the surface that owns `path`.
+def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[int, str, bytes]:
+    """The refusal (status, content type, body) in the format of the surface that owns `path`:
+    413, or the status that surface gives a body over its limit (Hanami's SDK knows 400).
 
     A view may render its own: a class attribute `too_large_answer(caller, url_name, message)`
     returning (content type, body) or None (`caller` is the request, or the ASGI scope; it may
@@ -65,11 +66,11 @@ def too_large_body(path: str, name: str, limit: int, caller=None) -> tuple[str, 
     if hook is not None and caller is not None:
         answer = hook(caller, match.url_name, message)
         if answer is not None:
-            return answer
+            return (413, *answer)
     answer = surface_answer(path, 413, message)
     if answer is not None:
-        return answer[1], answer[2]
-    return "application/json", json.dumps({"error": message}).encode()
+        return answer
+    return 413, "application/json", json.dumps({"error": message}).encode()
 
 
 class BodySizeLimitMiddleware:
@@ -84,8 +85,8 @@ class BodySizeLimitMiddleware:
         except ValueError:
             too_large = False
         if too_large:
-            content_type, body = too_large_body(request.path_info, name, limit, request)
-            return HttpResponse(body, status=413, content_type=content_type)
+            status, content_type, body = too_large_body(request.path_info, name, limit, request)
+            return HttpResponse(body, status=status, content_type=content_type)
         return self.get_response(request)
 
 
@@ -134,13 +135,13 @@ class BodySizeLimitASGIMiddleware:
         return await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, scope, send, name, limit):
-        content_type, body = await sync_to_async(too_large_body)(
+        status, content_type, body = await sync_to_async(too_large_body)(
             _path_info(scope), name, limit, scope
         )
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", content_type.encode()),
                     (b"content-length", str(len(body)).encode()),

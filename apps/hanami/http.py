@@ -81,8 +81,13 @@ def status_and_message(exc: Exception) -> tuple[int, str]:
 def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
     """An error answered outside the views under `/control/` (a Host not served, an error in
     middleware, a body over its limit: `apps.core.errors`; registered by HanamiConfig.ready):
-    `{"error": message}`, a 403 as the 401 the SDK knows."""
-    return json_answer(401 if status == 403 else status, {"error": message})
+    `{"error": message}` with a status the SDK knows (400, 401, 404, 409, 500: the SDK reads
+    any other as no answer at all), mapped as the views map theirs."""
+    return json_answer(SDK_STATUS.get(status, status), {"error": message})
+
+
+# What the views' handler (status_and_message) answers for the statuses the SDK does not know.
+SDK_STATUS = {403: 401, 405: 404, 413: 400}
 
 
 def hanami_exception_handler(exc, context):

@@ -176,6 +176,20 @@ async def test_asgi_counts_chunked_octet_streams_on_non_upload_routes(world, set
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("declared", [True, False])
+async def test_asgi_answers_the_hanami_sdk_a_400_for_a_big_body(world, settings, declared):
+    """Declared or counted, a body over the limit under /control/ is Hanami's 400 `{"error"}`."""
+    settings.API_MAX_BODY_BYTES = 1000
+    headers = [(b"x-auth-token", await _token(world))]
+    if declared:
+        headers.append((b"content-length", b"3000"))
+    sent = await _asgi_call("/control/v1/cluster", headers, [b"x" * 600] * 5)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [400]
+    assert json.loads(sent[-1]["body"]) == {"error": MESSAGE}
+
+
+@pytest.mark.asyncio
 async def test_asgi_upload_route_takes_a_body_above_the_api_limit(world, settings):
     from channels.db import database_sync_to_async
 
@@ -200,26 +214,28 @@ MESSAGE = "Request body exceeds the limit of 1000 bytes (API_MAX_BODY_BYTES)."
 
 
 @pytest.mark.parametrize(
-    ("path", "answer"),
+    ("path", "status", "answer"),
     [
         # Label Studio's ML backends (label-studio-ml-backend's error shape), routed or not.
-        ("/ml/mlb-0123456789ab/predict", {"status": 413, "detail": MESSAGE}),
-        ("/ml/no/such/route", {"status": 413, "detail": MESSAGE}),
+        ("/ml/mlb-0123456789ab/predict", 413, {"status": 413, "detail": MESSAGE}),
+        ("/ml/no/such/route", 413, {"status": 413, "detail": MESSAGE}),
         # The Morpheo orchestrator's `{"Error": ...}`.
-        ("/orchestrator/learnuplet", {"Error": MESSAGE}),
-        # The Hanami gateway and anything else.
-        ("/control/v1/dataset/all", {"error": MESSAGE}),
-        ("/nowhere", {"error": MESSAGE}),
+        ("/orchestrator/learnuplet", 413, {"Error": MESSAGE}),
+        # The Hanami gateway: a 400, as its views answer a value over a limit (the SDK reads a
+        # status other than 400, 401, 404, 409 and 500 as no answer at all).
+        ("/control/v1/dataset/all", 400, {"error": MESSAGE}),
+        # Anything else.
+        ("/nowhere", 413, {"error": MESSAGE}),
     ],
 )
-def test_each_protocol_surface_answers_413_in_its_own_format(settings, path, answer):
+def test_each_protocol_surface_refuses_a_big_body_in_its_own_format(settings, path, status, answer):
     """Byte for byte, from Content-Length, before any view runs (Django's layer here; the ASGI
     layer shares `too_large_body`)."""
     from django.test import Client
 
     settings.API_MAX_BODY_BYTES = 1000
     response = Client().generic("POST", path, "x" * 2000, content_type="application/json")
-    assert response.status_code == 413
+    assert response.status_code == status
     assert response["Content-Type"] == "application/json"
     assert response.content == json.dumps(answer).encode()
 
