@@ -70,6 +70,25 @@ class Size(Value):
         return data
 
 
+class Text(Value):
+    """A required string of at most `max_length` characters (a name, a password): names are
+    stripped (only spaces is missing), passwords kept as sent (`strip=False`)."""
+
+    def __init__(self, max_length: int, *, strip: bool = True, **kwargs: Any) -> None:
+        self.max_length, self.strip = max_length, strip
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        data = super().to_internal_value(data)
+        if self.strip:
+            data = data.strip()
+            if not data:
+                self.fail("required")
+        if len(data) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters.")
+        return data
+
+
 class HanamiId(Value):
     """A user or project id: `[a-zA-Z][a-zA-Z_0-9]*`, at most `max_length` characters."""
 

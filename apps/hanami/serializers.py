@@ -29,6 +29,7 @@ from apps.hanami.fields import (
     Role,
     Scoped,
     Size,
+    Text,
     UUIDText,
     Value,
     checkpoint_lookup,
@@ -39,6 +40,10 @@ from apps.hanami.fields import (
 
 USER_ID_MAX = 150
 PROJECT_ID_MAX = 64
+# The main API's limits on the same columns (its serializers and the models' max_length).
+USER_NAME_MAX = 150
+PASSWORD_MAX = 128
+NAME_MAX = 200
 NOT_AN_OBJECT = "The body must be a JSON object."
 
 
@@ -98,8 +103,8 @@ class ProjectSwitchInput(HanamiSerializer):
 
 class UserCreateInput(HanamiSerializer):
     id = HanamiId(USER_ID_MAX)
-    name = Value()
-    password = Value()
+    name = Text(USER_NAME_MAX)
+    password = Text(PASSWORD_MAX, strip=False)
     is_admin = Flag()
 
 
@@ -130,7 +135,7 @@ class MembershipQuery(HanamiSerializer):
 
 class ProjectCreateInput(HanamiSerializer):
     id = HanamiId(PROJECT_ID_MAX)
-    name = Value()
+    name = Text(NAME_MAX)
 
 
 class ProjectQuery(HanamiSerializer):
@@ -159,13 +164,13 @@ class UuidQuery(HanamiSerializer):
 
 
 class MnistUploadInput(HanamiSerializer):
-    name = Value()
+    name = Text(NAME_MAX)
     input_data_size = Size()
     label_data_size = Size()
 
 
 class CsvUploadInput(HanamiSerializer):
-    name = Value()
+    name = Text(NAME_MAX)
     input_data_size = Size()
 
 
@@ -219,12 +224,12 @@ class ResultCheckInput(HanamiSerializer):
 
 
 class ClusterCreateInput(HanamiSerializer):
-    name = Value()
+    name = Text(NAME_MAX)
     template = Base64Template()
 
 
 class CheckpointSaveInput(HanamiSerializer):
-    name = Value()
+    name = Text(NAME_MAX)
     # Saving a checkpoint changes the cluster's history: the same rule as the main API.
     cluster_uuid = Scoped(cluster_lookup, edit=True)
 
@@ -245,7 +250,7 @@ class HostSwitchInput(HanamiSerializer):
 
 
 class TaskCreateInput(HanamiSerializer):
-    name = Value()
+    name = Text(NAME_MAX)
     type = Choice(("train", "request"), "must be train or request.")
     cluster_uuid = Scoped(cluster_lookup)
     dataset_uuid = Scoped(dataset_lookup)

@@ -128,7 +128,8 @@ class UserProjectView(HanamiGlobalView):
         data = json_object(request.data)
         if set(data) == {"project_id"}:
             # The SDK's switch_project posts here; same as PUT token.
-            project = project_access(user=request.user, project_id=data["project_id"]).project
+            project_id = validated(ProjectSwitchInput, data)["project_id"]
+            project = project_access(user=request.user, project_id=project_id).project
             return Response(token_answer(request.user, project))
         require_global_admin(request.user)
         wanted = validated(MembershipInput, data)
