@@ -96,6 +96,48 @@ def close_code_for(exc: Exception) -> int:
     return 4000
 
 
+try:  # what daphne (autobahn) raises for a send on a socket the client has already closed
+    from autobahn.exception import Disconnected as _ClientGone
+except ImportError:  # another ASGI server
+    _ClientGone = ()
+
+
+class ClosesOnceMixin:
+    """Once the server closes a socket (or finds the client gone), the socket is done: frames
+    and channel-layer events that still arrive before the client's close handshake completes
+    are dropped, and sends are no-ops. daphne refuses a send on a closing socket with an
+    exception that would end the consumer before `disconnect()` runs, keeping its group
+    membership and what it holds (a direct-io runtime's connection).
+
+    Every send of a consumer (text, bytes, JSON, close) ends in channels' `base_send`, which
+    the consumer stores when it starts: this mixin guards it there."""
+
+    closing = False
+
+    @property
+    def base_send(self):
+        return self._guarded_send
+
+    @base_send.setter
+    def base_send(self, send) -> None:
+        async def guarded_send(message):
+            if self.closing:
+                return
+            if message.get("type") == "websocket.close":
+                self.closing = True
+            try:
+                await send(message)
+            except _ClientGone:
+                self.closing = True  # daphne delivers websocket.disconnect next
+
+        self._guarded_send = guarded_send
+
+    async def dispatch(self, message):
+        if self.closing and message["type"] != "websocket.disconnect":
+            return
+        await super().dispatch(message)
+
+
 class DatabaseFreeReceiveMixin:
     """For sockets whose message handler touches no database once open (direct io): received
     frames go straight to the handler, without channels' per-message close_old_connections(), a
@@ -107,12 +149,13 @@ class DatabaseFreeReceiveMixin:
 
     async def dispatch(self, message):
         if message["type"] == "websocket.receive" and self.database_free_receive():
-            await self.websocket_receive(message)
+            if not getattr(self, "closing", False):  # see ClosesOnceMixin
+                await self.websocket_receive(message)
             return
         await super().dispatch(message)
 
 
-class ProjectScopedConsumer(AsyncJsonWebsocketConsumer):
+class ProjectScopedConsumer(ClosesOnceMixin, AsyncJsonWebsocketConsumer):
     """A JSON websocket inside one project; subclasses implement `authorize` and `on_open`."""
 
     access: ProjectAccess

@@ -29,6 +29,7 @@ object is gone, it sends `{"success": false, "error": ...}` and closes (4401).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -39,7 +40,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from google.protobuf.message import DecodeError
 
-from apps.core.consumers import DatabaseFreeReceiveMixin, RecheckLoop, token_expired
+from apps.core.conf import number_setting
+from apps.core.consumers import (
+    ClosesOnceMixin,
+    DatabaseFreeReceiveMixin,
+    RecheckLoop,
+    token_expired,
+)
 from apps.core.events import group_name
 from apps.core.exceptions import NotFound, OrchardError, Unauthorized
 from apps.core.tenancy import ProjectAccess
@@ -85,7 +92,7 @@ def _write_chunk(raw_token: str, session_id: str, position: int, data: bytes) ->
         raise NotFound("Upload file not found.") from None
 
 
-class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
+class HanamiSocketConsumer(ClosesOnceMixin, DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
     tenancy_exempt_reason: ClassVar[str] = (
         "authenticates from its first frame through apps.hanami.access, like the gateway's views"
     )
@@ -100,12 +107,23 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
         self.buffer: dict[str, np.ndarray] = {}
         self.group = None
         self.rights_loop = None
+        self.first_frame_timer = None
         await self.accept()
+        # A socket that never authenticates would be held for ever (daphne's pings keep it up).
+        self.first_frame_timer = asyncio.get_running_loop().create_task(self._first_frame_due())
+
+    async def _first_frame_due(self) -> None:
+        seconds = number_setting("HANAMI_FIRST_FRAME_S")
+        await asyncio.sleep(seconds)
+        if self.target is None:
+            await self._refuse(f"No first message {{token, target, uuid}} within {seconds:g} s.")
 
     def database_free_receive(self) -> bool:
         return getattr(self, "session", None) is not None
 
     async def disconnect(self, code):
+        if self.first_frame_timer is not None:
+            self.first_frame_timer.cancel()
         if self.rights_loop is not None:
             self.rights_loop.cancel()
         if self.group and self.channel_layer is not None:
@@ -129,6 +147,11 @@ class HanamiSocketConsumer(DatabaseFreeReceiveMixin, AsyncWebsocketConsumer):
 
     # -- handshake --------------------------------------------------------------------------
     async def _handshake(self, raw) -> None:
+        if (
+            self.first_frame_timer is not None
+            and self.first_frame_timer is not asyncio.current_task()
+        ):
+            self.first_frame_timer.cancel()
         try:
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8")

@@ -149,3 +149,47 @@ async def test_leaving_direct_mode_ends_the_socket(world):
 
     await sync_to_async(to_task)()
     assert "left DIRECT mode" in await _error(comm)
+
+
+async def test_a_socket_the_server_closed_drops_late_events_and_still_lets_go(world):
+    """After the server closed a socket (a bad frame), a client that does not answer the close
+    keeps it open a while: an event then (the cluster leaving DIRECT mode) made the consumer send
+    on the closed socket, daphne raised ("Attempt to send on a closed protocol"), and the
+    consumer died without disconnect(): its group membership and its runtime connection were
+    kept. Now the late event is dropped and the disconnect lets go of the runtime."""
+    from autobahn.exception import Disconnected
+
+    from apps.clusters.directio import runtime_get
+
+    app = _app()
+
+    async def like_daphne(scope, receive, send):
+        closed = False
+
+        async def send_until_closed(message):
+            nonlocal closed
+            if closed:
+                raise Disconnected("Attempt to send on a closed protocol")
+            closed = message["type"] == "websocket.close"
+            await send(message)
+
+        await app(scope, receive, send_until_closed)
+
+    cluster_uuid = await sync_to_async(_direct_cluster)(world)
+    token = await sync_to_async(token_for)("bob", PASSWORD)
+    comm = WebsocketCommunicator(like_daphne, "/")
+    assert (await comm.connect(timeout=5))[0]
+    await comm.send_to(
+        text_data=json.dumps({"token": token, "target": "cluster", "uuid": cluster_uuid})
+    )
+    assert json.loads(await comm.receive_from(timeout=10))["success"] is True
+    assert runtime_get(cluster_uuid).connections == 1
+    await comm.send_to(bytes_data=_message("nope", [1.0] * 64, True, REQUEST_TYPE))
+    assert "Unknown brick" in await _error(comm)
+    # The event reaches the consumer as the group's messages do (through dispatch), in order
+    # before the client's disconnect.
+    await comm.send_input({"type": "orchard.event", "event": {"type": "directio.closed"}})
+    await comm.send_to(bytes_data=_message("pixels", [1.0] * 64, True, REQUEST_TYPE))
+    await comm.disconnect()  # re-raises what ended the consumer
+    assert await comm.receive_nothing(timeout=0)
+    assert runtime_get(cluster_uuid).connections == 0
