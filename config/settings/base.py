@@ -400,6 +400,8 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 AUTH_FAILURE_RATE = env("AUTH_FAILURE_RATE", default="10/min")
 # An open websocket re-reads its caller's rights (token, membership, object) this often.
 WEBSOCKET_RECHECK_S = env.float("WEBSOCKET_RECHECK_S", default=5.0)
+# The Hanami socket authenticates from its first frame: a socket without one by then is closed.
+HANAMI_FIRST_FRAME_S = env.float("HANAMI_FIRST_FRAME_S", default=30.0)
 # Projects one user may create (global admins are exempt).
 PROJECTS_MAX_PER_USER = env.int("PROJECTS_MAX_PER_USER", default=50)
 # Upload sessions per user not yet part of a ready dataset.

@@ -172,6 +172,21 @@ async def test_bad_first_frames_are_refused(world, first):
     await comm.disconnect()
 
 
+async def test_a_socket_that_never_sends_its_first_frame_is_closed(world, settings):
+    """The socket authenticates from its first frame; one that never comes held the socket
+    (and its slot in daphne) for ever: daphne's pings kept it up."""
+    settings.HANAMI_FIRST_FRAME_S = 0.05
+    comm = WebsocketCommunicator(_app(), "/")
+    assert (await comm.connect(timeout=5))[0]
+    answer = json.loads(await comm.receive_from(timeout=10))
+    assert answer == {
+        "success": False,
+        "error": "No first message {token, target, uuid} within 0.05 s.",
+    }
+    assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"
+    await comm.disconnect()
+
+
 async def test_cluster_target_refuses_unknown_and_malformed_clusters(world):
     token, _ = await sync_to_async(_pending)(world)
     for object_id in ("9f86921d-9a7c-44a2-836c-1683928d9354", "fail_cluster", ""):
