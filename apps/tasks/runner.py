@@ -12,7 +12,7 @@ import traceback as tb
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -180,9 +180,16 @@ def task_run(task_id: str, token: str | None = None) -> None:
         trace = tb.format_exc()
     except Exception as exc:
         state, error, trace = TaskState.FAILED, f"{type(exc).__name__}: {exc}", tb.format_exc()
-        logger.exception("task %s failed", task_id)
+        if not _deleted(task):  # else its rows went from under it (a foreign key): see below
+            logger.exception("task %s failed", task_id)
     finally:
         ctx.stop_heartbeat()
+    if (ctx.lost or state == TaskState.FAILED) and _deleted(task):
+        # Deleted while it ran (with its cluster, its project, ...): nothing is left to record
+        # the outcome in; its resume files go with it.
+        logger.info("task %s was deleted while it ran; result dropped", task_id)
+        _remove_resume_dir(task)
+        return
     if ctx.lost:
         logger.warning("task %s was taken over by another attempt; result dropped", task_id)
         return
@@ -196,6 +203,14 @@ def task_run(task_id: str, token: str | None = None) -> None:
             _requeue_interrupted(task, ctx.attempt)
             return
     _finish(task, ctx.attempt, state, result=result, error=error, traceback=trace)
+
+
+def _deleted(task: Task) -> bool:
+    """Whether the task's row is gone (False when the database cannot tell)."""
+    try:
+        return not _retrying(lambda: Task.objects.filter(pk=task.pk).exists())
+    except DatabaseError:
+        return False
 
 
 def _requeue_interrupted(task: Task, attempt: int) -> None:

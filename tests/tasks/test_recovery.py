@@ -1,6 +1,7 @@
 """Losing no work (#14): lost messages, worker restarts, dropped connections, SIGTERM, hung
 handlers and duplicate epoch events, through the real worker code paths."""
 
+import logging
 import os
 import signal
 import threading
@@ -200,6 +201,37 @@ def test_heartbeat_reconnects_after_its_connection_drops(world, stub_broker, wor
         gate.set()
         context.TaskContext._beat = original
     assert wait_state(task.pk).state == "finished"
+
+
+@transactional
+def test_a_task_deleted_while_it_runs_ends_quietly_and_leaves_no_files(
+    world, stub_broker, worker, caplog
+):
+    """Deleting a cluster (or its project) while its task runs deletes the task's rows with it:
+    the handler's next event then broke a foreign key, the runner logged a failed task (ERROR,
+    with a traceback) and the task's resume directory stayed behind for good."""
+    import torch
+
+    deleted = threading.Event()
+
+    def hold(ctx):
+        ctx.save_resume({"w": torch.zeros(1)}, {"epoch": 1})
+        deleted.wait(30)
+        ctx.record("epoch", {"epoch": 2})
+
+    registry.register("rec-deleted", hold)
+    cluster = make_cluster(world.project, world.owner)
+    task = _create(world, "rec-deleted", cluster=cluster)
+    wait_state(task.pk, states=("active",))
+    directory = services.resume_dir(task)
+    wait_for(lambda: (directory / "resume.safetensors").exists())
+    url = f"/api/projects/{world.project.pk}/clusters/{cluster.pk}"
+    assert client_for(world.owner).delete(url).status_code == 204
+    assert not Task.objects.filter(pk=task.pk).exists()
+    deleted.set()
+    wait_for(lambda: not directory.exists(), timeout=30)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 # --- (b) + (f) orchard_worker: the sweeper; SIGTERM stops at the next step and re-queues -------
