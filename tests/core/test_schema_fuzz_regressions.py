@@ -365,6 +365,64 @@ def test_a_nul_on_the_gateways_is_refused_in_their_shapes(world):
     assert response.status_code == 400 and "NUL" in response.json()["Error"]
 
 
+# -- lone surrogates (the escape "\ud800": no UTF-8 form, no database stores it) ----------------
+
+
+def _lone(body: str) -> str:
+    """`body` with its @ replaced by the JSON text of a string holding a lone surrogate."""
+    return body.replace("@", '"a\\ud800b"')
+
+
+def test_a_lone_surrogate_is_refused_on_every_json_surface(world):
+    """It answered 500 wherever such a string reached the database unvalidated (Label Studio's
+    project key, a JSON column), and 422 only where a serializer's CharField caught it."""
+    from django.test import Client
+
+    from apps.mlbackend.models import LabelStudioProject
+    from apps.tasks.models import Task
+    from tests.marketplace.conftest import Orchestrator
+    from tests.mlbackend.labelstudio_helpers import TEXT_CONFIG, ls_headers, make_backend
+
+    main = client_for(world.owner)
+    main.raise_request_exception = False
+    body = _lone('{"name": "t", "kind": "train", "params": {"note": @}}')
+    response = main.generic(
+        "POST", f"/api/projects/{world.project.pk}/tasks", body, content_type="application/json"
+    )
+    assert response.status_code == 422, response.content
+    assert "surrogate" in response.json()["error"]["message"]
+
+    plain = Client(raise_request_exception=False)
+    body = _lone('{"id": @, "password": "x"}')
+    response = plain.generic("POST", "/control/v1/token", body, content_type="application/json")
+    assert response.status_code == 400 and "surrogate" in response.json()["error"]
+
+    orchestrator = Orchestrator(world.owner.username)
+    orchestrator.client.raise_request_exception = False
+    response = orchestrator.post("problem", raw=_lone('{"name": @}'))
+    assert response.status_code == 400 and "surrogate" in response.json()["Error"]
+
+    backend = make_backend(world.project, world.owner, config=TEXT_CONFIG)
+    for route, body in [
+        ("setup", _lone('{"project": @, "schema": "<View/>"}')),
+        ("predict", _lone('{"tasks": [], "project": @}')),
+        ("webhook", _lone('{"action": "START_TRAINING", "project": {"id": @}}')),
+        ("train", _lone('{"annotations": [], "project": @}')),
+        ("versions", _lone('{"project": @}')),
+    ]:
+        response = plain.generic(
+            "POST",
+            f"/ml/{backend.pk}/{route}",
+            body,
+            content_type="application/json",
+            **ls_headers(),
+        )
+        assert response.status_code == 400, (route, response.content)
+        assert response.json()["status"] == 400 and "surrogate" in response.json()["detail"]
+    assert Task.objects.count() == 0
+    assert not LabelStudioProject.objects.exists()
+
+
 def test_the_schema_keeps_its_format_parameter(client):
     """`?format=` is no renderer override elsewhere (the studio plan's parameter), but the schema
     still honours `?format=json` as documentation tools send it."""

@@ -3,24 +3,34 @@
 - a body nested deeper than Python can decode (json raises RecursionError, not ValueError, for
   e.g. 100,000 nested arrays) is a parse error;
 - no string (value or key) may hold a NUL character: PostgreSQL can store none in text or jsonb
-  and answered a DataError (a 500) where SQLite took it.
+  and answered a DataError (a 500) where SQLite took it;
+- nor a lone surrogate (the escape `"\\ud800"` decodes to one): no database stores it (it has no
+  UTF-8 form), and it answered 500 wherever a string reached the database unvalidated.
 """
+
+import re
 
 from rest_framework import exceptions as drf
 from rest_framework import parsers
 
 TOO_DEEP = "Malformed JSON body: nested too deeply."
 HAS_NUL = "Malformed JSON body: NUL characters (\\u0000) are not allowed in strings."
+HAS_SURROGATE = (
+    "Malformed JSON body: lone surrogates (\\ud800-\\udfff) are not allowed in strings."
+)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def refuse_nul_strings(value) -> None:
-    """Raise a ParseError if a string anywhere in the decoded JSON `value` holds a NUL."""
+def refuse_unstorable_strings(value) -> None:
+    """Raise a ParseError if a string anywhere in the decoded JSON `value` holds a NUL or a lone
+    surrogate."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise drf.ParseError(HAS_NUL)
+            found = _UNSTORABLE.search(item)
+            if found:
+                raise drf.ParseError(HAS_NUL if found.group() == "\x00" else HAS_SURROGATE)
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())
@@ -34,5 +44,5 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise drf.ParseError(TOO_DEEP) from None
-        refuse_nul_strings(data)
+        refuse_unstorable_strings(data)
         return data

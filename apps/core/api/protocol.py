@@ -11,7 +11,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
-from apps.core.api.parsers import TOO_DEEP, refuse_nul_strings
+from apps.core.api.parsers import TOO_DEEP, refuse_unstorable_strings
 
 
 def _refuse_constant(name: str):
@@ -19,8 +19,8 @@ def _refuse_constant(name: str):
 
 
 class AnyJSONParser(BaseParser):
-    """The body as strict JSON whatever the Content-Type (NaN, Infinity, NUL characters and
-    nesting deeper than the decoder can go refused); empty: {}."""
+    """The body as strict JSON whatever the Content-Type (NaN, Infinity, NUL characters, lone
+    surrogates and nesting deeper than the decoder can go refused); empty: {}."""
 
     media_type = "*/*"
 
@@ -34,7 +34,7 @@ class AnyJSONParser(BaseParser):
             raise drf.ParseError(f"Malformed JSON body: {exc}") from None
         except RecursionError:  # deeper than the decoder can go (e.g. 100,000 nested arrays)
             raise drf.ParseError(TOO_DEEP) from None
-        refuse_nul_strings(data)
+        refuse_unstorable_strings(data)
         return data
 
 
