@@ -157,3 +157,67 @@ def test_a_further_projects_failed_first_setup_leaves_nothing_behind(world):
     r = ls.post("setup", setup_body(three, project=B))
     assert r.status_code == 400 and "3 choices but the model has 2 outputs" in r.json()["detail"]
     assert not LabelStudioProject.objects.exists() and Cluster.objects.count() == models
+
+
+JUNK_PROJECTS = [[], {}, "[1, 2]", -3, "1e5", "abc.def", "7" * 64, "junk0", 7.5, True]
+
+
+@pytest.mark.parametrize("junk", JUNK_PROJECTS, ids=repr)
+def test_a_project_key_label_studio_never_sends_is_refused_and_makes_no_model(world, junk):
+    """Each Label Studio project gets a model of its own: junk keys (lists, words, negative
+    numbers) each made a cluster, even on a refused request, until the backend's project limit
+    shut the real projects out (409)."""
+    from apps.clusters.models import Cluster
+
+    backend = make_backend(world.project, world.owner, config="")
+    ls = LabelStudioClient(backend.pk)
+    assert ls.post("setup", setup_body(TEXT_CONFIG, project=A)).status_code == 200
+    models = Cluster.objects.count()
+    task = ls_task(1, {"text": "hi"})
+    for route, body in [
+        ("setup", setup_body(TEXT_CONFIG, project=junk)),
+        ("predict", predict_body([task], TEXT_CONFIG, project=junk)),
+        ("webhook", {**webhook_body("START_TRAINING", TEXT_CONFIG), "project": {"id": junk}}),
+        ("train", {"annotations": [task], "project": junk}),
+        ("versions", {"project": junk}),
+    ]:
+        response = ls.post(route, body)
+        assert response.status_code == 400, (route, response.content)
+        assert "Label Studio project id" in response.json()["detail"], route
+    assert not LabelStudioProject.objects.exists() and Cluster.objects.count() == models
+    # What Label Studio does send still names its projects: the first, and a further one.
+    for project in (A, 7, {"id": 7}, B, "9"):
+        assert ls.post("versions", {"project": project}).status_code == 200, project
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        # Ids past 64 bits (a database overflow, a 500).
+        (
+            "webhook",
+            {
+                "action": "ANNOTATION_CREATED",
+                "annotation": {"id": 10**30, "result": []},
+                "task": {"id": 9, "data": {"text": "hi"}},
+                "project": {"id": 7},
+            },
+        ),
+        (
+            "train",
+            {"annotations": [{"id": 9, "data": {"text": "hi"}, "annotations": [{"id": 10**30}]}]},
+        ),
+        # A task's annotations that are not a list (a TypeError, a 500).
+        ("train", {"annotations": [{"id": 9, "data": {"text": "hi"}, "annotations": 1}]}),
+        ("train", {"annotations": [{"id": 9, "data": {"text": "hi"}, "annotations": True}]}),
+    ],
+)
+def test_annotations_label_studio_never_sends_are_refused(world, route, body):
+    from apps.mlbackend.models import LabelStudioAnnotation
+
+    backend = make_backend(world.project, world.owner, config=TEXT_CONFIG)
+    ls = LabelStudioClient(backend.pk)
+    response = ls.post(route, body)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) == {"status", "detail"}
+    assert not LabelStudioAnnotation.objects.exists() and not Task.objects.exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -63,14 +64,37 @@ _checked: dict[str, float] = {}
 _checked_lock = threading.Lock()
 
 
-def ls_project_key(value: Any) -> str:
+# Label Studio's project ids as it sends them: "7.1732300000" (id.creation time), "7".
+_LS_PROJECT = re.compile(r"(\d{1,18})(?:\.\d{0,30})?")
+NOT_A_PROJECT = (
+    'project must be a Label Studio project id (7, "7.1732300000" or {"id": 7}), as Label Studio '
+    "sends it."
+)
+
+
+def ls_project_key(value: Any, *, stored: bool = False) -> str:
     """Label Studio's project id from what it sends: `"7.1732300000"` (/setup, /predict), `7`,
-    or a webhook's project object `{"id": 7, ...}` -> `"7"` ("" when none)."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool) or value is None:
+    or a webhook's project object `{"id": 7, ...}` -> `"7"` ("" when none).
+
+    Anything else is refused (ValidationFailed): each project key gets a model of its own, so a
+    junk key (a list, a word, a negative number) made a cluster per request until the backend's
+    project limit shut its real projects out. `stored=True` reads a value stored before this
+    rule: junk there is no project ("")."""
+    if isinstance(value, dict):  # a webhook's project object always names its id
+        value = value.get("id", False)
+    elif value is None or value == "":
         return ""
-    return str(value).strip().split(".", 1)[0][:64]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
+        return str(value)
+    if isinstance(value, str):
+        found = _LS_PROJECT.fullmatch(value.strip())
+        if found:
+            return found.group(1)
+        if not value.strip():
+            return ""
+    if stored:
+        return ""
+    raise ValidationFailed(NOT_A_PROJECT)
 
 
 def _api_url(policy: FetchPolicy, path: str) -> str:

@@ -70,7 +70,7 @@ def _read_from_label_studio(ctx, backend, scope, interface) -> dict[str, Any]:
     from apps.mlbackend.labelstudio.services import _scope_key, fetch_policy
     from apps.mlbackend.labelstudio.training import annotation_upsert
 
-    key = _scope_key(backend, scope) or ls_project_key(backend.ls_project)
+    key = _scope_key(backend, scope) or ls_project_key(backend.ls_project, stored=True)
     if not (scope.label_studio_url and scope.access_token and key.isdigit()):
         return {"read": 0, "error": "The Label Studio host, token or project is unknown."}
     ctx.progress(0.0, stage="reading annotations from Label Studio")

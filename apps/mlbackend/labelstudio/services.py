@@ -389,7 +389,7 @@ def scope_for(backend: LabelStudioBackend, ls_project: Any, *, create: bool = Tr
     when `create` (else None when it has none yet).
     """
     key = ls_project_key(ls_project)
-    primary = ls_project_key(backend.ls_project)
+    primary = ls_project_key(backend.ls_project, stored=True)
     if backend.experiment_id is not None or not key or not primary or key == primary:
         return backend
     row = (

@@ -110,8 +110,11 @@ def label_of(result: Any, interface: Interface | None) -> str:
     return ""
 
 
+LS_ID_MAX = 2**63 - 1  # Label Studio's ids are 64-bit integers (and so are the columns here)
+
+
 def _ls_id(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LS_ID_MAX:
         raise ValidationFailed(f"{what} must be an integer id.")
     return value
 
@@ -132,7 +135,10 @@ def annotation_upsert(
     task_id = annotation.get("task", task.get("id"))
     if isinstance(task_id, dict):  # the export nests nothing here, but be lenient
         task_id = task_id.get("id")
-    task_id = task_id if isinstance(task_id, int) and not isinstance(task_id, bool) else None
+    try:
+        task_id = _ls_id(task_id, "task.id")
+    except ValidationFailed:
+        task_id = None  # lenient: the task's id only labels the annotation
     result = annotation.get("result") or []
     if not isinstance(result, list):
         raise ValidationFailed("annotation.result must be a list.")
@@ -233,7 +239,10 @@ def backend_train_legacy(*, backend: LabelStudioBackend, payload: Any) -> dict[s
     for task in tasks:
         if not isinstance(task, dict):
             raise ValidationFailed("Each item of `annotations` must be a task object.")
-        for annotation in task.get("annotations") or []:
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
+            raise ValidationFailed("Each task's `annotations` must be a list.")
+        for annotation in annotations:
             annotation_upsert(
                 backend=backend,
                 annotation=annotation,
@@ -246,7 +255,7 @@ def backend_train_legacy(*, backend: LabelStudioBackend, payload: Any) -> dict[s
 
 
 def _can_fetch_annotations(backend: LabelStudioBackend, scope: Scope) -> bool:
-    key = _scope_key(backend, scope) or ls_project_key(backend.ls_project)
+    key = _scope_key(backend, scope) or ls_project_key(backend.ls_project, stored=True)
     return bool(scope.label_studio_url and scope.access_token and key.isdigit())
 
 
