@@ -72,7 +72,7 @@ def _fail(uplet, reason: str) -> None:
         services.learnuplet_report if isinstance(uplet, Learnuplet) else services.preduplet_report
     )
     try:
-        report(uplet=uplet, account=None, status=UpletStatus.FAILED)
+        report(uplet=uplet, account=None, status=UpletStatus.FAILED, reason=reason)
     except OrchardError as exc:  # no longer ours or no longer pending: nothing to undo
         logger.warning("could not mark %s failed (%s): %s", uplet, reason, exc.message)
 

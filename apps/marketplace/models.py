@@ -101,7 +101,8 @@ class Uplet(TenantModel):
 
     `todo -> pending` (a worker claims it: `worker`, `claimed_by`, `claimed_at`) `-> done |
     failed`, and `failed -> done` (a late success report, as upstream accepts); every transition
-    is one conditional UPDATE, so of two racing workers exactly one wins.
+    is one conditional UPDATE, so of two racing workers exactly one wins. A preduplet whose model
+    was deleted before it ran goes `todo -> failed` (`failure_reason` says so).
     """
 
     uuid = models.UUIDField()
@@ -124,6 +125,9 @@ class Uplet(TenantModel):
     # `timestamp_done - claimed_at`.
     claimed_at = models.DateTimeField(null=True, blank=True)
     timestamp_done = models.DateTimeField(null=True, blank=True)
+    # Why it failed, when Orchard knows: the built-in compute's error, or a preduplet's model
+    # deleted before it could run. Empty otherwise (an HTTP worker's `failed` gives none).
+    failure_reason = models.TextField(blank=True, default="")
 
     class Meta:
         abstract = True

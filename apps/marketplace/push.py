@@ -111,21 +111,30 @@ def normalize_url(url: Any) -> str:
 
 @transaction.atomic
 def compute_endpoint_set(*, access, url: Any, enabled: bool = True) -> ComputeEndpoint:
-    """Point the project's uplets at a compute API (project admins only)."""
+    """Point the project's uplets at a compute API (project admins only). Disabled, the
+    built-in compute takes the project's waiting uplets, as after `compute_endpoint_delete`."""
+    from apps.marketplace.services import uplets_dispatch_waiting
+
     access.require_admin()
     url = normalize_url(url)
     endpoint, _ = ComputeEndpoint.objects.select_for_update().update_or_create(
         project=access.project,
         defaults={"url": url, "enabled": bool(enabled), "owner": access.user},
     )
+    if not endpoint.enabled:
+        uplets_dispatch_waiting(project_id=access.project.pk)
     return endpoint
 
 
 @transaction.atomic
 def compute_endpoint_delete(*, access) -> None:
-    """Back to the built-in compute (project admins only)."""
+    """Back to the built-in compute (project admins only): it takes the `todo` uplets that were
+    pushed to the compute API and that it can run (the claim lets one worker have each)."""
+    from apps.marketplace.services import uplets_dispatch_waiting
+
     access.require_admin()
     ComputeEndpoint.objects.filter(project=access.project).delete()
+    uplets_dispatch_waiting(project_id=access.project.pk)
 
 
 def endpoint_url(project_id: str) -> str | None:

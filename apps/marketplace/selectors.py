@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from apps.core.exceptions import ValidationFailed
 from apps.marketplace.models import Algo, Data, Learnuplet, Preduplet, Problem, UpletStatus
@@ -189,15 +189,45 @@ def problem_data_uuids(problem: Problem) -> list[str]:
     return [str(u) for u in rows.values_list("uuid", flat=True)]
 
 
+def trained_by_builtin(uplet: Learnuplet) -> bool:
+    """Whether the built-in compute trained this learnuplet (its job claims it with no account and
+    its task id as worker): its model is then the Checkpoint `model_end`. A model an HTTP worker
+    trained is kept by that worker, out of Orchard's sight."""
+    return (
+        uplet.claimed_by_id is None and uplet.task_id is not None and uplet.worker == uplet.task_id
+    )
+
+
 def best_learnuplet(*, algo: Algo | None = None, problem: Problem | None = None):
     """The done learnuplet with the highest perf (ties: the highest rank, i.e. the model trained
-    on the most data), of one algo or of every algo of a problem; None when none is done."""
+    on the most data) whose model still exists, of one algo or of every algo of a problem; None
+    when there is none. A model the built-in compute trained exists while its Checkpoint does
+    (a project member may delete it); an HTTP worker's model is taken to exist."""
+    from apps.clusters.models import Checkpoint
+
     qs = Learnuplet.objects.filter(status=UpletStatus.DONE, perf__isnull=False)
     if algo is not None:
         qs = qs.filter(algo=algo)
     if problem is not None:
         qs = qs.filter(problem=problem)
-    return qs.order_by("-perf", "-rank", "-id").first()
+    stored = Checkpoint.objects.filter(pk=OuterRef("model_end"), project_id=OuterRef("project_id"))
+    qs = qs.annotate(stored=Exists(stored)).order_by("-perf", "-rank", "-id")
+    # Nearly always the first row: deleted models are few.
+    for uplet in qs.iterator(chunk_size=20):
+        if uplet.stored or not trained_by_builtin(uplet):
+            return uplet
+    return None
+
+
+def model_deleted(*, project_id, model) -> bool:
+    """Whether `model` (a preduplet's) is a model the built-in compute trained whose Checkpoint
+    has been deleted since: no worker can run a prediction with it any more."""
+    from apps.clusters.models import Checkpoint
+
+    source = Learnuplet.objects.filter(project_id=project_id, model_end=model).first()
+    if source is None or not trained_by_builtin(source):
+        return False
+    return not Checkpoint.objects.filter(project_id=project_id, pk=model).exists()
 
 
 def datasets_for(*, project_id: str, uuids) -> dict | None:

@@ -17,7 +17,10 @@ Learnuplet rules (protocol page "Learnuplet rules", relaxed where upstream's cli
 - Known data registered for another problem are linked to it (upstream links them too); a
   (data, problem) pair that is already linked is refused. New data for a problem append
   learnuplets to every algo of the problem (ranks continue).
-- A prediction uses the problem's best model (highest `perf` of its done learnuplets).
+- A prediction uses the problem's best model (highest `perf` of its done learnuplets) that still
+  exists: a model the built-in compute trained is a Checkpoint, which a project member may delete;
+  the chains skip deleted models too. No model left: 400. A `todo` preduplet whose model is
+  deleted before it could run is failed (`todo -> failed`, with a `failure_reason`).
 
 Transitions are conditional UPDATEs: `todo -> pending` (claim; any `todo` rank that has a
 `model_start`), `pending -> done | failed` and `failed -> done` (report, only by the account that
@@ -25,6 +28,11 @@ claimed the uplet, or a project admin). `done` is final.
 
 Where runnable uplets go: to the project's compute API when it has one (`ComputeEndpoint`: an
 outbox row and a `compute_push` job, `apps.marketplace.push`), else to the built-in compute.
+The built-in compute runs an uplet only once its data are registered Orchard datasets; an uplet
+created before its data (or pushed to a compute API that was then removed) waits `todo` with no
+job, and gets its job when its data are registered (`data_create`) or the compute API goes
+(`uplets_dispatch_waiting`). One job per uplet at most: the job is attached by a conditional
+UPDATE (`task IS NULL`), so concurrent requests that both find an uplet runnable create one job.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.core.conf import setting
@@ -58,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 LEARNUPLET_KIND = "learnuplet"
 PREDUPLET_KIND = "preduplet"
+REASON_MAX = 2000
 
 
 def builtin_compute_enabled() -> bool:
@@ -152,6 +162,7 @@ def data_create(
     missing = [u for u in problem_uuids if u not in found]
     if missing:
         raise ValidationFailed.for_field("problems", f"problem {missing[0]} does not exist.")
+    _lock_problems(problems)
     known = {
         str(row.uuid): row
         for row in Data.objects.filter(project=project, uuid__in=uuids).prefetch_related("problems")
@@ -196,7 +207,17 @@ def data_create(
         train = [u for u in ordered if u not in held_out]
         for algo in _locked_algos(problem):
             created += _append_learnuplets(algo, train)
+    # Uplets created before these data (of these problems or others naming them) may run now.
+    _dispatch_waiting(project_id=project.pk, data_uuids=ordered)
     return rows, created
+
+
+def _lock_problems(problems: Iterable[Problem]) -> None:
+    """Serialise the requests that register data for, or ask predictions of, these problems
+    (PostgreSQL; SQLite serialises writers anyway): each then sees the other's rows, so an uplet
+    waiting for data is never missed by both."""
+    ids = sorted(p.pk for p in problems)
+    list(Problem.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
 
 
 def _locked_algos(problem: Problem) -> list[Algo]:
@@ -238,7 +259,8 @@ def _append_learnuplets(algo: Algo, train: Sequence[str]) -> int:
 
 
 def _start_model(algo: Algo):
-    """Where the next rank of `algo` starts: the best done model so far, else the algo itself."""
+    """Where the next rank of `algo` starts: the best done model so far that still exists, else
+    the algo itself."""
     best = selectors.best_learnuplet(algo=algo)
     return best.model_end if best is not None else algo.uuid
 
@@ -273,12 +295,19 @@ def _advance(algo: Algo, finished: Learnuplet) -> Learnuplet | None:
 def prediction_create(
     *, access: ProjectAccess, data: str | Sequence[str], problem_uuid: str
 ) -> Preduplet:
-    """A `todo` preduplet running the problem's best model on `data` (one data uuid, as
+    """A `todo` preduplet running the problem's best existing model on `data` (one data uuid, as
     upstream's later version and the Go client send it, or a list of them), stored as given."""
     problem = Problem.objects.visible_to(access).filter(uuid=problem_uuid).first()
-    best = selectors.best_learnuplet(problem=problem) if problem is not None else None
+    if problem is None:
+        raise ValidationFailed.for_field("problem", f"problem {problem_uuid} does not exist.")
+    _lock_problems([problem])
+    best = selectors.best_learnuplet(problem=problem)
     if best is None:
-        raise ValidationFailed.for_field("problem", "no problem or trained model.")
+        raise ValidationFailed.for_field(
+            "problem",
+            f"no trained model is available for problem {problem_uuid} (none is done yet, or "
+            "the models were deleted).",
+        )
     preduplet = Preduplet.objects.create(
         project=access.project,
         owner=access.user,
@@ -350,6 +379,34 @@ def _finish(
     uplet.refresh_from_db()
 
 
+def _finished_fields(status: str, reason: str) -> dict[str, Any]:
+    """The status and its reason (a late `done` clears the reason of the failure before it)."""
+    return {
+        "status": status,
+        "failure_reason": reason[:REASON_MAX] if status == UpletStatus.FAILED else "",
+    }
+
+
+def _fail_waiting(uplet: Learnuplet | Preduplet, reason: str) -> bool:
+    """`todo -> failed` for an uplet that can never run (no worker has it); False when a worker
+    claimed it meanwhile."""
+    now = timezone.now()
+    failed = (
+        type(uplet)
+        .objects.filter(pk=uplet.pk, status=UpletStatus.TODO)
+        .update(
+            status=UpletStatus.FAILED,
+            failure_reason=reason[:REASON_MAX],
+            timestamp_done=now,
+            updated_at=now,
+        )
+    )
+    if failed:
+        logger.warning("%s failed: %s", uplet, reason)
+        uplet.refresh_from_db()
+    return bool(failed)
+
+
 @transaction.atomic
 def learnuplet_report(
     *,
@@ -360,16 +417,18 @@ def learnuplet_report(
     train_perf: Any = None,
     test_perf: Any = None,
     as_admin: bool = False,
+    reason: str = "",
 ) -> Learnuplet:
-    """The result of a learnuplet (learndone): store the perfs of a done one, then let the next
-    rank of its algo start from the best model so far."""
+    """The result of a learnuplet (learndone): store the perfs of a done one (or why a failed
+    one failed, when the caller knows), then let the next rank of its algo start from the best
+    model so far."""
     if status not in FINISHED_STATUSES:
         raise ValidationFailed.for_field("status", "must be done or failed.")
     if status == UpletStatus.DONE and perf is None:
         raise ValidationFailed.for_field("perf", "is required when status is done.")
     # Serialise the chain updates of one algo (PostgreSQL; SQLite serialises writers anyway).
     algo = Algo.objects.select_for_update().select_related("problem").get(pk=uplet.algo_id)
-    fields: dict[str, Any] = {"status": status}
+    fields = _finished_fields(status, reason)
     if status == UpletStatus.DONE:
         fields.update(perf=perf, train_perf=train_perf, test_perf=test_perf)
     _finish(uplet, account=account, as_admin=as_admin, fields=fields)
@@ -385,15 +444,16 @@ def preduplet_report(
     status: str,
     prediction_storage_uuid: str | None = None,
     as_admin: bool = False,
+    reason: str = "",
 ) -> Preduplet:
-    """The result of a preduplet (preddone)."""
+    """The result of a preduplet (preddone); `reason`: why a failed one failed, when known."""
     if status not in FINISHED_STATUSES:
         raise ValidationFailed.for_field("status", "must be done or failed.")
     if status == UpletStatus.DONE and prediction_storage_uuid is None:
         raise ValidationFailed.for_field(
             "prediction_storage_uuid", "is required when status is done."
         )
-    fields: dict[str, Any] = {"status": status}
+    fields = _finished_fields(status, reason)
     if prediction_storage_uuid is not None:
         fields["prediction_storage_uuid"] = prediction_storage_uuid
     _finish(uplet, account=account, as_admin=as_admin, fields=fields)
@@ -403,18 +463,72 @@ def preduplet_report(
 # --- the built-in compute: dispatching ready uplets to the job engine ----------------------------
 
 
+@transaction.atomic
+def uplets_dispatch_waiting(*, project_id) -> None:
+    """Give the built-in compute every `todo` uplet of the project that it can run but has no job
+    for (the project's compute API was removed or disabled: the built-in compute runs its uplets
+    again), once each."""
+    _dispatch_waiting(project_id=project_id, data_uuids=None)
+
+
+def _dispatch_waiting(*, project_id, data_uuids: Sequence[str] | None) -> None:
+    """The built-in compute's share of the `todo` uplets of a project that have no job yet: those
+    naming one of `data_uuids` (all of them when None). Each gets its job when it can run now;
+    a preduplet whose model was deleted meanwhile is failed. Nothing while the project has a
+    compute API (the uplets were pushed to it when they became runnable)."""
+    from apps.marketplace import push
+
+    if not builtin_compute_enabled() or push.endpoint_url(project_id) is not None:
+        return
+    wanted = None if data_uuids is None else {str(u) for u in data_uuids}
+
+    def names_wanted(uuids: Iterable[str]) -> bool:
+        return wanted is None or not wanted.isdisjoint(uuids)
+
+    learnuplets = (
+        Learnuplet.objects.filter(
+            project_id=project_id,
+            status=UpletStatus.TODO,
+            model_start__isnull=False,
+            task__isnull=True,
+        )
+        .filter(Q(algo__cluster__isnull=False) | ~Q(algo__architecture=""))
+        .select_related("algo", "problem")
+        .order_by("algo_id", "rank")
+    )
+    for uplet in learnuplets:
+        if names_wanted([*uplet.train_data, *uplet.test_data]):
+            _builtin_learnuplet(uplet)
+    # Only predictions with a model the built-in compute trained (the others are HTTP workers').
+    trained_here = Learnuplet.objects.filter(
+        project_id=OuterRef("project_id"), model_end=OuterRef("model"), task__isnull=False
+    )
+    preduplets = (
+        Preduplet.objects.filter(project_id=project_id, status=UpletStatus.TODO, task__isnull=True)
+        .filter(Exists(trained_here))
+        .order_by("id")
+    )
+    for uplet in preduplets:
+        if names_wanted(uplet.data_uuids) and not _fail_if_model_deleted(uplet):
+            _builtin_preduplet(uplet)
+
+
 def _dispatch_learnuplet(uplet: Learnuplet) -> None:
     """A learnuplet became runnable: push it to the project's compute API when it has one;
-    otherwise give it to the built-in compute when it can run it (an Orchard model and Orchard
-    datasets), once; otherwise it waits for an HTTP compute worker."""
+    otherwise give it to the built-in compute."""
     from apps.marketplace import push
 
     if push.push_if_configured(uplet):
         return
+    _builtin_learnuplet(uplet)
+
+
+def _builtin_learnuplet(uplet: Learnuplet) -> None:
+    """Give a runnable learnuplet to the built-in compute when it can run it (an Orchard model
+    and Orchard datasets), once; otherwise it waits (for its data, or an HTTP compute worker)."""
     if uplet.task_id is not None or not builtin_compute_enabled():
         return
-    algo = uplet.algo
-    if not algo.is_builtin:
+    if not uplet.algo.is_builtin:
         return
     datasets = selectors.datasets_for(
         project_id=uplet.project_id, uuids=[*uplet.train_data, *uplet.test_data]
@@ -423,19 +537,46 @@ def _dispatch_learnuplet(uplet: Learnuplet) -> None:
         return
     try:
         with transaction.atomic():
+            algo = uplet.algo
+            if algo.cluster_id is None:
+                # Read again, locked: another uplet of the algo may have built its cluster.
+                algo = uplet.algo = Algo.objects.select_for_update().get(pk=algo.pk)
             cluster = algo.cluster or _algo_cluster_from_architecture(algo, datasets.values())
             _create_task(uplet, LEARNUPLET_KIND, cluster, f"learnuplet {uplet.rank} of {algo.name}")
+    except _AlreadyDispatched:
+        return
     except OrchardError as exc:
         logger.warning("learnuplet %s left to HTTP workers: %s", uplet.uuid, exc.message)
 
 
 def _dispatch_preduplet(uplet: Preduplet) -> None:
-    from apps.clusters.models import Checkpoint
+    """A new preduplet (its model one that exists): push it to the project's compute API when it
+    has one; otherwise give it to the built-in compute."""
     from apps.marketplace import push
 
     if push.push_if_configured(uplet):
         return
-    if not builtin_compute_enabled():
+    _builtin_preduplet(uplet)
+
+
+def _fail_if_model_deleted(uplet: Preduplet) -> bool:
+    """Fail a `todo` preduplet whose model (a Checkpoint) was deleted after it was asked for:
+    nobody can run it. True when it is failed now."""
+    if not selectors.model_deleted(project_id=uplet.project_id, model=uplet.model):
+        return False
+    return _fail_waiting(
+        uplet,
+        f"model {uplet.model} was deleted before the prediction could run; ask the prediction "
+        "again to use the best model left.",
+    )
+
+
+def _builtin_preduplet(uplet: Preduplet) -> None:
+    """Give a preduplet to the built-in compute when it can run it (its model a Checkpoint of a
+    cluster, its data Orchard datasets), once; otherwise it waits."""
+    from apps.clusters.models import Checkpoint
+
+    if uplet.task_id is not None or not builtin_compute_enabled():
         return
     checkpoint = (
         Checkpoint.objects.filter(project_id=uplet.project_id, pk=uplet.model)
@@ -449,11 +590,20 @@ def _dispatch_preduplet(uplet: Preduplet) -> None:
     try:
         with transaction.atomic():
             _create_task(uplet, PREDUPLET_KIND, checkpoint.cluster, f"preduplet {uplet.uuid}")
+    except _AlreadyDispatched:
+        return
     except OrchardError as exc:
         logger.warning("preduplet %s left to HTTP workers: %s", uplet.uuid, exc.message)
 
 
+class _AlreadyDispatched(Exception):
+    """Another request gave the uplet its job first (or a worker claimed it): roll back ours."""
+
+
 def _create_task(uplet, kind: str, cluster, name: str) -> None:
+    """Create the uplet's job and attach it, conditional on the uplet having none and still
+    being `todo` (raises _AlreadyDispatched otherwise, so the caller's savepoint drops the job
+    and its message)."""
     from apps.clusters.services import cluster_task_create
 
     task = cluster_task_create(
@@ -464,8 +614,14 @@ def _create_task(uplet, kind: str, cluster, name: str) -> None:
         cluster=cluster,
         params={"uplet_id": uplet.pk},
     )
+    attached = (
+        type(uplet)
+        .objects.filter(pk=uplet.pk, task__isnull=True, status=UpletStatus.TODO)
+        .update(task=task, updated_at=timezone.now())
+    )
+    if not attached:
+        raise _AlreadyDispatched()
     uplet.task = task
-    uplet.save(update_fields=["task", "updated_at"])
 
 
 def _algo_cluster_from_architecture(algo: Algo, datasets: Iterable):

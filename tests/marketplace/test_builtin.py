@@ -4,6 +4,7 @@ The full flow runs a real Dramatiq worker (stub broker) and talks to the gateway
 tests run the job runner in-process to pin down single behaviours."""
 
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from apps.clusters.models import Checkpoint
 from apps.datasets.idx import write_idx
 from apps.datasets.imports import dataset_import_mnist
 from apps.datasets.selectors import dataset_arrays
-from apps.marketplace.models import Algo, Learnuplet, Preduplet, UpletStatus
+from apps.marketplace import services
+from apps.marketplace.models import Algo, ComputePush, Learnuplet, Preduplet, UpletStatus
 from apps.tasks.models import Task
 from apps.tasks.runner import task_run
 from tests.clusters.helpers import make_cluster
@@ -202,6 +204,7 @@ def test_a_failing_job_marks_its_uplet_failed_and_the_chain_goes_on(
     task_run(str(first.task_id))
     first.refresh_from_db()
     assert first.status == UpletStatus.FAILED and first.task.state == "failed"
+    assert "32" in first.failure_reason, first.failure_reason  # why, as the job saw it
     second = Learnuplet.objects.get(algo__uuid=algo, rank=1)
     assert str(second.model_start) == algo and second.task is not None
 
@@ -285,3 +288,158 @@ def test_a_learnuplet_trains_and_scores_on_the_stored_pixels_without_a_float32_c
     assert [type(x) for x in scored] == [StoredInputs] * 3
     assert all(x.values.dtype == np.uint8 for x in scored)
     assert [len(x) for x in scored] == [150, 150, test_set.num_samples]
+
+
+# --- deleted models and late data ----------------------------------------------------------------
+
+
+def _train(uplet_uuid) -> Learnuplet:
+    """Run a learnuplet's job in-process; the learnuplet, done."""
+    uplet = Learnuplet.objects.get(uuid=uplet_uuid)
+    assert uplet.task_id is not None, f"rank {uplet.rank} has no job"
+    task_run(str(uplet.task_id))
+    uplet.refresh_from_db()
+    assert uplet.status == "done", uplet.task.error
+    return uplet
+
+
+def _delete_checkpoint(world, checkpoint_id) -> None:
+    r = client_for(world.owner).delete(
+        f"/api/projects/{world.project.pk}/checkpoints/{checkpoint_id}"
+    )
+    assert r.status_code == 204, r.content
+
+
+@pytest.mark.django_db
+def test_a_prediction_uses_the_best_model_left_and_none_left_is_400(
+    world, digits, owner_orch, inline_runner
+):
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 3, size=100)
+    test = str(test_set.pk)
+    problem = owner_orch.problem(test=[test], size=1)
+    owner_orch.data([*shards[:2], test], [problem])
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    ranks = owner_orch.learnuplets(algo=algo)
+    done = [_train(ranks[0]["uuid"]), _train(ranks[1]["uuid"])]
+    best, other = sorted(done, key=lambda u: (u.perf, u.rank), reverse=True)
+
+    _delete_checkpoint(world, best.model_end)
+    r = owner_orch.post("prediction", {"data": test, "problem": problem})
+    assert r.status_code == 201, r.content
+    assert r.json()["model"] == str(other.model_end) and r.json()["status"] == "todo"
+    assert Preduplet.objects.get(uuid=r.json()["uuid"]).task.kind == "preduplet"
+    # A chain goes on from the best model left too, not from the deleted one.
+    assert owner_orch.data([shards[2]], [problem])["new_learnuplets"] == 1
+    assert owner_orch.learnuplets(algo=algo)[2]["model_start"] == str(other.model_end)
+
+    _delete_checkpoint(world, other.model_end)
+    r = owner_orch.post("prediction", {"data": test, "problem": problem})
+    assert r.status_code == 400 and set(r.json()) == {"Error"}, r.content
+    assert "no trained model is available" in r.json()["Error"]
+    assert Preduplet.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_prediction_waiting_for_its_data_runs_when_they_arrive_or_fails_if_its_model_went(
+    world, digits, owner_orch, inline_runner
+):
+    """Predictions asked before their data are registered: each gets its job when its data
+    arrive (here registered for another problem of the project), unless its model was deleted
+    meanwhile: then it is failed, with the reason, instead of waiting forever."""
+    train_set, test_set = digits
+    shard, later, last = make_shards(world, train_set, 3, size=100)
+    test = str(test_set.pk)
+    problem = owner_orch.problem(test=[test], size=1)
+    owner_orch.data([shard, test], [problem])
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    model = _train(owner_orch.learnuplets(algo=algo)[0]["uuid"]).model_end
+    asked = {}
+    for data in (later, last):
+        r = owner_orch.post("prediction", {"data": data, "problem": problem})
+        assert r.status_code == 201 and r.json()["model"] == str(model), r.content
+        asked[data] = r.json()["uuid"]
+    assert not Task.objects.filter(kind="preduplet").exists()  # their data are not registered
+
+    other = owner_orch.problem(test=[test], size=1)
+    r = owner_orch.post("data", {"uuid": later, "problems": other})
+    assert r.status_code == 201, r.content
+    ready = Preduplet.objects.get(uuid=asked[later])
+    assert ready.task.kind == "preduplet"
+    task_run(str(ready.task_id))
+    doc = owner_orch.get(f"preduplet/{asked[later]}").json()
+    assert doc["status"] == "done", Preduplet.objects.get(uuid=asked[later]).task.error
+    assert Preduplet.objects.get(uuid=asked[last]).status == "todo"
+
+    _delete_checkpoint(world, model)
+    r = owner_orch.post("data", {"uuid": last, "problems": other})
+    assert r.status_code == 201, r.content
+    doc = owner_orch.get(f"preduplet/{asked[last]}").json()
+    assert doc["status"] == "failed" and doc["timestamp_done"] is not None
+    gone = Preduplet.objects.get(uuid=asked[last])
+    assert gone.task is None and "was deleted" in gone.failure_reason
+    r = client_for(world.owner).get(f"/api/marketplace/{world.project.pk}/preduplets/{gone.uuid}")
+    assert r.json()["data"]["failure_reason"] == gone.failure_reason
+
+
+@pytest.mark.django_db
+def test_a_learnuplet_whose_test_data_arrive_last_gets_its_job_then(
+    world, digits, owner_orch, inline_runner
+):
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 2, size=100)
+    test = str(test_set.pk)
+    problem = owner_orch.problem(test=[test], size=1)
+    r = owner_orch.post("data", {"uuid": shards, "problems": problem})
+    assert r.status_code == 201 and r.json()["new_learnuplets"] == 0, r.content
+    created = owner_orch.post(
+        "algo", {"uuid": str(uuid.uuid4()), "name": "mlp", "problem": problem}
+    )
+    assert created.status_code == 201, created.content
+    algo = created.json()["new_algo"]["uuid"]
+    first = owner_orch.learnuplets(algo=algo)[0]
+    assert first["status"] == "todo" and first["model_start"] == algo
+    # Read now, before the test data exist: what a concurrent request would hold.
+    stale = Learnuplet.objects.select_related("algo", "problem").get(uuid=first["uuid"])
+    assert stale.task_id is None and not Task.objects.exists()
+
+    r = owner_orch.post("data", {"uuid": test, "problems": problem})
+    assert r.status_code == 201 and r.json()["new_learnuplets"] == 0, r.content
+    uplet = Learnuplet.objects.get(uuid=first["uuid"])
+    assert uplet.task.kind == "learnuplet" and uplet.task.state == "queued"
+    # Once: a dispatch that read the uplet before this one committed creates no second job,
+    # nor does registering more data, and rank 1 waits for rank 0.
+    services._builtin_learnuplet(stale)
+    other = owner_orch.problem(test=[str(uuid.uuid4())], size=1)
+    r = owner_orch.post("data", {"uuid": str(uuid.uuid4()), "problems": other})
+    assert r.status_code == 201, r.content
+    assert Task.objects.filter(kind="learnuplet").count() == 1
+    assert Algo.objects.get(uuid=algo).cluster is not None
+    _train(first["uuid"])
+    second = owner_orch.learnuplets(algo=algo)[1]
+    assert second["model_start"] == first["model_end"]
+    assert Learnuplet.objects.get(uuid=second["uuid"]).task is not None
+
+
+@pytest.mark.django_db
+def test_removing_the_compute_api_gives_its_waiting_uplets_to_the_builtin_compute(
+    world, digits, owner_orch
+):
+    train_set, test_set = digits
+    client = client_for(world.owner)
+    url = f"/api/marketplace/{world.project.pk}/compute"
+    r = client.put(url, {"url": "https://compute.example.org"}, format="json")
+    assert r.status_code == 200, r.content
+    problem = owner_orch.problem(test=[str(test_set.pk)], size=1)
+    owner_orch.data([str(train_set.pk), str(test_set.pk)], [problem])
+    algo = str(make_cluster(world.project, world.owner).pk)
+    owner_orch.algo(problem, uuid_=algo)
+    [uplet] = Learnuplet.objects.filter(algo__uuid=algo)
+    assert uplet.task is None and ComputePush.objects.filter(uplet_uuid=uplet.uuid).exists()
+
+    assert client.delete(url).status_code == 200
+    uplet.refresh_from_db()
+    assert uplet.task.kind == "learnuplet" and uplet.task.state == "queued"
+    assert Task.objects.filter(kind="learnuplet").count() == 1

@@ -98,6 +98,7 @@ _UPLET_FIELDS = [
     "claimed_at",
     "timestamp_done",
     "claim_to_done_s",
+    "failure_reason",
 ]
 
 
