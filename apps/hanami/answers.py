@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from apps.accounts.models import Membership, Project, User
 from apps.accounts.services import token_pair_for
 from apps.datasets.models import Dataset
+from apps.hanami.http import sdk_field_names
 
 # Hanami knows no "failed": a failed task shows as aborted (with its error beside it).
 _HANAMI_STATE = {"failed": "aborted"}
@@ -118,7 +119,7 @@ def task_answer(task) -> dict:
         "state": task_state(task),
     }
     if task.state == "failed":
-        answer["error"] = task.error
+        answer["error"] = sdk_field_names(task.error)
     return answer
 
 

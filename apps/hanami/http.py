@@ -42,11 +42,25 @@ from apps.core.exceptions import (
 logger = logging.getLogger(__name__)
 
 
+# The shared services name the main API's fields in their messages; the SDK sends these.
+SDK_FIELDS = {
+    "cluster_id": "cluster_uuid",
+    "dataset_id": "dataset_uuid",
+    "checkpoint_id": "checkpoint_uuid",
+}
+
+
+def sdk_field_names(message: str) -> str:
+    """`message` with a main-API field name that starts it renamed to the SDK's."""
+    field, colon, rest = message.partition(": ")
+    return f"{SDK_FIELDS[field]}{colon}{rest}" if colon and field in SDK_FIELDS else message
+
+
 def status_and_message(exc: Exception) -> tuple[int, str]:
     """The (status, message) of an exception on the Hanami surface."""
     if isinstance(exc, OrchardError):
         if isinstance(exc, ValidationFailed | PayloadTooLarge):
-            return 400, exc.message
+            return 400, sdk_field_names(exc.message)
         if isinstance(exc, Unauthorized | Forbidden):
             return 401, exc.message
         if isinstance(exc, NotFound):

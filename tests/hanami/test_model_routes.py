@@ -115,6 +115,10 @@ def test_failed_tasks_show_as_aborted_with_their_error(world, bob):
     )
     got = bob.get("task", uuid=str(task.pk), cluster_uuid=str(cluster.pk)).json()
     assert (got["state"], got["error"]) == ("aborted", "boom")
+    # A handler's refusal names the SDK's field (the shared handlers name the main API's).
+    Task.objects.filter(pk=task.pk).update(error="dataset_id: The dataset has 3 input values")
+    got = bob.get("task", uuid=str(task.pk), cluster_uuid=str(cluster.pk)).json()
+    assert got["error"] == "dataset_uuid: The dataset has 3 input values"
 
 
 def test_checkpoints_results_and_check(world, bob, digits_ids):
@@ -131,7 +135,9 @@ def test_checkpoints_results_and_check(world, bob, digits_ids):
             "template": base64.b64encode(DIGITS_TEMPLATE.replace("128", "7").encode()).decode(),
         },
     ).json()["uuid"]
-    _error(bob.post("cluster/load", {"checkpoint_uuid": saved["uuid"], "cluster_uuid": small}), 400)
+    refused = bob.post("cluster/load", {"checkpoint_uuid": saved["uuid"], "cluster_uuid": small})
+    # The shared service names the main API's field; the SDK sent checkpoint_uuid.
+    assert _error(refused, 400).startswith("checkpoint_uuid: does not fit this cluster")
     cluster_set_mode(cluster=cluster, mode="DIRECT")
     body = {"checkpoint_uuid": saved["uuid"], "cluster_uuid": str(cluster.pk)}
     _error(bob.post("cluster/load", body), 409)
