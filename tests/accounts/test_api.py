@@ -123,6 +123,11 @@ def test_unknown_routes_and_methods_answer_in_the_envelope(world):
     assert client.get("/api/projects/proj-000000000000").json()["error"]["code"] == "NOT_FOUND"
     put = client.put(f"/api/projects/{world.project.pk}", {}, format="json")
     assert put.status_code == 405 and put.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+    # HEAD answers as GET does (no body), as on every other route; OPTIONS describes the route.
+    for path in ("/api/projects", f"/api/projects/{world.project.pk}"):
+        head = client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert client.options(path).status_code == 200, path
 
 
 def test_service_accounts_cannot_create_projects(world):

@@ -154,7 +154,8 @@ class ProjectViewSet(
     serializer_class = s.ProjectSerializer
     schema = _ProjectSchema()
     lookup_url_kwarg = "project_id"
-    http_method_names = ["get", "post", "patch", "delete"]
+    # No PUT (a project is changed with PATCH); HEAD and OPTIONS as on every other route.
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     queryset = Project.objects.none()
 
