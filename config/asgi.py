@@ -15,6 +15,7 @@ from apps.accounts.ws import JWTAuthMiddleware, OriginCheckMiddleware  # noqa: E
 from apps.core.events import RememberLoopMiddleware  # noqa: E402
 from apps.core.middleware import BodySizeLimitASGIMiddleware  # noqa: E402
 from config.daphne import (  # noqa: E402
+    answer_oversized_request_heads,
     larger_request_body_messages,
     plain_autobahn_log_arguments,
     request_bodies_in_memory,
@@ -28,6 +29,7 @@ plain_autobahn_log_arguments()
 write_websocket_frames_at_once()
 larger_request_body_messages()
 request_bodies_in_memory()
+answer_oversized_request_heads()
 
 # glibc keeps freed blocks up to 32 MiB in its heap (MALLOC_TUNING, ml.memory), as in the workers:
 # the server copies request bodies and runs direct-io models, and each 8 MiB upload chunk's

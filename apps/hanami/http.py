@@ -101,7 +101,7 @@ def error_answer(status: int, message: str) -> tuple[int, str, bytes]:
 
 
 # What the views' handler (status_and_message) answers for the statuses the SDK does not know.
-SDK_STATUS = {403: 401, 405: 404, 413: 400}
+SDK_STATUS = {403: 401, 405: 404, 413: 400, 414: 400, 431: 400}
 
 
 def hanami_exception_handler(exc, context):
