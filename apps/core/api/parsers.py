@@ -15,9 +15,7 @@ from rest_framework import parsers
 
 TOO_DEEP = "Malformed JSON body: nested too deeply."
 HAS_NUL = "Malformed JSON body: NUL characters (\\u0000) are not allowed in strings."
-HAS_SURROGATE = (
-    "Malformed JSON body: lone surrogates (\\ud800-\\udfff) are not allowed in strings."
-)
+HAS_SURROGATE = "Malformed JSON body: lone surrogates (\\ud800-\\udfff) are not allowed in strings."
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
