@@ -96,10 +96,14 @@ def close_code_for(exc: Exception) -> int:
     return 4000
 
 
-try:  # what daphne (autobahn) raises for a send on a socket the client has already closed
-    from autobahn.exception import Disconnected as _ClientGone
+# What daphne (autobahn) raises for a send on a socket the client has already closed.
+_CLIENT_GONE: tuple[type[BaseException], ...]
+try:
+    from autobahn.exception import Disconnected
+
+    _CLIENT_GONE = (Disconnected,)
 except ImportError:  # another ASGI server
-    _ClientGone = ()
+    _CLIENT_GONE = ()
 
 
 class ClosesOnceMixin:
@@ -127,7 +131,7 @@ class ClosesOnceMixin:
                 self.closing = True
             try:
                 await send(message)
-            except _ClientGone:
+            except _CLIENT_GONE:
                 self.closing = True  # daphne delivers websocket.disconnect next
 
         self._guarded_send = guarded_send
