@@ -117,12 +117,13 @@ def test_zip_entry_and_npy_header_must_agree(napari):
 
 
 def test_memory_error_answers_413_not_500(napari, monkeypatch):
-    from apps.core import safeio
+    from apps.mlbackend.labelprop import reading
 
     def no_memory(count, dtype):
         raise MemoryError
 
-    monkeypatch.setattr(safeio, "_allocate", no_memory)
+    assert napari.send_ckpt("base.ckpt", checkpoint_bytes()).content == b"ok"
+    monkeypatch.setattr(reading, "_allocate", no_memory)
     img, _, mask = small_volume()
     response = _post(napari, npz_bytes(img=img.astype("float32"), mask=mask.astype("uint8")))
     assert response.status_code == 413, response.content

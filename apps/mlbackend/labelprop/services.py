@@ -10,9 +10,10 @@ answered and shows `/download_inference`'s text as the error; a bare 400 would l
 forever. For the same reason the view answers a refused request (400, 403, 413, 500) with the
 token of a session failed from the start (`session_refuse`).
 
-Checkpoint names are kept as given (only commas and control characters are refused: the list
-is comma-joined; files are named by id) and never overwritten: `/send_ckpt` refuses a name
-already in the directory, a training takes the next free `<name>-2.ckpt`, `-3`, ...
+Checkpoint names are kept as given (only commas, control characters and lone surrogates are
+refused: the list is comma-joined, a row holds UTF-8 text; files are named by id) and never
+overwritten: `/send_ckpt` refuses a name already in the directory, a training takes the next
+free `<name>-2.ckpt`, `-3`, ...
 `/set_ckpt_dir` takes what the widget sends, upstream-style a server path, and selects the
 project storage location named by its last part.
 """
@@ -20,6 +21,8 @@ project storage location named by its last part.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
 import uuid
 from typing import Any
@@ -35,6 +38,8 @@ from apps.mlbackend.labelprop import selectors, storage
 from apps.mlbackend.labelprop.reading import (
     CKPT_SUFFIX,
     MAX_NAME_CHARS,
+    ArraysUnreadable,
+    RequestArrays,
     _Plan,
     _plan,
     checkpoint_name,
@@ -59,6 +64,37 @@ MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024
 # --- starting sessions ---------------------------------------------------------------------------
 
 REFUSAL_MAX_CHARS = 1000
+# What no JSON column keeps in text: a lone surrogate (not UTF-8), NUL (PostgreSQL refuses it).
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_text(text: str) -> str:
+    return _UNSTORABLE_TEXT.sub("\ufffd", text)
+
+
+def _storable(value: Any) -> Any:
+    """`value` as every database keeps it in a JSON column: text without lone surrogates or NUL
+    (each becomes U+FFFD), non-finite numbers as null, anything else JSON lacks as its text."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return {_storable_text(str(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return _storable_text(str(value))
+
+
+def _session_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """A request's params as its session keeps them (what `/get_session_info` answers): all
+    but `hash`, storable (`_storable`); {} when even that cannot be done."""
+    try:
+        return _storable({k: v for k, v in (params or {}).items() if k != "hash"})
+    except RecursionError:  # nested deeper than the stack allows
+        return {}
 
 
 def session_refuse(
@@ -72,21 +108,22 @@ def session_refuse(
     """Record a refused `/inference` or `/training` request as a session failed from the start
     (no volume, no files, no task), so that the napari client, which takes any answer for a
     token and polls for it, finds it in `/get_session_list` and shows the reason that
-    `/download_inference` gives. None when even that row cannot be written (the database is
-    down): the caller answers the plain error text."""
-    info = {k: v for k, v in (params or {}).items() if k != "hash"}
-    error = f"Request refused ({status}): {message}"[:REFUSAL_MAX_CHARS]
+    `/download_inference` gives. Whatever the params refused, only what a JSON column keeps is
+    stored. None when even that row cannot be written (the database is down): the caller
+    answers the plain error text."""
+    error = _storable_text(f"Request refused ({status}): {message}"[:REFUSAL_MAX_CHARS])
     try:
-        return LabelpropSession.objects.create(
-            project=access.project,
-            owner=access.user,
-            kind=kind,
-            params=info,
-            state=LabelpropSessionState.FAILED,
-            error=error,
-            summary={"refused": status},
-            finished_at=timezone.now(),
-        )
+        with transaction.atomic():
+            return LabelpropSession.objects.create(
+                project=access.project,
+                owner=access.user,
+                kind=kind,
+                params=_session_params(params),
+                state=LabelpropSessionState.FAILED,
+                error=error,
+                summary={"refused": status},
+                finished_at=timezone.now(),
+            )
     except Exception:  # any database failure: fall back to the plain answer
         logger.exception("labelprop: cannot record a refused request")
         return None
@@ -96,16 +133,19 @@ def session_start(
     *,
     access: ProjectAccess,
     kind: str,
-    arrays: dict[str, np.ndarray],
+    arrays: RequestArrays,
     params: dict[str, Any],
 ) -> LabelpropSession:
     """Start an inference or training session: store the volume (once per hash), the mask, the
     session row and its task (enqueued on commit). A request that cannot run is a session
-    failed from the start, with the reason as its error and no files."""
+    failed from the start, with the reason as its error and no files; its image is never
+    decompressed. An array found corrupt as it is read raises ArraysUnreadable (400)."""
     access.require_write()
-    info = {k: v for k, v in params.items() if k != "hash"}
+    info = _session_params(params)
     try:
         plan = _plan(access, kind, arrays, params)
+    except ArraysUnreadable:
+        raise
     except ValidationFailed as exc:
         return LabelpropSession.objects.create(
             project=access.project,
@@ -113,13 +153,20 @@ def session_start(
             kind=kind,
             params=info,
             state=LabelpropSessionState.FAILED,
-            error=exc.message,
+            error=_storable_text(exc.message),
             finished_at=timezone.now(),
         )
     written: list = []
     try:
+        # The image is written before the transaction: seconds of decompressing and writing
+        # must not hold the database's write lock.
+        if plan.volume is not None:
+            volume, new = plan.volume, False
+        else:
+            volume, new = _volume_write(access, arrays, written)
         with transaction.atomic():
-            volume = plan.volume or _volume_store(access, plan.hash, plan.img, written)
+            if new:
+                volume = _volume_save(access, volume)
             session = LabelpropSession.objects.create(
                 project=access.project,
                 owner=access.user,
@@ -145,22 +192,33 @@ def session_start(
     return session
 
 
-def _volume_store(
-    access: ProjectAccess, digest: str, img: np.ndarray, written: list
-) -> LabelpropVolume:
-    """A new volume row and its .npy file (float32); the existing row on a concurrent store."""
+def _volume_write(
+    access: ProjectAccess, arrays: RequestArrays, written: list
+) -> tuple[LabelpropVolume, bool]:
+    """The request's image as a volume: a new row (not saved yet, True) whose .npy file (float32)
+    is written as the image is decompressed, chunk by chunk; or the project's row of the same
+    hash (False), the file then dropped."""
     volume = LabelpropVolume(
-        project=access.project, owner=access.user, hash=digest, shape=list(img.shape)
+        project=access.project, owner=access.user, shape=list(arrays.header("img").shape)
     )
     path = storage.volume_path(volume)
     written.append(path)
-    volume.size_bytes = storage.save_npy(path, np.asarray(img, dtype=np.float32))
+    volume.hash, volume.size_bytes = arrays.image_save(path)
+    stored = LabelpropVolume.objects.visible_to(access).filter(hash=volume.hash).first()
+    if stored is not None:
+        path.unlink(missing_ok=True)
+        return stored, False
+    return volume, True
+
+
+def _volume_save(access: ProjectAccess, volume: LabelpropVolume) -> LabelpropVolume:
+    """Save a new volume row; the existing row when the same hash was stored concurrently."""
     try:
         with transaction.atomic():
             volume.save(force_insert=True)
     except IntegrityError:
-        path.unlink(missing_ok=True)
-        return LabelpropVolume.objects.visible_to(access).get(hash=digest)
+        storage.volume_path(volume).unlink(missing_ok=True)
+        return LabelpropVolume.objects.visible_to(access).get(hash=volume.hash)
     return volume
 
 

@@ -10,11 +10,16 @@ Every name comes from an id or a validated directory name (`apps.core.storage` r
 from __future__ import annotations
 
 import io
+import math
+import os
 import shutil
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from apps.clusters.runtime import atomic_write
 from apps.core.storage import project_local_dir
@@ -43,12 +48,46 @@ def checkpoint_path(checkpoint: LabelpropCheckpoint) -> Path:
 
 
 def save_npy(path: Path, array: np.ndarray) -> int:
-    """Write one array atomically (never pickled); returns the size in bytes."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    data = buffer.getvalue()
-    atomic_write(path, data)
-    return len(data)
+    """Write one array atomically (never pickled, C order); returns the size in bytes."""
+    array = np.ascontiguousarray(array)
+    return save_npy_chunks(path, shape=array.shape, dtype=array.dtype, chunks=[array.reshape(-1)])
+
+
+def save_npy_chunks(
+    path: Path, *, shape: tuple[int, ...], dtype, chunks: Iterable[np.ndarray]
+) -> int:
+    """Write a C-order .npy of `shape` and `dtype` whose data is `chunks` in order, as they
+    come (the array is never whole in memory here), atomically: a temporary file in the same
+    directory, synced, then renamed. Returns the file's size in bytes."""
+    dtype = np.dtype(dtype)
+    expected = math.prod(shape) * dtype.itemsize
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            npformat.write_array_header_1_0(
+                fh,
+                {
+                    "descr": npformat.dtype_to_descr(dtype),
+                    "fortran_order": False,
+                    "shape": tuple(shape),
+                },
+            )
+            written = 0
+            for chunk in chunks:
+                data = np.ascontiguousarray(chunk, dtype=dtype)
+                fh.write(data.reshape(-1).view(np.uint8).data)
+                written += data.nbytes
+            if written != expected:
+                raise ValueError(f"{path.name}: {written} bytes of data, {expected} expected")
+            fh.flush()
+            os.fsync(fh.fileno())
+            size = fh.tell()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> int:

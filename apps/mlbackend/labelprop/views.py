@@ -201,10 +201,10 @@ class _SessionStartView(LabelpropView):
         with memory_guard("arrays", "LABELPROP_MAX_VOXELS"):
             params = reading.read_params(_bytes(_part(request, "params"), reading.MAX_PARAMS_BYTES))
             self._params = params
-            arrays = reading.read_npz(_part(request, "arrays"))
-            session = services.session_start(
-                access=self.access, kind=self.kind, arrays=arrays, params=params
-            )
+            with reading.read_npz(_part(request, "arrays")) as arrays:
+                session = services.session_start(
+                    access=self.access, kind=self.kind, arrays=arrays, params=params
+                )
         return text(str(session.pk))
 
 
