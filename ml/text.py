@@ -11,7 +11,7 @@ brick has ``dim`` neurons):
 - bucket sums are log-scaled (``sign(x) * log1p(|x|)``) and each row is L2-normalised.
 
 The hash is FNV-1a over Unicode code points followed by a 64-bit finaliser, computed with NumPy
-over all n-grams of a text at once: the same text gives the same vector in every process and on
+over all n-grams of a batch of texts at once: the same text gives the same vector in every process and on
 every machine (Python's ``hash`` is salted per process, so it cannot be used here).
 """
 
@@ -61,22 +61,50 @@ def hashed_char_ngrams(
             f"ngram_range must be (low, high) with 1 <= low <= high, got {ngram_range}"
         )
     out = np.zeros((len(texts), dim), dtype=np.float32)
+    batch: list[str] = []
+    first, chars = 0, 0
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise ValueError(f"text {row} is a {type(text).__name__}, not a string")
-        codes = _code_points(f" {normalise_text(text, lowercase=lowercase, max_chars=max_chars)} ")
-        buckets, signs = [], []
-        for n in range(low, min(high, len(codes)) + 1):
-            hashes = _ngram_hashes(codes, n)
-            buckets.append((hashes % np.uint64(dim)).astype(np.int64))
-            signs.append(np.where(hashes >> np.uint64(63), -1.0, 1.0))
-        if not buckets:
-            continue
-        sums = np.bincount(np.concatenate(buckets), weights=np.concatenate(signs), minlength=dim)
-        out[row] = np.sign(sums) * np.log1p(np.abs(sums))
+        padded = f" {normalise_text(text, lowercase=lowercase, max_chars=max_chars)} "
+        batch.append(padded)
+        chars += len(padded)
+        if chars >= BATCH_CHARS or len(batch) * dim >= BATCH_CELLS:
+            out[first : row + 1] = _bucket_sums(batch, dim, low, high)
+            batch, first, chars = [], row + 1, 0
+    if batch:
+        out[first:] = _bucket_sums(batch, dim, low, high)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)
     return out
+
+
+# Texts are featurized in batches of at most this many characters and output cells: every
+# n-gram of a batch is hashed in one NumPy pass (one pass per text cost ~160 us of call overhead
+# per n, 0.6 ms a short text), in bounded memory.
+BATCH_CHARS = 1 << 20
+BATCH_CELLS = 1 << 21
+
+
+def _bucket_sums(padded: list[str], dim: int, low: int, high: int) -> np.ndarray:
+    """The log-scaled signed bucket sums ``(len(padded), dim)`` of padded, normalised texts:
+    their code points joined, the n-grams of the join hashed at once, and those that straddle
+    two texts left out."""
+    lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+    codes = _code_points("".join(padded))
+    row_of = np.repeat(np.arange(len(padded), dtype=np.int64), lengths)
+    sums = np.zeros(len(padded) * dim, dtype=np.float64)
+    for n in range(low, high + 1):
+        if codes.size < n:
+            break
+        hashes = _ngram_hashes(codes, n)
+        inside = row_of[: hashes.size] == row_of[n - 1 :]  # starts and ends in one text
+        hashes, rows = hashes[inside], row_of[: inside.size][inside]
+        cells = rows * dim + (hashes % np.uint64(dim)).astype(np.int64)
+        signs = np.where(hashes >> np.uint64(63), -1.0, 1.0)
+        sums += np.bincount(cells, weights=signs, minlength=sums.size)
+    sums = sums.reshape(len(padded), dim)
+    return np.sign(sums) * np.log1p(np.abs(sums))
 
 
 def _code_points(text: str) -> np.ndarray:

@@ -123,6 +123,19 @@ def test_hashed_ngrams_golden_values():
     np.testing.assert_allclose(x[[4, 5, 14]], raw / np.linalg.norm(raw), rtol=1e-6)
 
 
+def test_hashed_ngrams_of_a_batch_are_each_texts_own(monkeypatch):
+    """A batch is hashed in one pass over its texts joined: no n-gram may straddle two texts,
+    wherever the batches split (each text's vector is what it gets alone)."""
+    from ml import text
+
+    texts = ["", "a", "ab", "Héllo wörld", "漢字 😀", "x" * 300, " spaced  out ", "b", "cd"] * 3
+    alone = np.stack([hashed_char_ngrams([t], 64)[0] for t in texts])
+    np.testing.assert_array_equal(hashed_char_ngrams(texts, 64), alone)
+    for chars in (1, 5, 16):  # batches of one text, of a few, split anywhere
+        monkeypatch.setattr(text, "BATCH_CHARS", chars)
+        np.testing.assert_array_equal(hashed_char_ngrams(texts, 64), alone)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"dim": 0}, "dim"), ({"dim": 8, "ngram_range": (3, 1)}, "ngram_range")],
