@@ -11,7 +11,11 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
-from apps.core.api.parsers import TOO_DEEP, refuse_unstorable_strings
+from apps.core.api.parsers import (
+    TOO_DEEP,
+    may_hold_unstorable_strings,
+    refuse_unstorable_strings,
+)
 
 
 def _refuse_constant(name: str):
@@ -34,7 +38,8 @@ class AnyJSONParser(BaseParser):
             raise drf.ParseError(f"Malformed JSON body: {exc}") from None
         except RecursionError:  # deeper than the decoder can go (e.g. 100,000 nested arrays)
             raise drf.ParseError(TOO_DEEP) from None
-        refuse_unstorable_strings(data)
+        if may_hold_unstorable_strings(raw):
+            refuse_unstorable_strings(data)
         return data
 
 
