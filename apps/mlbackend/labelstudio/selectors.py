@@ -15,10 +15,10 @@ def backend_for_gateway(backend_id: str) -> LabelStudioBackend:
     `auth.backend_authenticate`) is the whole scope, and everything after this call only
     touches this backend's rows.
     """
-    # One plain query: /health needs nothing more (its model, checkpoint and owner load lazily
-    # on the routes that use them).
+    # One query, its model joined (/predict and /setup read it; the join costs /health nothing
+    # it would notice); its checkpoint and owner load lazily on the routes that use them.
     try:
-        return LabelStudioBackend.objects.get(pk=str(backend_id))
+        return LabelStudioBackend.objects.select_related("cluster").get(pk=str(backend_id))
     except LabelStudioBackend.DoesNotExist:
         raise NotFound("ML backend not found.") from None
 
