@@ -103,8 +103,8 @@ def _bucket_sums(padded: list[str], dim: int, low: int, high: int) -> np.ndarray
         cells = rows * dim + (hashes % np.uint64(dim)).astype(np.int64)
         signs = np.where(hashes >> np.uint64(63), -1.0, 1.0)
         sums += np.bincount(cells, weights=signs, minlength=sums.size)
-    sums = sums.reshape(len(padded), dim)
-    return np.sign(sums) * np.log1p(np.abs(sums))
+    table = sums.reshape(len(padded), dim)
+    return np.sign(table) * np.log1p(np.abs(table))
 
 
 def _code_points(text: str) -> np.ndarray:
