@@ -31,7 +31,7 @@ from apps.clusters.selectors import task_cluster
 from apps.clusters.training import TrainingCallbacks, scaled_rows, training_inputs
 from apps.core.conf import setting
 from apps.core.exceptions import Conflict, OrchardError, ValidationFailed
-from apps.marketplace import selectors, services
+from apps.marketplace import dispatch, selectors, services
 from apps.marketplace.models import Learnuplet, Preduplet, UpletStatus
 from apps.tasks import registry
 from apps.tasks.context import TaskStopped
@@ -336,14 +336,14 @@ def _validate(*, params: dict[str, Any]) -> None:
 
 def register_kinds() -> None:
     registry.register(
-        services.LEARNUPLET_KIND,
+        dispatch.LEARNUPLET_KIND,
         learnuplet,
         time_limit_s=3600,
         max_attempts=2,
         validate=_validate,
     )
     registry.register(
-        services.PREDUPLET_KIND,
+        dispatch.PREDUPLET_KIND,
         preduplet,
         time_limit_s=3600,
         max_attempts=2,

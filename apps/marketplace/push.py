@@ -113,7 +113,7 @@ def normalize_url(url: Any) -> str:
 def compute_endpoint_set(*, access, url: Any, enabled: bool = True) -> ComputeEndpoint:
     """Point the project's uplets at a compute API (project admins only). Disabled, the
     built-in compute takes the project's waiting uplets, as after `compute_endpoint_delete`."""
-    from apps.marketplace.services import uplets_dispatch_waiting
+    from apps.marketplace.dispatch import uplets_dispatch_waiting
 
     access.require_admin()
     url = normalize_url(url)
@@ -130,7 +130,7 @@ def compute_endpoint_set(*, access, url: Any, enabled: bool = True) -> ComputeEn
 def compute_endpoint_delete(*, access) -> None:
     """Back to the built-in compute (project admins only): it takes the `todo` uplets that were
     pushed to the compute API and that it can run (the claim lets one worker have each)."""
-    from apps.marketplace.services import uplets_dispatch_waiting
+    from apps.marketplace.dispatch import uplets_dispatch_waiting
 
     access.require_admin()
     ComputeEndpoint.objects.filter(project=access.project).delete()

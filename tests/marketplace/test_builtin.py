@@ -14,7 +14,7 @@ from apps.clusters.models import Checkpoint
 from apps.datasets.idx import write_idx
 from apps.datasets.imports import dataset_import_mnist
 from apps.datasets.selectors import dataset_arrays
-from apps.marketplace import services
+from apps.marketplace import dispatch
 from apps.marketplace.models import Algo, ComputePush, Learnuplet, Preduplet, UpletStatus
 from apps.tasks.models import Task
 from apps.tasks.runner import task_run
@@ -411,7 +411,7 @@ def test_a_learnuplet_whose_test_data_arrive_last_gets_its_job_then(
     assert uplet.task.kind == "learnuplet" and uplet.task.state == "queued"
     # Once: a dispatch that read the uplet before this one committed creates no second job,
     # nor does registering more data, and rank 1 waits for rank 0.
-    services._builtin_learnuplet(stale)
+    dispatch._builtin_learnuplet(stale)
     other = owner_orch.problem(test=[str(uuid.uuid4())], size=1)
     r = owner_orch.post("data", {"uuid": str(uuid.uuid4()), "problems": other})
     assert r.status_code == 201, r.content
