@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import transaction
 
@@ -30,6 +32,8 @@ from apps.datasets.storage import (
     upload_sessions_max_open,
     validate_name,
 )
+
+logger = logging.getLogger(__name__)
 
 # -- upload sessions --------------------------------------------------------------------------
 
@@ -344,7 +348,21 @@ def _finalize_upload(dataset: Dataset) -> Dataset:
         raise
     for session in sessions.values():
         session.path.unlink(missing_ok=True)
+    _announce_ready(dataset)
     return dataset
+
+
+def _announce_ready(dataset: Dataset) -> None:
+    """`signals.dataset_ready`, once committed (the marketplace runs uplets that waited for it);
+    a receiver's failure is logged: the dataset is ready whatever its followers do."""
+    from apps.datasets.signals import dataset_ready
+
+    def send() -> None:
+        for receiver, result in dataset_ready.send_robust(sender=Dataset, dataset=dataset):
+            if isinstance(result, Exception):
+                logger.error("dataset %s ready: %r failed", dataset.pk, receiver, exc_info=result)
+
+    transaction.on_commit(send)
 
 
 def _parse_and_store(dataset: Dataset, sessions: dict, options: dict, staging) -> None:

@@ -20,3 +20,8 @@ class MarketplaceConfig(AppConfig):
         register_kinds()
         # Compute push: runnable uplets POSTed to a project's compute API (`compute_push` jobs).
         register_kind()
+        # Uplets that waited for a dataset still uploading when it was registered as data.
+        from apps.datasets.signals import dataset_ready
+        from apps.marketplace.dispatch import on_dataset_ready
+
+        dataset_ready.connect(on_dataset_ready, dispatch_uid="marketplace-dataset-ready")

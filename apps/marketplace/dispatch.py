@@ -60,6 +60,17 @@ def _fail_waiting(uplet: Learnuplet | Preduplet, reason: str) -> bool:
     return bool(failed)
 
 
+def on_dataset_ready(sender, dataset, **kwargs) -> None:
+    """A dataset registered as data while it was still uploading is ready now: the uplets that
+    name it may run (`apps.datasets.signals.dataset_ready`)."""
+    from apps.marketplace.models import Data
+
+    uuids = [str(u) for u in Data.objects.filter(dataset=dataset).values_list("uuid", flat=True)]
+    if uuids:
+        with transaction.atomic():
+            dispatch_waiting(project_id=dataset.project_id, data_uuids=uuids)
+
+
 @transaction.atomic
 def uplets_dispatch_waiting(*, project_id) -> None:
     """Give the built-in compute every `todo` uplet of the project that it can run but has no job

@@ -443,3 +443,46 @@ def test_removing_the_compute_api_gives_its_waiting_uplets_to_the_builtin_comput
     uplet.refresh_from_db()
     assert uplet.task.kind == "learnuplet" and uplet.task.state == "queued"
     assert Task.objects.filter(kind="learnuplet").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_learnuplet_whose_test_data_were_still_uploading_gets_its_job_when_they_are_ready(
+    world, digits, owner_orch, inline_runner
+):
+    """Data registered while their dataset still uploads (the Hanami SDK's two-step upload)
+    are no Orchard dataset the built-in compute can read yet: the uplet waited todo with no job
+    for good, as nothing dispatched it when the upload was finalized."""
+    from apps.datasets import uploads
+    from apps.datasets.idx import idx_bytes
+
+    train_set, test_set = digits
+    shards = make_shards(world, train_set, 2, size=100)
+    x, y = dataset_arrays(test_set)
+    images = idx_bytes(np.round(np.asarray(x).reshape(len(x), 8, 8) * 255).astype(np.uint8))
+    labels = idx_bytes(np.asarray(y).astype(np.uint8))
+    pending, sessions = uploads.dataset_upload_begin(
+        project=world.project,
+        actor=world.owner,
+        name="test-uploading",
+        kind="mnist",
+        sizes={"images": len(images), "labels": len(labels)},
+    )
+    test = str(pending.pk)
+    problem = owner_orch.problem(test=[test], size=1)
+    assert (
+        owner_orch.post("data", {"uuid": [*shards, test], "problems": problem}).status_code == 201
+    )
+    created = owner_orch.post(
+        "algo", {"uuid": str(uuid.uuid4()), "name": "mlp", "problem": problem}
+    )
+    assert created.status_code == 201, created.content
+    algo = created.json()["new_algo"]["uuid"]
+    first = owner_orch.learnuplets(algo=algo)[0]
+    assert first["status"] == "todo" and Learnuplet.objects.get(uuid=first["uuid"]).task is None
+
+    for role, payload in (("images", images), ("labels", labels)):
+        uploads.upload_session_write(session=sessions[role], position=0, data=payload)
+    uploads.dataset_finalize_upload(dataset=pending)
+    uplet = Learnuplet.objects.get(uuid=first["uuid"])
+    assert uplet.task is not None and uplet.task.kind == "learnuplet"
+    assert Task.objects.filter(kind="learnuplet").count() == 1
