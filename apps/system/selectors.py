@@ -1,5 +1,6 @@
 """Reads about the platform itself: health of its services, devices, disk usage."""
 
+import asyncio
 import os
 import shutil
 import time
@@ -43,16 +44,23 @@ def _check_broker():
     return name
 
 
+CHANNEL_LAYER_TIMEOUT_S = 5.0  # a round trip past this is a failed check (503), not a hang
+
+
 def _check_channel_layer():
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
 
     async def roundtrip():
-        channel = await layer.new_channel("health.")
+        # The layer's own prefix: channels_redis reads every process-local channel of that
+        # prefix through one receive loop, which an open socket's consumer holds while it waits;
+        # a channel of another prefix ("health.") waited behind it for as long as any socket
+        # stayed idle, and the health check never answered in team mode.
+        channel = await layer.new_channel()
         token = uuid.uuid4().hex
         await layer.send(channel, {"type": "health.ping", "token": token})
-        message = await layer.receive(channel)
+        message = await asyncio.wait_for(layer.receive(channel), CHANNEL_LAYER_TIMEOUT_S)
         if message.get("token") != token:
             raise RuntimeError("channel layer returned a different message")
 

@@ -36,3 +36,26 @@ async def test_an_idle_receive_outlives_several_blocking_reads():
         await asyncio.wait_for(layer.receive(channel), timeout=8)
     await layer.send(channel, {"type": "still.alive"})
     assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "still.alive"
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_health_answers_while_a_socket_waits_on_the_layer():
+    """An open socket's consumer holds channels-redis's receive loop of this process while it
+    waits; the health check's round trip used a channel of another prefix, which nothing read
+    while that socket stayed idle: GET /api/system/health never answered in team mode."""
+    from channels.testing import HttpCommunicator
+
+    from config.asgi import application
+
+    layer = _redis_layer()
+    waiting = asyncio.ensure_future(layer.receive(await layer.new_channel()))  # an idle socket
+    try:
+        await asyncio.sleep(0)  # let it take the receive loop
+        communicator = HttpCommunicator(
+            application, "GET", "/api/system/health", headers=[(b"host", b"testserver")]
+        )
+        response = await communicator.get_response(timeout=20)
+        assert response["status"] == 200, response["body"][:300]
+    finally:
+        waiting.cancel()
