@@ -8,6 +8,7 @@ Like the loop, evaluation keeps its sums on the device and reads them back once 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,10 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+class NonFiniteStep(ValueError):
+    """A training step whose loss or gradients are not finite: refused, the model unchanged."""
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -66,6 +71,8 @@ def train_step(
         raise ValueError(f"loss must be 'auto' or one of {', '.join(LOSSES)}")
     if not model.training:
         model.train()
+    # Running statistics (batch norm) move in the forward pass: kept to undo a refused step.
+    saved_buffers = [b.detach().clone() for b in model.buffers()]
     out = model(x)
     if isinstance(out, Mapping):
         if not isinstance(y, Mapping):
@@ -85,8 +92,23 @@ def train_step(
         value = _step_loss(out, y, loss)
     optimizer.zero_grad(set_to_none=True)
     value.backward()
+    # One sync for both: a loss or gradient that overflowed (inputs near float32's limit) would
+    # turn every weight into NaN for good; such a step changes nothing and raises.
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else value.detach().new_zeros(())
+    loss_value, grad_norm = torch.stack([value.detach().float(), norm.float()]).tolist()
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        if saved_buffers:
+            with torch.no_grad():
+                for buffer, before in zip(model.buffers(), saved_buffers, strict=True):
+                    buffer.copy_(before)
+        raise NonFiniteStep(
+            "the step's loss or gradients are not finite numbers (values too large?); "
+            "the model was not changed."
+        )
     optimizer.step()
-    return value.item()
+    return loss_value
 
 
 def evaluate(

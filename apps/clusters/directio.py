@@ -89,7 +89,7 @@ class DirectRuntime:
         for name, raw in values.items():
             try:
                 array = np.asarray(raw, dtype=np.float32)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):  # OverflowError: an int past float
                 raise ValidationFailed(
                     f"Brick {name!r}: values must be a list of numbers."
                 ) from None
@@ -177,7 +177,9 @@ class DirectRuntime:
         return batcher
 
     def train(self, inputs: Mapping[str, Any], expected: Mapping[str, Any]) -> float:
-        """One optimisation step towards the expected output values; returns the loss."""
+        """One optimisation step towards the expected output values; returns the loss. A step
+        whose loss or gradients overflow is refused (ValidationFailed) and changes nothing."""
+        from ml.evaluation import NonFiniteStep
         from ml.training import train_step
 
         x_arrays = self.check_values("input", inputs)
@@ -190,7 +192,10 @@ class DirectRuntime:
             y = self._tensors(y_arrays, 1.0)
             if len(y) == 1 and not isinstance(x, Mapping):
                 y = next(iter(y.values()))  # tensor in, tensor out
-            loss = train_step(self.model, self.optimizer, x, y)
+            try:
+                loss = train_step(self.model, self.optimizer, x, y)
+            except NonFiniteStep as exc:
+                raise ValidationFailed(f"Refused: {exc}") from None
             self.dirty = True
             self.steps += 1
             return loss

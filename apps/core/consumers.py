@@ -175,7 +175,11 @@ class ProjectScopedConsumer(ClosesOnceMixin, AsyncJsonWebsocketConsumer):
         try:
             if user is None or not user.is_authenticated:
                 raise Unauthorized()
-            project_id = self.scope["url_route"]["kwargs"].get("project_id")
+            route = self.scope["url_route"]["kwargs"]
+            if any("\x00" in str(value) for value in route.values()):
+                # No id holds a NUL (PostgreSQL cannot even compare one): 404, as over HTTP.
+                raise NotFound()
+            project_id = route.get("project_id")
             self.access = await database_sync_to_async(project_access)(
                 user=user, project_id=project_id
             )
@@ -187,6 +191,18 @@ class ProjectScopedConsumer(ClosesOnceMixin, AsyncJsonWebsocketConsumer):
         await self.on_open()
         self._rights_loop = RecheckLoop(self._recheck, self._refused)
         self._rights_loop.start()
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """A frame that is not a JSON text (empty, binary, malformed) reaches `receive_json` as
+        None, which each socket answers as a frame of the wrong shape (channels' own receive
+        raised, and the socket died with 1011)."""
+        content = None
+        if text_data:
+            try:
+                content = await self.decode_json(text_data)
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than json goes
+                content = None
+        await self.receive_json(content, **kwargs)
 
     async def websocket_disconnect(self, message):
         loop = getattr(self, "_rights_loop", None)

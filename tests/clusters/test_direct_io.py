@@ -281,3 +281,59 @@ async def test_entering_direct_mode_warms_the_model_before_any_socket(world):
     await comm.disconnect()
     await sync_to_async(_set_mode)(world.member, world.project, cluster, "TASK")
     assert directio.runtime_get(str(cluster.pk)) is None
+
+
+async def test_a_step_that_overflows_is_refused_and_changes_nothing(world, direct_cluster):
+    """Values near float32's limit are finite, but the step's loss and gradients overflow: the
+    step answered loss NaN (not even JSON), every weight became NaN, and the NaN weights were
+    written back to the cluster for good."""
+    comm, connected, _ = await _connect(world.member, world.project, direct_cluster)
+    assert connected
+    await comm.receive_json_from()
+    x = _sample().tolist()
+    await comm.send_json_to({"type": "request", "inputs": {"pixels": x}, "id": "before"})
+    before = (await comm.receive_json_from())["outputs"]["digit"]
+    huge = {"type": "train", "inputs": {"pixels": [3e38] * 64}, "expected": {"digit": [3e38] * 10}}
+    await comm.send_json_to({**huge, "id": "h"})
+    answer = await comm.receive_json_from()
+    assert answer["type"] == "error" and answer["id"] == "h"
+    assert "not finite" in answer["error"]["message"], answer
+    await comm.send_json_to({"type": "request", "inputs": {"pixels": x}, "id": "after"})
+    assert (await comm.receive_json_from())["outputs"]["digit"] == before
+    await comm.disconnect()
+    cluster = await sync_to_async(Cluster.objects.get)(pk=direct_cluster.pk)
+    assert cluster.version == 0  # nothing changed, nothing written back
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("", "JSON objects"),  # channels' own receive raised on an empty text frame: 1011
+        ("{not json", "JSON objects"),
+        (json.dumps({"type": "request", "inputs": {"pixels": [10**400] * 64}}), "numbers"),
+    ],
+)
+async def test_frames_that_broke_the_io_socket_get_an_error_frame(
+    world, direct_cluster, frame, reason
+):
+    comm, connected, _ = await _connect(world.member, world.project, direct_cluster)
+    assert connected
+    await comm.receive_json_from()
+    await comm.send_input({"type": "websocket.receive", "text": frame})  # "" too, as daphne does
+    answer = await comm.receive_json_from()
+    assert answer["type"] == "error" and reason in answer["error"]["message"], answer
+    await comm.send_json_to({"type": "ping"})  # the socket stays open
+    assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
+async def test_a_nul_in_a_socket_path_is_not_found(world, direct_cluster):
+    """PostgreSQL cannot compare a NUL: the lookup raised (a 500 at the handshake)."""
+    token = await sync_to_async(lambda: token_pair_for(user=world.member)["access"])()
+    for path in (
+        f"/ws/projects/de\x00mo/clusters/{direct_cluster.pk}/io?token={token}",
+        f"/ws/projects/{world.project.pk}/clusters/a\x00b/io?token={token}",
+    ):
+        comm = WebsocketCommunicator(_app(), path)
+        connected, code = await comm.connect(timeout=10)
+        assert (connected, code) == (False, 4404), path

@@ -46,6 +46,12 @@ async def test_events_socket(world):
         {"type": "orchard.event", "event": {"type": "progress", "progress": 0.5}},
     )
     assert (await comm.receive_json_from(timeout=5)) == {"type": "progress", "progress": 0.5}
+    # Frames that are no JSON object are ignored, as other frames are (channels' own receive
+    # raised on them and the socket died with 1011); a ping still answers after them.
+    for frame in ({"text": "{not json"}, {"text": ""}, {"bytes": b"\x00"}):
+        await comm.send_input({"type": "websocket.receive", **frame})
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from(timeout=5)) == {"type": "pong"}
     await comm.disconnect()
 
     # A member of another project gets 4404, with its own project in the URL or the victim's.
