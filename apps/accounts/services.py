@@ -122,7 +122,11 @@ def project_create(
     project = Project(name=name, task=task, created_by=actor)
     if project_id is not None:
         project.id = project_id
-    project.save(force_insert=True)
+    try:
+        with transaction.atomic():  # a concurrent creation of the same id wins: 409, not 500
+            project.save(force_insert=True)
+    except IntegrityError:
+        raise Conflict(f"Project {project_id!r} already exists.") from None
     Membership.objects.create(user=actor, project=project, role=Role.ADMIN, is_project_admin=True)
     return project
 

@@ -212,3 +212,25 @@ def test_checks_answer_in_upstreams_order(world):
     )
     membership = {"id": "ghost", "project_id": "p", "is_project_admin": "yes"}
     assert _answer(admin.post("user/project", membership)) == (404, {"error": "User not found."})
+
+
+def test_two_creations_of_one_project_id_at_once_are_a_409_not_a_500(world, monkeypatch):
+    """The id was checked free, then inserted: a concurrent creation of the same id in between
+    (ten SDK clients at once, on PostgreSQL) broke the primary key and answered 500."""
+    from apps.accounts import services
+    from apps.accounts.models import Project
+
+    quota = services._require_project_quota
+
+    def another_client_first(actor):
+        quota(actor)
+        Project.objects.create(pk="raced", name="theirs", created_by=actor)
+
+    monkeypatch.setattr(services, "_require_project_quota", another_client_first)
+    sdk = SDK(token_for("root", PASSWORD))
+    assert _answer(sdk.post("project", {"id": "raced", "name": "mine"})) == (
+        409,
+        {"error": "Project 'raced' already exists."},
+    )
+    # (The other client's row went with this test's transaction: it is one transaction here.)
+    assert not Project.objects.filter(pk="raced", name="mine").exists()
