@@ -168,6 +168,7 @@ def task_run(task_id: str, token: str | None = None) -> None:
         return
     ctx = TaskContext(task, kind)
     state, result, error, trace = TaskState.FINISHED, None, "", ""
+    deleted: bool | None = None  # whether the row went while it ran: looked up once, if needed
     ctx.start_heartbeat()
     try:
         result = ctx.run_handler()
@@ -180,11 +181,14 @@ def task_run(task_id: str, token: str | None = None) -> None:
         trace = tb.format_exc()
     except Exception as exc:
         state, error, trace = TaskState.FAILED, f"{type(exc).__name__}: {exc}", tb.format_exc()
-        if not _deleted(task):  # else its rows went from under it (a foreign key): see below
+        deleted = _deleted(task)
+        if not deleted:  # else its rows went from under it (a foreign key): see below
             logger.exception("task %s failed", task_id)
     finally:
         ctx.stop_heartbeat()
-    if (ctx.lost or state == TaskState.FAILED) and _deleted(task):
+    if deleted is None and (ctx.lost or state == TaskState.FAILED):
+        deleted = _deleted(task)
+    if deleted:
         # Deleted while it ran (with its cluster, its project, ...): nothing is left to record
         # the outcome in; its resume files go with it.
         logger.info("task %s was deleted while it ran; result dropped", task_id)
