@@ -16,7 +16,8 @@ from rest_framework import parsers
 TOO_DEEP = "Malformed JSON body: nested too deeply."
 HAS_NUL = "Malformed JSON body: NUL characters (\\u0000) are not allowed in strings."
 HAS_SURROGATE = "Malformed JSON body: lone surrogates (\\ud800-\\udfff) are not allowed in strings."
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What no database stores in text: NUL (PostgreSQL) and lone surrogates (no UTF-8 form).
+UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 # Strict JSON text can only spell a NUL or a lone surrogate as an escape (\u0000, \ud800-\udfff):
@@ -37,7 +38,7 @@ def refuse_unstorable_strings(value) -> None:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            found = _UNSTORABLE.search(item)
+            found = UNSTORABLE_CHARS.search(item)
             if found:
                 raise drf.ParseError(HAS_NUL if found.group() == "\x00" else HAS_SURROGATE)
         elif isinstance(item, dict):

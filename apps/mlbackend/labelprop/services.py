@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 import uuid
 from typing import Any
@@ -32,6 +31,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.clusters.runtime import atomic_write
+from apps.core.api.parsers import UNSTORABLE_CHARS
 from apps.core.exceptions import PayloadTooLarge, ValidationFailed
 from apps.core.tenancy import ProjectAccess
 from apps.mlbackend.labelprop import selectors, storage
@@ -64,12 +64,10 @@ MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024
 # --- starting sessions ---------------------------------------------------------------------------
 
 REFUSAL_MAX_CHARS = 1000
-# What no JSON column keeps in text: a lone surrogate (not UTF-8), NUL (PostgreSQL refuses it).
-_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def _storable_text(text: str) -> str:
-    return _UNSTORABLE_TEXT.sub("\ufffd", text)
+    return UNSTORABLE_CHARS.sub("\ufffd", text)
 
 
 def _storable(value: Any) -> Any:
